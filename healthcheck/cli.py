@@ -1,0 +1,240 @@
+"""The `healthcheck` command: --once, run, check-config, demo. Errors map to exit codes here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from healthcheck import __version__
+from healthcheck.config import load_config
+from healthcheck.daemon import Daemon
+from healthcheck.demo import demo_fleet
+from healthcheck.durations import format_duration
+from healthcheck.errors import ConfigError, HealthcheckError
+from healthcheck.logs import setup_logging
+from healthcheck.probes import Prober
+from healthcheck.report import Report
+from healthcheck.result import ProbeResult
+from healthcheck.scheduler import check_once
+from healthcheck.secrets import Redactor
+from healthcheck.targets import Config
+
+EXIT_CONFIG = 3
+EXIT_ERROR = 4
+EXIT_INTERRUPTED = 130
+SYSTEM_CONFIG = Path("/etc/healthcheck/regions.yaml")
+
+log = logging.getLogger("healthcheck.cli")
+
+
+def default_config_path() -> str:
+    """--config, else $HEALTHCHECK_CONFIG, else /etc/healthcheck/regions.yaml, else ./."""
+    if "HEALTHCHECK_CONFIG" in os.environ:
+        return os.environ["HEALTHCHECK_CONFIG"]
+    return str(SYSTEM_CONFIG) if SYSTEM_CONFIG.is_file() else "regions.yaml"
+
+
+def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before or after the subcommand (argparse needs them on both)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("-c", "--config", default=default(None), help="configuration file")
+    parser.add_argument(
+        "--format", choices=("table", "json"), default=default("table"), help="output format"
+    )
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=default(None),
+        help="only this region (repeat for more)",
+    )
+    parser.add_argument(
+        "--log-level", default=default("INFO"), choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default("auto"),
+        choices=("auto", "json", "text"),
+        help="auto: JSON lines under systemd, text on a terminal",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healthcheck",
+        description="Multi-region synthetic health checks. With no subcommand: the daemon.",
+    )
+    parser.add_argument("--version", action="version", version=f"healthcheck {__version__}")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="check every endpoint once, print, exit 0 healthy / 1 degraded / 2 unhealthy",
+    )
+    _common_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in (
+        ("run", "run the daemon (the default)"),
+        ("check-config", "validate the configuration and print a summary"),
+        ("demo", "run against a simulated fleet on loopback (no config, no network)"),
+    ):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _common_options(sub, suppress=True)
+        if name == "demo":
+            sub.add_argument("--once", action="store_true", help="one round, print, exit")
+            sub.add_argument(
+                "--duration", type=float, default=None, help="stop after this many seconds"
+            )
+            sub.add_argument(
+                "--refresh", type=float, default=5.0, help="seconds between status tables"
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"healthcheck: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except HealthcheckError as exc:
+        print(f"healthcheck: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command or ("once" if args.once else "run")
+    if command == "demo":
+        setup_logging(args.log_level, args.log_format)
+        return asyncio.run(_demo(args))
+    config = _load(args)
+    if command == "check-config":
+        return _check_config(config, args.format)
+    setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
+    if command == "once" or args.once:
+        return asyncio.run(_once(config, args.format))
+    return asyncio.run(_run_daemon(Daemon(config)))
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config or default_config_path())
+    if args.region:
+        known = {region.name for region in config.regions}
+        unknown = [name for name in args.region if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"--region {unknown[0]!r} is not in the configuration "
+                f"(regions: {', '.join(sorted(known))})",
+                file=config.source,
+            )
+        config = config.only_regions(set(args.region))
+    return config
+
+
+async def _probe_all(config: Config) -> list[ProbeResult]:
+    async with Prober(Redactor(config.secrets)) as prober:
+        return await check_once(list(config.endpoints()), prober.check, config.scheduler)
+
+
+async def _once(config: Config, fmt: str) -> int:
+    report = Report(config, await _probe_all(config))
+    _print_report(report, fmt)
+    return report.exit_code
+
+
+def _print_report(report: Report, fmt: str) -> None:
+    if fmt == "json":
+        print(report.render_json())
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        print(report.render_table(colour=colour))
+    sys.stdout.flush()
+
+
+def _check_config(config: Config, fmt: str) -> int:
+    endpoints = list(config.endpoints())
+    kinds = Counter(endpoint.kind for endpoint in endpoints)
+    shortest = min((endpoint.interval for endpoint in endpoints), default=None)
+    if fmt == "json":
+        summary = {
+            "config": config.source,
+            "valid": True,
+            "regions": {region.name: len(region.endpoints) for region in config.regions},
+            "endpoints": len(endpoints),
+            "kinds": dict(kinds),
+            "shortest_interval_s": shortest,
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
+    kind_text = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+    print(
+        f"{config.source}: valid: {len(config.regions)} regions, "
+        f"{len(endpoints)} endpoints ({kind_text})"
+    )
+    for region in config.regions:
+        names = ", ".join(endpoint.name for endpoint in region.endpoints)
+        print(f"  {region.name}: {names}")
+    if shortest is not None:
+        print(f"shortest interval: {format_duration(shortest)}")
+    return 0
+
+
+async def _run_daemon(daemon: Daemon, duration: float | None = None) -> int:
+    """Run until SIGTERM/SIGINT (a second one exits at once) or for `duration` seconds."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", extra={"event": "forced_exit"})
+            os._exit(EXIT_INTERRUPTED)
+        log.info("%s: stopping", signal.Signals(signum).name, extra={"event": "stopping"})
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    await daemon.run(stop)
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    async with demo_fleet() as config:
+        if args.region:
+            config = config.only_regions(set(args.region))
+        if args.once:
+            return await _once(config, args.format)
+        daemon = Daemon(config)
+        printer = asyncio.create_task(_print_periodically(daemon, args.refresh, args.format))
+        try:
+            return await _run_daemon(daemon, args.duration)
+        finally:
+            printer.cancel()
+            if daemon.board.latest:
+                _print_report(_board_report(daemon), args.format)
+
+
+def _board_report(daemon: Daemon) -> Report:
+    results = [result for result, _ in daemon.board.latest.values()]
+    return Report(daemon.config, results)
+
+
+async def _print_periodically(daemon: Daemon, every: float, fmt: str) -> None:
+    while True:
+        await asyncio.sleep(every)
+        if daemon.board.latest:
+            _print_report(_board_report(daemon), fmt)
+            print(flush=True)

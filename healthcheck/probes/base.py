@@ -1,0 +1,169 @@
+"""What every probe kind shares: the registry contract, the attempt budget, error classes."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
+
+from healthcheck.conditions import ConditionContext
+from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
+from healthcheck.schema import Option
+from healthcheck.targets import Endpoint
+
+Clock = Callable[[], float]
+
+# The shortest attempt worth starting: below this a retry could only time out.
+MIN_ATTEMPT = 0.05
+
+
+class Probe(ABC):
+    """A probe kind: subclasses set `kind`, `settings`, `options`, `placeholders`, `attempt`."""
+
+    kind: ClassVar[str]
+    settings: ClassVar[type]  # frozen dataclass built from `options`
+    options: ClassVar[Mapping[str, Option]]
+    placeholders: ClassVar[frozenset[str]]  # condition placeholders this kind can fill
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Open shared resources (client sessions); called once before the first check."""
+
+    async def close(self) -> None:
+        """Release shared resources."""
+
+    @abstractmethod
+    async def attempt(self, target: Endpoint) -> ProbeResult:
+        """One try against the target; the caller bounds it with a timeout."""
+
+    async def run(self, target: Endpoint) -> ProbeResult:
+        """Check the target: retries with backoff inside its budget; never raises."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + target.budget
+        attempts = 0
+
+        async def one_attempt() -> ProbeResult:
+            nonlocal attempts
+            attempts += 1
+            allowed = min(target.timeout, deadline - loop.time())
+            return await self._bounded_attempt(target, max(allowed, MIN_ATTEMPT))
+
+        def out_of_budget(state: RetryCallState) -> bool:
+            used_up = state.attempt_number > target.retries
+            return used_up or deadline - loop.time() < MIN_ATTEMPT
+
+        retrying = AsyncRetrying(
+            stop=out_of_budget,
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_result(lambda result: not result.ok),
+            retry_error_callback=lambda state: state.outcome.result(),
+        )
+        result = await retrying(one_attempt)
+        return result if attempts == 1 else replace(result, attempts=attempts)
+
+    async def _bounded_attempt(self, target: Endpoint, allowed: float) -> ProbeResult:
+        started = time.perf_counter()
+        timestamp = self.clock()
+        try:
+            async with asyncio.timeout(allowed):
+                return await self.attempt(target)
+        except TimeoutError:
+            return self.failed(
+                target, ErrorClass.TIMEOUT, f"no answer within {allowed:.3g}s", started, timestamp
+            )
+        except Exception as exc:  # a probe must never raise to the scheduler
+            error, message = classify_exception(exc)
+            return self.failed(target, error, message, started, timestamp)
+
+    def failed(
+        self,
+        target: Endpoint,
+        error: ErrorClass,
+        text: str,
+        started: float,
+        timestamp: float | None = None,
+        **fields: Any,
+    ) -> ProbeResult:
+        """A failed result for this target, timed from `started` (a perf_counter value)."""
+        return ProbeResult(
+            region=target.region,
+            endpoint=target.name,
+            kind=target.kind,
+            ok=False,
+            latency=time.perf_counter() - started,
+            timestamp=self.clock() if timestamp is None else timestamp,
+            error=error,
+            error_text=text,
+            **fields,
+        )
+
+    def judged(
+        self,
+        target: Endpoint,
+        context: ConditionContext,
+        started: float,
+        timestamp: float,
+        **fields: Any,
+    ) -> ProbeResult:
+        """A result decided by the target's conditions (ok when there are none)."""
+        latency = time.perf_counter() - started
+        context.response_time_ms = latency * 1000
+        outcomes = tuple(condition.evaluate(context) for condition in target.conditions)
+        failed = [outcome for outcome in outcomes if not outcome.passed]
+        return ProbeResult(
+            region=target.region,
+            endpoint=target.name,
+            kind=target.kind,
+            ok=not failed,
+            latency=latency,
+            timestamp=timestamp,
+            error=ErrorClass.CONDITION_FAILED if failed else None,
+            error_text=describe_failed(failed) if failed else None,
+            conditions=outcomes,
+            **fields,
+        )
+
+
+def describe_failed(failed: list[ConditionOutcome]) -> str:
+    first = failed[0]
+    text = f"condition {first.condition!r} failed"
+    if first.detail:
+        text += f" ({first.detail})"
+    if len(failed) > 1:
+        text += f", and {len(failed) - 1} more"
+    return text
+
+
+def classify_exception(exc: BaseException) -> tuple[ErrorClass, str]:
+    """Map a socket-level exception to an error class and a short, URL-free message."""
+    if isinstance(exc, TimeoutError):
+        return ErrorClass.TIMEOUT, "timed out"
+    if isinstance(exc, socket.gaierror):
+        return ErrorClass.DNS, f"name resolution failed: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ErrorClass.TLS, f"certificate verify failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return ErrorClass.TLS, f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return ErrorClass.CONNECTION_REFUSED, "connection refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return ErrorClass.CONNECTION_RESET, "connection reset by peer"
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ECONNREFUSED:
+            return ErrorClass.CONNECTION_REFUSED, "connection refused"
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return ErrorClass.CONNECTION_RESET, "connection reset by peer"
+        if exc.errno in (errno.ETIMEDOUT,):
+            return ErrorClass.TIMEOUT, "connect timed out"
+        return ErrorClass.NETWORK, exc.strerror or type(exc).__name__
+    return ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}"

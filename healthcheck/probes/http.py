@@ -1,0 +1,280 @@
+"""HTTP(S) check with aiohttp: status, body conditions, phases, certificate expiry, body cap."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from healthcheck import __version__, schema
+from healthcheck.conditions import ConditionContext
+from healthcheck.probes.base import Probe, classify_exception
+from healthcheck.probes.tls import TlsContexts
+from healthcheck.result import ErrorClass, Phases, ProbeResult
+from healthcheck.schema import Option, TlsOptions
+from healthcheck.secrets import Secret, reveal
+from healthcheck.targets import Endpoint
+
+USER_AGENT = f"healthcheck/{__version__}"
+DEFAULT_MAX_BODY = 1024 * 1024
+_CHUNK = 64 * 1024
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str | Secret], ...] = ()
+    body: str | None = None
+    expected_status: tuple[int, ...] | None = None  # None: any 2xx, unless conditions decide
+    follow_redirects: bool = True
+    max_redirects: int = 10
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    keepalive: bool = False  # False: a fresh connection per check, as a user's first visit
+    max_body: int = DEFAULT_MAX_BODY
+
+
+def _header_pairs(value: Any) -> tuple[tuple[str, str | Secret], ...]:
+    return tuple(schema.headers(value).items())
+
+
+def _method(value: Any) -> str:
+    return schema.choice(*_METHODS)(schema.text(value).upper())
+
+
+@dataclass(slots=True)
+class _PhaseClock:
+    """Per-request marks filled in by aiohttp's trace hooks (perf_counter seconds)."""
+
+    dns: float = 0.0
+    connect: float = 0.0
+    _mark: float = 0.0
+    _dns_mark: float = 0.0
+
+
+async def _connect_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    ctx.trace_request_ctx._mark = time.perf_counter()
+
+
+async def _connect_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    clock = ctx.trace_request_ctx
+    clock.connect += time.perf_counter() - clock._mark
+
+
+async def _dns_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    ctx.trace_request_ctx._dns_mark = time.perf_counter()
+
+
+async def _dns_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    clock = ctx.trace_request_ctx
+    clock.dns += time.perf_counter() - clock._dns_mark
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_start.append(_connect_start)
+    trace.on_connection_create_end.append(_connect_end)
+    trace.on_dns_resolvehost_start.append(_dns_start)
+    trace.on_dns_resolvehost_end.append(_dns_end)
+    return trace
+
+
+class HttpProbe(Probe):
+    kind = "http"
+    settings = HttpSettings
+    options = {
+        "url": Option(schema.http_url, help="http:// or https:// URL to request"),
+        "method": Option(_method, "GET"),
+        "headers": Option(_header_pairs, ()),
+        "body": Option(schema.optional(schema.text), None),
+        "expected_status": Option(schema.optional(schema.status_codes), None),
+        "follow_redirects": Option(schema.boolean, True),
+        "max_redirects": Option(schema.integer(0, 50), 10),
+        "tls": Option(schema.tls_options, TlsOptions()),
+        "keepalive": Option(schema.boolean, False),
+        "max_body": Option(schema.size, DEFAULT_MAX_BODY),
+    }
+    placeholders = frozenset(
+        {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION", "IP"}
+    )
+
+    async def start(self) -> None:
+        self._tls = TlsContexts()
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+
+    def _session(self, keepalive: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(keepalive)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, force_close=not keepalive, enable_cleanup_closed=True
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trace_configs=[_trace_config()],
+                headers={"User-Agent": USER_AGENT},
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._sessions[keepalive] = session
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
+
+    async def attempt(self, target: Endpoint) -> ProbeResult:
+        settings: HttpSettings = target.settings
+        started = time.perf_counter()
+        timestamp = self.clock()
+        clock = _PhaseClock()
+        try:
+            async with self._session(settings.keepalive).request(
+                settings.method,
+                settings.url,
+                headers={name: reveal(value) for name, value in settings.headers},
+                data=settings.body.encode() if settings.body is not None else None,
+                allow_redirects=settings.follow_redirects,
+                max_redirects=settings.max_redirects,
+                ssl=self._tls.get(settings.tls.verify, settings.tls.ca_file),
+                server_hostname=settings.tls.server_name,
+                trace_request_ctx=clock,
+            ) as response:
+                first_byte = time.perf_counter() - started
+                cert_expiry, peer_ip = _peer_facts(response)
+                length = response.content_length
+                if length is not None and length > settings.max_body:
+                    return self.failed(
+                        target,
+                        ErrorClass.BODY_TOO_LARGE,
+                        f"body of {length} bytes is over the {settings.max_body}-byte cap",
+                        started,
+                        timestamp,
+                        http_status=response.status,
+                    )
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    body += chunk
+                    if len(body) > settings.max_body:
+                        return self.failed(
+                            target,
+                            ErrorClass.BODY_TOO_LARGE,
+                            f"body is over the {settings.max_body}-byte cap",
+                            started,
+                            timestamp,
+                            http_status=response.status,
+                        )
+                status = response.status
+        except aiohttp.ClientError as exc:
+            error, message = _classify_client_error(exc)
+            return self.failed(target, error, message, started, timestamp)
+
+        total = time.perf_counter() - started
+        phases = Phases(
+            dns=clock.dns or None,
+            connect=(clock.connect - clock.dns) if clock.connect else None,
+            first_byte=first_byte,
+            total=total,
+        )
+        now = self.clock()
+        context = ConditionContext(
+            status=status,
+            body=bytes(body),
+            connected=True,
+            certificate_expiration_s=None if cert_expiry is None else cert_expiry - now,
+            ip=peer_ip,
+        )
+        result = self.judged(
+            target,
+            context,
+            started,
+            timestamp,
+            http_status=status,
+            phases=phases,
+            cert_expiry=cert_expiry,
+        )
+        if not _status_accepted(status, settings, has_conditions=bool(target.conditions)):
+            expected = (
+                " or ".join(map(str, settings.expected_status))
+                if settings.expected_status
+                else "2xx"
+            )
+            return self.failed(
+                target,
+                ErrorClass.HTTP_STATUS,
+                f"HTTP {status}, expected {expected}",
+                started,
+                timestamp,
+                http_status=status,
+                phases=phases,
+                conditions=result.conditions,
+                cert_expiry=cert_expiry,
+            )
+        return result
+
+
+def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: bool) -> bool:
+    """Explicit expected_status wins; else conditions decide; with neither, any 2xx passes."""
+    if settings.expected_status is not None:
+        return status in settings.expected_status
+    return has_conditions or 200 <= status < 300
+
+
+def _peer_facts(response: aiohttp.ClientResponse) -> tuple[float | None, str | None]:
+    """The peer certificate's expiry (epoch s) and the peer's IP, while the connection is open."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    if transport is None:
+        return None, None
+    peer = transport.get_extra_info("peername")
+    ssl_object = transport.get_extra_info("ssl_object")
+    expiry = None
+    if ssl_object is not None:
+        not_after = (ssl_object.getpeercert() or {}).get("notAfter")
+        if not_after:
+            expiry = float(ssl.cert_time_to_seconds(not_after))
+    return expiry, peer[0] if peer else None
+
+
+def _classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
+    """aiohttp's exceptions to our error classes, with messages free of URLs and secrets."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ErrorClass.DNS, f"could not resolve {exc.host}: {exc.os_error.strerror or 'failed'}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return classify_exception(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return (
+            classify_exception(exc.os_error)
+            if hasattr(exc, "os_error")
+            else (
+                ErrorClass.TLS,
+                "TLS handshake failed",
+            )
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error, message = classify_exception(exc.os_error)
+        return error, f"{message} ({exc.host}:{exc.port})"
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return ErrorClass.TIMEOUT, "timed out waiting for the server"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ErrorClass.CONNECTION_RESET, "server closed the connection without a full response"
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
+        return ErrorClass.CONNECTION_RESET, "connection reset by peer"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return classify_exception(exc)
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return ErrorClass.INVALID_RESPONSE, "too many redirects"
+    if isinstance(
+        exc, aiohttp.InvalidUrlRedirectClientError | aiohttp.NonHttpUrlRedirectClientError
+    ):
+        return ErrorClass.INVALID_RESPONSE, "redirected to a URL that is not http(s)"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ErrorClass.CONNECTION_RESET, "response body was cut off"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ErrorClass.INVALID_RESPONSE, f"not a valid HTTP response ({str(exc.message)[:120]})"
+    return ErrorClass.INVALID_RESPONSE, type(exc).__name__

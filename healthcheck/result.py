@@ -1,0 +1,83 @@
+"""The one result type every probe returns and everything downstream consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    """Why a check failed, as a small closed set users can alert and graph on."""
+
+    TIMEOUT = "timeout"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    DNS = "dns"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    BODY_TOO_LARGE = "body_too_large"
+    INVALID_RESPONSE = "invalid_response"
+    CONDITION_FAILED = "condition_failed"
+    GPU_UNAVAILABLE = "gpu_unavailable"
+    WRONG_OUTPUT = "wrong_output"
+    NETWORK = "network"
+    INTERNAL = "internal"
+
+
+class Status(StrEnum):
+    """How an endpoint or region is doing, worst last so max() picks the worst."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+    @property
+    def rank(self) -> int:
+        return _STATUS_RANK[self]
+
+
+_STATUS_RANK = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """Where the time of one HTTP attempt went, in seconds; None where not measured."""
+
+    dns: float | None = None
+    connect: float | None = None
+    tls: float | None = None
+    first_byte: float | None = None
+    total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionOutcome:
+    """One condition's verdict for one check, with what was actually seen."""
+
+    condition: str
+    passed: bool
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one check of one endpoint found. Immutable; latency in seconds, time in epoch s."""
+
+    region: str
+    endpoint: str
+    kind: str
+    ok: bool
+    latency: float
+    timestamp: float
+    error: ErrorClass | None = None
+    error_text: str | None = None
+    http_status: int | None = None
+    phases: Phases | None = None
+    conditions: tuple[ConditionOutcome, ...] = ()
+    attempts: int = 1
+    cert_expiry: float | None = None
+    details: tuple[tuple[str, str | float | int | bool | None], ...] = field(default=())
+
+    @property
+    def target_id(self) -> str:
+        return f"{self.region}/{self.endpoint}"

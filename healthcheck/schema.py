@@ -1,0 +1,229 @@
+"""Typed readers for configuration values; each raises ValueError saying what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from healthcheck.durations import parse_duration
+from healthcheck.secrets import Secret
+
+REQUIRED: Any = object()
+
+Reader = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One key a probe kind (or every kind) accepts: how to read it and its default."""
+
+    read: Reader
+    default: Any = REQUIRED
+    help: str = ""
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def text(value: Any) -> str:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_type_name(value)} {value!r}")
+    return value
+
+
+def duration(value: Any) -> float:
+    """`30s`, `5m`, `250ms`; a bare number is taken as seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30s, 5m or 250ms, got {value!r}")
+    seconds = float(value) if isinstance(value, int | float) else parse_duration(text(value))
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return seconds
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
+    def read(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {_type_name(value)} {value!r}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return read
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def choice(*allowed: str) -> Reader:
+    def read(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return read
+
+
+_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 10**6,
+    "mib": 2**20,
+    "gb": 10**9,
+    "gib": 2**30,
+}
+
+
+def size(value: Any) -> int:
+    """Bytes: an integer, or `512KiB`, `1MiB`, `10MB`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = _SIZE.fullmatch(text(value).strip())
+        if not match:
+            raise ValueError(f"expected a size like 1MiB, 512KiB or 1048576, got {value!r}")
+        number = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    if number <= 0:
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return number
+
+
+def http_url(value: Any) -> str:
+    url = text(value)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("not a valid URL: it must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("not a valid URL: it has no host name")
+    if any(ch.isspace() for ch in url):
+        raise ValueError("not a valid URL: it contains whitespace")
+    return url
+
+
+def address(value: Any) -> tuple[str, int]:
+    """`host:port` or `[v6addr]:port` to (host, port)."""
+    raw = text(value).strip()
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:/\[\]]+):(\d+)", raw)
+    if not match:
+        raise ValueError(f"expected host:port (IPv6 as [addr]:port), got {raw!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    return host, port
+
+
+def hostname(value: Any) -> str:
+    name = text(value).strip()
+    if not name or len(name) > 253 or not re.fullmatch(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:]+", name):
+        raise ValueError(f"expected a host name like api.example.com, got {value!r}")
+    return name
+
+
+def headers(value: Any) -> dict[str, str | Secret]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of header names to values, got {_type_name(value)}")
+    result: dict[str, str | Secret] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if isinstance(item, bool) or not isinstance(item, str | int | float | Secret):
+            raise ValueError(f"header {name!r} must be a string, got {_type_name(item)}")
+        if not isinstance(item, Secret):
+            item = str(item)
+        if "\n" in reveal_text(item) or "\r" in reveal_text(item):
+            raise ValueError(f"header {name!r} must not contain a line break")
+        result[name] = item
+    return result
+
+
+def reveal_text(value: str | Secret) -> str:
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def status_codes(value: Any) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    codes = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 100 <= item <= 599:
+            raise ValueError(f"expected HTTP status codes between 100 and 599, got {item!r}")
+        codes.append(item)
+    if not codes:
+        raise ValueError("expected at least one HTTP status code")
+    return tuple(codes)
+
+
+def optional(reader: Reader) -> Reader:
+    def read(value: Any) -> Any:
+        return None if value is None else reader(value)
+
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How a probe checks the server's certificate."""
+
+    verify: bool = True
+    ca_file: str | None = None
+    server_name: str | None = None
+
+
+class FieldError(ValueError):
+    """A problem with one key inside a nested mapping; `key` extends the key path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+def sub_mapping(value: Any, keys: Mapping[str, Reader]) -> dict[str, Any]:
+    """Read a nested mapping key by key; unknown keys are refused by name."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping with keys {', '.join(keys)}, got {_type_name(value)}")
+    result = {}
+    for key, item in value.items():
+        reader = keys.get(key)
+        if reader is None:
+            raise FieldError(str(key), f"unknown key; expected one of {', '.join(keys)}")
+        try:
+            result[key] = reader(item)
+        except FieldError:
+            raise
+        except ValueError as exc:
+            raise FieldError(key, str(exc)) from None
+    return result
+
+
+_TLS_KEYS: dict[str, Reader] = {
+    "verify": boolean,
+    "ca_file": optional(text),
+    "server_name": optional(hostname),
+}
+
+
+def tls_options(value: Any) -> TlsOptions:
+    return TlsOptions(**sub_mapping(value, _TLS_KEYS))
+
+
+LATENCY_KEYS: dict[str, Reader] = {"warning": optional(duration), "critical": optional(duration)}

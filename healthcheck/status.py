@@ -1,0 +1,121 @@
+"""Healthy / degraded / unhealthy: per endpoint from a result, per region from its endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from healthcheck.result import ProbeResult, Status
+from healthcheck.targets import Endpoint
+
+log = logging.getLogger("healthcheck.status")
+
+
+def classify(result: ProbeResult, endpoint: Endpoint) -> Status:
+    """Failure or latency over critical is unhealthy; success over warning is degraded."""
+    if not result.ok:
+        return Status.UNHEALTHY
+    if endpoint.latency_critical is not None and result.latency > endpoint.latency_critical:
+        return Status.UNHEALTHY
+    if endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
+        return Status.DEGRADED
+    return Status.HEALTHY
+
+
+def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
+    """Why a successful check is not healthy, for people reading output."""
+    limit = None
+    if endpoint.latency_critical is not None and result.latency > endpoint.latency_critical:
+        limit = ("critical", endpoint.latency_critical)
+    elif endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
+        limit = ("warning", endpoint.latency_warning)
+    if limit is None or not result.ok:
+        return None
+    return f"latency {result.latency * 1000:.0f}ms over {limit[0]} {limit[1] * 1000:g}ms"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionStatus:
+    """A region's aggregate: worst is not enough, so the counts come along."""
+
+    name: str
+    status: Status
+    regional_failure: bool
+    healthy: int
+    degraded: int
+    unhealthy: int
+
+    @property
+    def total(self) -> int:
+        return self.healthy + self.degraded + self.unhealthy
+
+
+def summarize_region(name: str, checks: Iterable[tuple[ProbeResult, Status]]) -> RegionStatus:
+    """Every endpoint down is a regional failure (unhealthy); anything less than all-healthy
+    is degraded, so one bad endpoint among many does not read as the region being down."""
+    counts = {Status.HEALTHY: 0, Status.DEGRADED: 0, Status.UNHEALTHY: 0}
+    down = 0
+    total = 0
+    for result, status in checks:
+        counts[status] += 1
+        down += not result.ok
+        total += 1
+    regional_failure = total > 0 and down == total
+    if regional_failure or (total and counts[Status.UNHEALTHY] == total):
+        status = Status.UNHEALTHY
+    elif counts[Status.HEALTHY] == total:
+        status = Status.HEALTHY
+    else:
+        status = Status.DEGRADED
+    return RegionStatus(
+        name,
+        status,
+        regional_failure,
+        counts[Status.HEALTHY],
+        counts[Status.DEGRADED],
+        counts[Status.UNHEALTHY],
+    )
+
+
+EXIT_CODES = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    return max(statuses, key=lambda status: status.rank, default=Status.HEALTHY)
+
+
+class StatusBoard:
+    """The latest result and status of each endpoint; logs one line per change of status."""
+
+    def __init__(self, endpoints: Iterable[Endpoint]) -> None:
+        self.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        self.latest: dict[str, tuple[ProbeResult, Status]] = {}
+
+    def record(self, result: ProbeResult) -> None:
+        endpoint = self.endpoints.get(result.target_id)
+        if endpoint is None:  # removed by a reload while its check was in flight
+            return
+        status = classify(result, endpoint)
+        previous = self.latest.get(endpoint.id)
+        self.latest[endpoint.id] = (result, status)
+        if previous is None or previous[1] is not status:
+            was = previous[1].value if previous else "unknown"
+            reason = result.error_text or latency_note(result, endpoint) or ""
+            log.info(
+                "%s %s -> %s%s",
+                endpoint.id,
+                was,
+                status.value,
+                f" ({reason})" if reason else "",
+                extra={
+                    "event": "status_change",
+                    "region": endpoint.region,
+                    "endpoint": endpoint.name,
+                    "kind": endpoint.kind,
+                    "status": status.value,
+                    "previous": was,
+                    "error": result.error.value if result.error else None,
+                    "latency_ms": round(result.latency * 1000, 1),
+                },
+            )

@@ -1,0 +1,83 @@
+"""The validated, frozen shape of a configuration: regions, endpoints and daemon settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from healthcheck.conditions import Condition
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One thing to check in one region, with every default already merged in."""
+
+    region: str
+    name: str
+    kind: str
+    interval: float
+    timeout: float
+    retries: int
+    latency_warning: float | None
+    latency_critical: float | None
+    conditions: tuple[Condition, ...]
+    settings: Any  # the kind's own frozen settings dataclass (HttpSettings, TcpSettings, ...)
+
+    @property
+    def id(self) -> str:
+        return f"{self.region}/{self.name}"
+
+    @property
+    def budget(self) -> float:
+        """The most one check may take, retries and backoff included; never past the interval."""
+        return min(self.interval, self.timeout * (self.retries + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    max_concurrency: int = 500
+    rate_limit: int = 2000  # probe starts per second, across all endpoints
+    jitter: float = 0.1  # fraction of the interval each run may move by, so probes never align
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    path: str | None = None  # None: $STATE_DIRECTORY/healthcheck.db under systemd, else ./
+    retention_raw: float = 48 * 3600.0
+    retention_rollups: float = 400 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterSettings:
+    host: str = "127.0.0.1"
+    port: int = 9115
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole validated configuration; `source` is the file it came from."""
+
+    source: str
+    regions: tuple[Region, ...]
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    exporter: ExporterSettings = field(default_factory=ExporterSettings)
+    alerting: Mapping[str, Any] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()
+
+    def endpoints(self) -> Iterator[Endpoint]:
+        for region in self.regions:
+            yield from region.endpoints
+
+    def only_regions(self, names: set[str]) -> Config:
+        """The same configuration limited to the named regions."""
+        kept = tuple(region for region in self.regions if region.name in names)
+        return replace(self, regions=kept)
