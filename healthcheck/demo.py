@@ -96,7 +96,7 @@ def demo_config_text(port: int, dead_port: int, interval: str = "3s") -> str:
 @asynccontextmanager
 async def demo_fleet(interval: str = "3s") -> AsyncIterator[Config]:
     """Serve the simulated fleet on a random loopback port and yield a config probing it."""
-    runner = web.AppRunner(_fleet_app(), access_log=None)
+    runner = web.AppRunner(_fleet_app(), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -13,7 +13,7 @@ import aiohttp
 from healthcheck import __version__, schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Probe, classify_exception
-from healthcheck.probes.tls import TlsContexts
+from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
 from healthcheck.secrets import Secret, reveal
@@ -100,7 +100,7 @@ class HttpProbe(Probe):
         "max_body": Option(schema.size, DEFAULT_MAX_BODY),
     }
     placeholders = frozenset(
-        {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION", "IP"}
+        {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION"}
     )
 
     async def start(self) -> None:
@@ -134,6 +134,14 @@ class HttpProbe(Probe):
         timestamp = self.clock()
         clock = _PhaseClock()
         try:
+            tls_context = self._tls.context(settings.tls.verify, settings.tls.ca_file)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            text = f"cannot load ca_file {settings.tls.ca_file!r}: {reason}"
+            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+        handshakes: list[ssl.SSLObject] = []
+        recording = PEER_TLS.set(handshakes)
+        try:
             async with self._session(settings.keepalive).request(
                 settings.method,
                 settings.url,
@@ -141,12 +149,11 @@ class HttpProbe(Probe):
                 data=settings.body.encode() if settings.body is not None else None,
                 allow_redirects=settings.follow_redirects,
                 max_redirects=settings.max_redirects,
-                ssl=self._tls.get(settings.tls.verify, settings.tls.ca_file),
+                ssl=tls_context,
                 server_hostname=settings.tls.server_name,
                 trace_request_ctx=clock,
             ) as response:
                 first_byte = time.perf_counter() - started
-                cert_expiry, peer_ip = _peer_facts(response)
                 length = response.content_length
                 if length is not None and length > settings.max_body:
                     return self.failed(
@@ -173,7 +180,10 @@ class HttpProbe(Probe):
         except aiohttp.ClientError as exc:
             error, message = _classify_client_error(exc)
             return self.failed(target, error, message, started, timestamp)
+        finally:
+            PEER_TLS.reset(recording)
 
+        cert_expiry = peer_expiry(handshakes[-1]) if handshakes else None
         total = time.perf_counter() - started
         phases = Phases(
             dns=clock.dns or None,
@@ -187,7 +197,6 @@ class HttpProbe(Probe):
             body=bytes(body),
             connected=True,
             certificate_expiration_s=None if cert_expiry is None else cert_expiry - now,
-            ip=peer_ip,
         )
         result = self.judged(
             target,
@@ -223,22 +232,6 @@ def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: boo
     if settings.expected_status is not None:
         return status in settings.expected_status
     return has_conditions or 200 <= status < 300
-
-
-def _peer_facts(response: aiohttp.ClientResponse) -> tuple[float | None, str | None]:
-    """The peer certificate's expiry (epoch s) and the peer's IP, while the connection is open."""
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is None:
-        return None, None
-    peer = transport.get_extra_info("peername")
-    ssl_object = transport.get_extra_info("ssl_object")
-    expiry = None
-    if ssl_object is not None:
-        not_after = (ssl_object.getpeercert() or {}).get("notAfter")
-        if not_after:
-            expiry = float(ssl.cert_time_to_seconds(not_after))
-    return expiry, peer[0] if peer else None
 
 
 def _classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:

@@ -1,0 +1,73 @@
+"""DNS check: does a host name resolve through the system resolver, and to which addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+
+from healthcheck import schema
+from healthcheck.conditions import ConditionContext
+from healthcheck.probes.base import Probe
+from healthcheck.result import ErrorClass, ProbeResult
+from healthcheck.targets import Endpoint
+
+FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+# getaddrinfo's codes in the words a user reads; others keep the resolver's own text.
+_REASONS = {
+    socket.EAI_NONAME: "no such host",
+    socket.EAI_AGAIN: "temporary resolver failure",
+    **{
+        getattr(socket, code): "no address of the requested family"
+        for code in ("EAI_NODATA", "EAI_ADDRFAMILY")  # glibc only
+        if hasattr(socket, code)
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    hostname: str
+    family: str = "any"
+
+
+class DnsProbe(Probe):
+    """Resolve a name the way a client on this host would (getaddrinfo: hosts file, then DNS)."""
+
+    kind = "dns"
+    settings = DnsSettings
+    options = {
+        "hostname": schema.Option(schema.hostname, help="host name to resolve"),
+        "family": schema.Option(
+            schema.choice(*FAMILIES), "any", help="address family to ask for: any, ipv4, ipv6"
+        ),
+    }
+    placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "IP", "BODY", "DNS_RCODE"})
+
+    async def attempt(self, target: Endpoint) -> ProbeResult:
+        settings: DnsSettings = target.settings
+        started = time.perf_counter()
+        timestamp = self.clock()
+        loop = asyncio.get_running_loop()
+        try:
+            answers = await loop.getaddrinfo(
+                settings.hostname,
+                None,
+                family=FAMILIES[settings.family],
+                type=socket.SOCK_STREAM,
+            )
+        except socket.gaierror as exc:
+            reason = _REASONS.get(exc.errno, exc.strerror or str(exc))
+            text = f"cannot resolve {settings.hostname!r}: {reason}"
+            return self.failed(target, ErrorClass.DNS, text, started, timestamp)
+        addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in answers))
+        if not addresses:
+            text = f"cannot resolve {settings.hostname!r}: no address"
+            return self.failed(target, ErrorClass.DNS, text, started, timestamp)
+        joined = ",".join(addresses)
+        context = ConditionContext(
+            connected=True, ip=addresses[0], body=joined.encode(), dns_rcode="NOERROR"
+        )
+        return self.judged(target, context, started, timestamp, details=(("addresses", joined),))
