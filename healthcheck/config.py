@@ -158,6 +158,10 @@ class _Builder:
             raise self.error("", f"expected a mapping at the top level, got {_kind_of(data)}")
         data = self.interpolate(data, "")
         self.refuse_unknown(data, TOP_LEVEL_KEYS, "")
+        scheduler = self.section(data, "scheduler", SchedulerSettings, _SCHEDULER_KEYS)
+        storage = self.storage(data.get("storage"))
+        exporter = self.exporter(data.get("exporter"))
+        alerting = self.mapping(data.get("alerting", {}), "alerting")
         defaults = self.mapping(data.get("defaults", {}), "defaults")
         self.check_defaults(defaults, "defaults")
         regions_raw = data.get("regions")
@@ -173,10 +177,10 @@ class _Builder:
         return Config(
             source=self.source,
             regions=regions,
-            scheduler=self.section(data, "scheduler", SchedulerSettings, _SCHEDULER_KEYS),
-            storage=self.storage(data.get("storage")),
-            exporter=self.exporter(data.get("exporter")),
-            alerting=self.mapping(data.get("alerting", {}), "alerting"),
+            scheduler=scheduler,
+            storage=storage,
+            exporter=exporter,
+            alerting=alerting,
             secrets=frozenset(self.secrets),
         )
 
@@ -307,9 +311,9 @@ class _Builder:
                 if not isinstance(value, list):
                     raise self.error(_join(path, key), "expected a list of condition strings")
                 continue
-            self.read(allowed[key].read, value, _join(path, key))
-        if "latency" in defaults:
-            self.check_latency({**DEFAULT_LATENCY, **defaults["latency"]}, _join(path, "latency"))
+            parsed = self.read(allowed[key].read, value, _join(path, key))
+            if key == "latency":  # both given here: check now; otherwise once merged
+                self.check_latency(parsed, _join(path, key))
 
     def check_latency(self, latency: dict[str, float | None], path: str) -> None:
         warning, critical = latency.get("warning"), latency.get("critical")

@@ -208,8 +208,8 @@ def sub_mapping(value: Any, keys: Mapping[str, Reader]) -> dict[str, Any]:
             raise FieldError(str(key), f"unknown key; expected one of {', '.join(keys)}")
         try:
             result[key] = reader(item)
-        except FieldError:
-            raise
+        except FieldError as exc:
+            raise FieldError(f"{key}.{exc.key}", exc.message) from None
         except ValueError as exc:
             raise FieldError(key, str(exc)) from None
     return result

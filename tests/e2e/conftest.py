@@ -1,0 +1,127 @@
+"""Run the real `healthcheck` CLI as a subprocess against real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+
+HITS = web.AppKey("hits", list)
+
+
+@dataclass
+class Completed:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def _run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Completed:
+    """`python -m healthcheck ARGS` in a subprocess, without blocking the test's event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healthcheck",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    return Completed(process.returncode, stdout.decode(), stderr.decode())
+
+
+@pytest.fixture
+def run_cli():
+    return _run_cli
+
+
+async def _ok(_r: web.Request) -> web.Response:
+    return web.json_response({"status": "UP"})
+
+
+async def _slow(_r: web.Request) -> web.Response:
+    await asyncio.sleep(0.2)
+    return web.json_response({"status": "UP"})
+
+
+async def _fail(_r: web.Request) -> web.Response:
+    return web.Response(status=500, text="boom")
+
+
+async def _down(_r: web.Request) -> web.Response:
+    return web.json_response({"status": "DOWN"})
+
+
+async def _hang(_r: web.Request) -> web.Response:
+    await asyncio.Event().wait()
+    return web.Response()
+
+
+async def _auth(request: web.Request) -> web.Response:
+    request.app[HITS].append(request.path)
+    return web.Response(status=401)
+
+
+@web.middleware
+async def _count(request: web.Request, handler):
+    request.app[HITS].append(request.path)
+    return await handler(request)
+
+
+@dataclass
+class Fleet:
+    http: str
+    https_valid: str
+    https_expired: str
+    ca_file: str
+    app: web.Application
+
+    @property
+    def hits(self) -> list[str]:
+        return self.app[HITS]
+
+
+@pytest.fixture
+async def fleet(ca, tmp_path):
+    """One app served three ways: plain HTTP, HTTPS with a valid and with an expired cert."""
+    app = web.Application(middlewares=[_count])
+    app[HITS] = []
+    for path, handler in {
+        "/ok": _ok,
+        "/slow": _slow,
+        "/fail": _fail,
+        "/down": _down,
+        "/hang": _hang,
+        "/auth": _auth,
+    }.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    now = datetime.now(UTC)
+    certs = {
+        "valid": ca.issue_cert("127.0.0.1"),
+        "expired": ca.issue_cert(
+            "127.0.0.1", not_before=now - timedelta(days=9), not_after=now - timedelta(days=2)
+        ),
+    }
+    urls = {}
+    for name, cert in [("plain", None), *certs.items()]:
+        context = None
+        if cert is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            cert.configure_cert(context)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = runner.addresses[-1][1]
+        urls[name] = f"{'https' if cert else 'http'}://127.0.0.1:{port}"
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    yield Fleet(urls["plain"], urls["valid"], urls["expired"], str(ca_file), app)
+    await runner.cleanup()

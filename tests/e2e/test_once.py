@@ -1,0 +1,210 @@
+"""`healthcheck --once`, `check-config` and `demo --once` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+MIXED_TIMEOUT = "1s"
+
+
+def write_config(tmp_path, regions: dict, **top) -> str:
+    document = {
+        "defaults": {"interval": "10s", "timeout": MIXED_TIMEOUT, "retries": 0},
+        **top,
+        "regions": {name: {"endpoints": endpoints} for name, endpoints in regions.items()},
+    }
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def mixed_fleet(fleet, closed_port: int) -> dict:
+    tls_pinned = {"ca_file": fleet.ca_file}
+    return {
+        "us-west": [
+            {"name": "api", "url": f"{fleet.http}/ok", "conditions": ["[BODY].status == UP"]},
+            {"name": "slow", "url": f"{fleet.http}/slow"},
+            {"name": "tls-ok", "url": f"{fleet.https_valid}/ok", "tls": tls_pinned},
+            {"name": "db", "kind": "tcp", "address": fleet.http.removeprefix("http://")},
+        ],
+        "eu-west": [
+            {"name": "error", "url": f"{fleet.http}/fail"},
+            {
+                "name": "down-body",
+                "url": f"{fleet.http}/down",
+                "conditions": ["[BODY].status == UP"],
+            },
+            {"name": "hang", "url": f"{fleet.http}/hang"},
+            {"name": "expired", "url": f"{fleet.https_expired}/ok", "tls": tls_pinned},
+            {"name": "nxdomain", "url": "http://no-such-host.invalid/"},
+        ],
+        "ap": [
+            {"name": "api", "url": f"http://127.0.0.1:{closed_port}/"},
+            {"name": "db", "kind": "tcp", "address": f"127.0.0.1:{closed_port}"},
+        ],
+    }
+
+
+EXPECTED = {
+    ("us-west", "api"): ("healthy", None),
+    ("us-west", "slow"): ("degraded", None),
+    ("us-west", "tls-ok"): ("healthy", None),
+    ("us-west", "db"): ("healthy", None),
+    ("eu-west", "error"): ("unhealthy", "http_status"),
+    ("eu-west", "down-body"): ("unhealthy", "condition_failed"),
+    ("eu-west", "hang"): ("unhealthy", "timeout"),
+    ("eu-west", "expired"): ("unhealthy", "tls"),
+    ("eu-west", "nxdomain"): ("unhealthy", "dns"),
+    ("ap", "api"): ("unhealthy", "connection_refused"),
+    ("ap", "db"): ("unhealthy", "connection_refused"),
+}
+
+
+async def test_once_json_reports_every_case(run_cli, fleet, tmp_path, closed_port) -> None:
+    config = write_config(tmp_path, mixed_fleet(fleet, closed_port))
+    done = await run_cli("--once", "--config", config, "--format", "json")
+    assert done.code == 2, done.stderr
+    document = json.loads(done.stdout)
+    seen = {(r["region"], r["endpoint"]): (r["status"], r["error"]) for r in document["results"]}
+    assert seen == EXPECTED
+    for result in document["results"]:
+        assert set(result) >= {
+            "region",
+            "endpoint",
+            "kind",
+            "status",
+            "ok",
+            "latency_ms",
+            "http_status",
+            "error",
+            "conditions",
+        }
+        assert result["ok"] is (result["error"] is None)
+    by_name = {(r["region"], r["endpoint"]): r for r in document["results"]}
+    assert by_name[("eu-west", "error")]["http_status"] == 500
+    assert by_name[("us-west", "api")]["conditions"] == [
+        {
+            "condition": "[BODY].status == UP",
+            "passed": True,
+            "detail": by_name[("us-west", "api")]["conditions"][0]["detail"],
+        }
+    ]
+    assert by_name[("us-west", "tls-ok")]["cert_expiry"] is not None
+    assert "expired" in by_name[("eu-west", "expired")]["error_detail"]
+    regions = document["regions"]
+    assert regions["us-west"]["status"] == "degraded" and not regions["us-west"]["regional_failure"]
+    assert regions["eu-west"]["status"] == "unhealthy" and regions["eu-west"]["regional_failure"]
+    assert regions["ap"] == {
+        "status": "unhealthy",
+        "regional_failure": True,
+        "endpoints": 2,
+        "healthy": 0,
+        "degraded": 0,
+        "unhealthy": 2,
+    }
+
+
+async def test_once_table_and_region_filter(run_cli, fleet, tmp_path, closed_port) -> None:
+    config = write_config(tmp_path, mixed_fleet(fleet, closed_port))
+    done = await run_cli("--once", "--config", config, "--region", "ap")
+    assert done.code == 2
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["REGION", "ENDPOINT", "KIND", "STATUS", "LATENCY", "HTTP", "DETAIL"]
+    rows = [line.split() for line in lines[1:] if line.startswith("ap ")]
+    assert [(row[1], row[3]) for row in rows] == [("api", "unhealthy"), ("db", "unhealthy")]
+    assert "region ap: unhealthy (0/2 healthy)  REGIONAL FAILURE" in done.stdout
+    assert "us-west" not in done.stdout
+
+
+async def test_exit_codes_healthy_and_degraded(run_cli, fleet, tmp_path) -> None:
+    healthy = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/ok"}]})
+    assert (await run_cli("--once", "--config", healthy)).code == 0
+    slow = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/slow"}]})
+    done = await run_cli("--once", "--config", slow)
+    assert done.code == 1
+    assert "latency" in done.stdout and "over warning 100ms" in done.stdout
+
+
+async def test_bad_config_exits_3_names_the_key_and_probes_nothing(
+    run_cli, fleet, tmp_path
+) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "us-west": [
+                {"name": "a", "url": f"{fleet.http}/ok"},
+                {"name": "b", "url": f"{fleet.http}/ok", "timeout": "soon"},
+            ]
+        },
+    )
+    done = await run_cli("--once", "--config", config, "--format", "json")
+    assert done.code == 3
+    assert done.stdout == ""
+    assert "regions.us-west.endpoints[1].timeout" in done.stderr
+    assert config in done.stderr and "expected a duration" in done.stderr
+    assert fleet.hits == []
+
+
+async def test_unknown_region_and_missing_file_exit_3(run_cli, tmp_path) -> None:
+    done = await run_cli("--once", "--config", str(tmp_path / "absent.yaml"))
+    assert done.code == 3 and "cannot read the file" in done.stderr
+    config = write_config(tmp_path, {"r": [{"name": "a", "url": "http://a.example/"}]})
+    done = await run_cli("--once", "--config", config, "--region", "mars")
+    assert done.code == 3 and "'mars'" in done.stderr
+
+
+async def test_check_config(run_cli, tmp_path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "r": [
+                {"name": "a", "url": "http://a.example/"},
+                {"name": "b", "kind": "tcp", "address": "b:1"},
+            ]
+        },
+    )
+    done = await run_cli("check-config", "--config", config)
+    assert done.code == 0
+    assert "valid: 1 regions, 2 endpoints (http 1, tcp 1)" in done.stdout
+    done = await run_cli("check-config", "--config", config, "--format", "json")
+    assert json.loads(done.stdout)["kinds"] == {"http": 1, "tcp": 1}
+    bad = write_config(tmp_path, {"r": [{"name": "a", "url": "gopher://a/"}]})
+    done = await run_cli("check-config", "--config", bad)
+    assert done.code == 3 and "regions.r.endpoints[0].url" in done.stderr
+
+
+async def test_secrets_never_reach_the_output(run_cli, fleet, tmp_path, closed_port) -> None:
+    token = "tkn-0123456789abcdef"
+    config = write_config(
+        tmp_path,
+        {
+            "r": [
+                {
+                    "name": "auth",
+                    "url": f"{fleet.http}/auth",
+                    "headers": {"Authorization": "Bearer ${TOKEN}"},
+                },
+                {"name": "query", "url": f"http://127.0.0.1:{closed_port}/?key=${{TOKEN}}"},
+                {"name": "nohost", "url": "http://${TOKEN}.invalid/"},
+            ]
+        },
+    )
+    for fmt in ("json", "table"):
+        done = await run_cli("--once", "--config", config, "--format", fmt, env={"TOKEN": token})
+        assert done.code == 2
+        assert token not in done.stdout + done.stderr
+    assert "***" in done.stdout  # the unresolvable host's name was scrubbed, not dropped
+
+
+async def test_demo_once_shows_every_status(run_cli) -> None:
+    done = await run_cli("demo", "--once", "--format", "json")
+    assert done.code == 2, done.stderr
+    document = json.loads(done.stdout)
+    statuses = {r["status"] for r in document["results"]}
+    assert statuses == {"healthy", "degraded", "unhealthy"}
+    errors = {r["error"] for r in document["results"]}
+    assert {"http_status", "connection_refused", "condition_failed"} <= errors
+    assert document["regions"]["ap"]["regional_failure"] is True
+    assert document["regions"]["us-west"]["status"] == "healthy"

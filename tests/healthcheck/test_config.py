@@ -1,0 +1,325 @@
+"""Configuration loading: merging, interpolation, and every validation error with its key path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from healthcheck.config import load_config, parse_config
+from healthcheck.errors import ConfigError
+from healthcheck.secrets import Secret
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str, env: dict[str, str] | None = None):
+    return parse_config(textwrap.dedent(text), "test.yaml", env or {})
+
+
+def test_the_shipped_example_is_valid() -> None:
+    config = load_config(REPO / "regions.yaml", environ={})
+    names = [region.name for region in config.regions]
+    assert names == ["us-west", "us-east", "eu-west", "ap", "edge", "global"]
+    kinds = {endpoint.kind for endpoint in config.endpoints()}
+    assert kinds == {"http", "tcp", "tls", "dns"}
+
+
+def test_defaults_merge_global_region_endpoint() -> None:
+    config = parse(
+        """
+        defaults:
+          interval: 1m
+          timeout: 5s
+          latency: {warning: 100ms, critical: 500ms}
+          headers: {Accept: application/json, X-Team: sre}
+          method: HEAD
+        regions:
+          eu:
+            defaults: {timeout: 2s, latency: {critical: 800ms}}
+            endpoints:
+              - name: api
+                url: https://eu.example.com/health
+                headers: {X-Team: eu}
+              - {name: db, kind: tcp, address: "db.eu:5432", interval: 10s}
+        """
+    )
+    api, db = config.regions[0].endpoints
+    assert (api.interval, api.timeout, api.retries) == (60.0, 2.0, 1)
+    assert (api.latency_warning, api.latency_critical) == (0.1, 0.8)
+    assert dict(api.settings.headers) == {"Accept": "application/json", "X-Team": "eu"}
+    assert api.settings.method == "HEAD"
+    assert api.settings.max_body == 1024 * 1024 and api.settings.tls.verify is True
+    assert (db.interval, db.timeout, db.settings.address) == (10.0, 2.0, ("db.eu", 5432))
+    assert api.id == "eu/api"
+
+
+def test_environment_interpolation_makes_secrets() -> None:
+    config = parse(
+        """
+        regions:
+          r:
+            endpoints:
+              - name: api
+                url: "https://${HOST:-api.example.com}/health?key=${KEY}"
+                headers: {Authorization: "Bearer ${TOKEN}", X-Price: "$$5"}
+        """,
+        {"KEY": "k-123456", "TOKEN": "tok-abcdef"},
+    )
+    settings = config.regions[0].endpoints[0].settings
+    assert settings.url == "https://api.example.com/health?key=k-123456"
+    headers = dict(settings.headers)
+    assert isinstance(headers["Authorization"], Secret)
+    assert headers["Authorization"].reveal() == "Bearer tok-abcdef"
+    assert "tok-abcdef" not in repr(settings)
+    assert headers["X-Price"] == "$5"
+    assert {"k-123456", "tok-abcdef"} <= config.secrets
+
+
+def test_disabled_endpoints_are_validated_but_not_checked() -> None:
+    config = parse(
+        """
+        regions:
+          r:
+            endpoints:
+              - {name: a, url: "http://a.example/"}
+              - {name: b, url: "http://b.example/", enabled: false}
+        """
+    )
+    assert [endpoint.name for endpoint in config.endpoints()] == ["a"]
+
+
+def test_ca_file_is_resolved_next_to_the_config(tmp_path) -> None:
+    (tmp_path / "ca.pem").write_text("not checked here")
+    path = tmp_path / "regions.yaml"
+    path.write_text(
+        "regions: {r: {endpoints: [{name: a, url: 'https://a.example/', tls: {ca_file: ca.pem}}]}}"
+    )
+    endpoint = next(load_config(path, environ={}).endpoints())
+    assert endpoint.settings.tls.ca_file == str(tmp_path / "ca.pem")
+
+
+ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', {extra}}}]}}}}"
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment"),
+    [
+        ("", None, "the file is empty"),
+        ("- a\n- b", None, "expected a mapping at the top level"),
+        ("regions: [a", None, "invalid YAML"),
+        ("regions: {}\nregions: {}", None, "appears twice"),
+        ("colour: red\nregions: {}", "colour", "unknown key 'colour'"),
+        ("defaults: {}", "regions", "missing"),
+        ("regions: {}", "regions", "no regions"),
+        ("regions: {'bad region': {endpoints: []}}", "regions.bad region", "region name"),
+        ("regions: {r: {endpoints: []}}", "regions.r.endpoints", "at least one endpoint"),
+        ("regions: {r: {endpoint: []}}", "regions.r.endpoint", "did you mean 'endpoints'"),
+        (
+            "regions: {r: {endpoints: [{url: 'http://a/'}]}}",
+            "regions.r.endpoints[0].name",
+            "needs a name",
+        ),
+        (
+            ONE.format(extra="timeout: fast"),
+            "regions.us-west.endpoints[0].timeout",
+            "expected a duration",
+        ),
+        (
+            ONE.format(extra="timeout: 0s"),
+            "regions.us-west.endpoints[0].timeout",
+            "greater than zero",
+        ),
+        (
+            ONE.format(extra="interval: -5s"),
+            "regions.us-west.endpoints[0].interval",
+            "expected a duration",
+        ),
+        (
+            ONE.format(extra="interval: 0"),
+            "regions.us-west.endpoints[0].interval",
+            "greater than zero",
+        ),
+        (ONE.format(extra="retries: many"), "regions.us-west.endpoints[0].retries", "whole number"),
+        (ONE.format(extra="retries: 99"), "regions.us-west.endpoints[0].retries", "at most 10"),
+        (
+            ONE.format(extra="timout: 5s"),
+            "regions.us-west.endpoints[0].timout",
+            "did you mean 'timeout'",
+        ),
+        (
+            ONE.format(extra="address: 'a:1'"),
+            "regions.us-west.endpoints[0].address",
+            "for a http endpoint",
+        ),
+        (
+            ONE.format(extra="kind: smtp"),
+            "regions.us-west.endpoints[0].kind",
+            "unknown kind 'smtp'",
+        ),
+        (
+            ONE.format(extra="method: FETCH"),
+            "regions.us-west.endpoints[0].method",
+            "expected one of GET",
+        ),
+        (
+            ONE.format(extra="headers: [a]"),
+            "regions.us-west.endpoints[0].headers",
+            "mapping of header",
+        ),
+        (
+            ONE.format(extra="follow_redirects: yes-please"),
+            "regions.us-west.endpoints[0].follow_redirects",
+            "true or false",
+        ),
+        (
+            ONE.format(extra="expected_status: [200, 999]"),
+            "regions.us-west.endpoints[0].expected_status",
+            "between 100 and 599",
+        ),
+        (ONE.format(extra="max_body: lots"), "regions.us-west.endpoints[0].max_body", "size like"),
+        (
+            ONE.format(extra="tls: {verify: maybe}"),
+            "regions.us-west.endpoints[0].tls.verify",
+            "true or false",
+        ),
+        (
+            ONE.format(extra="tls: {pin: abc}"),
+            "regions.us-west.endpoints[0].tls.pin",
+            "unknown key",
+        ),
+        (
+            ONE.format(extra="tls: {ca_file: /nonexistent/ca.pem}"),
+            "regions.us-west.endpoints[0].tls.ca_file",
+            "no such file",
+        ),
+        (
+            ONE.format(extra="latency: {warning: 500ms, critical: 100ms}"),
+            "regions.us-west.endpoints[0].latency",
+            "must be lower than critical",
+        ),
+        (
+            ONE.format(extra="latency: {warning: 500ms}"),
+            "regions.us-west.endpoints[0].latency",
+            "must be lower than critical",
+        ),
+        (
+            ONE.format(extra="latency: {warn: 1s}"),
+            "regions.us-west.endpoints[0].latency.warn",
+            "unknown key",
+        ),
+        (
+            ONE.format(extra="timeout: 1m, interval: 30s"),
+            "regions.us-west.endpoints[0].timeout",
+            "longer than the interval",
+        ),
+        (
+            ONE.format(extra="conditions: '[STATUS] == 200'"),
+            "regions.us-west.endpoints[0].conditions",
+            "expected a list",
+        ),
+        (
+            ONE.format(extra="conditions: ['[STATUS] === 200']"),
+            "regions.us-west.endpoints[0].conditions[0]",
+            "column",
+        ),
+        (
+            ONE.format(extra="conditions: ['[STATUSS] == 200']"),
+            "regions.us-west.endpoints[0].conditions[0]",
+            "STATUSS",
+        ),
+        (
+            ONE.format(extra="conditions: ['[DNS_RCODE] == NOERROR']"),
+            "regions.us-west.endpoints[0].conditions[0]",
+            "not available for http",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: 'ftp://a/'}]}}",
+            "regions.r.endpoints[0].url",
+            "http:// or https://",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: 'http://'}]}}",
+            "regions.r.endpoints[0].url",
+            "no host",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: 'http://a:99999/'}]}}",
+            "regions.r.endpoints[0].url",
+            "not a valid URL",
+        ),
+        ("regions: {r: {endpoints: [{name: a}]}}", "regions.r.endpoints[0].url", "needs 'url'"),
+        (
+            "regions: {r: {endpoints: [{name: a, kind: tcp, address: nohost}]}}",
+            "regions.r.endpoints[0].address",
+            "host:port",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, kind: tcp, address: 'h:0'}]}}",
+            "regions.r.endpoints[0].address",
+            "between 1 and 65535",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, kind: dns, hostname: 'bad host'}]}}",
+            "regions.r.endpoints[0].hostname",
+            "host name",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: 'http://a/'}, {name: a, url: 'http://b/'}]}}",
+            "regions.r.endpoints[1].name",
+            "duplicate endpoint name 'a'",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: 'a b', url: 'http://a/'}]}}",
+            "regions.r.endpoints[0].name",
+            "not a valid name",
+        ),
+        ("defaults: {interval: soon}\nregions: {}", "defaults.interval", "expected a duration"),
+        ("defaults: {colour: red}\nregions: {}", "defaults.colour", "unknown key"),
+        (
+            "regions: {r: {defaults: {latency: {warning: 2s, critical: 1s}}, endpoints: []}}",
+            "regions.r.defaults.latency",
+            "must be lower",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: '${NOPE}'}]}}",
+            "regions.r.endpoints[0].url",
+            "NOPE is not set",
+        ),
+        (
+            "regions: {r: {endpoints: [{name: a, url: '${'}]}}",
+            "regions.r.endpoints[0].url",
+            "malformed",
+        ),
+        ("scheduler: {max_concurrency: 0}\nregions: {}", "scheduler.max_concurrency", "at least 1"),
+        ("exporter: {listen: everywhere}\nregions: {}", "exporter.listen", "host:port"),
+        ("storage: {retention: {raw: forever}}\nregions: {}", "storage.retention.raw", "duration"),
+        (
+            "regions: {r: {endpoints: [{name: a, url: !!python/object:os.system 'x'}]}}",
+            None,
+            "invalid YAML",
+        ),
+    ],
+)
+def test_validation_errors_name_the_key_path(text: str, path: str | None, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.yaml", {})
+    error = caught.value
+    assert error.file == "test.yaml"
+    assert error.path == path
+    assert fragment in error.message
+    assert str(error).startswith("test.yaml: ")
+
+
+def test_missing_file_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_secret_values_never_appear_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(
+            "regions: {r: {endpoints: [{name: a, url: '${TOKEN}'}]}}", {"TOKEN": "hunter2hunter2"}
+        )
+    assert "hunter2" not in str(caught.value)

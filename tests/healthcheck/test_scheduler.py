@@ -1,0 +1,141 @@
+"""The scheduler with real probes against loopback servers: isolation, spread, cap and rate."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import pytest
+from aiohttp import web
+
+from healthcheck.config import parse_config
+from healthcheck.probes import Prober
+from healthcheck.result import ProbeResult
+from healthcheck.scheduler import Scheduler, check_once, spread_offset
+from healthcheck.targets import SchedulerSettings
+
+IN_FLIGHT = web.AppKey("in_flight", list)
+
+
+async def fast(_r: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def hang(_r: web.Request) -> web.Response:
+    await asyncio.Event().wait()
+    return web.Response()
+
+
+async def counted(request: web.Request) -> web.Response:
+    state = request.app[IN_FLIGHT]
+    state[0] += 1
+    state[1] = max(state[1], state[0])
+    try:
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+    finally:
+        state[0] -= 1
+
+
+@pytest.fixture
+async def server():
+    app = web.Application()
+    app[IN_FLIGHT] = [0, 0]  # now, most at once
+    app.router.add_get("/fast", fast)
+    app.router.add_get("/hang", hang)
+    app.router.add_get("/counted", counted)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", app
+    await runner.cleanup()
+
+
+def fleet(endpoints: dict[str, str], interval: str, timeout: str, **scheduler: int):
+    document = {
+        "defaults": {"interval": interval, "timeout": timeout, "retries": 0},
+        "scheduler": scheduler,
+        "regions": {
+            "r": {"endpoints": [{"name": name, "url": url} for name, url in endpoints.items()]}
+        },
+    }
+    return parse_config(json.dumps(document), "test", {})
+
+
+async def run_for(config, seconds: float) -> tuple[list[ProbeResult], Scheduler]:
+    results: list[ProbeResult] = []
+    async with Prober() as prober:
+        scheduler = Scheduler(
+            list(config.endpoints()), prober.check, [results.append], config.scheduler
+        )
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await scheduler.drain(0.5)
+    return results, scheduler
+
+
+async def test_a_hung_endpoint_does_not_delay_another(server) -> None:
+    url, _ = server
+    config = fleet({"stuck": f"{url}/hang", "fine": f"{url}/fast"}, "200ms", "190ms")
+    results, scheduler = await run_for(config, 2.0)
+    fine = sorted(r.timestamp for r in results if r.endpoint == "fine")
+    stuck = [r for r in results if r.endpoint == "stuck"]
+    assert stuck and all(r.error == "timeout" for r in stuck)
+    # Every 200ms for 2s, whatever the hung endpoint is doing: ~10 checks, evenly spaced.
+    assert len(fine) >= 7
+    gaps = [b - a for a, b in itertools.pairwise(fine)]
+    assert max(gaps) < 0.4, gaps
+    assert all(r.ok for r in results if r.endpoint == "fine")
+    assert scheduler.stats.sink_errors == 0
+
+
+def test_spread_offsets_cover_the_interval_and_are_stable() -> None:
+    endpoints = {f"e{i}": f"http://h{i}.example/" for i in range(200)}
+    config = fleet(endpoints, "10s", "1s")
+    offsets = [spread_offset(endpoint) for endpoint in config.endpoints()]
+    assert all(0 <= offset < 10 for offset in offsets)
+    deciles = {int(offset) for offset in offsets}
+    assert deciles == set(range(10))  # no part of the interval left empty, none crowded
+    assert offsets == [spread_offset(endpoint) for endpoint in config.endpoints()]
+
+
+async def test_start_up_is_spread_not_a_burst(server) -> None:
+    url, _ = server
+    endpoints = {f"e{i}": f"{url}/fast" for i in range(20)}
+    config = fleet(endpoints, "1s", "500ms")
+    results, _ = await run_for(config, 1.1)
+    first = {}
+    for result in sorted(results, key=lambda r: r.timestamp):
+        first.setdefault(result.endpoint, result.timestamp)
+    times = sorted(first.values())
+    assert len(times) >= 15
+    assert times[-1] - times[0] > 0.5  # spread over the interval, not all at once
+
+
+async def test_once_respects_the_concurrency_cap(server) -> None:
+    url, app = server
+    config = fleet({f"e{i}": f"{url}/counted" for i in range(12)}, "10s", "2s", max_concurrency=3)
+    async with Prober() as prober:
+        results = await check_once(list(config.endpoints()), prober.check, config.scheduler)
+    assert [r.endpoint for r in results] == [f"e{i}" for i in range(12)]
+    assert all(r.ok for r in results)
+    assert app[IN_FLIGHT][1] == 3
+
+
+async def test_once_respects_the_rate_limit(server) -> None:
+    url, _ = server
+    config = fleet({f"e{i}": f"{url}/fast" for i in range(12)}, "10s", "2s", rate_limit=5)
+    async with Prober() as prober:
+        results = await check_once(list(config.endpoints()), prober.check, config.scheduler)
+    starts = sorted(r.timestamp for r in results)
+    # No more than 5 check starts inside any one-second window.
+    for index, start in enumerate(starts):
+        assert sum(1 for other in starts[index:] if other - start < 0.95) <= 5
+
+
+def test_scheduler_settings_defaults_are_production_sized() -> None:
+    settings = SchedulerSettings()
+    assert settings.max_concurrency >= 100 and settings.rate_limit >= 1000
