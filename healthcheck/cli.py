@@ -9,28 +9,35 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from healthcheck import __version__
 from healthcheck.config import load_config
-from healthcheck.daemon import Daemon
+from healthcheck.daemon import Daemon, open_writer, storage_path
 from healthcheck.demo import demo_fleet
 from healthcheck.durations import format_duration
-from healthcheck.errors import ConfigError, HealthcheckError
+from healthcheck.errors import ConfigError, HealthcheckError, StorageError
 from healthcheck.logs import setup_logging
 from healthcheck.probes import Prober
 from healthcheck.report import Report
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import check_once
 from healthcheck.secrets import Redactor
+from healthcheck.status_report import StoredStatus
 from healthcheck.targets import Config
+from storage.uptime import StorageReader
+from storage.writer import StorageWriter
 
 EXIT_CONFIG = 3
 EXIT_ERROR = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 SYSTEM_CONFIG = Path("/etc/healthcheck/regions.yaml")
+DUPLICATE_SIGNAL_WINDOW = 0.5
 
 log = logging.getLogger("healthcheck.cli")
 
@@ -82,13 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="with --once: also store the results (uptime keeps counting under a timer)",
+    )
     for name, help_text in (
         ("run", "run the daemon (the default)"),
         ("check-config", "validate the configuration and print a summary"),
+        ("status", "print stored status, uptime and p95 per endpoint (reads the database)"),
         ("demo", "run against a simulated fleet on loopback (no config, no network)"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _common_options(sub, suppress=True)
+        if name == "status":
+            sub.add_argument("--db", default=None, help="database file (default: from config)")
         if name == "demo":
             sub.add_argument("--once", action="store_true", help="one round, print, exit")
             sub.add_argument(
@@ -112,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `healthcheck status | head`: the reader left; say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -122,10 +140,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = _load(args)
     if command == "check-config":
         return _check_config(config, args.format)
+    if command == "status":
+        return _stored_status(config, args.db, args.format)
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
-        return asyncio.run(_once(config, args.format))
-    return asyncio.run(_run_daemon(Daemon(config)))
+        return asyncio.run(_once(config, args.format, record=args.record))
+    return asyncio.run(_run_daemon(Daemon(config, open_writer(config.storage))))
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -148,10 +168,31 @@ async def _probe_all(config: Config) -> list[ProbeResult]:
         return await check_once(list(config.endpoints()), prober.check, config.scheduler)
 
 
-async def _once(config: Config, fmt: str) -> int:
+async def _once(config: Config, fmt: str, record: bool = False) -> int:
     report = Report(config, await _probe_all(config))
     _print_report(report, fmt)
+    if record:
+        writer = open_writer(config.storage)
+        writer.start()
+        for result, status, _ in report.rows:
+            writer.submit(result, status)
+        await asyncio.to_thread(writer.close)
+        if writer.stats.written < len(report.rows):
+            raise StorageError(
+                f"stored {writer.stats.written} of {len(report.rows)} results in "
+                f"{writer.path}: {writer.stats.last_error}"
+            )
     return report.exit_code
+
+
+def _stored_status(config: Config, db: str | None, fmt: str) -> int:
+    reader = StorageReader(db or storage_path(config.storage), config.storage.retention_raw)
+    try:
+        stored = StoredStatus(config, reader, time.time())
+    finally:
+        reader.close()
+    print(stored.render_json() if fmt == "json" else stored.render_table())
+    return 0
 
 
 def _print_report(report: Report, fmt: str) -> None:
@@ -195,11 +236,17 @@ async def _run_daemon(daemon: Daemon, duration: float | None = None) -> int:
     """Run until SIGTERM/SIGINT (a second one exits at once) or for `duration` seconds."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    first_signal: list[float] = []
 
     def on_signal(signum: int) -> None:
-        if stop.is_set():
+        if first_signal:
+            # `timeout`, shells and systemd may signal both the process and its group: the
+            # same stop request arriving twice at once is not a second request.
+            if loop.time() - first_signal[0] < DUPLICATE_SIGNAL_WINDOW:
+                return
             log.warning("second signal: exiting now", extra={"event": "forced_exit"})
             os._exit(EXIT_INTERRUPTED)
+        first_signal.append(loop.time())
         log.info("%s: stopping", signal.Signals(signum).name, extra={"event": "stopping"})
         stop.set()
 
@@ -217,7 +264,8 @@ async def _demo(args: argparse.Namespace) -> int:
             config = config.only_regions(set(args.region))
         if args.once:
             return await _once(config, args.format)
-        daemon = Daemon(config)
+        scratch = tempfile.TemporaryDirectory(prefix="healthcheck-demo-")
+        daemon = Daemon(config, StorageWriter(os.path.join(scratch.name, "demo.db")))
         printer = asyncio.create_task(_print_periodically(daemon, args.refresh, args.format))
         try:
             return await _run_daemon(daemon, args.duration)
@@ -225,6 +273,7 @@ async def _demo(args: argparse.Namespace) -> int:
             printer.cancel()
             if daemon.board.latest:
                 _print_report(_board_report(daemon), args.format)
+            scratch.cleanup()
 
 
 def _board_report(daemon: Daemon) -> Report:

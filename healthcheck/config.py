@@ -370,10 +370,13 @@ class _Builder:
             return StorageSettings()
         values = self.read(lambda v: schema.sub_mapping(v, _STORAGE_KEYS), raw, "storage")
         retention = values.pop("retention", {})
+        defaults = StorageSettings()
         return StorageSettings(
             path=values.get("path"),
-            retention_raw=retention.get("raw", StorageSettings.retention_raw),
-            retention_rollups=retention.get("rollups", StorageSettings.retention_rollups),
+            retention_raw=retention.get("raw", defaults.retention_raw),
+            retention_raw_rows=retention.get("raw_rows"),
+            retention_rollups=retention.get("rollups", defaults.retention_rollups),
+            max_queue=values.get("max_queue", defaults.max_queue),
         )
 
     def exporter(self, raw: Any) -> ExporterSettings:
@@ -391,7 +394,11 @@ _SCHEDULER_KEYS: dict[str, schema.Reader] = {
     "rate_limit": schema.integer(1, 1_000_000),
     "jitter": lambda v: _fraction(v, 0.5),
 }
-_RETENTION_KEYS: dict[str, schema.Reader] = {"raw": schema.duration, "rollups": schema.duration}
+_RETENTION_KEYS: dict[str, schema.Reader] = {
+    "raw": schema.duration,
+    "raw_rows": schema.integer(1),
+    "rollups": schema.duration,
+}
 _STORAGE_KEYS: dict[str, schema.Reader] = {
     "path": schema.optional(schema.text),
     "retention": lambda v: schema.sub_mapping(

@@ -33,7 +33,7 @@ class Report:
             self.rows.append((result, classify(result, endpoint), endpoint))
         self.regions: list[RegionStatus] = []
         for region in config.regions:
-            checks = [(r, s) for r, s, e in self.rows if e.region == region.name]
+            checks = [(r.ok, s) for r, s, e in self.rows if e.region == region.name]
             if checks:
                 self.regions.append(summarize_region(region.name, checks))
         self.status = worst(status for _, status, _ in self.rows)

@@ -51,15 +51,15 @@ class RegionStatus:
         return self.healthy + self.degraded + self.unhealthy
 
 
-def summarize_region(name: str, checks: Iterable[tuple[ProbeResult, Status]]) -> RegionStatus:
-    """Every endpoint down is a regional failure (unhealthy); anything less than all-healthy
-    is degraded, so one bad endpoint among many does not read as the region being down."""
+def summarize_region(name: str, checks: Iterable[tuple[bool, Status]]) -> RegionStatus:
+    """From (ok, status) per endpoint: every endpoint down is a regional failure (unhealthy);
+    anything short of all-healthy is degraded, so one bad endpoint does not read as all down."""
     counts = {Status.HEALTHY: 0, Status.DEGRADED: 0, Status.UNHEALTHY: 0}
     down = 0
     total = 0
-    for result, status in checks:
+    for ok, status in checks:
         counts[status] += 1
-        down += not result.ok
+        down += not ok
         total += 1
     regional_failure = total > 0 and down == total
     if regional_failure or (total and counts[Status.UNHEALTHY] == total):
@@ -92,10 +92,11 @@ class StatusBoard:
         self.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
         self.latest: dict[str, tuple[ProbeResult, Status]] = {}
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, result: ProbeResult) -> Status | None:
+        """Note a result; its status, or None for an endpoint no longer configured."""
         endpoint = self.endpoints.get(result.target_id)
         if endpoint is None:  # removed by a reload while its check was in flight
-            return
+            return None
         status = classify(result, endpoint)
         previous = self.latest.get(endpoint.id)
         self.latest[endpoint.id] = (result, status)
@@ -119,3 +120,4 @@ class StatusBoard:
                     "latency_ms": round(result.latency * 1000, 1),
                 },
             )
+        return status

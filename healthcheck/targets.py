@@ -52,7 +52,9 @@ class SchedulerSettings:
 class StorageSettings:
     path: str | None = None  # None: $STATE_DIRECTORY/healthcheck.db under systemd, else ./
     retention_raw: float = 48 * 3600.0
+    retention_raw_rows: int | None = None  # most raw rows per endpoint, besides the age limit
     retention_rollups: float = 400 * 86400.0
+    max_queue: int = 50_000  # results held in memory while the database cannot be written
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ def test_classify(ok, latency, warning, critical, expected) -> None:
     ],
 )
 def test_summarize_region(checks, status, regional_failure) -> None:
-    summary = summarize_region("r", [(result(ok, 0.01), s) for ok, s in checks])
+    summary = summarize_region("r", checks)
     assert (summary.status, summary.regional_failure) == (status, regional_failure)
     assert summary.total == len(checks)
 

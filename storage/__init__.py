@@ -1,0 +1,1 @@
+"""SQLite storage: raw results, hourly and daily rollups, rolling uptime, alert state, outbox."""

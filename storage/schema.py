@@ -1,0 +1,152 @@
+"""The database schema, versioned by `PRAGMA user_version` and migrated forward on open."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from healthcheck.errors import StorageError
+
+# Upper bounds (ms) of the latency histogram kept in every rollup row; the last is +Inf.
+LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000, 30000)
+BUCKET_COLUMNS = (*tuple(f"le_{bound}" for bound in LATENCY_BOUNDS_MS), "le_inf")
+ROLLUP_TABLES = {"rollup_hour": 3600, "rollup_day": 86400}
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["targets"].create(
+        {"id": int, "region": str, "endpoint": str, "kind": str},
+        pk="id",
+        not_null={"region", "endpoint"},
+    )
+    db["targets"].create_index(["region", "endpoint"], unique=True)
+    db["results"].create(
+        {
+            "id": int,
+            "target_id": int,
+            "ts": float,
+            "ok": int,
+            "status": str,
+            "latency_ms": float,
+            "http_status": int,
+            "error": str,
+            "error_text": str,
+            "attempts": int,
+        },
+        pk="id",
+        foreign_keys=[("target_id", "targets", "id")],
+    )
+    db["results"].create_index(["target_id", "ts"])  # history, latest per target
+    db["results"].create_index(["ts"])  # retention
+    for table in ROLLUP_TABLES:
+        columns: dict[str, type] = {
+            "target_id": int,
+            "bucket": int,
+            "checks": int,
+            "successes": int,
+            "degraded": int,
+            "latency_sum_ms": float,
+            "latency_min_ms": float,
+            "latency_max_ms": float,
+        }
+        columns.update(dict.fromkeys(BUCKET_COLUMNS, int))
+        db[table].create(columns, pk=("target_id", "bucket"), not_null=set(columns))
+        db[table].create_index(["bucket"])  # region/global windows, retention
+    db["alert_state"].create(
+        {
+            "rule": str,
+            "target": str,
+            "state": str,
+            "severity": str,
+            "since": float,
+            "last_change": float,
+            "last_sent": float,
+            "summary": str,
+            "labels": str,
+        },
+        pk=("rule", "target"),
+    )
+    db["alert_history"].create(
+        {
+            "id": int,
+            "rule": str,
+            "target": str,
+            "ts": float,
+            "from_state": str,
+            "to_state": str,
+            "severity": str,
+            "summary": str,
+        },
+        pk="id",
+    )
+    db["alert_history"].create_index(["ts"])
+    db["alert_history"].create_index(["rule", "target", "ts"])
+    db["outbox"].create(
+        {
+            "id": int,
+            "created": float,
+            "channel": str,
+            "dedup_key": str,
+            "payload": str,
+            "attempts": int,
+            "next_attempt": float,
+            "sent": float,
+            "last_error": str,
+        },
+        pk="id",
+    )
+    db["outbox"].create_index(["sent", "next_attempt"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
+    """Open (creating with mode 0600 when allowed) and migrate; WAL, NORMAL sync, busy timeout."""
+    path = Path(path)
+    if not create and not path.exists():
+        raise StorageError(f"no database at {path}: has the daemon run with this configuration?")
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        connection = sqlite3.connect(
+            path, timeout=5.0, isolation_level=None, check_same_thread=True
+        )
+        connection.execute("PRAGMA busy_timeout = 5000")
+        connection.execute("PRAGMA foreign_keys = ON")
+        db = sqlite_utils.Database(connection)
+        if create:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            migrate(db)
+        else:
+            check_version(db)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    return db
+
+
+def check_version(db: sqlite_utils.Database) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the database schema is version {version}, newer than this healthcheck knows "
+            f"({SCHEMA_VERSION}); upgrade healthcheck, or point storage.path at another file"
+        )
+    return version
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply every migration past the file's version, each in its own transaction."""
+    version = check_version(db)
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")

@@ -1,0 +1,369 @@
+"""The one writer: results queue up from the event loop and a thread commits them in batches.
+
+The event loop only ever calls `submit` (a non-blocking put). The thread owns the write
+connection; when the database cannot be written (read-only, full, locked, gone) it keeps the
+batch, logs once, retries with backoff and catches up; past the queue bound it drops and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from healthcheck.errors import StorageError
+from healthcheck.result import ProbeResult, Status
+from storage.rollup import Tally, bucket_of
+from storage.schema import BUCKET_COLUMNS, ROLLUP_TABLES, connect
+
+log = logging.getLogger("storage.writer")
+
+_STOP = object()
+HOURLY_KEPT = 35 * 86400  # hourly rollups: enough for the edges of a 30-day window
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    raw: float = 48 * 3600.0
+    raw_rows: int | None = None  # most raw rows kept per endpoint, besides the age limit
+    rollups: float = 400 * 86400.0
+
+
+@dataclass(slots=True)
+class WriterStats:
+    written: int = 0
+    dropped: int = 0
+    failures: int = 0
+    pruned: int = 0
+    writable: bool = False
+    last_error: str | None = None
+    last_commit: float | None = None
+
+
+def default_path() -> str:
+    """$STATE_DIRECTORY/healthcheck.db under systemd, else ./healthcheck.db."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return str(Path(state) / "healthcheck.db") if state else "healthcheck.db"
+
+
+class StorageWriter:
+    """Batches results into SQLite from a worker thread; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        retention: Retention | None = None,
+        *,
+        max_queue: int = 50_000,
+        batch_size: int = 1000,
+        flush_interval: float = 1.0,
+        prune_interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.retention = retention or Retention()
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.prune_interval = prune_interval
+        self.clock = clock
+        self.stats = WriterStats()
+        self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
+        self._db: sqlite_utils.Database | None = None
+        self._target_ids: dict[tuple[str, str], int] = {}
+        self._next_prune = 0.0
+        self._closing = threading.Event()
+
+    # -- event loop side -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, result: ProbeResult, status: Status) -> bool:
+        """Queue one result without blocking; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait((result, status))
+        except queue.Full:
+            if self.stats.dropped == 0 or self.stats.dropped % 1000 == 0:
+                log.warning(
+                    "storage queue full: dropping results (%d so far)",
+                    self.stats.dropped + 1,
+                    extra={"event": "storage_dropped", "dropped": self.stats.dropped + 1},
+                )
+            self.stats.dropped += 1
+            return False
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued and stop; waits at most `timeout` seconds (blocking)."""
+        self._closing.set()
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.error("storage queue stayed full while closing", extra={"event": "storage_close"})
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error(
+                "storage did not flush within %.0fs; %d results unsaved",
+                timeout,
+                self.queue_depth,
+                extra={"event": "storage_unflushed", "unsaved": self.queue_depth},
+            )
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: list[tuple[ProbeResult, Status]] = []
+        stopping = False
+        backoff = 0.5
+        while True:
+            if not stopping and len(pending) < self.batch_size:
+                stopping = self._collect(pending)
+            if pending:
+                if self._write(pending):
+                    pending.clear()
+                    backoff = 0.5
+                elif stopping and self._closing.is_set() and backoff > 4:
+                    log.error(
+                        "storage unavailable at exit: %d results unsaved",
+                        len(pending) + self.queue_depth,
+                        extra={"event": "storage_unflushed"},
+                    )
+                    return
+                else:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+            if stopping and self._queue.empty():
+                self._close_db()
+                return
+            self._maybe_prune()
+
+    def _collect(self, pending: list[tuple[ProbeResult, Status]]) -> bool:
+        """Move queued results into `pending`: wait for the first, then take what is there."""
+        deadline = time.monotonic() + self.flush_interval
+        while len(pending) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = (
+                    self._queue.get(timeout=max(remaining, 0.0))
+                    if remaining > 0
+                    else (self._queue.get_nowait())
+                )
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                while len(pending) < 10 * self.batch_size:  # drain the rest, then stop
+                    try:
+                        rest = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if rest is not _STOP:
+                        pending.append(rest)  # type: ignore[arg-type]
+                return True
+            pending.append(item)  # type: ignore[arg-type]
+        return False
+
+    def _database(self) -> sqlite_utils.Database:
+        if self._db is None:
+            self._db = connect(self.path)
+            self._target_ids.clear()
+        return self._db
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def _write(self, batch: Sequence[tuple[ProbeResult, Status]]) -> bool:
+        try:
+            db = self._database()
+            with db.conn:
+                db.execute("BEGIN IMMEDIATE")
+                write_batch(db, batch, self._target_ids)
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.Error | StorageError | OSError):
+                # A bug, not an outage: retrying would loop forever. Count and move on.
+                log.exception("storage cannot write this batch", extra={"event": "storage_bug"})
+                self.stats.dropped += len(batch)
+                return True
+            self._target_ids.clear()
+            self._close_db()
+            self.stats.failures += 1
+            text = str(exc)
+            if self.stats.writable or self.stats.last_error != text:
+                log.error(
+                    "storage write failed (%s); keeping %d results and retrying: %s",
+                    self.path,
+                    len(batch),
+                    text,
+                    extra={"event": "storage_failed", "path": self.path, "error": text},
+                )
+            self.stats.writable = False
+            self.stats.last_error = text
+            return False
+        if not self.stats.writable and self.stats.failures:
+            log.info(
+                "storage writable again (%s)",
+                self.path,
+                extra={"event": "storage_recovered", "path": self.path},
+            )
+        self.stats.writable = True
+        self.stats.last_error = None
+        self.stats.written += len(batch)
+        self.stats.last_commit = self.clock()
+        return True
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune or self._db is None:
+            return
+        try:
+            removed = prune(self._db, self.retention, self.clock())
+        except sqlite3.Error as exc:
+            log.warning("pruning failed: %s", exc, extra={"event": "storage_prune_failed"})
+            removed = 0
+        self.stats.pruned += removed
+        # Keep going soon while there is a backlog to prune, else wait a full interval.
+        self._next_prune = now + (1.0 if removed else self.prune_interval)
+
+
+def write_batch(
+    db: sqlite_utils.Database,
+    batch: Sequence[tuple[ProbeResult, Status]],
+    target_ids: dict[tuple[str, str], int],
+) -> None:
+    """Insert raw rows and add the batch to the hourly and daily rollups (one transaction)."""
+    rows = []
+    tallies: dict[str, dict[tuple[int, int], Tally]] = {table: {} for table in ROLLUP_TABLES}
+    for result, status in batch:
+        target_id = _target_id(db, result, target_ids)
+        latency_ms = result.latency * 1000
+        rows.append(
+            (
+                target_id,
+                result.timestamp,
+                int(result.ok),
+                status.value,
+                latency_ms,
+                result.http_status,
+                result.error.value if result.error else None,
+                result.error_text,
+                result.attempts,
+            )
+        )
+        for table, width in ROLLUP_TABLES.items():
+            key = (target_id, bucket_of(result.timestamp, width))
+            tally = tallies[table].setdefault(key, Tally())
+            tally.add_check(result.ok, status is Status.DEGRADED, latency_ms)
+    db.conn.executemany(
+        "INSERT INTO results (target_id, ts, ok, status, latency_ms, http_status, error,"
+        " error_text, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    for table, by_bucket in tallies.items():
+        db.conn.executemany(_UPSERT[table], [_rollup_row(k, t) for k, t in by_bucket.items()])
+
+
+def _rollup_row(key: tuple[int, int], tally: Tally) -> tuple[float, ...]:
+    return (
+        *key,
+        tally.checks,
+        tally.successes,
+        tally.degraded,
+        tally.latency_sum_ms,
+        tally.latency_min_ms,
+        tally.latency_max_ms,
+        *tally.histogram,
+    )
+
+
+def _upsert_sql(table: str) -> str:
+    columns = (
+        "target_id",
+        "bucket",
+        "checks",
+        "successes",
+        "degraded",
+        "latency_sum_ms",
+        "latency_min_ms",
+        "latency_max_ms",
+        *BUCKET_COLUMNS,
+    )
+    added = [c for c in columns[2:] if c not in ("latency_min_ms", "latency_max_ms")]
+    updates = [f"{c} = {c} + excluded.{c}" for c in added]
+    updates.append("latency_min_ms = min(latency_min_ms, excluded.latency_min_ms)")
+    updates.append("latency_max_ms = max(latency_max_ms, excluded.latency_max_ms)")
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names are ours
+        f"VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT (target_id, bucket) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+_UPSERT = {table: _upsert_sql(table) for table in ROLLUP_TABLES}
+
+
+def _target_id(
+    db: sqlite_utils.Database, result: ProbeResult, cache: dict[tuple[str, str], int]
+) -> int:
+    key = (result.region, result.endpoint)
+    found = cache.get(key)
+    if found is None:
+        db.execute(
+            "INSERT OR IGNORE INTO targets (region, endpoint, kind) VALUES (?, ?, ?)",
+            [result.region, result.endpoint, result.kind],
+        )
+        found = db.execute(
+            "SELECT id FROM targets WHERE region = ? AND endpoint = ?", list(key)
+        ).fetchone()[0]
+        cache[key] = found
+    return found
+
+
+PRUNE_CHUNK = 5000
+
+
+def prune(db: sqlite_utils.Database, retention: Retention, now: float) -> int:
+    """Delete at most one chunk per table past retention; returns rows removed (0: caught up)."""
+    removed = 0
+    limits = [
+        ("results", "ts", now - retention.raw),
+        ("rollup_hour", "bucket", now - min(HOURLY_KEPT, retention.rollups)),
+        ("rollup_day", "bucket", now - retention.rollups),
+    ]
+    for table, column, cutoff in limits:
+        with db.conn:
+            cursor = db.execute(
+                f"DELETE FROM {table} WHERE rowid IN "  # noqa: S608 - names are ours
+                f"(SELECT rowid FROM {table} WHERE {column} < ? LIMIT {PRUNE_CHUNK})",
+                [cutoff],
+            )
+            removed += cursor.rowcount
+    if retention.raw_rows:
+        removed += _prune_rows_per_target(db, retention.raw_rows)
+    return removed
+
+
+def _prune_rows_per_target(db: sqlite_utils.Database, keep: int) -> int:
+    removed = 0
+    target_ids = [row[0] for row in db.execute("SELECT id FROM targets")]
+    for target_id in target_ids:
+        with db.conn:
+            cursor = db.execute(
+                "DELETE FROM results WHERE target_id = ? AND id <= (SELECT id FROM results "
+                "WHERE target_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                [target_id, target_id, keep],
+            )
+            removed += cursor.rowcount
+    return removed

@@ -1,0 +1,198 @@
+"""The writer thread on real files: batching, outages and recovery, drops, retention, schema."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+from storage_timeline import DAY, HOUR, NOW, check
+
+from healthcheck.errors import StorageError
+from storage.schema import SCHEMA_VERSION, connect
+from storage.uptime import StorageReader
+from storage.writer import Retention, StorageWriter, prune
+
+
+def count(path: str, table: str = "results") -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_submit_then_close_writes_everything_with_mode_0600(db_path) -> None:
+    writer = StorageWriter(db_path, batch_size=50, flush_interval=0.05, clock=lambda: NOW)
+    writer.start()
+    for i in range(333):
+        assert writer.submit(*check(NOW - 1000 + i, ok=i % 3 != 0))
+    writer.close()
+    assert count(db_path) == 333
+    assert writer.stats.written == 333 and writer.stats.dropped == 0
+    assert os.stat(db_path).st_mode & 0o777 == 0o600
+    reader = StorageReader(db_path)
+    tally = reader.window(NOW - HOUR, NOW)[1]
+    reader.close()
+    assert (tally.checks, tally.successes) == (333, 222)
+
+
+def test_restart_continues_the_same_uptime(db_path) -> None:
+    for start in (0, 100):
+        writer = StorageWriter(db_path, flush_interval=0.05, clock=lambda: NOW)
+        writer.start()
+        for i in range(100):
+            writer.submit(*check(NOW - 3000 + start + i, ok=start == 0))
+        writer.close()
+    reader = StorageReader(db_path)
+    tally = reader.window(NOW - HOUR, NOW)[1]
+    reader.close()
+    assert (tally.checks, tally.successes) == (200, 100)
+
+
+def test_a_reader_sees_consistent_data_while_the_writer_commits(db_path) -> None:
+    writer = StorageWriter(db_path, batch_size=20, flush_interval=0.01, clock=lambda: NOW)
+    writer.start()
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            writer.submit(*check(NOW - 3000 + i % 2000))
+            i += 1
+            if i % 200 == 0:
+                time.sleep(0.005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_for(lambda: writer.stats.written > 0)
+    reader = StorageReader(db_path)
+    seen = []
+    try:
+        for _ in range(50):
+            raw = reader.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            rolled = reader.window(NOW - DAY, NOW)[1].checks
+            seen.append(rolled)
+            assert rolled >= raw  # rollups commit with their rows: never behind
+    finally:
+        stop.set()
+        producer.join()
+        writer.close()
+        reader.close()
+    assert seen == sorted(seen) and seen[-1] > seen[0]
+
+
+def test_outage_keeps_results_and_catches_up(tmp_path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the database directory should be")
+    path = str(blocker / "healthcheck.db")
+    writer = StorageWriter(path, flush_interval=0.05, clock=lambda: NOW)
+    writer.start()
+    for i in range(40):
+        writer.submit(*check(NOW - 100 + i))
+    wait_for(lambda: writer.stats.failures >= 1)
+    assert not writer.stats.writable and writer.stats.last_error
+    assert writer.stats.written == 0
+    blocker.unlink()  # the disk comes back
+    wait_for(lambda: writer.stats.written == 40)
+    assert writer.stats.writable and writer.stats.last_error is None
+    writer.close()
+    assert count(path) == 40
+
+
+def test_a_full_queue_drops_and_counts(tmp_path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("not a directory")
+    writer = StorageWriter(
+        str(blocker / "db"), max_queue=100, batch_size=10, flush_interval=0.01, clock=lambda: NOW
+    )
+    writer.start()
+    accepted = sum(writer.submit(*check(NOW + i)) for i in range(300))
+    assert writer.stats.dropped == 300 - accepted
+    assert 100 <= accepted <= 110  # the queue bound, plus the batch the thread holds
+    blocker.unlink()
+    wait_for(lambda: writer.stats.written == accepted)
+    writer.close()
+
+
+def test_a_locked_database_is_retried_not_lost(db_path) -> None:
+    connect(db_path).conn.close()
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    writer = StorageWriter(db_path, flush_interval=0.05, clock=lambda: NOW)
+    writer.start()
+    writer.submit(*check(NOW))
+    wait_for(lambda: writer.stats.failures >= 1, timeout=20)
+    holder.execute("COMMIT")
+    holder.close()
+    wait_for(lambda: writer.stats.written == 1, timeout=20)
+    writer.close()
+    assert count(db_path) == 1
+
+
+def test_retention_prunes_raw_rows_but_keeps_rollups(store, db_path) -> None:
+    store(*(check(NOW - 5 * DAY + i * 60) for i in range(30)))  # old: past 48h raw retention
+    store(*(check(NOW - HOUR + i * 60, ok=False) for i in range(30)))  # recent
+    db = connect(db_path)
+    removed = prune(db, Retention(raw=48 * HOUR), NOW)
+    assert removed == 30
+    assert prune(db, Retention(raw=48 * HOUR), NOW) == 0  # caught up
+    db.conn.close()
+    assert count(db_path) == 30
+    reader = StorageReader(db_path)
+    week = reader.window(NOW - 7 * DAY, NOW)[1]
+    reader.close()
+    assert (week.checks, week.successes) == (60, 30)  # the old checks live on in rollups
+
+
+def test_retention_by_rows_per_endpoint(store, db_path) -> None:
+    store(*(check(NOW - 600 + i, endpoint=name) for i in range(50) for name in ("a", "b")))
+    db = connect(db_path)
+    prune(db, Retention(raw=48 * HOUR, raw_rows=10), NOW)
+    per_target = dict(
+        db.execute("SELECT target_id, COUNT(*) FROM results GROUP BY target_id").fetchall()
+    )
+    newest = db.execute("SELECT MIN(ts) FROM results").fetchone()[0]
+    db.conn.close()
+    assert per_target == {1: 10, 2: 10}
+    assert newest == NOW - 600 + 40
+
+
+def test_database_size_stays_bounded_under_steady_load(db_path) -> None:
+    """Six simulated hours at one check a minute for 20 endpoints, raw kept one hour."""
+    db = connect(db_path)
+    from storage.writer import write_batch
+
+    ids: dict = {}
+    sizes = []
+    for minute in range(6 * 60):
+        ts = NOW + minute * 60
+        batch = [check(ts, endpoint=f"e{n}") for n in range(20)]
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            write_batch(db, batch, ids)
+        while prune(db, Retention(raw=HOUR), ts):
+            pass
+        if minute % 60 == 59:
+            sizes.append(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    db.conn.close()
+    assert all(size <= 20 * 61 for size in sizes), sizes  # one hour of rows, never more
+
+
+def test_newer_schema_is_a_clear_error(db_path) -> None:
+    db = connect(db_path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.conn.close()
+    with pytest.raises(StorageError, match="newer than this healthcheck knows"):
+        connect(db_path)
+
+
+def test_reader_on_a_missing_database_says_so(tmp_path) -> None:
+    with pytest.raises(StorageError, match="no database at"):
+        StorageReader(str(tmp_path / "nothing.db"))
