@@ -1,0 +1,157 @@
+"""Storage through the real daemon: kill -9 mid-write, restart, outage and recovery, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def daemon_config(tmp_path: Path, fleet, db: Path, endpoints: int = 20) -> Path:
+    config = tmp_path / "regions.yaml"
+    ok = [{"name": f"ok{i}", "url": f"{fleet.http}/ok"} for i in range(endpoints)]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+                "storage": {"path": str(db)},
+                "regions": {
+                    "r": {"endpoints": [*ok, {"name": "bad", "url": f"{fleet.http}/fail"}]}
+                },
+            }
+        )
+    )
+    return config
+
+
+async def start_daemon(config: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healthcheck",
+        "run",
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def rows(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_kill_9_during_writes_then_restart(run_cli, fleet, tmp_path) -> None:
+    db = tmp_path / "state" / "healthcheck.db"
+    config = daemon_config(tmp_path, fleet, db)
+    process = await start_daemon(config)
+    try:
+        await until(lambda: rows(db) >= 300)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        before = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        rolled = connection.execute("SELECT SUM(checks) FROM rollup_hour").fetchone()[0]
+        assert rolled == before  # rollups committed with their rows, even at kill -9
+    assert os.stat(db).st_mode & 0o777 == 0o600
+
+    done = await run_cli("status", "--config", str(config), "--format", "json")
+    assert done.code == 0, done.stderr
+    status = json.loads(done.stdout)
+    endpoints = {e["endpoint"]: e for e in status["regions"]["r"]["endpoints"]}
+    assert endpoints["ok0"]["uptime"]["24h"] == 1.0
+    assert endpoints["bad"]["uptime"]["24h"] == 0.0
+    assert endpoints["bad"]["last_error"]["error"] == "http_status"
+    first_24h = endpoints["ok0"]["checks"]["24h"]
+
+    process = await start_daemon(config)  # a restart carries on in the same file
+    await until(lambda: rows(db) >= before + 100)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 15) == 0
+    done = await run_cli("status", "--config", str(config), "--format", "json")
+    again = {e["endpoint"]: e for e in json.loads(done.stdout)["regions"]["r"]["endpoints"]}
+    assert again["ok0"]["checks"]["24h"] > first_24h
+    table = await run_cli("status", "--config", str(config))
+    assert table.code == 0 and "UP 24h" in table.stdout and "100.00%" in table.stdout
+
+
+@contextmanager
+def switchable_read_only(directory: Path):
+    """Yield set_read_only(bool) for `directory`: a bind mount as root, file modes otherwise."""
+    directory.mkdir(parents=True)
+    if os.geteuid() != 0:
+        yield lambda read_only: directory.chmod(0o555 if read_only else 0o755)
+        directory.chmod(0o755)
+        return
+    probe = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"root here cannot bind-mount to make a read-only directory: {probe.stderr!r}")
+
+    def set_read_only(read_only: bool) -> None:
+        option = "remount,bind,ro" if read_only else "remount,bind,rw"
+        subprocess.run(["mount", "-o", option, str(directory)], check=True)
+
+    try:
+        yield set_read_only
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+async def test_read_only_storage_keeps_probing_then_catches_up(fleet, tmp_path) -> None:
+    state = tmp_path / "state"
+    db = state / "healthcheck.db"
+    with switchable_read_only(state) as set_read_only:
+        set_read_only(True)
+        process = await start_daemon(daemon_config(tmp_path, fleet, db, endpoints=3))
+        log: list[dict] = []
+
+        async def read_log() -> None:
+            async for line in process.stderr:
+                log.append(json.loads(line))
+
+        reader = asyncio.create_task(read_log())
+        try:
+            await until(lambda: any(e.get("event") == "storage_failed" for e in log))
+            hits = len(fleet.hits)
+            await until(lambda: len(fleet.hits) >= hits + 20)  # still probing while down
+            assert not db.exists()
+            set_read_only(False)
+            await until(lambda: any(e.get("event") == "storage_recovered" for e in log))
+            await until(lambda: rows(db) >= 20)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 15) == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await reader
+    failed = next(e for e in log if e.get("event") == "storage_failed")
+    assert str(db) in failed["msg"]
+    with sqlite3.connect(db) as connection:
+        first = connection.execute("SELECT MIN(ts) FROM results").fetchone()[0]
+    recovered = next(e for e in log if e.get("event") == "storage_recovered")
+    # Results from the outage were kept and written once the directory came back.
+    assert first < datetime.fromisoformat(recovered["ts"]).timestamp()
