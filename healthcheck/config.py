@@ -43,7 +43,7 @@ COMMON_OPTIONS: dict[str, Option] = {
 }
 ENDPOINT_KEYS = {"name", "kind", "enabled"}
 MERGED_MAPPINGS = {"latency", "headers", "tls"}  # merged key by key down the levels
-TOP_LEVEL_KEYS = ("defaults", "regions", "scheduler", "storage", "exporter", "alerting")
+TOP_LEVEL_KEYS = ("defaults", "regions", "scheduler", "storage", "exporter", "alerting", "sla")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 # A value this short is too common to scrub from every log line (a port, "true").
@@ -162,6 +162,7 @@ class _Builder:
         storage = self.storage(data.get("storage"))
         exporter = self.exporter(data.get("exporter"))
         alerting = self.mapping(data.get("alerting", {}), "alerting")
+        sla = self.read(lambda v: schema.sub_mapping(v, _SLA_KEYS), data.get("sla") or {}, "sla")
         defaults = self.mapping(data.get("defaults", {}), "defaults")
         self.check_defaults(defaults, "defaults")
         regions_raw = data.get("regions")
@@ -181,6 +182,7 @@ class _Builder:
             storage=storage,
             exporter=exporter,
             alerting=alerting,
+            sla_target=sla.get("target", 0.999),
             secrets=frozenset(self.secrets),
         )
 
@@ -383,10 +385,15 @@ class _Builder:
         if raw is None:
             return ExporterSettings()
         values = self.read(lambda v: schema.sub_mapping(v, _EXPORTER_KEYS), raw, "exporter")
-        if "listen" not in values:
-            return ExporterSettings()
-        host, port = values["listen"]
-        return ExporterSettings(host=host, port=port)
+        host, port = values.pop("listen", (ExporterSettings.host, ExporterSettings.port))
+        auth = values.pop("auth", {})
+        if ("username" in auth) != ("password" in auth):
+            raise self.error("exporter.auth", "basic auth needs both username and password")
+        if "bearer_token" in auth and "username" in auth:
+            raise self.error("exporter.auth", "choose bearer_token or username/password, not both")
+        if values.get("protect_metrics") and not auth:
+            raise self.error("exporter.protect_metrics", "needs exporter.auth to be set")
+        return ExporterSettings(host=host, port=port, **auth, **values)
 
 
 _SCHEDULER_KEYS: dict[str, schema.Reader] = {
@@ -405,7 +412,17 @@ _STORAGE_KEYS: dict[str, schema.Reader] = {
         v, {"raw": schema.duration, "rollups": schema.duration}
     ),
 }
-_EXPORTER_KEYS: dict[str, schema.Reader] = {"listen": schema.address}
+_AUTH_KEYS: dict[str, schema.Reader] = {
+    "bearer_token": schema.secret,
+    "username": schema.text,
+    "password": schema.secret,
+}
+_EXPORTER_KEYS: dict[str, schema.Reader] = {
+    "listen": schema.listen_address,
+    "auth": lambda v: schema.sub_mapping(v, _AUTH_KEYS),
+    "protect_metrics": schema.boolean,
+}
+_SLA_KEYS: dict[str, schema.Reader] = {"target": schema.ratio}
 
 _MISSING: Any = object()
 

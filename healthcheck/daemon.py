@@ -1,4 +1,7 @@
-"""The long-running daemon: probes on schedule; each result to the board, storage and sinks."""
+"""The long-running daemon: probes on schedule; each result to the board, storage, metrics.
+
+It also serves /metrics, the JSON API and the status page from the same process.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from aiohttp import web
+
+from healthcheck.api import ApiState, build_app
+from healthcheck.errors import HealthcheckError
+from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.probes import Prober
 from healthcheck.probes.base import Clock
 from healthcheck.result import ProbeResult, Status
@@ -15,17 +23,18 @@ from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
 from healthcheck.targets import Config, StorageSettings
+from healthcheck.uptime_cache import UptimeCache
 from storage.writer import Retention, StorageWriter, default_path
 
 log = logging.getLogger("healthcheck.daemon")
-
-# Takes each classified result: metrics, alerting. Must not block.
-ResultSink = Callable[[ProbeResult, Status], None]
 
 # How long a stopping daemon lets in-flight checks finish before cancelling them.
 DRAIN_GRACE = 5.0
 # How long it waits for storage to flush on the way out.
 FLUSH_TIMEOUT = 10.0
+
+# Takes each classified result: metrics, alerting. Must not block.
+ResultSink = Callable[[ProbeResult, Status], None]
 
 
 def storage_path(settings: StorageSettings) -> str:
@@ -40,7 +49,7 @@ def open_writer(settings: StorageSettings) -> StorageWriter:
 
 
 class Daemon:
-    """Owns one configuration's prober, scheduler, status board and storage writer."""
+    """Owns one configuration's prober, scheduler, board, storage, metrics and HTTP server."""
 
     def __init__(
         self,
@@ -48,13 +57,33 @@ class Daemon:
         storage: StorageWriter | None = None,
         extra_sinks: Sequence[ResultSink] = (),
         clock: Clock = time.time,
+        serve_http: bool = True,
     ) -> None:
         self.config = config
         self.board = StatusBoard(config.endpoints())
         self.storage = storage
-        self._extra_sinks = list(extra_sinks)
         self._clock = clock
         self.scheduler: Scheduler | None = None
+        self.uptime = UptimeCache(
+            storage.path if storage else storage_path(config.storage),
+            config.storage.retention_raw,
+            clock,
+        )
+        self.metrics = Metrics(config, self.board, self._gauges())
+        self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
+        self._serve_http = serve_http
+        self.listening: tuple[str, int] | None = None
+
+    def _gauges(self) -> DaemonGauges:
+        writer = self.storage
+        return DaemonGauges(
+            in_flight=lambda: self.scheduler.in_flight if self.scheduler else 0,
+            storage_queue_depth=(lambda: writer.queue_depth) if writer else None,
+            storage_writable=(lambda: writer.stats.writable) if writer else None,
+            storage_dropped=(lambda: writer.stats.dropped) if writer else None,
+            storage_written=(lambda: writer.stats.written) if writer else None,
+            uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
+        )
 
     def on_result(self, result: ProbeResult) -> None:
         """Classify once, then fan out; nothing here may block the event loop."""
@@ -63,17 +92,59 @@ class Daemon:
             return
         if self.storage is not None:
             self.storage.submit(result, status)
-        for sink in self._extra_sinks:
+        for sink in self._sinks:
             sink(result, status)
+
+    def not_ready(self) -> list[str]:
+        """Why the daemon cannot be relied on right now; empty when it can."""
+        reasons = []
+        if self.scheduler is None or not self.scheduler.running:
+            reasons.append("scheduler not running")
+        if (
+            self.storage is not None
+            and self.storage.stats.failures
+            and not self.storage.stats.writable
+        ):
+            reasons.append(f"storage not writable: {self.storage.stats.last_error}")
+        return reasons
+
+    async def _start_http(self) -> web.AppRunner:
+        settings = self.config.exporter
+        state = ApiState(
+            self.config, self.board, self.metrics, self.uptime, self.uptime.path, self.not_ready
+        )
+        runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise HealthcheckError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from None
+        self.listening = runner.addresses[0][:2]
+        log.info(
+            "serving metrics, API and status page on http://%s:%d/",
+            *self.listening,
+            extra={"event": "listening", "host": self.listening[0], "port": self.listening[1]},
+        )
+        return runner
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set; then finish in-flight checks (bounded) and flush storage."""
         endpoints = list(self.config.endpoints())
+        runner = await self._start_http() if self._serve_http else None
         if self.storage is not None:
             self.storage.start()
+        background: list[asyncio.Task[None]] = []
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
             self.scheduler = Scheduler(
-                endpoints, prober.check, [self.on_result], self.config.scheduler
+                endpoints,
+                prober.check,
+                [self.on_result],
+                self.config.scheduler,
+                on_lag=self.metrics.schedule_lag.observe,
             )
             log.info(
                 "started: %d endpoints in %d regions",
@@ -81,14 +152,20 @@ class Daemon:
                 len(self.config.regions),
                 extra={"event": "started", "endpoints": len(endpoints)},
             )
-            dispatcher = asyncio.create_task(self.scheduler.run(), name="dispatcher")
+            background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
+            if self.storage is not None:
+                background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
             try:
                 await stop.wait()
             finally:
-                dispatcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await dispatcher
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await self.scheduler.drain(DRAIN_GRACE)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
+                if runner is not None:
+                    await runner.cleanup()
                 log.info("stopped", extra={"event": "stopped"})

@@ -53,7 +53,17 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def demo_config_text(port: int, dead_port: int, interval: str = "3s") -> str:
+def _listen_port(preferred: int = 9115) -> int:
+    """The usual exporter port when it is free (a real daemon may hold it), else any."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return 0
+    return preferred
+
+
+def demo_config_text(port: int, dead_port: int, interval: str = "3s", listen_port: int = 0) -> str:
     base = f"http://127.0.0.1:{port}"
     dead = f"http://127.0.0.1:{dead_port}"
     regions = {
@@ -88,6 +98,7 @@ def demo_config_text(port: int, dead_port: int, interval: str = "3s") -> str:
             "retries": 0,
             "latency": {"warning": "100ms", "critical": "500ms"},
         },
+        "exporter": {"listen": f"127.0.0.1:{listen_port}"},
         "regions": {name: {"endpoints": endpoints} for name, endpoints in regions.items()},
     }
     return json.dumps(document, indent=2)  # JSON is YAML: the same loader validates it
@@ -102,6 +113,7 @@ async def demo_fleet(interval: str = "3s") -> AsyncIterator[Config]:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield parse_config(demo_config_text(port, _closed_port(), interval), "<demo fleet>")
+        text = demo_config_text(port, _closed_port(), interval, _listen_port())
+        yield parse_config(text, "<demo fleet>")
     finally:
         await runner.cleanup()

@@ -59,6 +59,7 @@ class Scheduler:
         sinks: Sequence[Sink],
         settings: SchedulerSettings,
         rng: random.Random | None = None,
+        on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self._endpoints = {endpoint.id: endpoint for endpoint in endpoints}
         self._check = check
@@ -71,6 +72,8 @@ class Scheduler:
         self._sequence = 0
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self.stats = SchedulerStats()
+        self._on_lag = on_lag
+        self.running = False
 
     @property
     def in_flight(self) -> int:
@@ -90,7 +93,17 @@ class Scheduler:
         start = loop.time()
         for endpoint in self._endpoints.values():
             self._push(start + spread_offset(endpoint), endpoint)
-        while self._heap:
+        self.running = True
+        try:
+            await self._dispatch(loop)
+        finally:
+            self.running = False
+
+    async def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            if not self._heap:  # every endpoint disabled: idle, but keep running
+                await asyncio.sleep(3600)
+                continue
             due, _, endpoint_id = self._heap[0]
             delay = due - loop.time()
             if delay > 0:
@@ -110,7 +123,10 @@ class Scheduler:
             except BaseException:
                 self._cap.release()
                 raise
-            self.stats.record_lag(max(0.0, loop.time() - due))
+            lag = max(0.0, loop.time() - due)
+            self.stats.record_lag(lag)
+            if self._on_lag is not None:
+                self._on_lag(lag)
             self.stats.dispatched += 1
             task = asyncio.create_task(self._run_one(endpoint), name=f"check {endpoint_id}")
             self._in_flight[endpoint_id] = task

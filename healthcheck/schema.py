@@ -39,6 +39,26 @@ def text(value: Any) -> str:
     return value
 
 
+def secret(value: Any) -> Secret:
+    """Any text kept as a Secret, whether or not it came from the environment."""
+    return value if isinstance(value, Secret) else Secret(text(value))
+
+
+def ratio(value: Any) -> float:
+    """`99.9%`, `99.9` (taken as percent when above 1) or `0.999` to a ratio in (0, 1]."""
+    raw = text(value).strip() if isinstance(value, str | Secret) else value
+    percent = isinstance(raw, str) and raw.endswith("%")
+    try:
+        number = float(raw.rstrip("%") if isinstance(raw, str) else raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a ratio like 99.9% or 0.999, got {value!r}") from None
+    if percent or number > 1:
+        number /= 100
+    if not 0 < number <= 1:
+        raise ValueError(f"expected a ratio between 0 and 100%, got {value!r}")
+    return number
+
+
 def duration(value: Any) -> float:
     """`30s`, `5m`, `250ms`; a bare number is taken as seconds."""
     if isinstance(value, bool):
@@ -119,7 +139,12 @@ def http_url(value: Any) -> str:
     return url
 
 
-def address(value: Any) -> tuple[str, int]:
+def listen_address(value: Any) -> tuple[str, int]:
+    """Like `address`, but port 0 (any free port) is allowed: the daemon logs the one it got."""
+    return address(value, lowest_port=0)
+
+
+def address(value: Any, lowest_port: int = 1) -> tuple[str, int]:
     """`host:port` or `[v6addr]:port` to (host, port)."""
     raw = text(value).strip()
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:/\[\]]+):(\d+)", raw)
@@ -127,8 +152,8 @@ def address(value: Any) -> tuple[str, int]:
         raise ValueError(f"expected host:port (IPv6 as [addr]:port), got {raw!r}")
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    if not lowest_port <= port <= 65535:
+        raise ValueError(f"port must be between {lowest_port} and 65535, got {port}")
     return host, port
 
 

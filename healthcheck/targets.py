@@ -6,6 +6,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from healthcheck.secrets import Secret
+
 if TYPE_CHECKING:
     from healthcheck.conditions import Condition
 
@@ -59,8 +61,18 @@ class StorageSettings:
 
 @dataclass(frozen=True, slots=True)
 class ExporterSettings:
-    host: str = "127.0.0.1"
+    """The daemon's HTTP server: /metrics, the JSON API and the status page."""
+
+    host: str = "127.0.0.1"  # loopback unless configured: never all interfaces by default
     port: int = 9115
+    bearer_token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    protect_metrics: bool = False  # with auth set: whether /metrics needs it too
+
+    @property
+    def auth_required(self) -> bool:
+        return self.bearer_token is not None or self.username is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,7 @@ class Config:
     storage: StorageSettings = field(default_factory=StorageSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
     alerting: Mapping[str, Any] = field(default_factory=dict)
+    sla_target: float = 0.999  # the uptime ratio regions are held to in the SLA API
     secrets: frozenset[str] = frozenset()
 
     def endpoints(self) -> Iterator[Endpoint]:

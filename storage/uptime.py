@@ -157,3 +157,94 @@ class StorageReader:
                 ts, Status(status), bool(ok), latency_ms, error, error_text, *failure
             )
         return latest
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    day: int  # epoch s of 00:00 UTC
+    checks: int
+    successes: int
+
+
+RESULT_COLUMNS = (
+    "id",
+    "region",
+    "endpoint",
+    "kind",
+    "ts",
+    "ok",
+    "status",
+    "latency_ms",
+    "http_status",
+    "error",
+    "error_text",
+    "attempts",
+)
+
+
+def daily_history(reader: StorageReader, days: int, now: float) -> dict[int, list[Day]]:
+    """Per endpoint id, the last `days` UTC days (oldest first) from the daily rollups."""
+    first = bucket_of(now, DAY) - (days - 1) * DAY
+    found: dict[int, dict[int, Day]] = {}
+    for target_id, bucket, checks, successes in reader.db.execute(
+        "SELECT target_id, bucket, checks, successes FROM rollup_day WHERE bucket >= ?", [first]
+    ):
+        found.setdefault(target_id, {})[bucket] = Day(bucket, checks, successes)
+    return {
+        target_id: [by_day.get(first + i * DAY, Day(first + i * DAY, 0, 0)) for i in range(days)]
+        for target_id, by_day in found.items()
+    }
+
+
+def result_page(
+    reader: StorageReader,
+    *,
+    region: str | None,
+    endpoint: str | None,
+    since: float | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, object]]:
+    """Raw results newest first, keyset-paginated by id (stable while rows are added)."""
+    where, args = [], []
+    if region is not None:
+        where.append("t.region = ?")
+        args.append(region)
+    if endpoint is not None:
+        where.append("t.endpoint = ?")
+        args.append(endpoint)
+    if since is not None:
+        where.append("r.ts >= ?")
+        args.append(since)
+    if before_id is not None:
+        where.append("r.id < ?")
+        args.append(before_id)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = reader.db.execute(
+        "SELECT r.id, t.region, t.endpoint, t.kind, r.ts, r.ok, r.status, r.latency_ms, "  # noqa: S608 - the clause is built from fixed fragments
+        "r.http_status, r.error, r.error_text, r.attempts FROM results r "
+        f"JOIN targets t ON t.id = r.target_id {clause} ORDER BY r.id DESC LIMIT ?",
+        [*args, limit],
+    )
+    return [dict(zip(RESULT_COLUMNS, row, strict=True)) for row in rows]
+
+
+def alert_rows(
+    reader: StorageReader, state: str | None, severity: str | None
+) -> list[dict[str, object]]:
+    """Alert state rows (filled by alerting), optionally filtered."""
+    where, args = [], []
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    if severity is not None:
+        where.append("severity = ?")
+        args.append(severity)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    cursor = reader.db.execute(
+        "SELECT rule, target, state, severity, since, last_change, summary, labels "  # noqa: S608
+        f"FROM alert_state {clause} ORDER BY since DESC",
+        args,
+    )
+    columns = [c[0] for c in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]

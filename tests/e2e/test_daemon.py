@@ -26,6 +26,8 @@ async def test_daemon_logs_changes_once_and_stops_on_sigterm(fleet, tmp_path, cl
         yaml.safe_dump(
             {
                 "defaults": {"interval": "200ms", "timeout": "150ms", "retries": 0},
+                "exporter": {"listen": "127.0.0.1:0"},
+                "storage": {"path": str(tmp_path / "healthcheck.db")},
                 "regions": {
                     "r": {
                         "endpoints": [

@@ -25,6 +25,7 @@ def daemon_config(tmp_path: Path, fleet, db: Path, endpoints: int = 20) -> Path:
             {
                 "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
                 "storage": {"path": str(db)},
+                "exporter": {"listen": "127.0.0.1:0"},
                 "regions": {
                     "r": {"endpoints": [*ok, {"name": "bad", "url": f"{fleet.http}/fail"}]}
                 },

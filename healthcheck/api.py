@@ -1,0 +1,361 @@
+"""The daemon's HTTP server: /metrics, /healthz, /readyz, the JSON API and the status page.
+
+Readers only: nothing here probes, and nothing here takes a URL from a request. Bad query
+parameters get a 400 with a JSON error, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from healthcheck.durations import parse_duration
+from healthcheck.errors import StorageError
+from healthcheck.exporter import Metrics
+from healthcheck.status import StatusBoard, summarize_region, worst
+from healthcheck.targets import Config, ExporterSettings
+from healthcheck.uptime_cache import UptimeCache
+from storage.uptime import WINDOWS, StorageReader, alert_rows, result_page
+
+log = logging.getLogger("healthcheck.api")
+
+MAX_PAGE = 1000
+ALERT_STATES = ("pending", "firing", "resolved")
+SEVERITIES = ("critical", "warning", "info")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class ApiState:
+    config: Config
+    board: StatusBoard
+    metrics: Metrics
+    uptime: UptimeCache
+    storage_path: str
+    not_ready: Callable[[], list[str]]  # reasons the daemon is not ready; empty when ready
+
+
+STATE = web.AppKey("state", ApiState)
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, message: str) -> None:
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def build_app(state: ApiState) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth(state.config.exporter)])
+    app[STATE] = state
+    app.router.add_get("/", status_page)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/status", api_status)
+    app.router.add_get("/api/v1/sla/status", api_sla)
+    app.router.add_get("/api/v1/alerts", api_alerts)
+    app.router.add_get("/api/v1/results", api_results)
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("API request failed", extra={"event": "api_error", "path": request.path})
+        return web.json_response({"error": "internal error; see the daemon's log"}, status=500)
+
+
+def _auth(settings: ExporterSettings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Bearer token or basic auth from config; /healthz and /readyz stay open for probes."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not settings.auth_required or request.path in OPEN_PATHS:
+            return await handler(request)
+        if request.path == "/metrics" and not settings.protect_metrics:
+            return await handler(request)
+        if _authorized(request.headers.get("Authorization", ""), settings):
+            return await handler(request)
+        scheme = "Bearer" if settings.bearer_token is not None else "Basic"
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "authentication required"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": f'{scheme} realm="healthcheck"'},
+        )
+
+    return check
+
+
+def _authorized(header: str, settings: ExporterSettings) -> bool:
+    scheme, _, value = header.partition(" ")
+    if settings.bearer_token is not None:
+        expected = settings.bearer_token.reveal().encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), expected)
+    if scheme.lower() != "basic" or settings.password is None or settings.username is None:
+        return False
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    user_ok = hmac.compare_digest(user.encode(), settings.username.encode())
+    password_ok = hmac.compare_digest(password.encode(), settings.password.reveal().encode())
+    return user_ok and password_ok
+
+
+# -- plain endpoints -----------------------------------------------------------------------------
+_PAGE: bytes | None = None
+
+
+async def status_page(_request: web.Request) -> web.Response:
+    global _PAGE
+    if _PAGE is None:
+        _PAGE = resources.files("healthcheck").joinpath("static/status.html").read_bytes()
+    return web.Response(body=_PAGE, content_type="text/html", charset="utf-8")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body, content_type = await asyncio.to_thread(
+        state.metrics.render, request.headers.get("Accept")
+    )
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    reasons = request.app[STATE].not_ready()
+    if reasons:
+        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+# -- JSON API ------------------------------------------------------------------------------------
+def _only(request: web.Request, *allowed: str) -> None:
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        accepted = ", ".join(allowed) or "none"
+        raise BadRequest(f"unknown query parameter {unknown[0]!r} (accepted: {accepted})")
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _ratios(windows: dict[str, Any] | None) -> dict[str, float | None]:
+    windows = windows or {}
+    return {w: (None if w not in windows else windows[w].ratio) for w in WINDOWS}
+
+
+async def api_status(request: web.Request) -> web.Response:
+    _only(request)
+    state = request.app[STATE]
+    snapshot = await state.uptime.get()
+    report = snapshot.report if snapshot else None
+    ids = {(t.region, t.endpoint): i for i, t in report.targets.items()} if report else {}
+    regions = []
+    statuses = []
+    for region in state.config.regions:
+        rows, known = [], []
+        for endpoint in region.endpoints:
+            target_id = ids.get((region.name, endpoint.name))
+            latest = state.board.latest.get(endpoint.id)
+            result, status = latest if latest else (None, None)
+            if latest:
+                known.append((result.ok, status))
+                statuses.append(status)
+            windows = report.endpoints.get(target_id) if report and target_id else None
+            days = snapshot.history.get(target_id, []) if snapshot and target_id else []
+            rows.append(
+                {
+                    "endpoint": endpoint.name,
+                    "kind": endpoint.kind,
+                    "status": status.value if status else "unknown",
+                    "latency_ms": round(result.latency * 1000, 2) if result else None,
+                    "last_check": _iso(result.timestamp) if result else None,
+                    "error": result.error.value if result and result.error else None,
+                    "error_detail": result.error_text if result else None,
+                    "uptime": _ratios(windows),
+                    "p95_ms": {
+                        w: (
+                            None if not windows or w not in windows else windows[w].percentile(0.95)
+                        )
+                        for w in WINDOWS
+                    },
+                    "history": [
+                        {
+                            "day": datetime.fromtimestamp(day.day, UTC).date().isoformat(),
+                            "uptime": day.successes / day.checks if day.checks else None,
+                            "checks": day.checks,
+                        }
+                        for day in days
+                    ],
+                }
+            )
+        summary = summarize_region(region.name, known) if known else None
+        regions.append(
+            {
+                "name": region.name,
+                "status": summary.status.value if summary else "unknown",
+                "regional_failure": summary.regional_failure if summary else False,
+                "uptime": _ratios(report.regions.get(region.name) if report else None),
+                "endpoints": rows,
+            }
+        )
+    overall = worst(statuses).value if statuses else "unknown"
+    return web.json_response(
+        {
+            "generated_at": _iso(state.uptime.clock()),
+            "status": overall,
+            "uptime": _ratios(report.overall if report else None),
+            "regions": regions,
+        }
+    )
+
+
+async def api_sla(request: web.Request) -> web.Response:
+    _only(request, "region", "window")
+    state = request.app[STATE]
+    window = request.query.get("window", "30d")
+    if window not in WINDOWS:
+        raise BadRequest(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    names = [region.name for region in state.config.regions]
+    region_filter = request.query.get("region")
+    if region_filter is not None and region_filter not in names:
+        raise BadRequest(f"unknown region {region_filter!r} (regions: {', '.join(names)})")
+    snapshot = await state.uptime.get()
+    report = snapshot.report if snapshot else None
+    target = state.config.sla_target
+
+    def verdict(tally: Any) -> dict[str, Any]:
+        uptime = tally.ratio if tally is not None else None
+        budget = None if uptime is None else 1 - (1 - uptime) / (1 - target) if target < 1 else None
+        return {
+            "uptime": uptime,
+            "checks": round(tally.checks) if tally is not None else 0,
+            "met": None if uptime is None else uptime >= target,
+            "error_budget_remaining": budget,
+        }
+
+    regions = [
+        {"region": name, **verdict(report.regions.get(name, {}).get(window) if report else None)}
+        for name in names
+        if region_filter in (None, name)
+    ]
+    body = {"window": window, "target": target, "regions": regions}
+    if region_filter is None:
+        body["overall"] = verdict(report.overall.get(window) if report else None)
+    return web.json_response(body)
+
+
+async def _read(state: ApiState, query: Callable[[StorageReader], Any]) -> Any:
+    def run() -> Any:
+        reader = StorageReader(state.storage_path, state.config.storage.retention_raw)
+        try:
+            return query(reader)
+        finally:
+            reader.close()
+
+    try:
+        return await asyncio.to_thread(run)
+    except StorageError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": f"storage unavailable: {exc}"}),
+            content_type="application/json",
+        ) from None
+
+
+async def api_alerts(request: web.Request) -> web.Response:
+    _only(request, "state", "severity")
+    state = request.app[STATE]
+    wanted_state = _choice(request, "state", ALERT_STATES)
+    severity = _choice(request, "severity", SEVERITIES)
+    rows = await _read(state, lambda reader: alert_rows(reader, wanted_state, severity))
+    for row in rows:
+        row["since"] = _iso(row["since"])
+        row["last_change"] = _iso(row["last_change"])
+        row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
+    return web.json_response({"alerts": rows})
+
+
+def _since(text: str, now: float) -> float:
+    """An ISO 8601 time, epoch seconds, or a duration meaning that long ago (`1h`)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        pass
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        raise BadRequest(
+            f"since must be an ISO 8601 time, epoch seconds or a duration like 1h, got {text!r}"
+        ) from None
+
+
+def _positive_int(request: web.Request, name: str, default: int | None, most: int) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise BadRequest(f"{name} must be a whole number from 1 to {most}, got {text!r}")
+    return int(text)
+
+
+async def api_results(request: web.Request) -> web.Response:
+    _only(request, "endpoint", "region", "since", "limit", "cursor")
+    state = request.app[STATE]
+    region = request.query.get("region")
+    endpoint = request.query.get("endpoint")
+    if endpoint is not None and "/" in endpoint:
+        region, _, endpoint = endpoint.partition("/")
+    known = {(e.region, e.name) for e in state.config.endpoints()}
+    if region is not None and region not in {r for r, _ in known}:
+        raise BadRequest(f"unknown region {region!r}")
+    if endpoint is not None and not any(
+        name == endpoint and region in (None, r) for r, name in known
+    ):
+        raise BadRequest(f"unknown endpoint {endpoint!r}; use region/endpoint, e.g. us-west/api")
+    since = request.query.get("since")
+    since_ts = _since(since, state.uptime.clock()) if since is not None else None
+    limit = _positive_int(request, "limit", 100, MAX_PAGE)
+    cursor = _positive_int(request, "cursor", None, 2**62)
+    rows = await _read(
+        state,
+        lambda reader: result_page(
+            reader, region=region, endpoint=endpoint, since=since_ts, before_id=cursor, limit=limit
+        ),
+    )
+    for row in rows:
+        row["ts"] = _iso(row["ts"])
+        row["ok"] = bool(row["ok"])
+    next_cursor = rows[-1]["id"] if len(rows) == limit else None
+    return web.json_response({"results": rows, "next_cursor": next_cursor})

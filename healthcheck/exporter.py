@@ -1,0 +1,269 @@
+"""Prometheus metrics with the project's own registry.
+
+Per result, only a histogram observation and two counters are touched (children created once
+per endpoint); gauges are read from the status board and the uptime cache at scrape time, so
+the probe loop pays almost nothing for metrics whatever the fleet size.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from healthcheck import __version__
+from healthcheck.result import ProbeResult, Status
+from healthcheck.status import StatusBoard, summarize_region
+from healthcheck.targets import Config
+
+# 1 ms to 30 s, fit for loopback checks and slow far-away ones alike.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STATUSES = tuple(status.value for status in Status)
+ENDPOINT_LABELS = ("region", "endpoint", "kind")
+
+
+@dataclass(slots=True)
+class _EndpointSeries:
+    duration: Any
+    success: Any
+    failure: Any
+    errors: Callable[[str], Any]
+
+
+@dataclass(slots=True)
+class DaemonGauges:
+    """Readings of the daemon's own parts, supplied at scrape time (None: not running)."""
+
+    in_flight: Callable[[], int] | None = None
+    storage_queue_depth: Callable[[], int] | None = None
+    storage_writable: Callable[[], bool] | None = None
+    storage_dropped: Callable[[], int] | None = None
+    storage_written: Callable[[], int] | None = None
+    uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
+
+
+class Metrics:
+    """Every healthcheck_* series; `observe` is the result sink, `render` the scrape."""
+
+    def __init__(self, config: Config, board: StatusBoard, gauges: DaemonGauges | None = None):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.config = config
+        self.board = board
+        self.gauges = gauges or DaemonGauges()
+        r = self.registry
+        self.duration = Histogram(
+            "healthcheck_probe_duration_seconds",
+            "How long each check took, retries included",
+            ENDPOINT_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.checks = Counter(
+            "healthcheck_checks", "Checks run", (*ENDPOINT_LABELS, "result"), registry=r
+        )
+        self.errors = Counter(
+            "healthcheck_check_errors",
+            "Failed checks by error class",
+            (*ENDPOINT_LABELS, "error"),
+            registry=r,
+        )
+        self.schedule_lag = Histogram(
+            "healthcheck_schedule_lag_seconds",
+            "How late each check started after its due time",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        Gauge(
+            "healthcheck_build_info",
+            "Version of the running daemon",
+            ("version", "python"),
+            registry=r,
+        ).labels(__version__, platform.python_version()).set(1)
+        self._series = {endpoint.id: self._children(endpoint) for endpoint in config.endpoints()}
+        r.register(_ScrapeTimeCollector(self))
+
+    def _children(self, endpoint: Any) -> _EndpointSeries:
+        labels = (endpoint.region, endpoint.name, endpoint.kind)
+        return _EndpointSeries(
+            duration=self.duration.labels(*labels),
+            success=self.checks.labels(*labels, "success"),
+            failure=self.checks.labels(*labels, "failure"),
+            errors=lambda error, labels=labels: self.errors.labels(*labels, error),
+        )
+
+    def observe(self, result: ProbeResult, status: Status) -> None:
+        """The result sink: three cheap updates."""
+        series = self._series.get(result.target_id)
+        if series is None:
+            return
+        series.duration.observe(result.latency)
+        if result.ok:
+            series.success.inc()
+        else:
+            series.failure.inc()
+            if result.error is not None:
+                series.errors(result.error.value).inc()
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition body and content type: OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class _ScrapeTimeCollector:
+    """Gauges computed when Prometheus scrapes, from state other parts already keep."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the set of series follows the configuration
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        latest = list(metrics.board.latest.items())  # atomic copy: scrapes may run in a thread
+        endpoints = metrics.board.endpoints
+        success = GaugeMetricFamily(
+            "healthcheck_probe_success", "1 if the last check succeeded", labels=ENDPOINT_LABELS
+        )
+        http_status = GaugeMetricFamily(
+            "healthcheck_probe_http_status_code",
+            "HTTP status of the last check",
+            labels=("region", "endpoint"),
+        )
+        cert = GaugeMetricFamily(
+            "healthcheck_tls_cert_expiry_timestamp_seconds",
+            "When the peer certificate seen by the last check expires",
+            labels=("region", "endpoint"),
+        )
+        phases = GaugeMetricFamily(
+            "healthcheck_probe_phase_duration_seconds",
+            "Time per phase of the last HTTP check",
+            labels=("region", "endpoint", "phase"),
+        )
+        endpoint_status = GaugeMetricFamily(
+            "healthcheck_endpoint_status",
+            "1 for the endpoint's current status, 0 for the others",
+            labels=(*ENDPOINT_LABELS, "status"),
+        )
+        by_region: dict[str, list[tuple[bool, Status]]] = {}
+        for endpoint_id, (result, status) in latest:
+            endpoint = endpoints.get(endpoint_id)
+            if endpoint is None:
+                continue
+            labels = [endpoint.region, endpoint.name, endpoint.kind]
+            success.add_metric(labels, 1.0 if result.ok else 0.0)
+            for value in STATUSES:
+                endpoint_status.add_metric([*labels, value], 1.0 if status == value else 0.0)
+            if result.http_status is not None:
+                http_status.add_metric(labels[:2], result.http_status)
+            if result.cert_expiry is not None:
+                cert.add_metric(labels[:2], result.cert_expiry)
+            if result.phases is not None:
+                for phase in ("dns", "connect", "first_byte", "total"):
+                    seconds = getattr(result.phases, phase)
+                    if seconds is not None:
+                        phases.add_metric([*labels[:2], phase], seconds)
+            by_region.setdefault(endpoint.region, []).append((result.ok, status))
+        yield from (success, http_status, cert, phases, endpoint_status)
+        yield from self._regions(by_region)
+        yield from self._uptime()
+        yield from self._daemon()
+
+    def _regions(self, by_region: dict[str, list[tuple[bool, Status]]]) -> Iterator[Metric]:
+        region_status = GaugeMetricFamily(
+            "healthcheck_region_status",
+            "1 for the region's current status, 0 for the others",
+            labels=("region", "status"),
+        )
+        failure = GaugeMetricFamily(
+            "healthcheck_region_regional_failure",
+            "1 while every endpoint of the region is down",
+            labels=("region",),
+        )
+        for region, checks in by_region.items():
+            summary = summarize_region(region, checks)
+            for value in STATUSES:
+                region_status.add_metric([region, value], 1.0 if summary.status == value else 0.0)
+            failure.add_metric([region], 1.0 if summary.regional_failure else 0.0)
+        yield region_status
+        yield failure
+
+    def _uptime(self) -> Iterator[Metric]:
+        source = self.metrics.gauges.uptime
+        report = source() if source else None
+        endpoint_uptime = GaugeMetricFamily(
+            "healthcheck_uptime_ratio",
+            "Successful checks / checks over the window (degraded counts as up)",
+            labels=("region", "endpoint", "window"),
+        )
+        region_uptime = GaugeMetricFamily(
+            "healthcheck_region_uptime_ratio",
+            "Successful checks / checks of all the region's endpoints over the window",
+            labels=("region", "window"),
+        )
+        if report is not None:
+            for target_id, windows in report.endpoints.items():
+                target = report.targets[target_id]
+                for window, tally in windows.items():
+                    if tally.ratio is not None:
+                        endpoint_uptime.add_metric(
+                            [target.region, target.endpoint, window], tally.ratio
+                        )
+            for region, windows in report.regions.items():
+                for window, tally in windows.items():
+                    if tally.ratio is not None:
+                        region_uptime.add_metric([region, window], tally.ratio)
+        yield endpoint_uptime
+        yield region_uptime
+        yield GaugeMetricFamily(
+            "healthcheck_sla_target_ratio",
+            "The configured SLA uptime target",
+            value=self.metrics.config.sla_target,
+        )
+
+    def _daemon(self) -> Iterator[Metric]:
+        gauges = self.metrics.gauges
+        yield GaugeMetricFamily(
+            "healthcheck_endpoints_configured",
+            "Endpoints in the running configuration",
+            value=len(self.metrics.board.endpoints),
+        )
+        readings = (
+            ("healthcheck_probes_in_flight", "Checks running now", gauges.in_flight),
+            (
+                "healthcheck_storage_queue_depth",
+                "Results waiting for the database",
+                gauges.storage_queue_depth,
+            ),
+            (
+                "healthcheck_storage_writable",
+                "1 if the last database write succeeded",
+                gauges.storage_writable,
+            ),
+        )
+        for name, text, read in readings:
+            if read is not None:
+                yield GaugeMetricFamily(name, text, value=float(read()))
+        counters = (
+            (
+                "healthcheck_storage_dropped_results",
+                "Results dropped: storage queue full",
+                gauges.storage_dropped,
+            ),
+            (
+                "healthcheck_storage_written_results",
+                "Results written to the database",
+                gauges.storage_written,
+            ),
+        )
+        for name, text, read in counters:
+            if read is not None:
+                family = CounterMetricFamily(name, text, value=float(read()))
+                yield family
