@@ -23,7 +23,7 @@ from aiohttp import web
 from healthcheck.durations import parse_duration
 from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
-from healthcheck.status import StatusBoard, summarize_region, worst
+from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import UptimeCache
 from storage.uptime import WINDOWS, StorageReader, alert_rows, result_page
@@ -198,7 +198,9 @@ async def api_status(request: web.Request) -> web.Response:
                     "latency_ms": round(result.latency * 1000, 2) if result else None,
                     "last_check": _iso(result.timestamp) if result else None,
                     "error": result.error.value if result and result.error else None,
-                    "error_detail": result.error_text if result else None,
+                    "error_detail": (result.error_text or latency_note(result, endpoint))
+                    if result
+                    else None,
                     "uptime": _ratios(windows),
                     "p95_ms": {
                         w: (

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from healthcheck import __version__
 from healthcheck.config import load_config
@@ -49,13 +50,16 @@ def default_config_path() -> str:
     return str(SYSTEM_CONFIG) if SYSTEM_CONFIG.is_file() else "regions.yaml"
 
 
-def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+def _common_options(
+    parser: argparse.ArgumentParser, suppress: bool, takes_config: bool = True
+) -> None:
     """Options accepted before or after the subcommand (argparse needs them on both)."""
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("-c", "--config", default=default(None), help="configuration file")
+    if takes_config:
+        parser.add_argument("-c", "--config", default=default(None), help="configuration file")
     parser.add_argument(
         "--format", choices=("table", "json"), default=default("table"), help="output format"
     )
@@ -76,8 +80,16 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3, never 2: under cron or CI, 2 must only ever mean unhealthy."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="healthcheck",
         description="Multi-region synthetic health checks. With no subcommand: the daemon.",
     )
@@ -85,10 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="check every endpoint once, print, exit 0 healthy / 1 degraded / 2 unhealthy",
+        help="check every endpoint once, print, exit 0 healthy / 1 degraded / 2 unhealthy "
+        "/ 3 configuration or usage error",
     )
     _common_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.add_argument(
         "--record",
         action="store_true",
@@ -101,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "run against a simulated fleet on loopback (no config, no network)"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        _common_options(sub, suppress=True)
+        _common_options(sub, suppress=True, takes_config=name != "demo")
         if name == "status":
             sub.add_argument("--db", default=None, help="database file (default: from config)")
         if name == "demo":
-            sub.add_argument("--once", action="store_true", help="one round, print, exit")
+            sub.add_argument(
+                "--once", action="store_true", default=argparse.SUPPRESS, help="one round, exit"
+            )
             sub.add_argument(
                 "--duration", type=float, default=None, help="stop after this many seconds"
             )
@@ -134,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     command = args.command or ("once" if args.once else "run")
+    if args.once and command not in ("once", "demo"):
+        raise ConfigError(f"--once checks once and exits; it does not combine with {command!r}")
+    if command == "demo" and args.config:
+        raise ConfigError("demo runs its own simulated fleet and takes no --config")
     if command == "demo":
         setup_logging(args.log_level, args.log_format)
         return asyncio.run(_demo(args))
@@ -149,7 +168,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    config = load_config(args.config or default_config_path())
+    path = args.config or default_config_path()
+    if not args.config and not Path(path).exists():
+        env = os.environ.get("HEALTHCHECK_CONFIG")
+        raise ConfigError(
+            "no configuration found: tried --config (not given), $HEALTHCHECK_CONFIG "
+            f"({env or 'unset'}), {SYSTEM_CONFIG} and ./regions.yaml; "
+            "try `healthcheck demo` for a simulated fleet"
+        )
+    config = load_config(path)
     if args.region:
         known = {region.name for region in config.regions}
         unknown = [name for name in args.region if name not in known]

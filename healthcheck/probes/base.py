@@ -83,6 +83,9 @@ class Probe(ABC):
             )
         except Exception as exc:  # a probe must never raise to the scheduler
             error, message = classify_exception(exc)
+            host = _target_host(target)
+            if isinstance(exc, socket.gaierror) and host:
+                message = resolve_failure(host, exc)
             return self.failed(target, error, message, started, timestamp)
 
     def failed(
@@ -142,6 +145,29 @@ def describe_failed(failed: list[ConditionOutcome]) -> str:
     if len(failed) > 1:
         text += f", and {len(failed) - 1} more"
     return text
+
+
+# getaddrinfo's codes in the words a user reads; others keep the resolver's own text.
+_RESOLVER_REASONS = {
+    socket.EAI_NONAME: "no such host",
+    socket.EAI_AGAIN: "temporary resolver failure",
+    **{
+        getattr(socket, code): "no address of the requested family"
+        for code in ("EAI_NODATA", "EAI_ADDRFAMILY")  # glibc only
+        if hasattr(socket, code)
+    },
+}
+
+
+def resolve_failure(host: str, exc: OSError) -> str:
+    """One wording for a failed lookup whatever the probe kind: it always names the host."""
+    reason = _RESOLVER_REASONS.get(exc.errno or 0, exc.strerror or str(exc) or "failed")
+    return f"could not resolve {host}: {reason}"
+
+
+def _target_host(target: Endpoint) -> str | None:
+    address = getattr(target.settings, "address", None)
+    return address[0] if address else getattr(target.settings, "hostname", None)
 
 
 def classify_exception(exc: BaseException) -> tuple[ErrorClass, str]:

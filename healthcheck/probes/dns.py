@@ -9,22 +9,11 @@ from dataclasses import dataclass
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe
+from healthcheck.probes.base import Probe, resolve_failure
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint
 
 FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-
-# getaddrinfo's codes in the words a user reads; others keep the resolver's own text.
-_REASONS = {
-    socket.EAI_NONAME: "no such host",
-    socket.EAI_AGAIN: "temporary resolver failure",
-    **{
-        getattr(socket, code): "no address of the requested family"
-        for code in ("EAI_NODATA", "EAI_ADDRFAMILY")  # glibc only
-        if hasattr(socket, code)
-    },
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +48,11 @@ class DnsProbe(Probe):
                 type=socket.SOCK_STREAM,
             )
         except socket.gaierror as exc:
-            reason = _REASONS.get(exc.errno, exc.strerror or str(exc))
-            text = f"cannot resolve {settings.hostname!r}: {reason}"
+            text = resolve_failure(settings.hostname, exc)
             return self.failed(target, ErrorClass.DNS, text, started, timestamp)
         addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in answers))
         if not addresses:
-            text = f"cannot resolve {settings.hostname!r}: no address"
+            text = f"could not resolve {settings.hostname}: no address"
             return self.failed(target, ErrorClass.DNS, text, started, timestamp)
         joined = ",".join(addresses)
         context = ConditionContext(

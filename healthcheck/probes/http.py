@@ -12,7 +12,7 @@ import aiohttp
 
 from healthcheck import __version__, schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe, classify_exception
+from healthcheck.probes.base import Probe, classify_exception, resolve_failure
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
@@ -237,7 +237,7 @@ def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: boo
 def _classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
     """aiohttp's exceptions to our error classes, with messages free of URLs and secrets."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ErrorClass.DNS, f"could not resolve {exc.host}: {exc.os_error.strerror or 'failed'}"
+        return ErrorClass.DNS, resolve_failure(exc.host, exc.os_error)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return classify_exception(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientSSLError):
