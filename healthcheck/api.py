@@ -25,8 +25,9 @@ from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
-from healthcheck.uptime_cache import UptimeCache
-from storage.uptime import WINDOWS, StorageReader, alert_rows, result_page
+from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
+from storage.rollup import bucket_of
+from storage.uptime import WINDOWS, Day, StorageReader, alert_rows, result_page
 
 log = logging.getLogger("healthcheck.api")
 
@@ -166,6 +167,12 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
+def _empty_days(now: float) -> list[Day]:
+    """HISTORY_DAYS days with no checks, so the strip is always whole."""
+    first = bucket_of(now, 86400) - (HISTORY_DAYS - 1) * 86400
+    return [Day(first + i * 86400, 0, 0) for i in range(HISTORY_DAYS)]
+
+
 def _ratios(windows: dict[str, Any] | None) -> dict[str, float | None]:
     windows = windows or {}
     return {w: (None if w not in windows else windows[w].ratio) for w in WINDOWS}
@@ -189,7 +196,9 @@ async def api_status(request: web.Request) -> web.Response:
                 known.append((result.ok, status))
                 statuses.append(status)
             windows = report.endpoints.get(target_id) if report and target_id else None
-            days = snapshot.history.get(target_id, []) if snapshot and target_id else []
+            days = (snapshot.history.get(target_id) if snapshot and target_id else None) or (
+                _empty_days(state.uptime.clock())
+            )
             rows.append(
                 {
                     "endpoint": endpoint.name,
