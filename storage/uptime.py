@@ -196,6 +196,12 @@ def daily_history(reader: StorageReader, days: int, now: float) -> dict[int, lis
     }
 
 
+def _where(filters: Mapping[str, object]) -> tuple[str, list[object]]:
+    """A WHERE clause from fixed condition fragments whose value is not None, and its args."""
+    used = {fragment: value for fragment, value in filters.items() if value is not None}
+    return (f"WHERE {' AND '.join(used)}" if used else ""), list(used.values())
+
+
 def result_page(
     reader: StorageReader,
     *,
@@ -206,20 +212,14 @@ def result_page(
     limit: int,
 ) -> list[dict[str, object]]:
     """Raw results newest first, keyset-paginated by id (stable while rows are added)."""
-    where, args = [], []
-    if region is not None:
-        where.append("t.region = ?")
-        args.append(region)
-    if endpoint is not None:
-        where.append("t.endpoint = ?")
-        args.append(endpoint)
-    if since is not None:
-        where.append("r.ts >= ?")
-        args.append(since)
-    if before_id is not None:
-        where.append("r.id < ?")
-        args.append(before_id)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause, args = _where(
+        {
+            "t.region = ?": region,
+            "t.endpoint = ?": endpoint,
+            "r.ts >= ?": since,
+            "r.id < ?": before_id,
+        }
+    )
     rows = reader.db.execute(
         "SELECT r.id, t.region, t.endpoint, t.kind, r.ts, r.ok, r.status, r.latency_ms, "  # noqa: S608 - the clause is built from fixed fragments
         "r.http_status, r.error, r.error_text, r.attempts FROM results r "
@@ -233,14 +233,7 @@ def alert_rows(
     reader: StorageReader, state: str | None, severity: str | None
 ) -> list[dict[str, object]]:
     """Alert state rows (filled by alerting), optionally filtered."""
-    where, args = [], []
-    if state is not None:
-        where.append("state = ?")
-        args.append(state)
-    if severity is not None:
-        where.append("severity = ?")
-        args.append(severity)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause, args = _where({"state = ?": state, "severity = ?": severity})
     cursor = reader.db.execute(
         "SELECT rule, target, state, severity, since, last_change, summary, labels "  # noqa: S608
         f"FROM alert_state {clause} ORDER BY since DESC",

@@ -42,6 +42,29 @@ def run_cli():
     return _run_cli
 
 
+async def _start_daemon(
+    config: object, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`healthcheck run` logging JSON lines to a pipe on stderr."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "healthcheck",
+        "run",
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+@pytest.fixture
+def start_daemon():
+    return _start_daemon
+
+
 async def _ok(_r: web.Request) -> web.Response:
     return web.json_response({"status": "UP"})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 
 import yaml
 
@@ -20,7 +19,9 @@ async def read_json_lines(stream: asyncio.StreamReader, into: list[dict], until)
         into.append(json.loads(line))
 
 
-async def test_daemon_logs_changes_once_and_stops_on_sigterm(fleet, tmp_path, closed_port) -> None:
+async def test_daemon_logs_changes_once_and_stops_on_sigterm(
+    start_daemon, fleet, tmp_path, closed_port
+) -> None:
     config = tmp_path / "regions.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -46,18 +47,7 @@ async def test_daemon_logs_changes_once_and_stops_on_sigterm(fleet, tmp_path, cl
             }
         )
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "healthcheck",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-        stderr=asyncio.subprocess.PIPE,
-        env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-    )
+    process = await start_daemon(config, env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"})
     events: list[dict] = []
     try:
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 
 import aiohttp
 import pytest
@@ -33,7 +32,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def daemon_url(fleet, tmp_path, closed_port):
+async def daemon_url(start_daemon, fleet, tmp_path, closed_port):
     """A real `healthcheck run` with one healthy, one failing and one refused endpoint."""
     config = tmp_path / "regions.yaml"
     config.write_text(
@@ -54,17 +53,7 @@ async def daemon_url(fleet, tmp_path, closed_port):
             }
         )
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "healthcheck",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_daemon(config)
     port = None
     try:
         async with asyncio.timeout(15):

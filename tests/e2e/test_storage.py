@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -35,20 +34,6 @@ def daemon_config(tmp_path: Path, fleet, db: Path, endpoints: int = 20) -> Path:
     return config
 
 
-async def start_daemon(config: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "healthcheck",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
 def rows(db: Path) -> int:
     try:
         with sqlite3.connect(db) as connection:
@@ -64,7 +49,7 @@ async def until(condition, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_kill_9_during_writes_then_restart(run_cli, fleet, tmp_path) -> None:
+async def test_kill_9_during_writes_then_restart(run_cli, start_daemon, fleet, tmp_path) -> None:
     db = tmp_path / "state" / "healthcheck.db"
     config = daemon_config(tmp_path, fleet, db)
     process = await start_daemon(config)
@@ -122,7 +107,9 @@ def switchable_read_only(directory: Path):
         subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
-async def test_read_only_storage_keeps_probing_then_catches_up(fleet, tmp_path) -> None:
+async def test_read_only_storage_keeps_probing_then_catches_up(
+    start_daemon, fleet, tmp_path
+) -> None:
     state = tmp_path / "state"
     db = state / "healthcheck.db"
     with switchable_read_only(state) as set_read_only:
