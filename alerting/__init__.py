@@ -1,0 +1,1 @@
+"""Alerting: rules over probe results, the alert state machine, routing and delivery."""
