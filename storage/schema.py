@@ -102,7 +102,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["sent", "next_attempt"])
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+def _v2(db: sqlite_utils.Database) -> None:
+    """The outbox finds the newest unsent state of an alert per channel."""
+    db["outbox"].create_index(["channel", "dedup_key", "id"])
+    db["outbox"].create_index(["channel", "sent", "next_attempt"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

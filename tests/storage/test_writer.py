@@ -188,6 +188,21 @@ def test_database_size_stays_bounded_under_steady_load(db_path) -> None:
     assert all(size <= 20 * 61 for size in sizes), sizes  # one hour of rows, never more
 
 
+def test_an_older_file_is_migrated_forward_keeping_its_rows(store, db_path) -> None:
+    store(check(NOW))
+    with sqlite3.connect(db_path) as connection:  # make it look like a version-1 file
+        connection.execute("DROP INDEX idx_outbox_channel_dedup_key_id")
+        connection.execute("DROP INDEX idx_outbox_channel_sent_next_attempt")
+        connection.execute("PRAGMA user_version = 1")
+    db = connect(db_path)
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    indexes = {index.name for index in db["outbox"].indexes}
+    db.conn.close()
+    assert version == SCHEMA_VERSION == 2
+    assert "idx_outbox_channel_dedup_key_id" in indexes
+    assert count(db_path) == 1
+
+
 def test_newer_schema_is_a_clear_error(db_path) -> None:
     db = connect(db_path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")

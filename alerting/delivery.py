@@ -1,0 +1,177 @@
+"""Delivery through Apprise: one sender loop per channel, so Slack down never delays PagerDuty.
+
+Each notification is tried a few times at once (tenacity, jittered exponential backoff); if
+the channel still refuses it stays in the outbox with a later `next_attempt`, growing to
+five minutes, and is marked sent only once the channel accepted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import apprise
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
+
+from alerting.outbox import Notification, Outbox
+from healthcheck.errors import DeliveryError
+from healthcheck.secrets import Secret
+
+log = logging.getLogger("alerting.delivery")
+
+MAX_BACKOFF = 300.0
+
+
+class Channel:
+    """One Apprise URL under a name; the URL is a secret and is never logged or shown."""
+
+    def __init__(self, name: str, url: Secret) -> None:
+        self.name = name
+        self._url = url
+        if not apprise.Apprise().add(url.reveal()):
+            raise DeliveryError(f"channel {name!r}: not a URL Apprise understands")
+        self.scheme = urlsplit(url.reveal()).scheme.lower()
+
+    def url_for(self, notification: Notification) -> str:
+        """PagerDuty gets `action=map` and the alert's own dedup key, so a resolve closes
+        the incident its trigger opened and a reminder never opens a second one."""
+        url = self._url.reveal()
+        if self.scheme not in ("pagerduty", "pagerduties"):
+            return url
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("action", "map")
+        query["dedup"] = notification.dedup_key
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    async def deliver(self, notification: Notification) -> None:
+        """Send once; raise DeliveryError unless the channel accepted it."""
+        sender = apprise.Apprise()
+        sender.add(self.url_for(notification))
+        accepted = await sender.async_notify(
+            body=notification.body,
+            title=notification.title,
+            notify_type=apprise.NotifyType(notification.notify_type),
+        )
+        if not accepted:
+            raise DeliveryError(f"channel {self.name!r} did not accept the notification")
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    sent: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    failures_in_a_row: int = 0
+    retry_at: float = 0.0  # a down channel backs off as a whole, keeping its order
+
+
+@dataclass(slots=True)
+class Sender:
+    """Drains the outbox channel by channel until cancelled."""
+
+    outbox_path: str
+    channels: Mapping[str, Channel]
+    clock: Callable[[], float] = time.time
+    poll: float = 1.0
+    tries_now: int = 3
+    stats: dict[str, ChannelStats] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="outbox")
+    )
+    _outbox: Outbox | None = None
+    _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def _db(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run an outbox call on the one thread that owns its connection."""
+
+        def run() -> Any:
+            if self._outbox is None:
+                self._outbox = Outbox(self.outbox_path)
+            return call(self._outbox, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    def wake(self) -> None:
+        """New notifications were queued: every channel looks now, not at its next poll."""
+        for event in self._wakes.values():
+            event.set()
+
+    async def put(self, notifications: list[Notification]) -> None:
+        await self._db(Outbox.put, notifications, self.clock())
+        self.wake()
+
+    async def run(self) -> None:
+        loops = [
+            asyncio.create_task(self._channel_loop(c), name=f"send {c.name}")
+            for c in self.channels.values()
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._db(lambda outbox: outbox.close())
+            self._executor.shutdown(wait=False)
+
+    async def drain_once(self) -> None:
+        """One pass over every channel (for --once style use and tests)."""
+        for channel in self.channels.values():
+            await self._send_due(channel)
+
+    async def _channel_loop(self, channel: Channel) -> None:
+        wake = self._wakes.setdefault(channel.name, asyncio.Event())
+        while True:
+            wake.clear()
+            await self._send_due(channel)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll)
+
+    async def _send_due(self, channel: Channel) -> None:
+        stats = self.stats.setdefault(channel.name, ChannelStats())
+        if self.clock() < stats.retry_at:
+            return
+        for pending in await self._db(Outbox.due, channel.name, self.clock()):
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.tries_now),
+                    wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await channel.deliver(pending.notification)
+            except Exception as exc:  # any failure keeps it queued; the next pass retries
+                error = str(exc) if isinstance(exc, DeliveryError) else type(exc).__name__
+                stats.failures_in_a_row += 1
+                backoff = min(MAX_BACKOFF, 2.0**stats.failures_in_a_row)
+                stats.retry_at = self.clock() + backoff
+                await self._db(Outbox.mark_failed, pending.id, error, stats.retry_at)
+                stats.failed += 1
+                if stats.last_error != error:
+                    log.warning(
+                        "channel %s failed; will retry in %.0fs: %s",
+                        channel.name,
+                        backoff,
+                        error,
+                        extra={"event": "delivery_failed", "channel": channel.name},
+                    )
+                stats.last_error = error
+                return  # the channel is down: leave the rest queued in order
+            await self._db(Outbox.mark_sent, pending.id, self.clock())
+            stats.sent += 1
+            stats.failures_in_a_row = 0
+            if stats.last_error is not None:
+                log.info(
+                    "channel %s delivers again",
+                    channel.name,
+                    extra={"event": "delivery_recovered", "channel": channel.name},
+                )
+                stats.last_error = None

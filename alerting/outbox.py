@@ -1,0 +1,100 @@
+"""The durable outbox: every notification is stored before any delivery is tried.
+
+A restart resumes it; a channel that was down for an hour gets each alert's *current* state
+once when it is back: older unsent states of the same alert on that channel are superseded.
+Used from a worker thread (sqlite3 connections stay on the thread that opened them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import sqlite_utils
+
+from storage.schema import connect
+
+SUPERSEDED = "superseded by a newer state of the same alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message for one channel. `notify_type`: failure, warning, info or success."""
+
+    channel: str
+    dedup_key: str  # the alert's identity; PagerDuty and Alertmanager deduplicate on it
+    title: str
+    body: str
+    notify_type: str
+    severity: str
+    event: str  # fired, escalated, reminder, resolved, test
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    notification: Notification
+    attempts: int
+
+
+class Outbox:
+    def __init__(self, path: str) -> None:
+        self.db: sqlite_utils.Database = connect(path)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def put(self, notifications: Iterable[Notification], now: float) -> int:
+        """Store notifications in one transaction; returns how many."""
+        rows = [(now, n.channel, n.dedup_key, json.dumps(asdict(n)), 0, now) for n in notifications]
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.conn.executemany(
+                "INSERT INTO outbox (created, channel, dedup_key, payload, attempts, next_attempt)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def due(self, channel: str, now: float, limit: int = 100) -> list[Pending]:
+        """Unsent notifications for a channel whose time has come, newest state per alert."""
+        with self.db.conn:
+            self.db.execute("BEGIN IMMEDIATE")
+            # Older unsent states of an alert that has a newer one queued are not worth sending.
+            self.db.execute(
+                "UPDATE outbox SET sent = ?, last_error = ? WHERE channel = ? AND sent IS NULL "
+                "AND id < (SELECT MAX(id) FROM outbox newer WHERE newer.channel = outbox.channel "
+                "AND newer.dedup_key = outbox.dedup_key)",
+                [now, SUPERSEDED, channel],
+            )
+            rows = self.db.execute(
+                "SELECT id, payload, attempts FROM outbox WHERE channel = ? AND sent IS NULL "
+                "AND next_attempt <= ? ORDER BY id LIMIT ?",
+                [channel, now, limit],
+            ).fetchall()
+        return [Pending(row[0], Notification(**json.loads(row[1])), row[2]) for row in rows]
+
+    def mark_sent(self, pending_id: int, now: float) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE outbox SET sent = ?, attempts = attempts + 1, last_error = NULL "
+                "WHERE id = ?",
+                [now, pending_id],
+            )
+
+    def mark_failed(self, pending_id: int, error: str, retry_at: float) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt = ? "
+                "WHERE id = ?",
+                [error, retry_at, pending_id],
+            )
+
+    def pending(self) -> dict[str, int]:
+        """Unsent notifications per channel."""
+        return dict(
+            self.db.execute(
+                "SELECT channel, COUNT(*) FROM outbox WHERE sent IS NULL GROUP BY channel"
+            ).fetchall()
+        )

@@ -1,0 +1,127 @@
+"""Outbox and Apprise delivery against real receivers: SMTP, a webhook, PagerDuty's API shape."""
+
+from __future__ import annotations
+
+import asyncio
+
+import apprise.plugins.pagerduty as apprise_pagerduty
+import pytest
+
+from alerting.delivery import Channel, Sender
+from alerting.outbox import Notification, Outbox
+from healthcheck.errors import DeliveryError
+from healthcheck.secrets import Secret
+
+
+def note(channel: str, key: str, event: str, notify_type: str = "failure") -> Notification:
+    return Notification(
+        channel=channel,
+        dedup_key=key,
+        title=f"[{event.upper()}] {key}",
+        body=f"{key} {event}",
+        notify_type=notify_type,
+        severity="critical",
+        event=event,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_email_arrives_with_subject_and_body(smtp, tmp_path) -> None:
+    port, mailbox = smtp
+    url = Secret(f"mailto://127.0.0.1:{port}?from=hc@example.com&to=ops@example.com&mode=insecure")
+    sender = Sender(str(tmp_path / "hc.db"), {"email": Channel("email", url)})
+    await sender.put([note("email", "endpoint_down:eu/api", "fired")])
+    await sender.drain_once()
+    assert len(mailbox.messages) == 1
+    assert "Subject: [FIRED] endpoint_down:eu/api" in mailbox.messages[0]
+    assert "endpoint_down:eu/api fired" in mailbox.messages[0]
+    assert sender.stats["email"].sent == 1
+
+
+async def test_channel_down_then_up_loses_nothing_and_sends_current_state_once(
+    webhook, tmp_path
+) -> None:
+    clock = Clock()
+    channel = Channel("slack", Secret(f"json://127.0.0.1:{webhook.port}/hook"))
+    sender = Sender(str(tmp_path / "hc.db"), {"slack": channel}, clock=clock, tries_now=1)
+    await sender.put([note("slack", "a", "fired"), note("slack", "b", "fired")])
+    await sender.drain_once()  # the receiver is down
+    assert sender.stats["slack"].failed == 1 and sender.stats["slack"].sent == 0
+    await sender.put([note("slack", "a", "reminder"), note("slack", "a", "resolved", "success")])
+    await webhook.up()
+    await sender.drain_once()  # not yet: the retry is scheduled later
+    assert webhook.received == []
+    clock.now += 301
+    await sender.drain_once()
+    messages = [r["body"]["message"] for r in webhook.received]
+    assert sorted(messages) == ["a resolved", "b fired"]  # a's stale fired/reminder superseded
+    await sender.drain_once()
+    assert len(webhook.received) == 2  # nothing sent twice
+    outbox = Outbox(str(tmp_path / "hc.db"))
+    assert outbox.pending() == {}
+    outbox.close()
+
+
+async def test_a_restart_resumes_the_outbox(webhook, tmp_path) -> None:
+    await webhook.up()
+    path = str(tmp_path / "hc.db")
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/x"))
+    first = Sender(path, {"hook": channel})
+    await first._db(Outbox.put, [note("hook", "k", "fired")], 0.0)  # queued, never sent: "crash"
+    second = Sender(path, {"hook": channel})
+    await second.drain_once()
+    assert [r["body"]["message"] for r in webhook.received] == ["k fired"]
+
+
+async def test_pagerduty_trigger_then_resolve_share_the_dedup_key(
+    webhook, tmp_path, monkeypatch
+) -> None:
+    await webhook.up()
+    # Apprise's PagerDuty plugin posts to PagerDuty's Events API; point it at our receiver.
+    endpoint = f"http://127.0.0.1:{webhook.port}/v2/enqueue"
+    monkeypatch.setitem(apprise_pagerduty.PAGERDUTY_API_LOOKUP, "us", endpoint)
+    url = Secret("pagerduty://integrationkey0123@apikey0123/healthcheck")
+    sender = Sender(str(tmp_path / "hc.db"), {"pd": Channel("pd", url)})
+    key = "endpoint_down:eu-west/api"
+    await sender.put([note("pd", key, "fired")])
+    await sender.drain_once()
+    await sender.put([note("pd", key, "reminder")])
+    await sender.drain_once()
+    await sender.put([note("pd", key, "resolved", "success")])
+    await sender.drain_once()
+    events = [r["body"] for r in webhook.received]
+    assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
+    assert {e["dedup_key"] for e in events} == {key}  # one incident, closed by the resolve
+    assert events[0]["routing_key"] == "integrationkey0123"
+
+
+async def test_one_channel_down_does_not_delay_another(webhook, tmp_path) -> None:
+    await webhook.up()
+    channels = {
+        "down": Channel("down", Secret("json://127.0.0.1:1/never")),
+        "up": Channel("up", Secret(f"json://127.0.0.1:{webhook.port}/ok")),
+    }
+    sender = Sender(str(tmp_path / "hc.db"), channels, poll=0.05)
+    await sender.put([note("down", "a", "fired"), note("up", "a", "fired")])
+    task = asyncio.create_task(sender.run())
+    try:
+        async with asyncio.timeout(5):
+            while not webhook.received:
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [r["path"] for r in webhook.received] == ["/ok"]
+
+
+def test_a_channel_url_apprise_cannot_read_is_refused_without_echoing_it() -> None:
+    with pytest.raises(DeliveryError) as caught:
+        Channel("slack", Secret("nonsense://token-abcdef"))
+    assert "token-abcdef" not in str(caught.value)
