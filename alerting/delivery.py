@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import aiohttp
 import apprise
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 
 from alerting.outbox import Notification, Outbox
+from alerting.settings import ChannelSettings
 from healthcheck.errors import DeliveryError
 from healthcheck.secrets import Secret
 
@@ -64,6 +67,68 @@ class Channel:
             raise DeliveryError(f"channel {self.name!r} did not accept the notification")
 
 
+class AlertmanagerChannel:
+    """Posts alerts to Alertmanager's v2 API, which dedups, groups and silences them across
+    every daemon (vantage) that sends the same alert."""
+
+    def __init__(self, name: str, url: Secret, generator_url: str | None = None) -> None:
+        self.name = name
+        self._url = url
+        self.generator_url = generator_url
+
+    async def deliver(self, notification: Notification) -> None:
+        labels = dict(notification.labels or [])
+        if not labels:
+            labels = {"alertname": "healthcheck_test", "severity": notification.severity}
+        alert: dict[str, Any] = {
+            "labels": labels,
+            "annotations": {"summary": notification.body, "title": notification.title},
+            "startsAt": _rfc3339(notification.starts_at or time.time()),
+        }
+        if notification.ends_at is not None:
+            alert["endsAt"] = _rfc3339(notification.ends_at)
+        if self.generator_url:
+            alert["generatorURL"] = self.generator_url
+        endpoint = self._url.reveal().rstrip("/") + "/api/v2/alerts"
+        try:
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(endpoint, json=[alert]) as response,
+            ):
+                if response.status >= 300:
+                    raise DeliveryError(
+                        f"channel {self.name!r}: Alertmanager answered HTTP {response.status}"
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryError(f"channel {self.name!r}: {type(exc).__name__}") from None
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_channels(
+    settings: Mapping[str, ChannelSettings], generator_url: str | None = None
+) -> dict[str, Channel | AlertmanagerChannel]:
+    """The configured channels, ready to deliver."""
+    return {
+        name: AlertmanagerChannel(name, item.url, generator_url)
+        if item.kind == "alertmanager"
+        else Channel(name, item.url)
+        for name, item in settings.items()
+    }
+
+
+def per_alert(channels: Mapping[str, Channel | AlertmanagerChannel]) -> set[str]:
+    """Channels that track each alert by its key, so they get one message per alert."""
+    return {
+        name
+        for name, channel in channels.items()
+        if isinstance(channel, AlertmanagerChannel) or channel.scheme.startswith("pagerdut")
+    }
+
+
 @dataclass(slots=True)
 class ChannelStats:
     sent: int = 0
@@ -78,7 +143,7 @@ class Sender:
     """Drains the outbox channel by channel until cancelled."""
 
     outbox_path: str
-    channels: Mapping[str, Channel]
+    channels: Mapping[str, Channel | AlertmanagerChannel]
     clock: Callable[[], float] = time.time
     poll: float = 1.0
     tries_now: int = 3
@@ -89,7 +154,7 @@ class Sender:
     _outbox: Outbox | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def _db(self, call: Callable[..., Any], *args: Any) -> Any:
+    async def database(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run an outbox call on the one thread that owns its connection."""
 
         def run() -> Any:
@@ -105,7 +170,7 @@ class Sender:
             event.set()
 
     async def put(self, notifications: list[Notification]) -> None:
-        await self._db(Outbox.put, notifications, self.clock())
+        await self.database(Outbox.put, notifications, self.clock())
         self.wake()
 
     async def run(self) -> None:
@@ -119,7 +184,7 @@ class Sender:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await self._db(lambda outbox: outbox.close())
+            await self.database(lambda outbox: outbox.close())
             self._executor.shutdown(wait=False)
 
     async def drain_once(self) -> None:
@@ -127,7 +192,7 @@ class Sender:
         for channel in self.channels.values():
             await self._send_due(channel)
 
-    async def _channel_loop(self, channel: Channel) -> None:
+    async def _channel_loop(self, channel: Channel | AlertmanagerChannel) -> None:
         wake = self._wakes.setdefault(channel.name, asyncio.Event())
         while True:
             wake.clear()
@@ -135,11 +200,11 @@ class Sender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll)
 
-    async def _send_due(self, channel: Channel) -> None:
+    async def _send_due(self, channel: Channel | AlertmanagerChannel) -> None:
         stats = self.stats.setdefault(channel.name, ChannelStats())
         if self.clock() < stats.retry_at:
             return
-        for pending in await self._db(Outbox.due, channel.name, self.clock()):
+        for pending in await self.database(Outbox.due, channel.name, self.clock()):
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(self.tries_now),
@@ -153,7 +218,7 @@ class Sender:
                 stats.failures_in_a_row += 1
                 backoff = min(MAX_BACKOFF, 2.0**stats.failures_in_a_row)
                 stats.retry_at = self.clock() + backoff
-                await self._db(Outbox.mark_failed, pending.id, error, stats.retry_at)
+                await self.database(Outbox.mark_failed, pending.id, error, stats.retry_at)
                 stats.failed += 1
                 if stats.last_error != error:
                     log.warning(
@@ -165,7 +230,7 @@ class Sender:
                     )
                 stats.last_error = error
                 return  # the channel is down: leave the rest queued in order
-            await self._db(Outbox.mark_sent, pending.id, self.clock())
+            await self.database(Outbox.mark_sent, pending.id, self.clock())
             stats.sent += 1
             stats.failures_in_a_row = 0
             if stats.last_error is not None:

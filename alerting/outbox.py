@@ -28,7 +28,10 @@ class Notification:
     body: str
     notify_type: str
     severity: str
-    event: str  # fired, escalated, reminder, resolved, test
+    event: str  # fired, escalated, reminder, resolved, grouped, test
+    labels: list[list[str]] | None = None  # [name, value] pairs, for Alertmanager
+    starts_at: float | None = None
+    ends_at: float | None = None  # set when resolved
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,3 +84,63 @@ def certificate_expiry(
         )
     when = f"expires in {days:.1f} days" if days >= 0 else f"expired {-days:.1f} days ago"
     return Verdict(True, severity, f"{target}: TLS certificate {when}")
+
+
+def latency_p95(
+    target: str, latencies: list[float], warning: float | None, critical: float | None
+) -> Verdict | None:
+    """p95 of successful checks in the window over the endpoint's thresholds; None if too few."""
+    if len(latencies) < 5 or (warning is None and critical is None):
+        return None
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    text = f"{target}: p95 latency {p95 * 1000:.0f}ms"
+    if critical is not None and p95 > critical:
+        return Verdict(True, Severity.CRITICAL, f"{text} over critical {critical * 1000:g}ms")
+    if warning is not None and p95 > warning:
+        return Verdict(True, Severity.WARNING, f"{text} over warning {warning * 1000:g}ms")
+    return Verdict(False, Severity.WARNING, f"{text}, back under its thresholds")
+
+
+def error_rate(
+    target: str, outcomes: list[bool], warning: float, critical: float, min_checks: int
+) -> Verdict | None:
+    """Share of failed checks in the window; None while there are too few checks to say."""
+    if len(outcomes) < min_checks:
+        return None
+    rate = outcomes.count(False) / len(outcomes)
+    text = f"{target}: error rate {rate:.2%} over {len(outcomes)} checks"
+    if rate >= critical:
+        return Verdict(True, Severity.CRITICAL, text)
+    if rate >= warning:
+        return Verdict(True, Severity.WARNING, text)
+    return Verdict(False, Severity.WARNING, text)
+
+
+def uptime_below(
+    target: str,
+    ratio: float | None,
+    checks: float,
+    warning: float,
+    critical: float,
+    min_checks: int = 120,
+) -> Verdict | None:
+    """Rolling 24h uptime under the warning or critical floor; None on too little data."""
+    if ratio is None or checks < min_checks:
+        return None
+    text = f"{target}: 24h uptime {ratio:.2%}"
+    if ratio < critical:
+        return Verdict(True, Severity.CRITICAL, f"{text}, under {critical:.0%}")
+    if ratio < warning:
+        return Verdict(True, Severity.WARNING, f"{text}, under {warning:.0%}")
+    return Verdict(False, Severity.WARNING, text)
+
+
+def flapping(target: str, changes: int, threshold: int, window: float) -> Verdict:
+    """Too many status changes in the window: reported once instead of a page per change."""
+    minutes = window / 60
+    return Verdict(
+        changes >= threshold,
+        Severity.WARNING,
+        f"{target} is flapping: {changes} status changes in {minutes:g} minutes",
+    )

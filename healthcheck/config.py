@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from alerting.settings import read_alerting
 from healthcheck import schema
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
 from healthcheck.errors import ConfigError
@@ -161,7 +162,7 @@ class _Builder:
         scheduler = self.section(data, "scheduler", SchedulerSettings, _SCHEDULER_KEYS)
         storage = self.storage(data.get("storage"))
         exporter = self.exporter(data.get("exporter"))
-        alerting = self.mapping(data.get("alerting", {}), "alerting")
+        alerting = self.read(read_alerting, data.get("alerting") or {}, "alerting")
         sla = self.read(lambda v: schema.sub_mapping(v, _SLA_KEYS), data.get("sla") or {}, "sla")
         defaults = self.mapping(data.get("defaults", {}), "defaults")
         self.check_defaults(defaults, "defaults")

@@ -13,6 +13,11 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from alerting.delivery import Sender, build_channels, per_alert
+from alerting.evaluator import Evaluator
+from alerting.outbox import Outbox
+from alerting.router import route
+from alerting.store import forget, load_states, save_changes
 from healthcheck.api import ApiState, build_app
 from healthcheck.errors import HealthcheckError
 from healthcheck.exporter import DaemonGauges, Metrics
@@ -32,6 +37,8 @@ log = logging.getLogger("healthcheck.daemon")
 DRAIN_GRACE = 5.0
 # How long it waits for storage to flush on the way out.
 FLUSH_TIMEOUT = 10.0
+# Alerts are evaluated (and grouped) once per tick.
+ALERT_TICK = 1.0
 
 # Takes each classified result: metrics, alerting. Must not block.
 ResultSink = Callable[[ProbeResult, Status], None]
@@ -73,6 +80,103 @@ class Daemon:
         self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
         self._serve_http = serve_http
         self.listening: tuple[str, int] | None = None
+        self.evaluator: Evaluator | None = None
+        self.sender: Sender | None = None
+        if config.alerting.enabled:
+            self.channels = build_channels(config.alerting.channels)
+            self.sender = Sender(self.uptime.path, self.channels, clock=clock)
+            endpoints = {endpoint.id: endpoint for endpoint in config.endpoints()}
+            self.evaluator = Evaluator(endpoints, config.alerting, self._uptime_24h)
+            self._sinks.append(self.evaluator.observe)
+
+    def _uptime_24h(self) -> dict[str, tuple[float | None, float]]:
+        """(24h uptime, checks) per endpoint id, from the last stored-uptime snapshot."""
+        snapshot = self.uptime.snapshot
+        if snapshot is None:
+            return {}
+        report = snapshot.report
+        found = {}
+        for target_id, target in report.targets.items():
+            tally = report.endpoints.get(target_id, {}).get("24h")
+            if tally is not None:
+                found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
+        return found
+
+    async def evaluate_alerts(self) -> None:
+        """One evaluation: rules → state changes → stored → routed into the outbox."""
+        evaluator, sender = self.evaluator, self.sender
+        if evaluator is None or sender is None:
+            return
+        now = self._clock()
+        changes = evaluator.evaluate(now)
+        if not changes:
+            return
+        routed = route(
+            changes,
+            evaluator.alerts,
+            evaluator.notified,
+            self.config.alerting,
+            per_alert(self.channels),
+            now,
+        )
+        evaluator.notified.update(routed.notified)
+        kept = [
+            (
+                c.state,
+                c.event,
+                evaluator.notified.get((c.state.rule, c.state.target), False),
+                c.region,
+            )
+            for c in changes
+            if (c.state.rule, c.state.target) in evaluator.alerts
+        ]
+        dropped = [
+            (c.state.rule, c.state.target)
+            for c in changes
+            if (c.state.rule, c.state.target) not in evaluator.alerts
+        ]
+
+        def persist(outbox: Outbox) -> None:
+            save_changes(outbox.db, kept, now)
+            forget(outbox.db, dropped)
+            outbox.put(routed.notifications, now)
+
+        await sender.database(persist)
+        sender.wake()
+        for change in changes:
+            if change.event is not None:
+                log.info(
+                    "alert %s %s %s: %s",
+                    change.state.rule,
+                    change.state.target,
+                    change.event.value,
+                    change.state.summary,
+                    extra={
+                        "event": f"alert_{change.event.value}",
+                        "rule": change.state.rule,
+                        "target": change.state.target,
+                        "severity": change.state.severity.value,
+                        "region": change.region,
+                    },
+                )
+
+    async def _alerting(self) -> None:
+        if self.sender is None or self.evaluator is None:
+            return
+        stored = await self.sender.database(lambda outbox: load_states(outbox.db))
+        self.evaluator.restore(stored)
+        sending = asyncio.create_task(self.sender.run(), name="sender")
+        try:
+            while True:
+                await asyncio.sleep(ALERT_TICK)
+                try:
+                    await self.evaluate_alerts()
+                except Exception:  # keep alerting alive; the next tick tries again
+                    log.exception("alert evaluation failed", extra={"event": "alerting_error"})
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
 
     def _gauges(self) -> DaemonGauges:
         writer = self.storage
@@ -83,6 +187,11 @@ class Daemon:
             storage_dropped=(lambda: writer.stats.dropped) if writer else None,
             storage_written=(lambda: writer.stats.written) if writer else None,
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
+            alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
+            notifications=lambda: {
+                name: (stats.sent, stats.failed)
+                for name, stats in (self.sender.stats.items() if self.sender else ())
+            },
         )
 
     def on_result(self, result: ProbeResult) -> None:
@@ -155,6 +264,8 @@ class Daemon:
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
             if self.storage is not None:
                 background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
+            if self.evaluator is not None:
+                background.append(asyncio.create_task(self._alerting(), name="alerting"))
             try:
                 await stop.wait()
             finally:

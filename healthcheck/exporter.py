@@ -52,6 +52,8 @@ class DaemonGauges:
     storage_dropped: Callable[[], int] | None = None
     storage_written: Callable[[], int] | None = None
     uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
+    alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
+    notifications: Callable[[], dict[str, tuple[int, int]]] | None = None  # channel -> sent, failed
 
 
 class Metrics:
@@ -282,3 +284,20 @@ class _ScrapeTimeCollector:
             if read is not None:
                 family = CounterMetricFamily(name, text, value=float(read()))
                 yield family
+        if gauges.alerts_firing is not None:
+            firing = GaugeMetricFamily(
+                "healthcheck_alerts_firing", "Alerts firing now", labels=("severity",)
+            )
+            for severity, count in gauges.alerts_firing().items():
+                firing.add_metric([severity], count)
+            yield firing
+        if gauges.notifications is not None:
+            sent = CounterMetricFamily(
+                "healthcheck_notifications",
+                "Notifications per channel: sent (accepted) or failed (attempts refused)",
+                labels=("channel", "result"),
+            )
+            for channel, (ok, failed) in gauges.notifications().items():
+                sent.add_metric([channel, "sent"], ok)
+                sent.add_metric([channel, "failed"], failed)
+            yield sent

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from alerting.settings import AlertingSettings
 from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class Config:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     exporter: ExporterSettings = field(default_factory=ExporterSettings)
-    alerting: Mapping[str, Any] = field(default_factory=dict)
+    alerting: AlertingSettings = field(default_factory=AlertingSettings)
     sla_target: float = 0.999  # the uptime ratio regions are held to in the SLA API
     secrets: frozenset[str] = frozenset()
 

@@ -149,10 +149,13 @@ def check_version(db: sqlite_utils.Database) -> int:
 
 
 def migrate(db: sqlite_utils.Database) -> None:
-    """Apply every migration past the file's version, each in its own transaction."""
-    version = check_version(db)
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+    """Apply every migration past the file's version, each in its own transaction. The version
+    is read under the write lock: the writer and the outbox may open a new file at once."""
+    while True:
         with db.conn:
             db.execute("BEGIN IMMEDIATE")
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")
+            version = check_version(db)
+            if version >= SCHEMA_VERSION:
+                return
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")

@@ -74,7 +74,9 @@ async def test_a_restart_resumes_the_outbox(webhook, tmp_path) -> None:
     path = str(tmp_path / "hc.db")
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/x"))
     first = Sender(path, {"hook": channel})
-    await first._db(Outbox.put, [note("hook", "k", "fired")], 0.0)  # queued, never sent: "crash"
+    await first.database(
+        Outbox.put, [note("hook", "k", "fired")], 0.0
+    )  # queued, never sent: "crash"
     second = Sender(path, {"hook": channel})
     await second.drain_once()
     assert [r["body"]["message"] for r in webhook.received] == ["k fired"]

@@ -1,0 +1,273 @@
+"""Turns probe results into alert state changes, one evaluation per tick.
+
+Results are buffered by `observe` (the daemon's sink, O(1)); `evaluate` runs the rules over
+what arrived, steps each alert's state machine, and re-steps alerts that heard nothing new so
+holds complete and reminders fall due. Everything here is in memory and pure of I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from alerting import rules
+from alerting.settings import AlertingSettings
+from alerting.state import AlertState, Event, Phase, Verdict, step
+from healthcheck.result import ProbeResult, Status
+from healthcheck.targets import Endpoint
+
+ENDPOINT_DOWN = "endpoint_down"
+REGIONAL_FAILURE = "regional_failure"
+TLS_EXPIRY = "tls_expiry"
+HIGH_LATENCY = "high_latency"
+ERROR_RATE = "error_rate"
+UPTIME = "uptime"
+FLAPPING = "flapping"
+UPTIME_EVERY = 30.0  # the 24h uptime moves slowly: judge it twice a minute
+
+Key = tuple[str, str]  # (rule, target)
+_Judge = Callable[..., None]
+log = logging.getLogger("alerting.evaluator")
+
+
+@contextmanager
+def _contained(what: str) -> Iterator[None]:
+    """A rule that raises is logged and skipped: the tick's other changes are still kept."""
+    try:
+        yield
+    except Exception:
+        log.exception("alert rule failed: %s", what, extra={"event": "alert_rule_failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An alert whose state moved this tick, with the event to tell (None: state only)."""
+
+    state: AlertState
+    event: Event | None
+    region: str
+
+
+@dataclass(slots=True)
+class _Recent:
+    """What one endpoint did lately: the streak, the windows, its status changes."""
+
+    streak: rules.Streak = field(default_factory=rules.Streak)
+    checks: deque[tuple[float, bool, float]] = field(default_factory=deque)
+    changes: deque[float] = field(default_factory=deque)
+    status: Status | None = None
+
+
+class Evaluator:
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        settings: AlertingSettings,
+        uptime: Callable[[], Mapping[str, tuple[float | None, float]]] | None = None,
+    ) -> None:
+        self.endpoints = dict(endpoints)
+        self.settings = settings
+        self.uptime = uptime
+        self.alerts: dict[Key, AlertState] = {}
+        self.notified: dict[Key, bool] = {}  # did people hear that it fired (not inhibited)?
+        self.verdicts: dict[Key, tuple[Verdict, float]] = {}  # last verdict and its hold
+        self.regions: dict[str, str] = {}  # target -> region
+        self.latest: dict[str, ProbeResult] = {}
+        self._recent: dict[str, _Recent] = {}
+        self._buffer: list[tuple[ProbeResult, Status]] = []
+        self._next_uptime = 0.0
+
+    def restore(self, stored: Mapping[Key, tuple[AlertState, bool]]) -> None:
+        """Carry on after a restart: firing stays firing, and a down endpoint stays down
+        until it really recovers (no false resolve from an empty streak)."""
+        for key, (state, notified) in stored.items():
+            self.alerts[key] = state
+            self.notified[key] = notified
+            rule, target = key
+            region = target.split("/", 1)[0]
+            self.regions[target] = region
+            if rule == ENDPOINT_DOWN and state.phase is Phase.FIRING:
+                recent = self._recent.setdefault(target, _Recent())
+                recent.streak.down = True
+
+    def observe(self, result: ProbeResult, status: Status) -> None:
+        """The daemon's result sink: buffer only."""
+        self._buffer.append((result, status))
+
+    def firing(self) -> dict[str, int]:
+        """Firing alerts per severity, for metrics."""
+        counts = {"critical": 0, "warning": 0, "info": 0}
+        for state in self.alerts.values():
+            if state.phase is Phase.FIRING:
+                counts[state.severity.value] += 1
+        return counts
+
+    def evaluate(self, now: float) -> list[Change]:
+        batch, self._buffer = self._buffer, []
+        changes: list[Change] = []
+        judged: set[Key] = set()
+        rule_settings = self.settings.rules
+
+        def judge(
+            rule: str, target: str, region: str, verdict: Verdict | None, hold: float = 0
+        ) -> None:
+            key = (rule, target)
+            self.regions[target] = region
+            if verdict is None:
+                return  # not enough data to say: keep the state as it is
+            self.verdicts[key] = (verdict, hold)
+            judged.add(key)
+            self._step(key, verdict, hold, now, region, changes)
+
+        regions_seen = set()
+        for result, status in batch:
+            endpoint = self.endpoints.get(result.target_id)
+            if endpoint is None:
+                continue
+            with _contained(f"rules for {endpoint.id}"):
+                self._judge_result(result, status, endpoint, now, judge)
+                regions_seen.add(endpoint.region)
+
+        for region in regions_seen:
+            with _contained(f"regional failure of {region}"):
+                members = [
+                    self.latest[e.id]
+                    for e in self.endpoints.values()
+                    if e.region == region and e.id in self.latest
+                ]
+                verdict = rules.regional_failure(region, members)
+                judge(REGIONAL_FAILURE, region, region, verdict, rule_settings.regional_failure_for)
+
+        if self.uptime is not None and now >= self._next_uptime:
+            self._next_uptime = now + UPTIME_EVERY
+            with _contained("the uptime rule"):
+                self._judge_uptime(judge)
+
+        # Alerts that heard nothing new: holds still complete, reminders still fall due.
+        for key, (verdict, hold) in list(self.verdicts.items()):
+            if key not in judged and verdict.active:
+                self._step(key, verdict, hold, now, self.regions.get(key[1], ""), changes)
+        return changes
+
+    def _judge_result(
+        self, result: ProbeResult, status: Status, endpoint: Endpoint, now: float, judge: _Judge
+    ) -> None:
+        """The per-check rules: down, TLS expiry, error rate, latency, flapping."""
+        rule_settings = self.settings.rules
+        target, region = endpoint.id, endpoint.region
+        self.latest[target] = result
+        recent = self._recent.setdefault(target, _Recent())
+        recent.checks.append((result.timestamp, result.ok, result.latency))
+        horizon = now - max(rule_settings.error_rate_window, rule_settings.latency_window)
+        while recent.checks and recent.checks[0][0] < horizon:
+            recent.checks.popleft()
+        if recent.status is not None and status is not recent.status:
+            recent.changes.append(now)
+        recent.status = status
+        while recent.changes and recent.changes[0] < now - rule_settings.flapping_window:
+            recent.changes.popleft()
+
+        down = rules.endpoint_down(
+            recent.streak,
+            result,
+            rule_settings.failure_threshold,
+            rule_settings.success_threshold,
+        )
+        judge(ENDPOINT_DOWN, target, region, down)
+        if result.cert_expiry is not None:
+            judge(
+                TLS_EXPIRY,
+                target,
+                region,
+                rules.certificate_expiry(
+                    target,
+                    result.cert_expiry,
+                    now,
+                    rule_settings.tls_warning_days,
+                    rule_settings.tls_critical_days,
+                ),
+            )
+        since = now - rule_settings.error_rate_window
+        outcomes = [ok for ts, ok, _ in recent.checks if ts >= since]
+        judge(
+            ERROR_RATE,
+            target,
+            region,
+            rules.error_rate(
+                target,
+                outcomes,
+                rule_settings.error_rate_warning,
+                rule_settings.error_rate_critical,
+                rule_settings.error_rate_min_checks,
+            ),
+        )
+        since = now - rule_settings.latency_window
+        latencies = [latency for ts, ok, latency in recent.checks if ok and ts >= since]
+        judge(
+            HIGH_LATENCY,
+            target,
+            region,
+            rules.latency_p95(
+                target,
+                latencies,
+                endpoint.latency_warning,
+                endpoint.latency_critical,
+            ),
+            rule_settings.latency_for,
+        )
+        judge(
+            FLAPPING,
+            target,
+            region,
+            rules.flapping(
+                target,
+                len(recent.changes),
+                rule_settings.flapping_changes,
+                rule_settings.flapping_window,
+            ),
+        )
+
+    def _judge_uptime(self, judge: _Judge) -> None:
+        rule_settings = self.settings.rules
+        for target, (ratio, checks) in self.uptime().items() if self.uptime else ():
+            endpoint = self.endpoints.get(target)
+            if endpoint is not None:
+                verdict = rules.uptime_below(
+                    target,
+                    ratio,
+                    checks,
+                    rule_settings.uptime_warning,
+                    rule_settings.uptime_critical,
+                    rule_settings.uptime_min_checks,
+                )
+                judge(UPTIME, target, endpoint.region, verdict)
+
+    def _step(
+        self,
+        key: Key,
+        verdict: Verdict,
+        hold: float,
+        now: float,
+        region: str,
+        changes: list[Change],
+    ) -> None:
+        rule, target = key
+        before = self.alerts.get(key)
+        repeat = self.settings.repeat.get(verdict.severity.value)
+        after, event = step(
+            before, verdict, now, rule=rule, target=target, hold=hold, repeat=repeat
+        )
+        if after is None:
+            self.alerts.pop(key, None)
+            self.notified.pop(key, None)
+            if before is not None:
+                changes.append(Change(before, None, region))  # forgotten pending alert
+            return
+        self.alerts[key] = after
+        if event is not None or after.phase is not (before.phase if before else None):
+            changes.append(Change(after, event, region))
+        if after.phase is Phase.RESOLVED:
+            self.verdicts.pop(key, None)

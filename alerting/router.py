@@ -1,0 +1,140 @@
+"""From alert events to notifications: routes by severity, inhibition, grouping.
+
+- A firing regional failure absorbs the endpoint-down alerts of its region: they are recorded,
+  listed in the regional alert, and not sent on their own.
+- A flapping endpoint's down/up flips are not sent; the flapping alert is, once.
+- Events of one evaluation for one region go out as one message per channel, except to
+  channels that track each alert on their own (PagerDuty, Alertmanager): one per alert.
+- A resolve is sent only where the firing was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Change, Key
+from alerting.outbox import Notification
+from alerting.settings import AlertingSettings
+from alerting.state import AlertState, Event, Phase, Severity
+
+NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
+HEADLINES = {
+    Event.FIRED: "FIRING",
+    Event.ESCALATED: "ESCALATED",
+    Event.REMINDER: "STILL FIRING",
+    Event.RESOLVED: "RESOLVED",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    notifications: list[Notification]
+    notified: dict[Key, bool]  # per alert: was its firing told to anyone
+
+
+def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
+    """Whether an endpoint alert is covered by a firing regional failure or flapping alert."""
+    if change.state.rule != ENDPOINT_DOWN:
+        return False
+    region = alerts.get((REGIONAL_FAILURE, change.region))
+    flapping = alerts.get((FLAPPING, change.state.target))
+    return any(a is not None and a.phase is Phase.FIRING for a in (region, flapping))
+
+
+def _line(change: Change) -> str:
+    state = change.state
+    headline = f"{HEADLINES[change.event]} {state.severity.value}"
+    return f"{headline} {state.rule} {state.target}: {state.summary}"
+
+
+def route(
+    changes: Iterable[Change],
+    alerts: Mapping[Key, AlertState],
+    notified: Mapping[Key, bool],
+    settings: AlertingSettings,
+    per_alert_channels: set[str],
+    now: float,
+) -> Routed:
+    told = dict(notified)
+    groups: dict[tuple[str, str], list[Change]] = {}
+    single: list[tuple[str, Change]] = []
+    for change in changes:
+        if change.event is None:
+            continue
+        key = (change.state.rule, change.state.target)
+        if change.event is Event.RESOLVED:
+            if not told.get(key, False):
+                continue  # nobody was told it fired
+        elif _absorbed(change, alerts):
+            told.setdefault(key, False)
+            continue
+        else:
+            told[key] = True
+        for channel in settings.routes.get(change.state.severity.value, ()):
+            if channel in per_alert_channels:
+                single.append((channel, change))
+            else:
+                groups.setdefault((change.region, channel), []).append(change)
+
+    notifications = [_one(channel, change, settings, now) for channel, change in single]
+    for (region, channel), members in groups.items():
+        notifications.append(
+            _one(channel, members[0], settings, now)
+            if len(members) == 1
+            else _grouped(channel, region, members, now)
+        )
+    return Routed(notifications, told)
+
+
+def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
+    state = change.state
+    labels = [
+        ["alertname", state.rule],
+        ["severity", state.severity.value],
+        ["region", change.region],
+        ["target", state.target],
+    ]
+    if "/" in state.target:
+        labels.append(["endpoint", state.target.split("/", 1)[1]])
+    if settings.vantage:
+        labels.append(["vantage", settings.vantage])
+    return labels
+
+
+def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -> Notification:
+    state = change.state
+    resolved = change.event is Event.RESOLVED
+    return Notification(
+        channel=channel,
+        dedup_key=state.key,
+        title=f"[{HEADLINES[change.event]}:{state.severity.value}] {state.rule} {state.target}",
+        body=state.summary,
+        notify_type="success" if resolved else NOTIFY_TYPES[state.severity],
+        severity=state.severity.value,
+        event=change.event.value,
+        labels=_labels(change, settings),
+        starts_at=state.since,
+        ends_at=now if resolved else None,
+    )
+
+
+def _grouped(channel: str, region: str, members: list[Change], now: float) -> Notification:
+    worst = max(
+        (c.state.severity for c in members if c.event is not Event.RESOLVED),
+        key=lambda s: s.rank,
+        default=None,
+    )
+    firing = sum(1 for c in members if c.event is not Event.RESOLVED)
+    resolved = len(members) - firing
+    parts = [f"{firing} firing" if firing else "", f"{resolved} resolved" if resolved else ""]
+    return Notification(
+        channel=channel,
+        dedup_key=f"group:{region}:{now:.3f}",
+        title=f"[healthcheck] {region}: {', '.join(p for p in parts if p)}",
+        body="\n".join(_line(c) for c in members),
+        notify_type="success" if worst is None else NOTIFY_TYPES[worst],
+        severity=(worst or Severity.INFO).value,
+        event="grouped",
+        starts_at=min(c.state.since for c in members),
+    )

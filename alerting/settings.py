@@ -1,0 +1,161 @@
+"""The `alerting:` section of regions.yaml, validated into frozen settings.
+
+Defaults route exactly as the product promises: critical → PagerDuty + email + Slack,
+warning → email + Slack, info → Slack (channels that are not configured are skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import apprise
+
+from healthcheck import schema
+from healthcheck.secrets import Secret
+
+DEFAULT_ROUTES = {
+    "critical": ("pagerduty", "email", "slack"),
+    "warning": ("email", "slack"),
+    "info": ("slack",),
+}
+DEFAULT_REPEAT = {"critical": 3600.0, "warning": 4 * 3600.0, "info": None}
+CHANNEL_KINDS = ("apprise", "alertmanager")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    name: str
+    url: Secret
+    kind: str = "apprise"  # or alertmanager: posts to its v2 API
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    failure_threshold: int = 3
+    success_threshold: int = 2
+    regional_failure_for: float = 30.0
+    tls_warning_days: float = 14.0
+    tls_critical_days: float = 3.0
+    uptime_warning: float = 0.95
+    uptime_critical: float = 0.90
+    uptime_min_checks: int = 120  # an hour at 30 s: a few checks say nothing of 24h uptime
+    error_rate_window: float = 300.0
+    error_rate_warning: float = 0.005
+    error_rate_critical: float = 0.01
+    error_rate_min_checks: int = 20  # too few checks say nothing about a rate
+    latency_window: float = 300.0
+    latency_for: float = 120.0
+    flapping_window: float = 600.0
+    flapping_changes: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingSettings:
+    channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    repeat: Mapping[str, float | None] = field(default_factory=lambda: dict(DEFAULT_REPEAT))
+    rules: RuleSettings = field(default_factory=RuleSettings)
+    vantage: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.channels)
+
+
+def _channel(name: str) -> Callable[[Any], ChannelSettings]:
+    def read(value: Any) -> ChannelSettings:
+        if isinstance(value, str | Secret):
+            value = {"url": value}
+        fields = schema.sub_mapping(
+            value, {"url": schema.secret, "kind": schema.choice(*CHANNEL_KINDS)}
+        )
+        if "url" not in fields:
+            raise schema.FieldError("url", "missing: an Apprise URL (or Alertmanager base URL)")
+        kind = fields.get("kind", "apprise")
+        url = fields["url"].reveal()
+        if kind == "apprise" and not apprise.Apprise().add(url):
+            # Never echo the URL: it usually holds a token.
+            raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
+        if kind == "alertmanager" and not url.startswith(("http://", "https://")):
+            raise schema.FieldError("url", "an Alertmanager base URL, like http://127.0.0.1:9093")
+        return ChannelSettings(name, fields["url"], kind)
+
+    return read
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    return tuple(schema.text(item) for item in items)
+
+
+_RULE_READERS: dict[str, schema.Reader] = {
+    "failure_threshold": schema.integer(1, 1000),
+    "success_threshold": schema.integer(1, 1000),
+    "regional_failure_for": schema.duration,
+    "tls_warning_days": schema.integer(1, 365),
+    "tls_critical_days": schema.integer(0, 365),
+    "uptime_warning": schema.ratio,
+    "uptime_critical": schema.ratio,
+    "uptime_min_checks": schema.integer(1, 10_000_000),
+    "error_rate_window": schema.duration,
+    "error_rate_warning": schema.ratio,
+    "error_rate_critical": schema.ratio,
+    "error_rate_min_checks": schema.integer(1, 100_000),
+    "latency_window": schema.duration,
+    "latency_for": schema.duration,
+    "flapping_window": schema.duration,
+    "flapping_changes": schema.integer(2, 1000),
+}
+
+
+def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
+    """Validate the section; raises schema.FieldError/ValueError with the sub-key path."""
+    values = schema.sub_mapping(
+        raw,
+        {
+            "channels": lambda v: v,
+            "routes": lambda v: schema.sub_mapping(v, dict.fromkeys(DEFAULT_ROUTES, _names)),
+            "repeat": lambda v: schema.sub_mapping(
+                v, dict.fromkeys(DEFAULT_ROUTES, schema.optional(schema.duration))
+            ),
+            "rules": lambda v: schema.sub_mapping(v, _RULE_READERS),
+            "vantage": schema.text,
+        },
+    )
+    channels_raw = values.get("channels") or {}
+    if not isinstance(channels_raw, Mapping):
+        raise schema.FieldError("channels", "expected a mapping of channel names to Apprise URLs")
+    channels = {}
+    for name, item in channels_raw.items():
+        try:
+            channels[name] = _channel(name)(item)
+        except schema.FieldError as exc:
+            raise schema.FieldError(f"channels.{name}.{exc.key}", exc.message) from None
+        except ValueError as exc:
+            raise schema.FieldError(f"channels.{name}", str(exc)) from None
+    routes = {**DEFAULT_ROUTES, **values.get("routes", {})}
+    explicit = values.get("routes", {})
+    for severity, names in explicit.items():
+        for name in names:
+            if name not in channels:
+                raise schema.FieldError(
+                    f"routes.{severity}",
+                    f"channel {name!r} is not defined under alerting.channels "
+                    f"(defined: {', '.join(channels) or 'none'})",
+                )
+    rules = RuleSettings(**values.get("rules", {}))
+    if rules.tls_critical_days >= rules.tls_warning_days:
+        raise schema.FieldError("rules.tls_critical_days", "must be below tls_warning_days")
+    if rules.uptime_critical >= rules.uptime_warning:
+        raise schema.FieldError("rules.uptime_critical", "must be below uptime_warning")
+    if rules.error_rate_warning >= rules.error_rate_critical:
+        raise schema.FieldError("rules.error_rate_warning", "must be below error_rate_critical")
+    return AlertingSettings(
+        channels=channels,
+        routes={k: tuple(n for n in v if n in channels) for k, v in routes.items()},
+        repeat={**DEFAULT_REPEAT, **values.get("repeat", {})},
+        rules=rules,
+        vantage=values.get("vantage"),
+    )
