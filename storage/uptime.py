@@ -8,6 +8,7 @@ most 30 + 24 rollup rows whatever the window, so a 30-day figure stays cheap at 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import sqlite_utils
 
 from healthcheck.result import Status
 from storage.rollup import Tally, bucket_of
-from storage.schema import BUCKET_COLUMNS, connect
+from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
 
 WINDOWS: dict[str, float] = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 HOUR, DAY = 3600, 86400
@@ -24,6 +25,23 @@ _ROLLUP_COLUMNS = (
     "target_id, checks, successes, degraded, latency_sum_ms, latency_min_ms, latency_max_ms, "
     + ", ".join(BUCKET_COLUMNS)
 )
+
+
+# The raw edge of a window, aggregated by SQLite into rollup-shaped rows: a histogram bucket
+# holds the checks at or under its bound, less those counted in the bucket before it.
+_CUMULATIVE = ", ".join(f"SUM(latency_ms <= {bound})" for bound in LATENCY_BOUNDS_MS)
+_RAW_EDGE = (
+    "SELECT target_id, COUNT(*), SUM(ok), SUM(status = 'degraded'), SUM(latency_ms), "  # noqa: S608 - fixed text
+    f"MIN(latency_ms), MAX(latency_ms), {_CUMULATIVE} "
+    "FROM results WHERE ts >= ? AND ts < ? GROUP BY target_id"
+)
+
+
+def _edge_histogram(row: tuple) -> tuple:
+    """Turn the cumulative counts of a _RAW_EDGE row into per-bucket counts (+Inf last)."""
+    cumulative = row[7:]
+    buckets = [cumulative[0], *(b - a for a, b in itertools.pairwise(cumulative))]
+    return (*row[:7], *buckets, row[1] - cumulative[-1])
 
 
 def _ceil(ts: float, width: int) -> int:
@@ -83,8 +101,9 @@ class StorageReader:
         hour_start = min(_ceil(start, HOUR), day_start)
         tallies: dict[int, Tally] = {}
 
-        def add_rows(rows: Iterable[tuple], weight: float = 1.0) -> None:
+        def add_rows(rows: Iterable[tuple], weight: float = 1.0, raw: bool = False) -> None:
             for row in rows:
+                row = _edge_histogram(row) if raw else row
                 part = Tally(*row[1:7], [float(c) for c in row[7:]])
                 tallies.setdefault(row[0], Tally()).add(part, weight)
 
@@ -104,13 +123,7 @@ class StorageReader:
         if start >= hour_start:
             return tallies
         if start >= now - self.raw_retention:
-            rows = self.db.execute(
-                "SELECT target_id, ok, status, latency_ms FROM results WHERE ts >= ? AND ts < ?",
-                [start, hour_start],
-            )
-            for target_id, ok, status, latency_ms in rows:
-                tally = tallies.setdefault(target_id, Tally())
-                tally.add_check(bool(ok), status == Status.DEGRADED.value, latency_ms)
+            add_rows(self.db.execute(_RAW_EDGE, [start, hour_start]), raw=True)
         else:  # raw rows are gone: take the overlapping share of that hour
             add_rows(
                 self.db.execute(
@@ -137,17 +150,18 @@ class StorageReader:
 
     def latest(self) -> dict[int, Latest]:
         """Newest check and newest failure of every endpoint that has raw rows."""
+        # One index seek per endpoint (the partial index serves the failures).
         newest = self.db.execute(
             "SELECT r.target_id, r.ts, r.status, r.ok, r.latency_ms, r.error, r.error_text "
-            "FROM results r JOIN (SELECT target_id, MAX(ts) AS ts FROM results "
-            "GROUP BY target_id) m ON r.target_id = m.target_id AND r.ts = m.ts"
+            "FROM targets t JOIN results r ON r.id = (SELECT id FROM results "
+            "WHERE target_id = t.id ORDER BY ts DESC LIMIT 1)"
         ).fetchall()
         failures = {
             row[0]: row[1:]
             for row in self.db.execute(
-                "SELECT r.target_id, r.ts, r.error, r.error_text FROM results r JOIN "
-                "(SELECT target_id, MAX(ts) AS ts FROM results WHERE ok = 0 GROUP BY target_id) m "
-                "ON r.target_id = m.target_id AND r.ts = m.ts"
+                "SELECT r.target_id, r.ts, r.error, r.error_text FROM targets t JOIN results r "
+                "ON r.id = (SELECT id FROM results WHERE target_id = t.id AND ok = 0 "
+                "ORDER BY ts DESC LIMIT 1)"
             )
         }
         latest = {}
