@@ -5,7 +5,8 @@
 - A flapping endpoint's down/up flips are not sent; the flapping alert is, once.
 - Events of one evaluation for one region go out as one message per channel, except to
   channels that track each alert on their own (PagerDuty, Alertmanager): one per alert.
-- A resolve is sent only where the firing was sent.
+- A silenced alert is recorded but not sent; if it still fires when the silence ends, its next
+  reminder goes out as a firing. A resolve is sent only where the firing was sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Change, Key
 from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
+from alerting.silences import Silence, silenced
 from alerting.state import AlertState, Event, Phase, Severity
 
 NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
@@ -55,8 +57,10 @@ def route(
     settings: AlertingSettings,
     per_alert_channels: set[str],
     now: float,
+    silences: Iterable[Silence] = (),
 ) -> Routed:
     told = dict(notified)
+    silences = list(silences)
     groups: dict[tuple[str, str], list[Change]] = {}
     single: list[tuple[str, Change]] = []
     for change in changes:
@@ -66,10 +70,15 @@ def route(
         if change.event is Event.RESOLVED:
             if not told.get(key, False):
                 continue  # nobody was told it fired
-        elif _absorbed(change, alerts):
-            told.setdefault(key, False)
+        elif _absorbed(change, alerts) or silenced(
+            silences, change.state.rule, change.state.target, change.region, now
+        ):
+            told.setdefault(key, False)  # recorded in the history, not sent
             continue
         else:
+            if not told.get(key, False) and change.event is Event.REMINDER:
+                # Held back until now (silenced, absorbed): people hear it as a new firing.
+                change = Change(change.state, Event.FIRED, change.region)
             told[key] = True
         for channel in settings.routes.get(change.state.severity.value, ()):
             if channel in per_alert_channels:

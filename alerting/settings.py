@@ -12,6 +12,7 @@ from typing import Any
 
 import apprise
 
+from alerting.silences import Silence, read_silences
 from healthcheck import schema
 from healthcheck.secrets import Secret
 
@@ -57,6 +58,7 @@ class AlertingSettings:
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
     repeat: Mapping[str, float | None] = field(default_factory=lambda: dict(DEFAULT_REPEAT))
     rules: RuleSettings = field(default_factory=RuleSettings)
+    silences: tuple[Silence, ...] = ()
     vantage: str | None = None
 
     @property
@@ -121,6 +123,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
                 v, dict.fromkeys(DEFAULT_ROUTES, schema.optional(schema.duration))
             ),
             "rules": lambda v: schema.sub_mapping(v, _RULE_READERS),
+            "silences": read_silences,
             "vantage": schema.text,
         },
     )
@@ -157,5 +160,6 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         routes={k: tuple(n for n in v if n in channels) for k, v in routes.items()},
         repeat={**DEFAULT_REPEAT, **values.get("repeat", {})},
         rules=rules,
+        silences=values.get("silences", ()),
         vantage=values.get("vantage"),
     )

@@ -1,4 +1,4 @@
-"""The `healthcheck` command: --once, run, check-config, demo. Errors map to exit codes here."""
+"""The `healthcheck` command and its subcommands. Errors map to exit codes here, in one place."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from healthcheck import __version__
+from healthcheck.alert_commands import silence_add, silence_list, silence_remove, test_alert
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer, storage_path
 from healthcheck.demo import demo_fleet
@@ -111,12 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "run the daemon (the default)"),
         ("check-config", "validate the configuration and print a summary"),
         ("status", "print stored status, uptime and p95 per endpoint (reads the database)"),
+        ("test-alert", "send a marked test alert through the route of a severity"),
+        ("silence", "add, list or remove silences (alerts recorded but not sent)"),
         ("demo", "run against a simulated fleet on loopback (no config, no network)"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _common_options(sub, suppress=True, takes_config=name != "demo")
         if name == "status":
             sub.add_argument("--db", default=None, help="database file (default: from config)")
+        if name == "test-alert":
+            sub.add_argument("--severity", choices=("critical", "warning", "info"), required=True)
+        if name == "silence":
+            actions = sub.add_subparsers(dest="action", required=True, parser_class=_Parser)
+            add = actions.add_parser("add", help="silence matching alerts for a while")
+            _common_options(add, suppress=True)
+            add.add_argument("--endpoint")
+            add.add_argument("--rule", help="e.g. endpoint_down, regional_failure, tls_expiry")
+            add.add_argument("--for", dest="duration", required=True, help="e.g. 2h, 30m")
+            add.add_argument("--reason", required=True)
+            listing = actions.add_parser("list", help="silences from config and the database")
+            _common_options(listing, suppress=True)
+            remove = actions.add_parser("remove", help="remove a silence added here")
+            _common_options(remove, suppress=True)
+            remove.add_argument("id", type=int)
         if name == "demo":
             sub.add_argument(
                 "--once", action="store_true", default=argparse.SUPPRESS, help="one round, exit"
@@ -161,6 +179,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check_config(config, args.format)
     if command == "status":
         return _stored_status(config, args.db, args.format)
+    if command == "test-alert":
+        setup_logging("ERROR", args.log_format, Redactor(config.secrets))
+        return asyncio.run(test_alert(config, args.severity))
+    if command == "silence":
+        path = storage_path(config.storage)
+        if args.action == "add":
+            if args.region and len(args.region) > 1:
+                raise ConfigError("silence add takes one --region (add one silence per region)")
+            return silence_add(
+                config,
+                path,
+                region=args.region[0] if args.region else None,
+                endpoint=args.endpoint,
+                rule=args.rule,
+                duration=args.duration,
+                reason=args.reason,
+            )
+        if args.action == "list":
+            return silence_list(config, path, args.format)
+        return silence_remove(path, args.id)
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
         return asyncio.run(_once(config, args.format, record=args.record))

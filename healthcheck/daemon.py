@@ -17,6 +17,7 @@ from alerting.delivery import Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
 from alerting.outbox import Outbox
 from alerting.router import route
+from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
 from healthcheck.api import ApiState, build_app
 from healthcheck.errors import HealthcheckError
@@ -39,6 +40,8 @@ DRAIN_GRACE = 5.0
 FLUSH_TIMEOUT = 10.0
 # Alerts are evaluated (and grouped) once per tick.
 ALERT_TICK = 1.0
+# How often silences added from the CLI are read back from the database.
+SILENCES_EVERY = 5.0
 
 # Takes each classified result: metrics, alerting. Must not block.
 ResultSink = Callable[[ProbeResult, Status], None]
@@ -82,6 +85,8 @@ class Daemon:
         self.listening: tuple[str, int] | None = None
         self.evaluator: Evaluator | None = None
         self.sender: Sender | None = None
+        self._stored_silences: list[Silence] = []
+        self._silences_read = 0.0
         if config.alerting.enabled:
             self.channels = build_channels(config.alerting.channels)
             self.sender = Sender(self.uptime.path, self.channels, clock=clock)
@@ -111,6 +116,9 @@ class Daemon:
         changes = evaluator.evaluate(now)
         if not changes:
             return
+        if now - self._silences_read > SILENCES_EVERY:
+            self._stored_silences = await sender.database(lambda outbox: stored(outbox.db, now))
+            self._silences_read = now
         routed = route(
             changes,
             evaluator.alerts,
@@ -118,6 +126,7 @@ class Daemon:
             self.config.alerting,
             per_alert(self.channels),
             now,
+            (*self.config.alerting.silences, *self._stored_silences),
         )
         evaluator.notified.update(routed.notified)
         kept = [

@@ -114,7 +114,25 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_results_failures ON results (target_id, ts) WHERE ok = 0")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite_utils.Database) -> None:
+    """Silences added from the CLI (`healthcheck silence add`)."""
+    db["silences"].create(
+        {
+            "id": int,
+            "created": float,
+            "region": str,
+            "endpoint": str,
+            "rule": str,
+            "starts": float,
+            "ends": float,
+            "reason": str,
+        },
+        pk="id",
+    )
+    db["silences"].create_index(["ends"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,162 @@
+"""`healthcheck test-alert` and `healthcheck silence add|list|remove`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import UTC, datetime
+
+from alerting.delivery import build_channels, per_alert
+from alerting.outbox import Notification
+from alerting.silences import Silence, add_stored, remove_stored, stored
+from healthcheck.durations import parse_duration
+from healthcheck.errors import ConfigError, DeliveryError
+from healthcheck.targets import Config
+from storage.schema import connect
+
+EXIT_DELIVERY_FAILED = 4
+
+
+async def test_alert(config: Config, severity: str) -> int:
+    """Send a clearly marked test through the route of `severity`; print each answer."""
+    names = config.alerting.routes.get(severity, ())
+    if not names:
+        raise ConfigError(
+            f"no channel is routed for {severity} alerts: configure alerting.channels "
+            "(and alerting.routes)",
+            file=config.source,
+        )
+    channels = build_channels({n: config.alerting.channels[n] for n in names})
+    tracked = per_alert(channels)
+    now = time.time()
+    key = f"healthcheck_test:{socket.gethostname()}:{int(now)}"
+    failed = 0
+    for name, channel in channels.items():
+        fired = _test_note(
+            name, key, severity, "failure" if severity == "critical" else severity, now
+        )
+        try:
+            await channel.deliver(fired)
+            if name in tracked:  # close what the test opened
+                await channel.deliver(
+                    _test_note(name, key, severity, "success", now, resolved=True)
+                )
+            print(f"{name}: accepted")
+        except DeliveryError as exc:
+            failed += 1
+            print(f"{name}: FAILED: {exc}")
+    return EXIT_DELIVERY_FAILED if failed else 0
+
+
+def _test_note(
+    channel: str, key: str, severity: str, notify_type: str, now: float, resolved: bool = False
+) -> Notification:
+    return Notification(
+        channel=channel,
+        dedup_key=key,
+        title=f"[TEST:{severity}] healthcheck test alert" + (" (resolved)" if resolved else ""),
+        body=f"A test from healthcheck on {socket.gethostname()}; no action is needed.",
+        notify_type=notify_type,
+        severity=severity,
+        event="test",
+        labels=[["alertname", "healthcheck_test"], ["severity", severity]],
+        starts_at=now,
+        ends_at=now + 1 if resolved else None,
+    )
+
+
+def silence_add(
+    config: Config,
+    db_path: str,
+    *,
+    region: str | None,
+    endpoint: str | None,
+    rule: str | None,
+    duration: str,
+    reason: str,
+) -> int:
+    known = {(e.region, e.name) for e in config.endpoints()}
+    if region is not None and region not in {r for r, _ in known}:
+        raise ConfigError(f"--region {region!r} is not in the configuration", file=config.source)
+    if endpoint is not None and not any(
+        name == endpoint and region in (None, r) for r, name in known
+    ):
+        raise ConfigError(
+            f"--endpoint {endpoint!r} is not in the configuration", file=config.source
+        )
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise ConfigError(f"--for: {exc}") from None
+    now = time.time()
+    silence = Silence(reason, region, endpoint, rule, now, now + seconds)
+    db = connect(db_path)
+    try:
+        silence_id = add_stored(db, silence, now)
+    finally:
+        db.conn.close()
+    until = datetime.fromtimestamp(now + seconds, UTC).isoformat(timespec="seconds")
+    print(f"silence {silence_id} added until {until}: {silence.describe()}")
+    return 0
+
+
+def silence_list(config: Config, db_path: str, fmt: str) -> int:
+    db = connect(db_path)
+    try:
+        now = time.time()
+        rows = [(s, "stored") for s in stored(db, now)]
+    finally:
+        db.conn.close()
+    rows += [(s, "config") for s in config.alerting.silences]
+    if fmt == "json":
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": s.id,
+                        "source": source,
+                        "region": s.region,
+                        "endpoint": s.endpoint,
+                        "rule": s.rule,
+                        "starts": s.starts,
+                        "ends": s.ends,
+                        "weekly": None
+                        if s.weekly is None
+                        else {
+                            "days": sorted(s.weekly.days),
+                            "start": s.weekly.start.isoformat(),
+                            "end": s.weekly.end.isoformat(),
+                            "timezone": s.weekly.zone,
+                        },
+                        "active": s.active(now),
+                        "reason": s.reason,
+                    }
+                    for s, source in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not rows:
+        print("no silences")
+    for s, _source in rows:
+        ident = f"#{s.id}" if s.id is not None else "config"
+        state = "active" if s.active(now) else "inactive"
+        until = ""
+        if s.ends is not None:
+            until = f" until {datetime.fromtimestamp(s.ends, UTC).isoformat(timespec='seconds')}"
+        print(f"{ident:>8} {state:8} {s.describe()}{until}")
+    return 0
+
+
+def silence_remove(db_path: str, silence_id: int) -> int:
+    db = connect(db_path)
+    try:
+        removed = remove_stored(db, silence_id)
+    finally:
+        db.conn.close()
+    if not removed:
+        raise ConfigError(f"no stored silence #{silence_id} (see `healthcheck silence list`)")
+    print(f"silence {silence_id} removed")
+    return 0
