@@ -234,7 +234,8 @@ def sub_mapping(value: Any, keys: Mapping[str, Reader]) -> dict[str, Any]:
         try:
             result[key] = reader(item)
         except FieldError as exc:
-            raise FieldError(f"{key}.{exc.key}", exc.message) from None
+            separator = "" if exc.key.startswith("[") else "."
+            raise FieldError(f"{key}{separator}{exc.key}", exc.message) from None
         except ValueError as exc:
             raise FieldError(key, str(exc)) from None
     return result

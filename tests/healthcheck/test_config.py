@@ -300,6 +300,37 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
             None,
             "invalid YAML",
         ),
+        (
+            "alerting: {channels: {slack: 'nonsense://tok'}}\nregions: {}",
+            "alerting.channels.slack.url",
+            "not a URL Apprise understands",
+        ),
+        (
+            "alerting: {channels: {slack: 'json://h/'}, routes: {critical: [pd]}}\nregions: {}",
+            "alerting.routes.critical",
+            "'pd' is not defined",
+        ),
+        (
+            "alerting: {rules: {failure_treshold: 3}}\nregions: {}",
+            "alerting.rules.failure_treshold",
+            "unknown key",
+        ),
+        (
+            "alerting: {rules: {uptime_warning: 90%, uptime_critical: 95%}}\nregions: {}",
+            "alerting.rules.uptime_critical",
+            "below uptime_warning",
+        ),
+        (
+            "alerting: {silences: [{region: eu}]}\nregions: {}",
+            "alerting.silences[0].reason",
+            "say why",
+        ),
+        (
+            "alerting: {channels: {am: {url: 'ftp://x', kind: alertmanager}}}\nregions: {}",
+            "alerting.channels.am.url",
+            "Alertmanager base URL",
+        ),
+        ("sla: {target: 120%}\nregions: {}", "sla.target", "between 0 and 100%"),
     ],
 )
 def test_validation_errors_name_the_key_path(text: str, path: str | None, fragment: str) -> None:
