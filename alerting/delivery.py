@@ -148,6 +148,7 @@ class Sender:
     poll: float = 1.0
     tries_now: int = 3
     stats: dict[str, ChannelStats] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)  # unsent per channel, for metrics
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="outbox")
     )
@@ -197,6 +198,7 @@ class Sender:
         while True:
             wake.clear()
             await self._send_due(channel)
+            self.pending = await self.database(Outbox.pending)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll)
 

@@ -156,9 +156,11 @@ class Evaluator:
         self, result: ProbeResult, status: Status, endpoint: Endpoint, now: float, judge: _Judge
     ) -> None:
         """The per-check rules: down, TLS expiry, error rate, latency, flapping."""
-        rule_settings = self.settings.rules
         target, region = endpoint.id, endpoint.region
         self.latest[target] = result
+        if not endpoint.alerts.enabled:
+            return  # muted: still counts towards its region, never alerts on its own
+        rule_settings = endpoint.alerts.apply(self.settings.rules)
         recent = self._recent.setdefault(target, _Recent())
         recent.checks.append((result.timestamp, result.ok, result.latency))
         horizon = now - max(rule_settings.error_rate_window, rule_settings.latency_window)
@@ -231,10 +233,10 @@ class Evaluator:
         )
 
     def _judge_uptime(self, judge: _Judge) -> None:
-        rule_settings = self.settings.rules
         for target, (ratio, checks) in self.uptime().items() if self.uptime else ():
             endpoint = self.endpoints.get(target)
-            if endpoint is not None:
+            if endpoint is not None and endpoint.alerts.enabled:
+                rule_settings = endpoint.alerts.apply(self.settings.rules)
                 verdict = rules.uptime_below(
                     target,
                     ratio,

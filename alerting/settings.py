@@ -7,7 +7,7 @@ warning → email + Slack, info → Slack (channels that are not configured are 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apprise
@@ -110,6 +110,42 @@ _RULE_READERS: dict[str, schema.Reader] = {
     "flapping_window": schema.duration,
     "flapping_changes": schema.integer(2, 1000),
 }
+
+
+# Rule settings an endpoint (or a region's or the global `defaults`) may override under `alerts:`.
+OVERRIDABLE = (
+    "failure_threshold",
+    "success_threshold",
+    "tls_warning_days",
+    "tls_critical_days",
+    "uptime_warning",
+    "uptime_critical",
+    "error_rate_warning",
+    "error_rate_critical",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOverrides:
+    """Per-endpoint changes to the rule settings; `enabled: false` mutes the endpoint."""
+
+    enabled: bool = True
+    changes: tuple[tuple[str, Any], ...] = ()
+
+    def apply(self, rules: RuleSettings) -> RuleSettings:
+        return replace(rules, **dict(self.changes)) if self.changes else rules
+
+
+def read_overrides(value: Any) -> dict[str, Any]:
+    """The `alerts:` mapping of a defaults block or an endpoint (merged down like latency)."""
+    readers: dict[str, schema.Reader] = {"enabled": schema.boolean}
+    readers.update({key: _RULE_READERS[key] for key in OVERRIDABLE})
+    return schema.sub_mapping(value, readers)
+
+
+def overrides(values: Mapping[str, Any]) -> AlertOverrides:
+    changes = tuple(sorted((k, v) for k, v in values.items() if k != "enabled"))
+    return AlertOverrides(values.get("enabled", True), changes)
 
 
 def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from alerting.settings import read_alerting
+from alerting.settings import overrides, read_alerting, read_overrides
 from healthcheck import schema
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
 from healthcheck.errors import ConfigError
@@ -41,9 +41,10 @@ COMMON_OPTIONS: dict[str, Option] = {
     "retries": Option(schema.integer(0, 10), 1, "extra attempts inside one check"),
     "latency": Option(lambda v: schema.sub_mapping(v, schema.LATENCY_KEYS), DEFAULT_LATENCY),
     "conditions": Option(lambda v: v, ()),  # parsed per endpoint, with the kind's placeholders
+    "alerts": Option(read_overrides, {}, "rule settings for this endpoint; enabled: false mutes"),
 }
 ENDPOINT_KEYS = {"name", "kind", "enabled"}
-MERGED_MAPPINGS = {"latency", "headers", "tls"}  # merged key by key down the levels
+MERGED_MAPPINGS = {"latency", "headers", "tls", "alerts"}  # merged key by key down the levels
 TOP_LEVEL_KEYS = ("defaults", "regions", "scheduler", "storage", "exporter", "alerting", "sla")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
@@ -274,6 +275,7 @@ class _Builder:
             latency_critical=latency["critical"],
             conditions=values["conditions"],
             settings=settings,
+            alerts=overrides(values["alerts"]),
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:

@@ -198,7 +198,7 @@ class Daemon:
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
             alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
             notifications=lambda: {
-                name: (stats.sent, stats.failed)
+                name: (stats.sent, stats.failed, self.sender.pending.get(name, 0))
                 for name, stats in (self.sender.stats.items() if self.sender else ())
             },
         )

@@ -53,7 +53,8 @@ class DaemonGauges:
     storage_written: Callable[[], int] | None = None
     uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
     alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
-    notifications: Callable[[], dict[str, tuple[int, int]]] | None = None  # channel -> sent, failed
+    # channel -> (sent, failed, pending)
+    notifications: Callable[[], dict[str, tuple[int, int, int]]] | None = None
 
 
 class Metrics:
@@ -297,7 +298,14 @@ class _ScrapeTimeCollector:
                 "Notifications per channel: sent (accepted) or failed (attempts refused)",
                 labels=("channel", "result"),
             )
-            for channel, (ok, failed) in gauges.notifications().items():
+            pending = GaugeMetricFamily(
+                "healthcheck_notifications_pending",
+                "Notifications in the outbox not yet accepted by the channel",
+                labels=("channel",),
+            )
+            for channel, (ok, failed, waiting) in gauges.notifications().items():
                 sent.add_metric([channel, "sent"], ok)
                 sent.add_metric([channel, "failed"], failed)
+                pending.add_metric([channel], waiting)
             yield sent
+            yield pending

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from alerting.settings import AlertingSettings
+from alerting.settings import AlertingSettings, AlertOverrides
 from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class Endpoint:
     latency_critical: float | None
     conditions: tuple[Condition, ...]
     settings: Any  # the kind's own frozen settings dataclass (HttpSettings, TcpSettings, ...)
+    alerts: AlertOverrides = field(default_factory=AlertOverrides)
 
     @property
     def id(self) -> str:

@@ -196,6 +196,7 @@ async def test_alerts_and_notifications_reach_metrics_and_the_api(
                 alerts = (await response.json())["alerts"]
         assert 'healthcheck_alerts_firing{severity="critical"} 1.0' in text
         assert 'healthcheck_notifications_total{channel="slack",result="sent"} 1.0' in text
+        assert 'healthcheck_notifications_pending{channel="slack"} 0.0' in text
         assert [(a["rule"], a["target"], a["severity"]) for a in alerts] == [
             ("endpoint_down", "us/api", "critical")
         ]
