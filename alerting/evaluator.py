@@ -26,6 +26,7 @@ HIGH_LATENCY = "high_latency"
 ERROR_RATE = "error_rate"
 UPTIME = "uptime"
 FLAPPING = "flapping"
+CANARY = "canary"
 UPTIME_EVERY = 30.0  # the 24h uptime moves slowly: judge it twice a minute
 
 Key = tuple[str, str]  # (rule, target)
@@ -179,6 +180,8 @@ class Evaluator:
             rule_settings.success_threshold,
         )
         judge(ENDPOINT_DOWN, target, region, down)
+        if result.kind in rules.CANARY_KINDS:
+            judge(CANARY, target, region, rules.canary(result, status is Status.DEGRADED))
         if result.cert_expiry is not None:
             judge(
                 TLS_EXPIRY,

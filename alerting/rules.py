@@ -144,3 +144,22 @@ def flapping(target: str, changes: int, threshold: int, window: float) -> Verdic
         Severity.WARNING,
         f"{target} is flapping: {changes} status changes in {minutes:g} minutes",
     )
+
+
+CANARY_KINDS = frozenset({"onnx", "inference"})
+_CANARY_CRITICAL = frozenset({"wrong_output", "gpu_unavailable"})
+
+
+def canary(result: ProbeResult, degraded: bool) -> Verdict | None:
+    """An inference canary: wrong output (silent corruption) or no GPU pages at once, without
+    waiting for a streak; a degraded canary (CPU fallback, slow) is a warning."""
+    if result.kind not in CANARY_KINDS:
+        return None
+    target = result.target_id
+    if result.error is not None and result.error.value in _CANARY_CRITICAL:
+        return Verdict(
+            True, Severity.CRITICAL, f"{target}: canary {result.error.value}: {result.error_text}"
+        )
+    if degraded:
+        return Verdict(True, Severity.WARNING, f"{target}: canary degraded")
+    return Verdict(False, Severity.WARNING, f"{target}: canary healthy")

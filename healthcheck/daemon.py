@@ -88,7 +88,8 @@ class Daemon:
         self._stored_silences: list[Silence] = []
         self._silences_read = 0.0
         if config.alerting.enabled:
-            self.channels = build_channels(config.alerting.channels)
+            page = f"http://{config.exporter.host}:{config.exporter.port}/"
+            self.channels = build_channels(config.alerting.channels, generator_url=page)
             self.sender = Sender(self.uptime.path, self.channels, clock=clock)
             endpoints = {endpoint.id: endpoint for endpoint in config.endpoints()}
             self.evaluator = Evaluator(endpoints, config.alerting, self._uptime_24h)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Evaluator
+from alerting.evaluator import CANARY, ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Evaluator
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
 from healthcheck.result import ErrorClass, ProbeResult, Status
@@ -97,3 +97,31 @@ def test_restored_firing_alert_does_not_resolve_on_an_empty_streak() -> None:
     assert feed(restarted, T0 + 10, ("eu/api", False)) == []  # still down: no resolve, no re-page
     assert feed(restarted, T0 + 11, ("eu/api", True)) == []  # one success is not recovery
     assert (ENDPOINT_DOWN, "eu/api", Event.RESOLVED) in feed(restarted, T0 + 12, ("eu/api", True))
+
+
+def test_a_canary_with_wrong_output_pages_at_once_and_degraded_warns() -> None:
+    ev = evaluator(regions={"gpu": {"endpoints": [{"name": "canary", "url": "http://x/"}]}})
+    wrong = ProbeResult(
+        "gpu",
+        "canary",
+        "onnx",
+        False,
+        0.01,
+        T0,
+        error=ErrorClass.WRONG_OUTPUT,
+        error_text="max abs error 0.3",
+    )
+    ev.observe(wrong, Status.UNHEALTHY)
+    changes = [(c.state.rule, c.state.severity.value, c.event) for c in ev.evaluate(T0) if c.event]
+    assert (CANARY, "critical", Event.FIRED) in changes  # no streak needed
+    ok = ProbeResult("gpu", "canary", "onnx", True, 0.01, T0 + 1)
+    ev.observe(ok, Status.DEGRADED)
+    changes = [
+        (c.state.rule, c.state.severity.value, c.event) for c in ev.evaluate(T0 + 1) if c.event
+    ]
+    assert (
+        CANARY,
+        "warning",
+        Event.FIRED,
+    ) not in changes  # still firing: now a warning, no new page
+    assert ev.alerts[(CANARY, "gpu/canary")].severity.value == "warning"
