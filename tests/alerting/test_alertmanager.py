@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
 import time
 
 import aiohttp
 import pytest
+from tools import require
 
 from alerting.delivery import AlertmanagerChannel
 from alerting.outbox import Notification
 from healthcheck.secrets import Secret
 
 
-def alertmanager_binary() -> str:
-    for name in ("prometheus-alertmanager", "alertmanager"):
-        path = shutil.which(name)
-        if path:
-            return path
-    reason = "Alertmanager is not installed (Debian package prometheus-alertmanager)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; .ci/run installs it, so CI must have it", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 async def alertmanager(tmp_path):
-    binary = alertmanager_binary()
+    binary = require("prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

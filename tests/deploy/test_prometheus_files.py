@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -98,15 +97,7 @@ _GRAFANA_VARIABLES = {
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is not None:
-        return path
-    if os.environ.get("CI", "").lower() in {"true", "1", "yes"}:
-        pytest.fail(
-            "promtool is not on PATH and CI is set: install the Debian package 'prometheus' "
-            "(listed in .ci/packages.txt) before running the tests"
-        )
-    pytest.skip("promtool is not on PATH (apt-get install prometheus)")
+    return require("promtool", package="prometheus")
 
 
 def run_promtool(promtool: str, *args: str | Path) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
 import socket
 
@@ -13,16 +11,7 @@ import aiohttp
 import pytest
 import yaml
 from browser import RenderedPage, dump_dom, find_chromium
-
-
-def need(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path:
-        return path
-    reason = f"{binary} is not installed (Debian package {package})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; .ci/run installs it, so CI must have it", pytrace=False)
-    pytest.skip(reason)
+from tools import require
 
 
 def free_port() -> int:
@@ -72,7 +61,7 @@ async def daemon_url(start_daemon, fleet, tmp_path, closed_port):
 
 
 async def test_promtool_accepts_the_exposition(daemon_url) -> None:
-    promtool = need("promtool", "prometheus")
+    promtool = require("promtool", package="prometheus")
     async with aiohttp.ClientSession() as session:
         await asyncio.sleep(1.0)  # a few rounds of checks, so every family has series
         async with session.get(f"{daemon_url}/metrics") as response:
@@ -91,7 +80,7 @@ async def test_promtool_accepts_the_exposition(daemon_url) -> None:
 
 
 async def test_a_real_prometheus_scrapes_and_answers_queries(daemon_url, tmp_path) -> None:
-    prometheus = need("prometheus", "prometheus")
+    prometheus = require("prometheus", package="prometheus")
     port = free_port()
     (tmp_path / "prometheus.yml").write_text(
         yaml.safe_dump(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from tools import require
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -25,15 +25,8 @@ CHROMIUM_FLAGS = (
 
 
 def find_chromium() -> str:
-    """The Chromium binary; missing, the test fails under CI=true and is skipped elsewhere."""
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    reason = "Chromium is not installed (apt-get install -y --no-install-recommends chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI=true requires it to test the status page", pytrace=False)
-    pytest.skip(reason)
+    """The Chromium binary (fails under CI=true when missing, else skips)."""
+    return require("chromium", "chromium-browser", package="chromium")
 
 
 async def run_chromium(binary: str, profile: Path, *args: str, timeout: float = 60) -> str:
