@@ -154,6 +154,7 @@ class Sender:
     )
     _outbox: Outbox | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
+    _stopping: bool = False
 
     async def database(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run an outbox call on the one thread that owns its connection."""
@@ -172,6 +173,12 @@ class Sender:
 
     async def put(self, notifications: list[Notification]) -> None:
         await self.database(Outbox.put, notifications, self.clock())
+        self.wake()
+
+    def stop(self) -> None:
+        """Finish the delivery in hand on each channel, record it, then return from run():
+        cancelling between "the channel accepted" and "marked sent" would send it twice."""
+        self._stopping = True
         self.wake()
 
     async def run(self) -> None:
@@ -195,7 +202,7 @@ class Sender:
 
     async def _channel_loop(self, channel: Channel | AlertmanagerChannel) -> None:
         wake = self._wakes.setdefault(channel.name, asyncio.Event())
-        while True:
+        while not self._stopping:
             wake.clear()
             await self._send_due(channel)
             self.pending = await self.database(Outbox.pending)
@@ -207,6 +214,8 @@ class Sender:
         if self.clock() < stats.retry_at:
             return
         for pending in await self.database(Outbox.due, channel.name, self.clock()):
+            if self._stopping:
+                return  # the rest stays queued for the next start
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(self.tries_now),

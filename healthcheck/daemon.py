@@ -40,6 +40,8 @@ DRAIN_GRACE = 5.0
 FLUSH_TIMEOUT = 10.0
 # Alerts are evaluated (and grouped) once per tick.
 ALERT_TICK = 1.0
+# How long a stopping daemon lets channels finish the delivery in hand.
+SENDER_GRACE = 15.0
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
 
@@ -175,18 +177,25 @@ class Daemon:
             return
         stored = await self.sender.database(lambda outbox: load_states(outbox.db))
         self.evaluator.restore(stored)
-        sending = asyncio.create_task(self.sender.run(), name="sender")
+        while True:
+            await asyncio.sleep(ALERT_TICK)
+            try:
+                await self.evaluate_alerts()
+            except Exception:  # keep alerting alive; the next tick tries again
+                log.exception("alert evaluation failed", extra={"event": "alerting_error"})
+
+    async def _stop_sender(self, sending: asyncio.Task[None]) -> None:
+        """Let each channel finish and record its delivery in hand; cancel past the bound."""
+        if self.sender is not None:
+            self.sender.stop()
         try:
-            while True:
-                await asyncio.sleep(ALERT_TICK)
-                try:
-                    await self.evaluate_alerts()
-                except Exception:  # keep alerting alive; the next tick tries again
-                    log.exception("alert evaluation failed", extra={"event": "alerting_error"})
-        finally:
-            sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sending
+            await asyncio.wait_for(sending, SENDER_GRACE)
+        except TimeoutError:
+            log.warning("notification sender did not stop in time", extra={"event": "sender_slow"})
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("notification sender failed", extra={"event": "sender_failed"})
 
     def _gauges(self) -> DaemonGauges:
         writer = self.storage
@@ -274,8 +283,10 @@ class Daemon:
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
             if self.storage is not None:
                 background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
-            if self.evaluator is not None:
+            sending = None
+            if self.evaluator is not None and self.sender is not None:
                 background.append(asyncio.create_task(self._alerting(), name="alerting"))
+                sending = asyncio.create_task(self.sender.run(), name="sender")
             try:
                 await stop.wait()
             finally:
@@ -285,6 +296,8 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await self.scheduler.drain(DRAIN_GRACE)
+                if sending is not None:
+                    await self._stop_sender(sending)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if runner is not None:
