@@ -204,8 +204,16 @@ class Sender:
         wake = self._wakes.setdefault(channel.name, asyncio.Event())
         while not self._stopping:
             wake.clear()
-            await self._send_due(channel)
-            self.pending = await self.database(Outbox.pending)
+            try:
+                await self._send_due(channel)
+                self.pending = await self.database(Outbox.pending)
+            except Exception as exc:  # e.g. the database locked or unwritable: try again later
+                log.warning(
+                    "channel %s cannot read or update the outbox: %s",
+                    channel.name,
+                    exc,
+                    extra={"event": "outbox_error", "channel": channel.name},
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.poll)
 

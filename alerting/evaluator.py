@@ -27,6 +27,8 @@ ERROR_RATE = "error_rate"
 UPTIME = "uptime"
 FLAPPING = "flapping"
 CANARY = "canary"
+DAEMON_HEALTH = "daemon_health"
+DAEMON = "healthcheck"  # the target of the daemon's self-check
 UPTIME_EVERY = 30.0  # the 24h uptime moves slowly: judge it twice a minute
 
 Key = tuple[str, str]  # (rule, target)
@@ -80,6 +82,8 @@ class Evaluator:
         self._recent: dict[str, _Recent] = {}
         self._buffer: list[tuple[ProbeResult, Status]] = []
         self._next_uptime = 0.0
+        # Set by the daemon before each evaluation: (schedule lag p99 s, storage down for s).
+        self.self_check: tuple[float | None, float | None] | None = None
 
     def restore(self, stored: Mapping[Key, tuple[AlertState, bool]]) -> None:
         """Carry on after a restart: firing stays firing, and a down endpoint stays down
@@ -146,6 +150,16 @@ class Evaluator:
             self._next_uptime = now + UPTIME_EVERY
             with _contained("the uptime rule"):
                 self._judge_uptime(judge)
+
+        if self.self_check is not None:
+            lag_p99, storage_down_for = self.self_check
+            verdict = rules.daemon_health(
+                lag_p99,
+                storage_down_for,
+                self.settings.rules.self_lag_p99,
+                self.settings.rules.self_storage_down,
+            )
+            judge(DAEMON_HEALTH, DAEMON, "", verdict)
 
         # Alerts that heard nothing new: holds still complete, reminders still fall due.
         for key, (verdict, hold) in list(self.verdicts.items()):

@@ -91,7 +91,7 @@ def route(
         notifications.append(
             _one(channel, members[0], settings, now)
             if len(members) == 1
-            else _grouped(channel, region, members, now)
+            else _grouped(channel, region, members, now, settings)
         )
     return Routed(notifications, told)
 
@@ -118,7 +118,7 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
         channel=channel,
         dedup_key=state.key,
         title=f"[{HEADLINES[change.event]}:{state.severity.value}] {state.rule} {state.target}",
-        body=state.summary,
+        body=_from(state.summary, settings),
         notify_type="success" if resolved else NOTIFY_TYPES[state.severity],
         severity=state.severity.value,
         event=change.event.value,
@@ -128,7 +128,14 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
     )
 
 
-def _grouped(channel: str, region: str, members: list[Change], now: float) -> Notification:
+def _from(body: str, settings: AlertingSettings) -> str:
+    """Say where the probes ran from when several daemons watch the same fleet."""
+    return f"{body}\n(seen from vantage {settings.vantage})" if settings.vantage else body
+
+
+def _grouped(
+    channel: str, region: str, members: list[Change], now: float, settings: AlertingSettings
+) -> Notification:
     worst = max(
         (c.state.severity for c in members if c.event is not Event.RESOLVED),
         key=lambda s: s.rank,
@@ -141,7 +148,7 @@ def _grouped(channel: str, region: str, members: list[Change], now: float) -> No
         channel=channel,
         dedup_key=f"group:{region}:{now:.3f}",
         title=f"[healthcheck] {region}: {', '.join(p for p in parts if p)}",
-        body="\n".join(_line(c) for c in members),
+        body=_from("\n".join(_line(c) for c in members), settings),
         notify_type="success" if worst is None else NOTIFY_TYPES[worst],
         severity=(worst or Severity.INFO).value,
         event="grouped",

@@ -163,3 +163,21 @@ def canary(result: ProbeResult, degraded: bool) -> Verdict | None:
     if degraded:
         return Verdict(True, Severity.WARNING, f"{target}: canary degraded")
     return Verdict(False, Severity.WARNING, f"{target}: canary healthy")
+
+
+def daemon_health(
+    lag_p99: float | None, storage_down_for: float | None, lag_limit: float, storage_limit: float
+) -> Verdict:
+    """The daemon's own health: checks starting late, or results not reaching the database."""
+    problems = []
+    if lag_p99 is not None and lag_p99 > lag_limit:
+        problems.append(
+            f"checks start {lag_p99 * 1000:.0f}ms late (p99; limit {lag_limit * 1000:g}ms)"
+        )
+    if storage_down_for is not None and storage_down_for >= storage_limit:
+        problems.append(f"storage unwritable for {storage_down_for:.0f}s")
+    return Verdict(
+        bool(problems),
+        Severity.WARNING,
+        "healthcheck itself: " + ("; ".join(problems) if problems else "healthy again"),
+    )

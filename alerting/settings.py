@@ -50,6 +50,8 @@ class RuleSettings:
     latency_for: float = 120.0
     flapping_window: float = 600.0
     flapping_changes: int = 6
+    self_lag_p99: float = 1.0  # the daemon's own schedule lag worth a warning
+    self_storage_down: float = 60.0  # storage unwritable this long is worth a warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,8 @@ _RULE_READERS: dict[str, schema.Reader] = {
     "latency_for": schema.duration,
     "flapping_window": schema.duration,
     "flapping_changes": schema.integer(2, 1000),
+    "self_lag_p99": schema.duration,
+    "self_storage_down": schema.duration,
 }
 
 

@@ -202,7 +202,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
         return asyncio.run(_once(config, args.format, record=args.record))
-    return asyncio.run(_run_daemon(Daemon(config, open_writer(config.storage))))
+    daemon = Daemon(
+        config,
+        open_writer(config.storage),
+        config_path=config.source,
+        regions=set(args.region) if args.region else None,
+    )
+    return asyncio.run(_run_daemon(daemon))
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -317,6 +323,14 @@ async def _run_daemon(daemon: Daemon, duration: float | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(daemon.reload(), name="reload")
+        reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     if duration is not None:
         loop.call_later(duration, stop.set)
     await daemon.run(stop)

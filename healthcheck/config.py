@@ -23,7 +23,7 @@ from healthcheck.errors import ConfigError
 from healthcheck.probes import REGISTRY
 from healthcheck.probes.base import Probe
 from healthcheck.schema import REQUIRED, FieldError, Option
-from healthcheck.secrets import Secret
+from healthcheck.secrets import Redactor, Secret
 from healthcheck.targets import (
     Config,
     Endpoint,
@@ -114,7 +114,8 @@ class _Builder:
         self.secrets: set[str] = set()
 
     def error(self, path: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.source, path=path or None)
+        # A value that came from the environment may be echoed back: never show it.
+        return ConfigError(Redactor(self.secrets)(message), file=self.source, path=path or None)
 
     # -- interpolation -------------------------------------------------------------------------
     def interpolate(self, value: Any, path: str) -> Any:

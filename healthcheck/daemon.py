@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -20,16 +21,19 @@ from alerting.router import route
 from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
 from healthcheck.api import ApiState, build_app
-from healthcheck.errors import HealthcheckError
+from healthcheck.config import load_config
+from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.probes import Prober
 from healthcheck.probes.base import Clock
 from healthcheck.result import ProbeResult, Status
-from healthcheck.scheduler import Scheduler
+from healthcheck.scheduler import HEARTBEAT, Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
+from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, StorageSettings
 from healthcheck.uptime_cache import UptimeCache
+from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
 
 log = logging.getLogger("healthcheck.daemon")
@@ -42,6 +46,10 @@ FLUSH_TIMEOUT = 10.0
 ALERT_TICK = 1.0
 # How long a stopping daemon lets channels finish the delivery in hand.
 SENDER_GRACE = 15.0
+# STATUS= lines (and the watchdog, when its interval is shorter) this often.
+STATUS_EVERY = 10.0
+# A dispatcher silent this long (it wakes every HEARTBEAT) is wedged: no WATCHDOG=1, not ready.
+STALL_AFTER = 3 * HEARTBEAT
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
 
@@ -70,8 +78,18 @@ class Daemon:
         extra_sinks: Sequence[ResultSink] = (),
         clock: Clock = time.time,
         serve_http: bool = True,
+        config_path: str | None = None,
+        regions: set[str] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # re-read on SIGHUP; None: nothing to reload
+        self.regions = regions  # a --region filter to apply again on reload
+        self.notifier = notifier or Notifier()
+        self.reload_state = (True, clock())
+        self._reloading = asyncio.Lock()
+        self.prober: Prober | None = None
+        self.api: ApiState | None = None
         self.board = StatusBoard(config.endpoints())
         self.storage = storage
         self._clock = clock
@@ -89,6 +107,9 @@ class Daemon:
         self.sender: Sender | None = None
         self._stored_silences: list[Silence] = []
         self._silences_read = 0.0
+        # Alert changes the database could not take yet (locked, full, read-only): kept in
+        # order and saved with the next evaluation that can, so none is lost.
+        self._unsaved: list[Callable[[Outbox], None]] = []
         if config.alerting.enabled:
             page = f"http://{config.exporter.host}:{config.exporter.port}/"
             self.channels = build_channels(config.alerting.channels, generator_url=page)
@@ -116,12 +137,17 @@ class Daemon:
         if evaluator is None or sender is None:
             return
         now = self._clock()
+        evaluator.self_check = self._self_check(now)
         changes = evaluator.evaluate(now)
         if not changes:
+            await self._save(sender)
             return
         if now - self._silences_read > SILENCES_EVERY:
-            self._stored_silences = await sender.database(lambda outbox: stored(outbox.db, now))
-            self._silences_read = now
+            try:
+                self._stored_silences = await sender.database(lambda outbox: stored(outbox.db, now))
+                self._silences_read = now
+            except Exception as exc:  # the last silences read stay in force
+                log.warning("cannot read silences: %s", exc, extra={"event": "silences_error"})
         routed = route(
             changes,
             evaluator.alerts,
@@ -153,8 +179,8 @@ class Daemon:
             forget(outbox.db, dropped)
             outbox.put(routed.notifications, now)
 
-        await sender.database(persist)
-        sender.wake()
+        self._unsaved.append(persist)
+        await self._save(sender)
         for change in changes:
             if change.event is not None:
                 log.info(
@@ -172,6 +198,25 @@ class Daemon:
                     },
                 )
 
+    async def _save(self, sender: Sender) -> None:
+        """Save the alert changes not yet in the database, oldest first; each one is its own
+        transaction and leaves the queue only once committed."""
+        saved = 0
+        try:
+            while self._unsaved:
+                await sender.database(self._unsaved[0])
+                self._unsaved.pop(0)
+                saved += 1
+        except Exception as exc:
+            log.warning(
+                "alert changes not saved yet (%d waiting), retrying each second: %s",
+                len(self._unsaved),
+                exc,
+                extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
+            )
+        if saved:
+            sender.wake()
+
     async def _alerting(self) -> None:
         if self.sender is None or self.evaluator is None:
             return
@@ -183,6 +228,110 @@ class Daemon:
                 await self.evaluate_alerts()
             except Exception:  # keep alerting alive; the next tick tries again
                 log.exception("alert evaluation failed", extra={"event": "alerting_error"})
+
+    def _self_check(self, now: float) -> tuple[float | None, float | None]:
+        """(p99 schedule lag of the last 200 dispatches, seconds storage has been unwritable)."""
+        lags = self.scheduler.stats.lags[-200:] if self.scheduler else []
+        lag_p99 = sorted(lags)[int(0.99 * (len(lags) - 1))] if len(lags) >= 20 else None
+        since = self.storage.stats.failing_since if self.storage else None
+        return lag_p99, (now - since if since is not None else None)
+
+    def status_line(self) -> str:
+        """The one-line summary systemd shows (STATUS=)."""
+        parts = [self.board.summary()]
+        if (
+            self.storage is not None
+            and not self.storage.stats.writable
+            and self.storage.stats.failures
+        ):
+            parts.append("storage DOWN")
+        if self.evaluator is not None:
+            firing = sum(self.evaluator.firing().values())
+            parts.append(f"{firing} alerts firing")
+        if not self.reload_state[0]:
+            parts.append("last reload rejected")
+        return "; ".join(parts)
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config. A bad one is logged and the old one keeps running;
+        endpoints that did not change keep their timers, results and alert state."""
+        if self.config_path is None:
+            log.warning(
+                "nothing to reload: no configuration file", extra={"event": "config_reload_skipped"}
+            )
+            return False
+        async with self._reloading:  # a storm of SIGHUPs: one reload at a time, last one wins
+            return await self._reload(self.config_path)
+
+    async def _reload(self, path: str) -> bool:
+        self.notifier.send(reloading=1, monotonic_usec=int(time.monotonic() * 1_000_000))
+        try:
+            new = await asyncio.to_thread(load_config, path)
+            if self.regions:
+                new = new.only_regions(self.regions)
+        except HealthcheckError as exc:
+            self.reload_state = (False, self.reload_state[1])
+            log.error(
+                "configuration reload rejected, the running one stays: %s",
+                exc,
+                extra={"event": "config_reload_failed", "error": str(exc)},
+            )
+            self.notifier.send(ready=1, status=self.status_line())
+            return False
+        old = self.config
+        needs_restart = [
+            name
+            for name in ("storage", "exporter", "alerting")
+            if getattr(new, name) != getattr(old, name)
+        ]
+        # Those sections belong to running parts (a file, a socket, senders): keep them.
+        self.config = replace(
+            new, storage=old.storage, exporter=old.exporter, alerting=old.alerting
+        )
+        endpoints = list(self.config.endpoints())
+        self.board.update(endpoints)
+        self.metrics.update(self.config)
+        if self.evaluator is not None:
+            self.evaluator.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        if self.api is not None:
+            self.api.config = self.config
+        if self.prober is not None:
+            self.prober.use_secrets(Redactor(self.config.secrets))
+        added, removed, changed = (
+            self.scheduler.update(endpoints) if self.scheduler else (len(endpoints), 0, 0)
+        )
+        self.reload_state = (True, self._clock())
+        log.info(
+            "configuration reloaded: %d added, %d removed, %d changed%s",
+            added,
+            removed,
+            changed,
+            f"; {', '.join(needs_restart)} changes take effect on restart" if needs_restart else "",
+            extra={
+                "event": "config_reloaded",
+                "added": added,
+                "removed": removed,
+                "changed": changed,
+                "needs_restart": needs_restart,
+            },
+        )
+        self.notifier.send(ready=1, status=self.status_line())
+        return True
+
+    async def _supervise(self) -> None:
+        """WATCHDOG=1 only while the scheduler's dispatcher wakes on time; STATUS= lines."""
+        period = min(self.notifier.watchdog_interval or STATUS_EVERY, STATUS_EVERY)
+        while True:
+            age = self._heartbeat_age()
+            alive = age is not None and age < max(STALL_AFTER, period)
+            if alive and self.notifier.watchdog_interval is not None:
+                self.notifier.send(watchdog=1)
+            elif not alive:
+                log.warning(
+                    "the scheduler is not making progress", extra={"event": "scheduler_stalled"}
+                )
+            self.notifier.send(status=self.status_line())
+            await asyncio.sleep(period)
 
     async def _stop_sender(self, sending: asyncio.Task[None]) -> None:
         """Let each channel finish and record its delivery in hand; cancel past the bound."""
@@ -197,6 +346,20 @@ class Daemon:
         except Exception:
             log.exception("notification sender failed", extra={"event": "sender_failed"})
 
+    async def _open_storage(self) -> None:
+        """Open (create, migrate) the database before saying READY; if it cannot be opened
+        the daemon still runs (probing, metrics) and the writer keeps retrying."""
+        if self.storage is None:
+            return
+        try:
+            await asyncio.to_thread(lambda: connect(self.storage.path).conn.close())
+        except StorageError as exc:
+            log.error(
+                "storage not available at start; probing anyway and retrying: %s",
+                exc,
+                extra={"event": "storage_failed", "path": self.storage.path},
+            )
+
     def _gauges(self) -> DaemonGauges:
         writer = self.storage
         return DaemonGauges(
@@ -207,6 +370,9 @@ class Daemon:
             storage_written=(lambda: writer.stats.written) if writer else None,
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
             alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
+            reload=lambda: self.reload_state,
+            not_ready=self.not_ready,
+            heartbeat_age=self._heartbeat_age,
             notifications=lambda: {
                 name: (stats.sent, stats.failed, self.sender.pending.get(name, 0))
                 for name, stats in (self.sender.stats.items() if self.sender else ())
@@ -223,11 +389,18 @@ class Daemon:
         for sink in self._sinks:
             sink(result, status)
 
+    def _heartbeat_age(self) -> float | None:
+        beat = self.scheduler.heartbeat if self.scheduler else None
+        return None if beat is None else time.monotonic() - beat  # any thread may ask
+
     def not_ready(self) -> list[str]:
         """Why the daemon cannot be relied on right now; empty when it can."""
         reasons = []
+        age = self._heartbeat_age()
         if self.scheduler is None or not self.scheduler.running:
             reasons.append("scheduler not running")
+        elif age is not None and age > STALL_AFTER:
+            reasons.append(f"scheduler stalled: no progress for {age:.0f}s")
         if (
             self.storage is not None
             and self.storage.stats.failures
@@ -241,6 +414,7 @@ class Daemon:
         state = ApiState(
             self.config, self.board, self.metrics, self.uptime, self.uptime.path, self.not_ready
         )
+        self.api = state
         runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -266,7 +440,9 @@ class Daemon:
         if self.storage is not None:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
+        await self._open_storage()
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
+            self.prober = prober
             self.scheduler = Scheduler(
                 endpoints,
                 prober.check,
@@ -281,25 +457,46 @@ class Daemon:
                 extra={"event": "started", "endpoints": len(endpoints)},
             )
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
+            background.append(asyncio.create_task(self._supervise(), name="supervisor"))
             if self.storage is not None:
                 background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
             sending = None
             if self.evaluator is not None and self.sender is not None:
                 background.append(asyncio.create_task(self._alerting(), name="alerting"))
                 sending = asyncio.create_task(self.sender.run(), name="sender")
+            await asyncio.sleep(0)  # let the dispatcher start before saying ready
+            self.notifier.send(ready=1, status=self.status_line())
             try:
                 await stop.wait()
             finally:
+                self.notifier.send(
+                    stopping=1, status="stopping: finishing checks, flushing storage"
+                )
                 for task in background:
                     task.cancel()
                 for task in background:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await self.scheduler.drain(DRAIN_GRACE)
+                if self.sender is not None and self._unsaved:
+                    await self._save(self.sender)  # a last try; what fails is logged with a count
                 if sending is not None:
                     await self._stop_sender(sending)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if runner is not None:
                     await runner.cleanup()
-                log.info("stopped", extra={"event": "stopped"})
+                stats = self.scheduler.stats
+                log.info(
+                    "stopped: %d checks dispatched, %d completed, %d results stored",
+                    stats.dispatched,
+                    stats.completed,
+                    self.storage.stats.written if self.storage else 0,
+                    extra={
+                        "event": "stopped",
+                        "dispatched": stats.dispatched,
+                        "completed": stats.completed,
+                        "stored": self.storage.stats.written if self.storage else None,
+                        "dropped": self.storage.stats.dropped if self.storage else None,
+                    },
+                )

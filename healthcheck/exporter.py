@@ -7,6 +7,7 @@ the probe loop pays almost nothing for metrics whatever the fleet size.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from healthcheck import __version__
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import ErrorClass, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
@@ -36,6 +37,7 @@ ENDPOINT_LABELS = ("region", "endpoint", "kind")
 
 @dataclass(slots=True)
 class _EndpointSeries:
+    labels: tuple[str, str, str]
     duration: Any
     success: Any
     failure: Any
@@ -55,6 +57,9 @@ class DaemonGauges:
     alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
     # channel -> (sent, failed, pending)
     notifications: Callable[[], dict[str, tuple[int, int, int]]] | None = None
+    reload: Callable[[], tuple[bool, float]] | None = None  # last reload ok, when (epoch s)
+    not_ready: Callable[[], list[str]] | None = None  # why /readyz says 503; empty: ready
+    heartbeat_age: Callable[[], float | None] | None = None  # s since the dispatcher woke
 
 
 class Metrics:
@@ -100,9 +105,28 @@ class Metrics:
         self._series = {endpoint.id: self._children(endpoint) for endpoint in config.endpoints()}
         r.register(_ScrapeTimeCollector(self))
 
+    def update(self, config: Config) -> None:
+        """A reloaded configuration: series for new endpoints, none left for removed ones."""
+        self.config = config
+        current = {endpoint.id: endpoint for endpoint in config.endpoints()}
+        for endpoint_id in [i for i in self._series if i not in current]:
+            labels = self._series.pop(endpoint_id).labels
+            removals = [
+                (self.duration, labels),
+                *((self.checks, (*labels, r)) for r in ("success", "failure")),
+            ]
+            removals += [(self.errors, (*labels, error.value)) for error in ErrorClass]
+            for family, values in removals:
+                with contextlib.suppress(KeyError):
+                    family.remove(*values)
+        for endpoint_id, endpoint in current.items():
+            if endpoint_id not in self._series:
+                self._series[endpoint_id] = self._children(endpoint)
+
     def _children(self, endpoint: Any) -> _EndpointSeries:
         labels = (endpoint.region, endpoint.name, endpoint.kind)
         return _EndpointSeries(
+            labels=labels,
             duration=self.duration.labels(*labels),
             success=self.checks.labels(*labels, "success"),
             failure=self.checks.labels(*labels, "failure"),
@@ -253,6 +277,19 @@ class _ScrapeTimeCollector:
             "Endpoints in the running configuration",
             value=len(self.metrics.board.endpoints),
         )
+        if gauges.not_ready is not None:
+            yield GaugeMetricFamily(
+                "healthcheck_up",
+                "1 if the daemon is ready (scheduler progressing, storage writable), as /readyz",
+                value=0.0 if gauges.not_ready() else 1.0,
+            )
+        age = gauges.heartbeat_age() if gauges.heartbeat_age is not None else None
+        if age is not None:
+            yield GaugeMetricFamily(
+                "healthcheck_scheduler_heartbeat_age_seconds",
+                "Seconds since the scheduler's dispatcher last woke (it wakes each second)",
+                value=age,
+            )
         readings = (
             ("healthcheck_probes_in_flight", "Checks running now", gauges.in_flight),
             (
@@ -285,6 +322,18 @@ class _ScrapeTimeCollector:
             if read is not None:
                 family = CounterMetricFamily(name, text, value=float(read()))
                 yield family
+        if gauges.reload is not None:
+            ok, when = gauges.reload()
+            yield GaugeMetricFamily(
+                "healthcheck_config_last_reload_successful",
+                "1 if the last configuration (re)load was applied, 0 if it was rejected",
+                value=1.0 if ok else 0.0,
+            )
+            yield GaugeMetricFamily(
+                "healthcheck_config_last_reload_success_timestamp_seconds",
+                "When a configuration was last loaded successfully",
+                value=when,
+            )
         if gauges.alerts_firing is not None:
             firing = GaugeMetricFamily(
                 "healthcheck_alerts_firing", "Alerts firing now", labels=("severity",)

@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from healthcheck.targets import Endpoint, SchedulerSettings
 log = logging.getLogger("healthcheck.scheduler")
 
 Check = Callable[[Endpoint], Awaitable[ProbeResult]]
+HEARTBEAT = 1.0  # the dispatcher wakes at least this often, even with nothing due
 Sink = Callable[[ProbeResult], None]
 
 
@@ -74,12 +76,32 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._on_lag = on_lag
         self.running = False
+        self.heartbeat: float | None = None  # time.monotonic() of the dispatcher's last wake
+        self._on_heap: set[str] = set()
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def update(self, endpoints: Iterable[Endpoint]) -> tuple[int, int, int]:
+        """Take a reloaded set of endpoints: new ones start at their spread offset, removed
+        ones stop, unchanged and changed ones keep their place on the timeline (a changed
+        interval applies from their next run). Returns (added, removed, changed)."""
+        new = {endpoint.id: endpoint for endpoint in endpoints}
+        old = self._endpoints
+        added = [e for i, e in new.items() if i not in old]
+        removed = [i for i in old if i not in new]
+        changed = [i for i, e in new.items() if i in old and old[i] != e]
+        self._endpoints = new
+        if self.running:
+            now = asyncio.get_running_loop().time()
+            for endpoint in added:
+                if endpoint.id not in self._on_heap:  # removed and back before its slot came
+                    self._push(now + spread_offset(endpoint), endpoint)
+        return len(added), len(removed), len(changed)
+
     def _push(self, due: float, endpoint: Endpoint) -> None:
+        self._on_heap.add(endpoint.id)
         self._sequence += 1
         heapq.heappush(self._heap, (due, self._sequence, endpoint.id))
 
@@ -101,23 +123,31 @@ class Scheduler:
 
     async def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
+            self.heartbeat = time.monotonic()
             if not self._heap:  # every endpoint disabled: idle, but keep running
-                await asyncio.sleep(3600)
+                await asyncio.sleep(HEARTBEAT)
                 continue
             due, _, endpoint_id = self._heap[0]
             delay = due - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                # Never sleep long: each wake is a heartbeat the watchdog can trust.
+                await asyncio.sleep(min(delay, HEARTBEAT))
                 continue
             heapq.heappop(self._heap)
             endpoint = self._endpoints.get(endpoint_id)
-            if endpoint is None:
+            if endpoint is None:  # removed by a reload
+                self._on_heap.discard(endpoint_id)
                 continue
             self._push(self._next_due(due, endpoint, loop.time()), endpoint)
             if endpoint_id in self._in_flight:
                 self.stats.skipped_overrun += 1
                 continue
-            await self._cap.acquire()
+            while True:  # a full cap is work in progress, not a wedge: keep beating
+                try:
+                    await asyncio.wait_for(self._cap.acquire(), HEARTBEAT)
+                    break
+                except TimeoutError:
+                    self.heartbeat = time.monotonic()
             try:
                 await self._throttler.acquire()
             except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 REDACTED = "***"
@@ -37,16 +38,19 @@ def reveal(value: str | Secret) -> str:
 
 
 class Redactor:
-    """Replaces every known secret value in a text with ***; shared by logs and outputs."""
+    """Replaces every known secret value in a text with ***; shared by logs and outputs.
+    Matching ignores case: an error message may echo a value upper- or lower-cased."""
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_pattern",)
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is replaced whole.
-        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True))
+        ordered = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self._pattern = (
+            re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+        )
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)

@@ -92,6 +92,24 @@ class StatusBoard:
         self.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
         self.latest: dict[str, tuple[ProbeResult, Status]] = {}
 
+    def update(self, endpoints: Iterable[Endpoint]) -> None:
+        """A reloaded configuration: removed endpoints are forgotten, the rest keep state."""
+        self.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        for endpoint_id in list(self.latest):
+            if endpoint_id not in self.endpoints:
+                del self.latest[endpoint_id]
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: how many endpoints are in each status."""
+        counts = {status: 0 for status in Status}
+        for _, status in list(self.latest.values()):
+            counts[status] += 1
+        unknown = len(self.endpoints) - sum(counts.values())
+        parts = [f"{counts[s]} {s.value}" for s in Status if counts[s]]
+        if unknown:
+            parts.append(f"{unknown} not yet checked")
+        return f"{len(self.endpoints)} endpoints: {', '.join(parts) or 'none'}"
+
     def record(self, result: ProbeResult) -> Status | None:
         """Note a result; its status, or None for an endpoint no longer configured."""
         endpoint = self.endpoints.get(result.target_id)

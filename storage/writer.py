@@ -46,6 +46,7 @@ class WriterStats:
     writable: bool = False
     last_error: str | None = None
     last_commit: float | None = None
+    failing_since: float | None = None  # when writes started failing (None: they work)
 
 
 def default_path() -> str:
@@ -211,6 +212,8 @@ class StorageWriter:
                 )
             self.stats.writable = False
             self.stats.last_error = text
+            if self.stats.failing_since is None:
+                self.stats.failing_since = self.clock()
             return False
         if not self.stats.writable and self.stats.failures:
             log.info(
@@ -220,6 +223,7 @@ class StorageWriter:
             )
         self.stats.writable = True
         self.stats.last_error = None
+        self.stats.failing_since = None
         self.stats.written += len(batch)
         self.stats.last_commit = self.clock()
         return True

@@ -44,6 +44,10 @@ class Prober:
         for probe in self._probes.values():
             await probe.close()
 
+    def use_secrets(self, redactor: Redactor) -> None:
+        """A reloaded configuration may bring new secrets to scrub."""
+        self._redact = redactor
+
     async def check(self, target: Endpoint) -> ProbeResult:
         """One check of one endpoint; secrets are scrubbed from the error text at the source."""
         result = await self._probes[target.kind].run(target)

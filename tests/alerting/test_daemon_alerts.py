@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 
 import pytest
 from aiohttp import web
@@ -202,3 +203,35 @@ async def test_alerts_and_notifications_reach_metrics_and_the_api(
         ]
     finally:
         await running.close()
+
+
+async def test_storage_locked_raises_the_self_check_and_loses_no_alert(
+    fleet, webhook, smtp, tmp_path
+) -> None:
+    """Another process holds the database's write lock: results wait in memory, the daemon's
+    own health alert fires, and once the lock goes both the alert and every result land."""
+    base, _ = fleet
+    port, _ = smtp
+    await webhook.up()
+    db = tmp_path / "hc.db"
+    config = config_for(base, webhook, port, str(db), self_storage_down="1s")
+    running = Running(config)
+    locker = sqlite3.connect(db, timeout=10, isolation_level=None)
+    try:
+        await until(lambda: running.daemon.storage.stats.written > 0)
+        locker.execute("BEGIN EXCLUSIVE")
+        firing = ("daemon_health", "healthcheck")
+        await until(lambda: firing in running.daemon.evaluator.alerts, timeout=20)
+        assert "storage unwritable" in running.daemon.evaluator.alerts[firing].summary
+        assert titles(webhook) == []  # the outbox shares the locked file: nothing sent yet
+        locker.execute("COMMIT")
+        await until(lambda: "[FIRING:warning] daemon_health healthcheck" in titles(webhook))
+        await until(lambda: "[RESOLVED:warning] daemon_health healthcheck" in titles(webhook))
+    finally:
+        locker.close()
+        await running.close()
+    stats = running.daemon.storage.stats
+    assert stats.dropped == 0
+    with sqlite3.connect(db) as check:
+        assert check.execute("SELECT COUNT(*) FROM results").fetchone()[0] == stats.written
+    assert stats.written == running.daemon.scheduler.stats.completed

@@ -220,3 +220,21 @@ def test_windowed_rules() -> None:
     assert uptime_below("t", 0.93, 500, 0.95, 0.9).severity is Severity.WARNING
     assert uptime_below("t", 0.85, 500, 0.95, 0.9).severity is Severity.CRITICAL
     assert flapping("t", 6, 6, 600).active and not flapping("t", 5, 6, 600).active
+
+
+def test_a_vantage_is_named_in_every_message_and_label() -> None:
+    """Daemons probing the same fleet from different places say where they stand."""
+    settings = AlertingSettings(channels=SETTINGS.channels, vantage="eu-west-1a")
+    down = [
+        change(alert(ENDPOINT_DOWN, "eu/api"), Event.FIRED),
+        change(alert(ENDPOINT_DOWN, "eu/web"), Event.FIRED),
+    ]
+    alerts = {(c.state.rule, c.state.target): c.state for c in down}
+    routed = route(down, alerts, {}, settings, {"pagerduty"}, NOW)
+    assert routed.notifications
+    for notification in routed.notifications:  # per-alert and grouped alike
+        assert notification.body.endswith("(seen from vantage eu-west-1a)")
+    paged = next(n for n in routed.notifications if n.channel == "pagerduty")
+    assert ["vantage", "eu-west-1a"] in paged.labels
+    plain = route(down, alerts, {}, SETTINGS, {"pagerduty"}, NOW)
+    assert not any("vantage" in n.body for n in plain.notifications)

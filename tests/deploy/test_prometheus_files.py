@@ -55,6 +55,11 @@ EXPORTED_METRICS = {
     "healthcheck_storage_writable",
     "healthcheck_endpoints_configured",
     "healthcheck_build_info",
+    "healthcheck_up",
+    "healthcheck_scheduler_heartbeat_age_seconds",
+    "healthcheck_config_last_reload_successful",
+    "healthcheck_config_last_reload_success_timestamp_seconds",
+    "healthcheck_notifications_pending",
 }
 RECORDING_RULES = {
     "endpoint:healthcheck_probe_duration_seconds:p95_5m",

@@ -354,3 +354,21 @@ def test_secret_values_never_appear_in_errors() -> None:
             "regions: {r: {endpoints: [{name: a, url: '${TOKEN}'}]}}", {"TOKEN": "hunter2hunter2"}
         )
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "path"),
+    [
+        ("method: '${SECRET}'", "regions.r.endpoints[0].method"),  # echoed upper-cased
+        ("expected_status: '${SECRET}'", "regions.r.endpoints[0].expected_status"),
+        ("interval: '${SECRET}'", "regions.r.endpoints[0].interval"),
+    ],
+)
+def test_secret_values_are_scrubbed_from_every_echoing_error(fragment: str, path: str) -> None:
+    text = f"regions: {{r: {{endpoints: [{{name: a, url: 'http://x/', {fragment}}}]}}}}"
+    with pytest.raises(ConfigError) as caught:
+        parse(text, {"SECRET": "s3cretValue"})
+    assert caught.value.path == path
+    message = str(caught.value)
+    assert "s3cretvalue" not in message.lower()
+    assert "***" in message  # the value is shown redacted, not silently dropped

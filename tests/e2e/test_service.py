@@ -1,0 +1,186 @@
+"""The daemon as systemd runs it: sd_notify on a real socket, SIGHUP reloads, SIGTERM, watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+
+import aiohttp
+import yaml
+
+from healthcheck.config import load_config
+from healthcheck.daemon import Daemon, open_writer
+from healthcheck.systemd_notify import Notifier
+
+
+class NotifySocket:
+    """A real unix datagram socket, as systemd's; collects what the daemon says."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages: list[dict[str, str]] = []
+
+    def read(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.messages
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+
+    def count(self, key: str) -> int:
+        return sum(1 for m in self.read() if key in m)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def until(condition, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def write_config(path, fleet, endpoints: list[dict], **extra) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"interval": "200ms", "timeout": "150ms", "retries": 0},
+                "exporter": {"listen": "127.0.0.1:0"},
+                "storage": {"path": str(path.with_name("hc.db"))},
+                "regions": {"r": {"endpoints": endpoints}},
+                **extra,
+            }
+        )
+    )
+
+
+async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_path) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, [{"name": "a", "url": f"{fleet.http}/ok"}])
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
+    process = await start_daemon(config, env=env)
+    log: list[dict] = []
+
+    async def read_log() -> None:
+        async for line in process.stderr:
+            log.append(json.loads(line))
+
+    reader = asyncio.create_task(read_log())
+    try:
+        await until(lambda: notify.count("READY") == 1)
+        await until(lambda: notify.count("WATCHDOG") >= 3)  # every 0.5 s while the scheduler runs
+        statuses = [m["STATUS"] for m in notify.read() if "STATUS" in m]
+        assert any("1 endpoints" in s for s in statuses)
+
+        # A good new config: one endpoint added, the first left as it was.
+        write_config(
+            config,
+            fleet,
+            [{"name": "a", "url": f"{fleet.http}/ok"}, {"name": "b", "url": f"{fleet.http}/slow"}],
+        )
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: any(e.get("event") == "config_reloaded" for e in log))
+        reloaded = next(e for e in log if e.get("event") == "config_reloaded")
+        assert (reloaded["added"], reloaded["removed"], reloaded["changed"]) == (1, 0, 0)
+        await until(lambda: fleet.hits.count("/slow") >= 2)
+        changes = [(e["endpoint"], e["previous"]) for e in log if e.get("event") == "status_change"]
+        assert changes.count(("a", "unknown")) == 1  # "a" carried on: not seen as new again
+        assert notify.count("RELOADING") == 1
+
+        # A bad one: rejected, logged, the running config carries on.
+        config.write_text("regions: {r: {endpoints: [{name: a, url: 'gopher://x'}]}}")
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: any(e.get("event") == "config_reload_failed" for e in log))
+        failed = next(e for e in log if e.get("event") == "config_reload_failed")
+        assert "regions.r.endpoints[0].url" in failed["error"]
+        port = next(e["port"] for e in log if e.get("event") == "listening")
+        hits = fleet.hits.count("/slow")
+        await until(lambda: fleet.hits.count("/slow") >= hits + 2)  # still checking "b"
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            metrics = await response.text()
+        assert "healthcheck_config_last_reload_successful 0.0" in metrics
+        assert any("last reload rejected" in m.get("STATUS", "") for m in notify.read())
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+        assert notify.count("STOPPING") == 1
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await reader
+        notify.close()
+
+
+async def test_sigterm_during_probing_loses_no_result(start_daemon, fleet, tmp_path) -> None:
+    config = tmp_path / "regions.yaml"
+    endpoints = [{"name": f"slow{i}", "url": f"{fleet.http}/slow"} for i in range(10)]
+    write_config(config, fleet, endpoints)
+    config.write_text(
+        config.read_text()
+        .replace("interval: 200ms", "interval: 400ms")
+        .replace("timeout: 150ms", "timeout: 350ms")
+    )
+    process = await start_daemon(config)
+    lines = []
+    async for line in process.stderr:
+        lines.append(json.loads(line))
+        if sum(1 for e in lines if e.get("event") == "status_change") >= 5:
+            break
+    await asyncio.sleep(0.15)  # mid-flight: slow checks take 200 ms
+    process.send_signal(signal.SIGTERM)
+    rest = await process.stderr.read()
+    assert await asyncio.wait_for(process.wait(), 20) == 0
+    lines += [json.loads(line) for line in rest.decode().splitlines()]
+    stopped = next(e for e in lines if e.get("event") == "stopped")
+    assert stopped["dispatched"] == stopped["completed"] == stopped["stored"] > 0
+    assert stopped["dropped"] == 0
+    with sqlite3.connect(tmp_path / "hc.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == stopped["stored"]
+
+
+async def test_the_watchdog_stops_when_the_scheduler_is_wedged(fleet, tmp_path) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config_path = tmp_path / "regions.yaml"
+    write_config(config_path, fleet, [{"name": "a", "url": f"{fleet.http}/ok"}])
+    config = load_config(config_path)
+    notifier = Notifier({"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+    daemon = Daemon(config, open_writer(config.storage), notifier=notifier)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await until(lambda: notify.count("WATCHDOG") >= 3)
+        host, port = daemon.listening
+        base = f"http://{host}:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/readyz") as response:
+                assert response.status == 200
+            async with session.get(f"{base}/metrics") as response:
+                assert "healthcheck_up 1.0" in await response.text()
+        # Wedge it: the dispatcher stops making progress (as a hung await would).
+        dispatcher = next(t for t in asyncio.all_tasks() if t.get_name() == "dispatcher")
+        dispatcher.cancel()
+        await asyncio.sleep(3.5)  # past the stale-heartbeat bound of 3 s
+        before = notify.count("WATCHDOG")
+        await asyncio.sleep(1.0)  # several watchdog periods of 0.2 s
+        assert notify.count("WATCHDOG") == before  # silence: systemd would restart us
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/readyz") as response:
+                assert response.status == 503
+                assert "scheduler not running" in (await response.json())["reasons"]
+            async with session.get(f"{base}/metrics") as response:
+                assert "healthcheck_up 0.0" in await response.text()
+    finally:
+        stop.set()
+        await task
+        notify.close()
