@@ -184,3 +184,24 @@ async def test_the_watchdog_stops_when_the_scheduler_is_wedged(fleet, tmp_path) 
         stop.set()
         await task
         notify.close()
+
+
+async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> None:
+    """The first SIGTERM waits for checks in flight (up to 5 s); a second does not wait."""
+    config = tmp_path / "regions.yaml"
+    hanging = [{"name": f"hang{i}", "url": f"{fleet.http}/hang"} for i in range(10)]
+    write_config(config, fleet, hanging)  # spread over 10 s: the first starts within a second
+    config.write_text(
+        config.read_text()
+        .replace("timeout: 150ms", "timeout: 10s")
+        .replace("interval: 200ms", "interval: 10s")
+    )
+    process = await start_daemon(config)
+    await until(lambda: "/hang" in fleet.hits)  # a check is now in flight, and will not end
+    process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1.0)  # past the window in which a duplicate signal is ignored
+    assert process.returncode is None  # still waiting for the check in flight
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 3) == 130
+    log = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
+    assert any(e.get("event") == "forced_exit" for e in log)
