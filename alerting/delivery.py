@@ -214,8 +214,9 @@ class Sender:
                     exc,
                     extra={"event": "outbox_error", "channel": channel.name},
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                async with asyncio.timeout(self.poll):
+                    await wake.wait()
 
     async def _send_due(self, channel: Channel | AlertmanagerChannel) -> None:
         stats = self.stats.setdefault(channel.name, ChannelStats())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -353,11 +354,11 @@ class Daemon:
             return
         try:
             await asyncio.to_thread(lambda: connect(self.storage.path).conn.close())
-        except StorageError as exc:
+        except (StorageError, OSError, sqlite3.Error) as exc:  # read-only, missing, corrupt
             log.error(
                 "storage not available at start; probing anyway and retrying: %s",
                 exc,
-                extra={"event": "storage_failed", "path": self.storage.path},
+                extra={"event": "storage_open_failed", "path": self.storage.path},
             )
 
     def _gauges(self) -> DaemonGauges:

@@ -143,8 +143,11 @@ class Scheduler:
                 self.stats.skipped_overrun += 1
                 continue
             while True:  # a full cap is work in progress, not a wedge: keep beating
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the semaphore is granted, and the dispatcher would never stop.
                 try:
-                    await asyncio.wait_for(self._cap.acquire(), HEARTBEAT)
+                    async with asyncio.timeout(HEARTBEAT):
+                        await self._cap.acquire()
                     break
                 except TimeoutError:
                     self.heartbeat = time.monotonic()
