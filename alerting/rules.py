@@ -147,7 +147,7 @@ def flapping(target: str, changes: int, threshold: int, window: float) -> Verdic
 
 
 CANARY_KINDS = frozenset({"onnx", "inference"})
-_CANARY_CRITICAL = frozenset({"wrong_output", "gpu_unavailable"})
+_CANARY_CRITICAL = frozenset({"wrong_output", "gpu_unavailable", "gpu_error"})
 
 
 def canary(result: ProbeResult, degraded: bool) -> Verdict | None:

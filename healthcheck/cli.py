@@ -24,7 +24,7 @@ from healthcheck.demo import demo_fleet
 from healthcheck.durations import format_duration
 from healthcheck.errors import ConfigError, HealthcheckError, StorageError
 from healthcheck.logs import setup_logging
-from healthcheck.probes import Prober
+from healthcheck.prober import Prober
 from healthcheck.report import Report
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import check_once

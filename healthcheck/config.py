@@ -20,7 +20,7 @@ from alerting.settings import overrides, read_alerting, read_overrides
 from healthcheck import schema
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
 from healthcheck.errors import ConfigError
-from healthcheck.probes import REGISTRY
+from healthcheck.prober import REGISTRY
 from healthcheck.probes.base import Probe
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
@@ -265,6 +265,10 @@ class _Builder:
                 f"({values['interval']:g}s); checks of one endpoint must not overlap",
             )
         settings = self.resolve_files(probe.settings(**{k: values[k] for k in probe.options}), path)
+        try:
+            settings = probe.resolve(settings, self.base_dir)
+        except FieldError as exc:
+            raise self.error(_sub(path, exc.key), exc.message) from None
         return Endpoint(
             region=region,
             name=name,
@@ -356,7 +360,7 @@ class _Builder:
         try:
             return reader(value)
         except FieldError as exc:
-            raise self.error(_join(path, exc.key), exc.message) from None
+            raise self.error(_sub(path, exc.key), exc.message) from None
         except ValueError as exc:
             raise self.error(path, str(exc)) from None
 
@@ -453,6 +457,11 @@ def _merge_levels(levels: list[dict[str, Any]], key: str) -> Any:
 
 def _plain(value: Any) -> Any:
     return value.reveal() if isinstance(value, Secret) else value
+
+
+def _sub(path: str, key: str) -> str:
+    """A sub-key path under `path`: `inputs[0].shape`, not `inputs.[0].shape`."""
+    return f"{path}{key}" if key.startswith("[") else _join(path, key)
 
 
 def _join(path: str, key: Any) -> str:

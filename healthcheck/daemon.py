@@ -25,7 +25,7 @@ from healthcheck.api import ApiState, build_app
 from healthcheck.config import load_config
 from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
-from healthcheck.probes import Prober
+from healthcheck.prober import Prober
 from healthcheck.probes.base import Clock
 from healthcheck.result import ProbeResult, Status
 from healthcheck.scheduler import HEARTBEAT, Scheduler

@@ -28,6 +28,10 @@ from healthcheck.result import ErrorClass, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
+CANARY_KINDS = frozenset({"onnx", "inference"})
+# One inference: from a fraction of a millisecond (a small net on a GPU) to seconds.
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 # 1 ms to 30 s, fit for loopback checks and slow far-away ones alike.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -39,6 +43,7 @@ ENDPOINT_LABELS = ("region", "endpoint", "kind")
 class _EndpointSeries:
     labels: tuple[str, str, str]
     duration: Any
+    inference: Any
     success: Any
     failure: Any
     errors: Callable[[str], Any]
@@ -90,6 +95,13 @@ class Metrics:
             (*ENDPOINT_LABELS, "error"),
             registry=r,
         )
+        self.inference = Histogram(
+            "healthcheck_inference_duration_seconds",
+            "One canary inference of the fixed input (remote: the infer call)",
+            ENDPOINT_LABELS,
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
         self.schedule_lag = Histogram(
             "healthcheck_schedule_lag_seconds",
             "How late each check started after its due time",
@@ -113,6 +125,7 @@ class Metrics:
             labels = self._series.pop(endpoint_id).labels
             removals = [
                 (self.duration, labels),
+                (self.inference, labels),
                 *((self.checks, (*labels, r)) for r in ("success", "failure")),
             ]
             removals += [(self.errors, (*labels, error.value)) for error in ErrorClass]
@@ -128,6 +141,7 @@ class Metrics:
         return _EndpointSeries(
             labels=labels,
             duration=self.duration.labels(*labels),
+            inference=self.inference.labels(*labels) if endpoint.kind in CANARY_KINDS else None,
             success=self.checks.labels(*labels, "success"),
             failure=self.checks.labels(*labels, "failure"),
             errors=lambda error, labels=labels: self.errors.labels(*labels, error),
@@ -139,6 +153,10 @@ class Metrics:
         if series is None:
             return
         series.duration.observe(result.latency)
+        if series.inference is not None:
+            milliseconds = dict(result.details).get("inference_ms")
+            if isinstance(milliseconds, int | float):
+                series.inference.observe(milliseconds / 1000)
         if result.ok:
             series.success.inc()
         else:
@@ -214,6 +232,7 @@ class _ScrapeTimeCollector:
                         phases.add_metric([*labels[:2], phase], seconds)
             by_region.setdefault(endpoint.region, []).append((result.ok, status))
         yield from (success, last_check, http_status, cert, phases, endpoint_status)
+        yield from _canaries(latest, endpoints)
         yield from self._regions(by_region)
         yield from self._uptime()
         yield from self._daemon()
@@ -358,3 +377,91 @@ class _ScrapeTimeCollector:
                 pending.add_metric([channel], waiting)
             yield sent
             yield pending
+
+
+_GPU_GAUGES = (
+    ("temperature_c", "healthcheck_gpu_temperature_celsius", "GPU core temperature"),
+    ("utilization", "healthcheck_gpu_utilization_ratio", "GPU busy share (0-1)"),
+    ("memory_used_bytes", "healthcheck_gpu_memory_used_bytes", "GPU memory in use"),
+    ("memory_total_bytes", "healthcheck_gpu_memory_total_bytes", "GPU memory in all"),
+    ("power_w", "healthcheck_gpu_power_watts", "GPU power draw"),
+    (
+        "ecc_uncorrected",
+        "healthcheck_gpu_ecc_uncorrected_errors",
+        "Volatile uncorrected ECC errors since the driver loaded",
+    ),
+)
+
+
+def _canaries(
+    latest: list[tuple[str, tuple[ProbeResult, Status]]], endpoints: Any
+) -> Iterator[Metric]:
+    """Canary gauges from each canary's last result, and GPU gauges from the newest NVML
+    reading any local canary brought (several canaries on one host see the same GPUs)."""
+    max_error = GaugeMetricFamily(
+        "healthcheck_inference_max_abs_error",
+        "Largest difference between the canary's output and the expected (golden) output",
+        labels=ENDPOINT_LABELS,
+    )
+    provider = GaugeMetricFamily(
+        "healthcheck_inference_provider_info",
+        "1 for the execution provider the local canary actually ran on",
+        labels=(*ENDPOINT_LABELS, "provider"),
+    )
+    throughput = GaugeMetricFamily(
+        "healthcheck_inference_throughput_per_second",
+        "Inferences per second in the canary's back-to-back burst",
+        labels=ENDPOINT_LABELS,
+    )
+    device = GaugeMetricFamily(
+        "healthcheck_inference_gpu_device_info",
+        "1 for the GPU index the local canary ran on",
+        labels=(*ENDPOINT_LABELS, "gpu"),
+    )
+    gpus: dict[str, tuple[float, str, dict[str, Any]]] = {}
+    for endpoint_id, (result, _) in latest:
+        endpoint = endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.kind not in CANARY_KINDS:
+            continue
+        labels = [endpoint.region, endpoint.name, endpoint.kind]
+        found = dict(result.details)
+        error = found.get("max_abs_error")
+        if isinstance(error, int | float) and error != float("inf"):
+            max_error.add_metric(labels, error)
+        if isinstance(found.get("provider"), str):
+            provider.add_metric([*labels, found["provider"]], 1.0)
+        if isinstance(found.get("throughput_per_s"), int | float):
+            throughput.add_metric(labels, found["throughput_per_s"])
+        if isinstance(found.get("gpu_device"), int):
+            device.add_metric([*labels, str(found["gpu_device"])], 1.0)
+        for key, value in found.items():
+            if not key.startswith("gpu.") or key.count(".") != 2:
+                continue
+            index, field = key[4:].split(".")
+            seen = gpus.get(index)
+            if seen is None or seen[0] < result.timestamp:
+                name = found.get(f"gpu.{index}.name")
+                seen = gpus[index] = (result.timestamp, str(name or ""), {})
+            if seen[0] == result.timestamp:
+                seen[2][field] = value
+    yield from (max_error, provider, throughput, device)
+    throttled = GaugeMetricFamily(
+        "healthcheck_gpu_throttled",
+        "1 per harmful clock-throttle reason active on the GPU (thermal, power, hw_slowdown)",
+        labels=("gpu", "name", "reason"),
+    )
+    families = {
+        field: GaugeMetricFamily(name, text, labels=("gpu", "name"))
+        for field, name, text in _GPU_GAUGES
+    }
+    for index, (_, name, fields) in sorted(gpus.items()):
+        for field, family in families.items():
+            value = fields.get(field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family.add_metric([index, name], float(value))
+        reasons = fields.get("throttle")
+        if isinstance(reasons, str) and reasons not in ("", "none"):
+            for reason in reasons.split(","):
+                throttled.add_metric([index, name, reason], 1.0)
+    yield from families.values()
+    yield throttled

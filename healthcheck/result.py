@@ -20,6 +20,8 @@ class ErrorClass(StrEnum):
     CONDITION_FAILED = "condition_failed"
     GPU_UNAVAILABLE = "gpu_unavailable"
     WRONG_OUTPUT = "wrong_output"
+    GPU_ERROR = "gpu_error"  # the GPU itself reports a fault (uncorrected ECC errors)
+    NOT_READY = "not_ready"  # an inference server or model that says it is not ready
     NETWORK = "network"
     INTERNAL = "internal"
 
@@ -77,6 +79,9 @@ class ProbeResult:
     attempts: int = 1
     cert_expiry: float | None = None
     details: tuple[tuple[str, str | float | int | bool | None], ...] = field(default=())
+    # A successful check that is still not healthy, and why (a canary on CPU, a throttling
+    # GPU); latency thresholds are judged separately.
+    degraded: str | None = None
 
     @property
     def target_id(self) -> str:

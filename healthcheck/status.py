@@ -20,6 +20,8 @@ def classify(result: ProbeResult, endpoint: Endpoint) -> Status:
         return Status.UNHEALTHY
     if endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
         return Status.DEGRADED
+    if result.degraded is not None:
+        return Status.DEGRADED
     return Status.HEALTHY
 
 
@@ -30,8 +32,10 @@ def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
         limit = ("critical", endpoint.latency_critical)
     elif endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
         limit = ("warning", endpoint.latency_warning)
-    if limit is None or not result.ok:
+    if not result.ok:
         return None
+    if limit is None:
+        return result.degraded
     return f"latency {result.latency * 1000:.0f}ms over {limit[0]} {limit[1] * 1000:g}ms"
 
 

@@ -10,6 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
@@ -35,6 +36,12 @@ class Probe(ABC):
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
+
+    @classmethod
+    def resolve(cls, settings: Any, base_dir: Path) -> Any:
+        """Settings with files found relative to the config's folder; raise schema.FieldError
+        (naming the key) for a file that is missing or unreadable."""
+        return settings
 
     async def start(self) -> None:
         """Open shared resources (client sessions); called once before the first check."""

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from healthcheck.config import parse_config
-from healthcheck.probes import Prober
+from healthcheck.prober import Prober
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import Scheduler, check_once, spread_offset
 from healthcheck.targets import SchedulerSettings

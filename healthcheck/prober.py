@@ -1,0 +1,62 @@
+"""The probe kinds, one registry line each, and the Prober that runs any of them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from types import TracebackType
+
+from healthcheck.probes.base import Clock, Probe
+from healthcheck.probes.dns import DnsProbe
+from healthcheck.probes.http import HttpProbe
+from healthcheck.probes.tcp import TcpProbe
+from healthcheck.probes.tls import TlsProbe
+from healthcheck.result import ProbeResult
+from healthcheck.secrets import Redactor
+from healthcheck.targets import Endpoint
+from inference_probe.local import OnnxProbe
+from inference_probe.remote import InferenceProbe
+
+REGISTRY: dict[str, type[Probe]] = {
+    HttpProbe.kind: HttpProbe,
+    TcpProbe.kind: TcpProbe,
+    TlsProbe.kind: TlsProbe,
+    DnsProbe.kind: DnsProbe,
+    OnnxProbe.kind: OnnxProbe,
+    InferenceProbe.kind: InferenceProbe,
+}
+
+
+class Prober:
+    """Owns one instance of each probe kind and checks any endpoint with the right one."""
+
+    def __init__(self, redactor: Redactor | None = None, clock: Clock = time.time) -> None:
+        self._probes = {kind: cls(clock) for kind, cls in REGISTRY.items()}
+        self._redact = redactor or Redactor()
+
+    async def __aenter__(self) -> Prober:
+        for probe in self._probes.values():
+            await probe.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for probe in self._probes.values():
+            await probe.close()
+
+    def use_secrets(self, redactor: Redactor) -> None:
+        """A reloaded configuration may bring new secrets to scrub."""
+        self._redact = redactor
+
+    async def check(self, target: Endpoint) -> ProbeResult:
+        """One check of one endpoint; secrets are scrubbed from the error text at the source."""
+        result = await self._probes[target.kind].run(target)
+        if result.error_text:
+            redacted = self._redact(result.error_text)
+            if redacted != result.error_text:
+                result = replace(result, error_text=redacted)
+        return result

@@ -1,0 +1,132 @@
+"""The daemon's side of a canary worker: start it, ask it, and kill it when it hangs or dies.
+
+Inference never runs in the daemon's event loop or threads: a CUDA call that hangs or a provider
+that crashes takes down only the worker, which is replaced on the next check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from inference_probe import worker
+
+log = logging.getLogger("inference_probe.canary")
+# spawn, not fork: a fresh interpreter shares no threads, locks or CUDA state with the daemon.
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+class WorkerDied(Exception):
+    """The worker process ended while a request was in hand."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        self.exitcode = exitcode
+        super().__init__(describe_exit(exitcode))
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "the worker closed its pipe"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"the worker was killed by {name}"
+    return f"the worker exited with status {exitcode}"
+
+
+class CanaryWorker:
+    """One worker process for one canary endpoint; requests one at a time."""
+
+    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.spec = spec
+        self.process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.loaded = False
+        self.starts = 0
+        self.killed = 0
+        self.hung = False  # the last request was abandoned and the worker killed
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _start(self) -> None:
+        parent, child = _CONTEXT.Pipe(duplex=True)
+        process = _CONTEXT.Process(
+            target=worker.main, args=(child, self.spec), name=f"canary {self.name}", daemon=True
+        )
+        process.start()
+        child.close()
+        self.process, self._conn = process, parent
+        self.loaded = False
+        self.starts += 1
+
+    async def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for the reply, however long: the caller bounds it (a
+        cancelled call kills the worker). Raises WorkerDied if the process ends meanwhile."""
+        if self.process is not None and not self.process.is_alive():
+            # It died between checks (OOM killer, a crash in a driver thread): say so once;
+            # the next call starts a fresh one.
+            raise WorkerDied(await self._reap())
+        if self.process is None:
+            await asyncio.to_thread(self._start)
+        self.hung = False
+        conn = self._conn
+        assert conn is not None
+        loop = asyncio.get_running_loop()
+        try:
+            conn.send(request)
+        except (BrokenPipeError, OSError):
+            raise WorkerDied(await self._reap()) from None
+        readable = loop.create_future()
+        fd = conn.fileno()
+        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+        try:
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+        except asyncio.CancelledError:
+            # Timed out (or the daemon stops): its answer would come late and answer the next
+            # request, and whatever it is stuck in may never end. Kill it; the next call starts
+            # a fresh one.
+            self.hung = True
+            self.kill()
+            raise
+        try:
+            reply = conn.recv()
+        except (EOFError, OSError):
+            raise WorkerDied(await self._reap()) from None
+        if request.get("op") in ("load", "check") and "error" not in reply:
+            self.loaded = True
+        return reply
+
+    async def _reap(self) -> int | None:
+        process = self.process
+        if process is not None:
+            await asyncio.to_thread(process.join, 2.0)
+        code = process.exitcode if process is not None else None
+        self.kill()
+        return code
+
+    def kill(self) -> None:
+        """Stop the worker now (SIGKILL); the next call starts a fresh one."""
+        process, conn = self.process, self._conn
+        self.process, self._conn, self.loaded = None, None, False
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+                self.killed += 1
+            process.join(1.0)  # SIGKILL is immediate; this only reaps the zombie
+
+    def close(self) -> None:
+        self.kill()
