@@ -178,7 +178,7 @@ class HttpProbe(Probe):
                         )
                 status = response.status
         except aiohttp.ClientError as exc:
-            error, message = _classify_client_error(exc)
+            error, message = classify_client_error(exc)
             return self.failed(target, error, message, started, timestamp)
         finally:
             PEER_TLS.reset(recording)
@@ -234,7 +234,7 @@ def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: boo
     return has_conditions or 200 <= status < 300
 
 
-def _classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
+def classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
     """aiohttp's exceptions to our error classes, with messages free of URLs and secrets."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ErrorClass.DNS, resolve_failure(exc.host, exc.os_error)

@@ -19,6 +19,7 @@ from healthcheck.prober import Prober
 from healthcheck.result import ErrorClass, Status
 from healthcheck.status import classify
 from inference_probe import build_models
+from inference_probe.gpu import throttle_reasons
 from inference_probe.local import MODELS
 
 
@@ -182,3 +183,19 @@ def test_bad_canary_settings_name_the_key(tmp_path, entry, path, message) -> Non
         endpoints(tmp_path, {"name": "c", "kind": "onnx", **entry})
     assert caught.value.path == f"regions.gpu.endpoints[0].{path}"
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("mask", "reasons"),
+    [
+        (0x0, []),
+        (0x1, []),  # idle: clocks are low because there is no work, not a problem
+        (0x2 | 0x100, []),  # application clocks setting, display clocks: configuration
+        (0x20, ["thermal"]),
+        (0x40 | 0x20, ["thermal"]),
+        (0x4, ["power"]),
+        (0x80 | 0x8, ["hw_slowdown", "power"]),
+    ],
+)
+def test_only_harmful_nvml_throttle_reasons_count(mask: int, reasons: list[str]) -> None:
+    assert throttle_reasons(mask) == reasons
