@@ -29,6 +29,17 @@ FLAPPING = "flapping"
 CANARY = "canary"
 DAEMON_HEALTH = "daemon_health"
 DAEMON = "healthcheck"  # the target of the daemon's self-check
+RULES = (
+    ENDPOINT_DOWN,
+    REGIONAL_FAILURE,
+    TLS_EXPIRY,
+    HIGH_LATENCY,
+    ERROR_RATE,
+    UPTIME,
+    FLAPPING,
+    CANARY,
+    DAEMON_HEALTH,
+)
 UPTIME_EVERY = 30.0  # the 24h uptime moves slowly: judge it twice a minute
 
 Key = tuple[str, str]  # (rule, target)

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 
 from alerting.delivery import build_channels, per_alert
+from alerting.evaluator import RULES
 from alerting.outbox import Notification
 from alerting.silences import Silence, add_stored, remove_stored, stored
 from healthcheck.durations import parse_duration
@@ -85,10 +86,14 @@ def silence_add(
         raise ConfigError(
             f"--endpoint {endpoint!r} is not in the configuration", file=config.source
         )
+    if rule is not None and rule not in RULES:
+        raise ConfigError(f"--rule {rule!r} is not a rule; rules are {', '.join(RULES)}")
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:
         raise ConfigError(f"--for: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"--for {duration!r}: a silence must last longer than 0s")
     now = time.time()
     silence = Silence(reason, region, endpoint, rule, now, now + seconds)
     db = connect(db_path)

@@ -74,6 +74,16 @@ def build_app(state: ApiState) -> web.Application:
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        if not request.path.startswith("/api/"):
+            raise
+        # Scripts get JSON they can parse, naming what exists, not aiohttp's text page.
+        message = f"no such API path: {request.method} {request.path}" + (
+            "" if exc.status == 404 else " (only GET)"
+        )
+        paths = sorted(r.resource.canonical for r in request.app.router.routes() if r.resource)
+        api = [path for path in paths if path.startswith("/api/")]
+        return web.json_response({"error": message, "paths": api}, status=exc.status)
     except web.HTTPException:
         raise
     except Exception:

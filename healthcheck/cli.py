@@ -202,6 +202,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
         return asyncio.run(_once(config, args.format, record=args.record))
+    if args.record:
+        raise ConfigError("--record goes with --once (the daemon always stores its results)")
     daemon = Daemon(
         config,
         open_writer(config.storage),

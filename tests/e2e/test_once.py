@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 MIXED_TIMEOUT = "1s"
@@ -208,3 +209,23 @@ async def test_demo_once_shows_every_status(run_cli) -> None:
     assert {"http_status", "connection_refused", "condition_failed"} <= errors
     assert document["regions"]["ap"]["regional_failure"] is True
     assert document["regions"]["us-west"]["status"] == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--record"], "--record goes with --once"),
+        (["silence", "add", "--for", "0s", "--reason", "x"], "must last longer than 0s"),
+        (
+            ["silence", "add", "--for", "1h", "--rule", "endpoint_dwn", "--reason", "x"],
+            "--rule 'endpoint_dwn' is not a rule",
+        ),
+    ],
+)
+async def test_usage_mistakes_exit_3_and_say_what_is_wrong(
+    run_cli, tmp_path, args, message
+) -> None:
+    config = write_config(tmp_path, {"r": [{"name": "a", "url": "http://a.example/"}]})
+    done = await run_cli(*args, "--config", config)
+    assert done.code == 3, done.stderr
+    assert message in done.stderr

@@ -234,3 +234,14 @@ async def test_basic_auth_can_protect_metrics_too(start_daemon) -> None:
             async with session.get("/metrics", headers=headers) as response:
                 assert response.status == expected
         assert (await get_json(session, "/readyz"))["status"] == "ready"
+
+
+async def test_unknown_api_paths_and_methods_get_a_json_error(api) -> None:
+    body = await get_json(api, "/api/v1/statuss", status=404)
+    assert body["error"] == "no such API path: GET /api/v1/statuss"
+    assert "/api/v1/status" in body["paths"]
+    async with api.post("/api/v1/status") as response:
+        assert response.status == 405
+        assert "(only GET)" in (await response.json())["error"]
+    async with api.get("/nope") as response:  # outside the API: the plain 404
+        assert response.status == 404
