@@ -77,6 +77,7 @@ class StorageWriter:
         self.clock = clock
         self.stats = WriterStats()
         self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        self._held = 0  # results taken off the queue into the batch being written
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
         self._db: sqlite_utils.Database | None = None
         self._target_ids: dict[tuple[str, str], int] = {}
@@ -104,7 +105,9 @@ class StorageWriter:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        """Results not yet in the database: queued, plus the batch the writer holds (during
+        an outage that batch is retried, and counts as waiting too)."""
+        return self._queue.qsize() + self._held
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop; waits at most `timeout` seconds (blocking)."""
@@ -130,9 +133,11 @@ class StorageWriter:
         while True:
             if not stopping and len(pending) < self.batch_size:
                 stopping = self._collect(pending)
+            self._held = len(pending)
             if pending:
                 if self._write(pending):
                     pending.clear()
+                    self._held = 0
                     backoff = 0.5
                 elif stopping and self._closing.is_set() and backoff > 4:
                     log.error(

@@ -102,9 +102,11 @@ def test_outage_keeps_results_and_catches_up(tmp_path) -> None:
     wait_for(lambda: writer.stats.failures >= 1)
     assert not writer.stats.writable and writer.stats.last_error
     assert writer.stats.written == 0
+    assert writer.queue_depth == 40  # the batch in the writer's hands is still waiting
     blocker.unlink()  # the disk comes back
     wait_for(lambda: writer.stats.written == 40)
     assert writer.stats.writable and writer.stats.last_error is None
+    assert writer.queue_depth == 0
     writer.close()
     assert count(path) == 40
 
