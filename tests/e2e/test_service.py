@@ -112,6 +112,24 @@ async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_pat
         assert "healthcheck_config_last_reload_successful 0.0" in metrics
         assert any("last reload rejected" in m.get("STATUS", "") for m in notify.read())
 
+        # Good again: "b" removed, "a" changed (a condition added); "b" stops being checked.
+        write_config(
+            config,
+            fleet,
+            [{"name": "a", "url": f"{fleet.http}/ok", "conditions": ["[STATUS] == 200"]}],
+        )
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: sum(e.get("event") == "config_reloaded" for e in log) == 2)
+        second = [e for e in log if e.get("event") == "config_reloaded"][1]
+        assert (second["added"], second["removed"], second["changed"]) == (0, 1, 1)
+        await asyncio.sleep(0.5)  # a check of "b" in flight may still land
+        hits = fleet.hits.count("/slow")
+        await asyncio.sleep(0.6)  # three of its intervals
+        assert fleet.hits.count("/slow") == hits
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            metrics = await response.text()
+        assert 'endpoint="b"' not in metrics  # its series went with it
+
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
         assert notify.count("STOPPING") == 1
