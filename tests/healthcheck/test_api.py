@@ -245,3 +245,39 @@ async def test_unknown_api_paths_and_methods_get_a_json_error(api) -> None:
         assert "(only GET)" in (await response.json())["error"]
     async with api.get("/nope") as response:  # outside the API: the plain 404
         assert response.status == 404
+
+
+async def test_a_secret_never_appears_in_any_page_api_or_metric(start_daemon, target_url) -> None:
+    """The token is in a URL, a header and an Apprise channel URL; nothing served shows it."""
+    base = await start_daemon(
+        regions={
+            "us": {
+                "endpoints": [
+                    {
+                        "name": "api",
+                        "url": f"{target_url}/ok?key=${{API_TOKEN}}",
+                        "headers": {"Authorization": "Bearer ${API_TOKEN}"},
+                    }
+                ]
+            },
+            "eu": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:1/?k=${API_TOKEN}"}]},
+        },
+        alerting={"channels": {"slack": "json://127.0.0.1:1/${API_TOKEN}"}},
+    )
+    pages = [
+        "/",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/api/v1/status",
+        "/api/v1/sla/status",
+        "/api/v1/alerts",
+        "/api/v1/results?limit=1000",
+        "/api/v1/nope",
+    ]
+    async with aiohttp.ClientSession(base) as session:
+        for page in pages:
+            async with session.get(page) as response:
+                text = await response.text()
+            assert response.status < 500, page
+            assert "s3cret-token-value" not in text, page
