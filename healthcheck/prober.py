@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from types import TracebackType
+from typing import Any
 
 from healthcheck.probes.base import Clock, Probe
 from healthcheck.probes.dns import DnsProbe
@@ -53,10 +54,31 @@ class Prober:
         self._redact = redactor
 
     async def check(self, target: Endpoint) -> ProbeResult:
-        """One check of one endpoint; secrets are scrubbed from the error text at the source."""
-        result = await self._probes[target.kind].run(target)
-        if result.error_text:
-            redacted = self._redact(result.error_text)
-            if redacted != result.error_text:
-                result = replace(result, error_text=redacted)
-        return result
+        """One check of one endpoint; secrets are scrubbed at the source from every text the
+        result carries (error, condition texts and what they saw, string details)."""
+        return self.scrub(await self._probes[target.kind].run(target))
+
+    def scrub(self, result: ProbeResult) -> ProbeResult:
+        redact = self._redact
+        changes: dict[str, Any] = {}
+        if result.error_text and redact(result.error_text) != result.error_text:
+            changes["error_text"] = redact(result.error_text)
+        conditions = tuple(
+            replace(
+                outcome,
+                condition=redact(outcome.condition),
+                detail=redact(outcome.detail) if outcome.detail else outcome.detail,
+            )
+            for outcome in result.conditions
+        )
+        if conditions != result.conditions:
+            changes["conditions"] = conditions
+        details = tuple(
+            (key, redact(value) if isinstance(value, str) else value)
+            for key, value in result.details
+        )
+        if details != result.details:
+            changes["details"] = details
+        if result.degraded and redact(result.degraded) != result.degraded:
+            changes["degraded"] = redact(result.degraded)
+        return replace(result, **changes) if changes else result

@@ -1,6 +1,6 @@
 """Build the shipped canary models and their golden outputs (run once; the results are committed).
 
-    python -m inference_probe.build_models                      # the two builtin canaries
+    python -m inference_probe.build_models --out inference_probe/models   # the builtin ones
     python -m inference_probe.build_models --gemm-size 8192 --batch 256 \
         --out /etc/healthcheck/canary
 
@@ -174,11 +174,17 @@ def write(model: Any, inputs: dict[str, np.ndarray], path: Path) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=MODELS, help="directory (default: shipped)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help=f"directory (the shipped ones: {MODELS})"
+    )
     parser.add_argument("--gemm-size", type=int, default=1024, help="N of the N x N weights")
     parser.add_argument("--gemm-layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32, help="rows of the gemm canary input")
     args = parser.parse_args(argv)
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        parser.exit(3, "build_models needs the onnx package: pip install 'healthcheck[build]'\n")
     rng = np.random.default_rng(SEED)
     x = rng.uniform(-1.0, 1.0, (args.batch, args.gemm_size)).astype(np.float32)
     summary = {

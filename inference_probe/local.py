@@ -130,6 +130,7 @@ class OnnxProbe(Probe):
             "rtol": s.tolerance["rtol"],
             "burst": s.burst,
             "threads": s.threads,
+            "burst_seconds": target.timeout / 3,
         }
         worker = self._workers.get(target.id)
         if worker is None or worker.spec != spec:  # new, or changed by a reload
@@ -162,7 +163,9 @@ class OnnxProbe(Probe):
                 return self._died(target, exc, started, timestamp, worker)
             if "error" in reply:
                 return self._error(target, reply, started, timestamp, worker)
-        result = await super().run(target)
+        # A canary's failures are deterministic (a wrong output stays wrong, a missing GPU stays
+        # missing) and a timeout already cost a worker: retrying only doubles the time.
+        result = await super().run(replace(target, retries=0))
         if result.error is ErrorClass.TIMEOUT and worker.hung:
             text = f"{result.error_text}: the inference hung; worker killed, restarting"
             result = replace(result, error_text=text)

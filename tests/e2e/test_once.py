@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -229,3 +230,27 @@ async def test_usage_mistakes_exit_3_and_say_what_is_wrong(
     done = await run_cli(*args, "--config", config)
     assert done.code == 3, done.stderr
     assert message in done.stderr
+
+
+async def test_once_json_never_shows_a_secret_used_in_conditions(run_cli, fleet, tmp_path) -> None:
+    token = "s3cr3t-tok-98765"
+    config = write_config(
+        tmp_path,
+        {
+            "r": [
+                {
+                    "name": "a",
+                    "url": f"{fleet.http}/ok",
+                    "headers": {"Authorization": "Bearer ${TOKEN}"},
+                    "conditions": ["[BODY].status == ${TOKEN}"],
+                }
+            ]
+        },
+    )
+    done = await run_cli(
+        "--once", "--config", config, "--format", "json", env={**os.environ, "TOKEN": token}
+    )
+    assert done.code == 2  # the condition fails: the body says UP
+    assert token not in done.stdout + done.stderr
+    result = json.loads(done.stdout)["results"][0]
+    assert result["conditions"][0]["condition"] == "[BODY].status == ***"

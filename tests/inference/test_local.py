@@ -23,11 +23,11 @@ from inference_probe.gpu import throttle_reasons
 from inference_probe.local import MODELS
 
 
-def endpoints(tmp_path: Path, *entries: dict, timeout: str = "10s"):
+def endpoints(tmp_path: Path, *entries: dict, timeout: str = "10s", retries: int = 1):
     """Endpoints through the real config loader; paths relative to tmp_path, as in a file."""
     text = yaml.safe_dump(
         {
-            "defaults": {"interval": "30s", "timeout": timeout, "retries": 0},
+            "defaults": {"interval": "30s", "timeout": timeout, "retries": retries},
             "regions": {"gpu": {"endpoints": list(entries)}},
         }
     )
@@ -78,6 +78,7 @@ async def test_require_gpu_on_a_cpu_only_machine_is_unhealthy_or_degraded(tmp_pa
         hard = await prober.check(strict)
         soft = await prober.check(lenient)
     assert not hard.ok and hard.error is ErrorClass.GPU_UNAVAILABLE
+    assert hard.attempts == 1  # deterministic: the default retry would only double the time
     assert "require_gpu: ran on CPUExecutionProvider" in hard.error_text
     assert classify(hard, strict) is Status.UNHEALTHY
     assert soft.ok and soft.degraded and "CPUExecutionProvider" in soft.degraded
@@ -199,3 +200,16 @@ def test_bad_canary_settings_name_the_key(tmp_path, entry, path, message) -> Non
 )
 def test_only_harmful_nvml_throttle_reasons_count(mask: int, reasons: list[str]) -> None:
     assert throttle_reasons(mask) == reasons
+
+
+async def test_a_long_burst_is_cut_short_not_mistaken_for_a_hang(tmp_path) -> None:
+    (gemm,) = endpoints(
+        tmp_path,
+        {"name": "gemm", "kind": "onnx", "model": "builtin:gemm", "burst": 10_000},
+        timeout="1500ms",
+    )
+    async with Prober() as prober:
+        await prober.check(gemm)  # loads the model
+        result = await prober.check(gemm)
+    assert result.ok, result.error_text
+    assert details(result)["throughput_per_s"] > 0
