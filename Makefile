@@ -9,8 +9,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+# Installed once per pyproject.toml change (a stamp file), so `make demo` runs again offline.
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
 
 demo: install  ## install, then run the daemon against a simulated fleet on loopback
 	$(BIN)/healthcheck demo

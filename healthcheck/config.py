@@ -115,7 +115,8 @@ class _Builder:
 
     def error(self, path: str, message: str) -> ConfigError:
         # A value that came from the environment may be echoed back: never show it.
-        return ConfigError(Redactor(self.secrets)(message), file=self.source, path=path or None)
+        message = Redactor(self.secrets)(message).replace("Secret('***')", "'***'")
+        return ConfigError(message, file=self.source, path=path or None)
 
     # -- interpolation -------------------------------------------------------------------------
     def interpolate(self, value: Any, path: str) -> Any:
@@ -350,7 +351,8 @@ class _Builder:
         for key in raw:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
-                what = f"for a {kind} endpoint" if kind else "here"
+                article = "an" if kind and kind[0] in "aeiou" else "a"
+                what = f"for {article} {kind} endpoint" if kind else "here"
                 message = f"unknown key {key!r} {what}"
                 message += f"; did you mean {hint[0]!r}?" if hint else ""
                 message += f" (accepted: {', '.join(sorted(map(str, allowed)))})"

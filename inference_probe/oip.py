@@ -349,7 +349,12 @@ def readiness_problem(
     if status in _AUTH_STATUSES:
         return ErrorClass.HTTP_STATUS, f"HTTP {status} from GET {path}{server_error(body)}"
     if not 200 <= status < 300:
-        return ErrorClass.NOT_READY, f"{what} not ready: GET {path} answered HTTP {status}"
+        hint = (
+            " (is url the server's base, without /v2?)"
+            if status == 404 and "/models/" not in path
+            else ""
+        )
+        return ErrorClass.NOT_READY, f"{what} not ready: GET {path} answered HTTP {status}{hint}"
     try:
         answer = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError):

@@ -49,10 +49,17 @@ class WriterStats:
     failing_since: float | None = None  # when writes started failing (None: they work)
 
 
+SERVICE_DB = "/var/lib/healthcheck/healthcheck.db"  # where the systemd unit keeps it
+
+
 def default_path() -> str:
-    """$STATE_DIRECTORY/healthcheck.db under systemd, else ./healthcheck.db."""
+    """$STATE_DIRECTORY/healthcheck.db under systemd; else the service's database when there is
+    one (so `healthcheck status` and `silence add` on that host see what the daemon writes);
+    else ./healthcheck.db."""
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return str(Path(state) / "healthcheck.db") if state else "healthcheck.db"
+    if state:
+        return str(Path(state) / "healthcheck.db")
+    return SERVICE_DB if os.path.exists(SERVICE_DB) else "healthcheck.db"
 
 
 class StorageWriter:

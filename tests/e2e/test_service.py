@@ -215,11 +215,16 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> 
         .replace("interval: 200ms", "interval: 10s")
     )
     process = await start_daemon(config)
-    await until(lambda: "/hang" in fleet.hits)  # a check is now in flight, and will not end
-    process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(1.0)  # past the window in which a duplicate signal is ignored
-    assert process.returncode is None  # still waiting for the check in flight
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), 3) == 130
+    try:
+        await until(lambda: "/hang" in fleet.hits)  # a check is now in flight, and will not end
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)  # past the window in which a duplicate signal is ignored
+        assert process.returncode is None  # still waiting for the check in flight
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 3) == 130
+    finally:
+        if process.returncode is None:  # never leave a daemon behind a failed test
+            process.kill()
+            await process.wait()
     log = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
     assert any(e.get("event") == "forced_exit" for e in log)

@@ -57,6 +57,7 @@ def test_the_daemon_unit_keeps_its_promises() -> None:
         "WatchdogSec=",
         "Restart=on-failure",
         "DynamicUser=yes",
+        "User=healthcheck",  # the once unit shares the state directory: same name, same UID
         "StateDirectory=healthcheck",
         "ConfigurationDirectory=healthcheck",
         "EnvironmentFile=-/etc/healthcheck/secrets.env",
