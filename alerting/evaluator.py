@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from alerting import rules
 from alerting.settings import AlertingSettings
 from alerting.state import AlertState, Event, Phase, Verdict, step
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import CANARY_KINDS, ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 ENDPOINT_DOWN = "endpoint_down"
@@ -205,7 +205,7 @@ class Evaluator:
             rule_settings.success_threshold,
         )
         judge(ENDPOINT_DOWN, target, region, down)
-        if result.kind in rules.CANARY_KINDS:
+        if result.kind in CANARY_KINDS:
             judge(CANARY, target, region, rules.canary(result, status is Status.DEGRADED))
         if result.cert_expiry is not None:
             judge(

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alerting.state import Severity, Verdict
-from healthcheck.result import ProbeResult
+from healthcheck.result import CANARY_KINDS, ProbeResult
 
 DAY = 86400.0
 
@@ -146,7 +146,6 @@ def flapping(target: str, changes: int, threshold: int, window: float) -> Verdic
     )
 
 
-CANARY_KINDS = frozenset({"onnx", "inference"})
 _CANARY_CRITICAL = frozenset({"wrong_output", "gpu_unavailable", "gpu_error"})
 
 

@@ -115,8 +115,7 @@ class _Builder:
 
     def error(self, path: str, message: str) -> ConfigError:
         # A value that came from the environment may be echoed back: never show it.
-        message = Redactor(self.secrets)(message).replace("Secret('***')", "'***'")
-        return ConfigError(message, file=self.source, path=path or None)
+        return ConfigError(Redactor(self.secrets)(message), file=self.source, path=path or None)
 
     # -- interpolation -------------------------------------------------------------------------
     def interpolate(self, value: Any, path: str) -> Any:

@@ -24,11 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from healthcheck import __version__
-from healthcheck.result import ErrorClass, ProbeResult, Status
+from healthcheck.result import CANARY_KINDS, ErrorClass, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
-CANARY_KINDS = frozenset({"onnx", "inference"})
 # One inference: from a fraction of a millisecond (a small net on a GPU) to seconds.
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

@@ -26,6 +26,10 @@ class ErrorClass(StrEnum):
     INTERNAL = "internal"
 
 
+# Probe kinds that are inference canaries: their own alert rule and metrics.
+CANARY_KINDS = frozenset({"onnx", "inference"})
+
+
 class Status(StrEnum):
     """How an endpoint or region is doing, worst last so max() picks the worst."""
 

@@ -20,7 +20,8 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({REDACTED!r})"
+        # Readers echo a bad value with !r: the message should read '***', not a class name.
+        return repr(REDACTED)
 
     def __str__(self) -> str:
         return REDACTED

@@ -95,7 +95,8 @@ def switchable_read_only(directory: Path):
         return
     probe = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"root here cannot bind-mount to make a read-only directory: {probe.stderr!r}")
+        reason = f"root here cannot bind-mount to make a read-only directory: {probe.stderr!r}"
+        pytest.skip(reason)
 
     def set_read_only(read_only: bool) -> None:
         option = "remount,bind,ro" if read_only else "remount,bind,rw"
