@@ -46,6 +46,7 @@ class ApiState:
     uptime: UptimeCache
     storage_path: str
     not_ready: Callable[[], list[str]]  # reasons the daemon is not ready; empty when ready
+    self_report: Callable[[], dict[str, Any]] | None = None  # the daemon's own numbers
 
 
 STATE = web.AppKey("state", ApiState)
@@ -67,6 +68,7 @@ def build_app(state: ApiState) -> web.Application:
     app.router.add_get("/api/v1/sla/status", api_sla)
     app.router.add_get("/api/v1/alerts", api_alerts)
     app.router.add_get("/api/v1/results", api_results)
+    app.router.add_get("/api/v1/self", api_self)
     return app
 
 
@@ -158,6 +160,15 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def api_self(request: web.Request) -> web.Response:
+    """The daemon's own health and cost: dispatches, missed runs, lag, RSS, fds, tasks."""
+    _only(request)
+    report = request.app[STATE].self_report
+    if report is None:
+        raise web.HTTPNotFound()
+    return web.json_response(report())
+
+
 # -- JSON API ------------------------------------------------------------------------------------
 def _only(request: web.Request, *allowed: str) -> None:
     unknown = sorted(set(request.query) - set(allowed))
@@ -192,6 +203,7 @@ async def api_status(request: web.Request) -> web.Response:
     _only(request)
     state = request.app[STATE]
     snapshot = await state.uptime.get()
+    history = await state.uptime.history()
     report = snapshot.report if snapshot else None
     ids = {(t.region, t.endpoint): i for i, t in report.targets.items()} if report else {}
     regions = []
@@ -206,8 +218,8 @@ async def api_status(request: web.Request) -> web.Response:
                 known.append((result.ok, status))
                 statuses.append(status)
             windows = report.endpoints.get(target_id) if report and target_id else None
-            days = (snapshot.history.get(target_id) if snapshot and target_id else None) or (
-                _empty_days(state.uptime.clock())
+            days = (history.get(target_id) if target_id else None) or _empty_days(
+                state.uptime.clock()
             )
             rows.append(
                 {

@@ -18,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,6 +65,9 @@ class DaemonGauges:
     reload: Callable[[], tuple[bool, float]] | None = None  # last reload ok, when (epoch s)
     not_ready: Callable[[], list[str]] | None = None  # why /readyz says 503; empty: ready
     heartbeat_age: Callable[[], float | None] | None = None  # s since the dispatcher woke
+    dispatched: Callable[[], int] | None = None  # checks started
+    missed: Callable[[], int] | None = None  # runs skipped: the previous check still running
+    asyncio_tasks: Callable[[], int] | None = None
 
 
 class Metrics:
@@ -113,6 +117,9 @@ class Metrics:
             ("version", "python"),
             registry=r,
         ).labels(__version__, platform.python_version()).set(1)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds: the
+        # standard names every Prometheus dashboard knows.
+        ProcessCollector(registry=r)
         self._series = {endpoint.id: self._children(endpoint) for endpoint in config.endpoints()}
         r.register(_ScrapeTimeCollector(self))
 
@@ -310,6 +317,7 @@ class _ScrapeTimeCollector:
             )
         readings = (
             ("healthcheck_probes_in_flight", "Checks running now", gauges.in_flight),
+            ("healthcheck_asyncio_tasks", "Tasks on the daemon's event loop", gauges.asyncio_tasks),
             (
                 "healthcheck_storage_queue_depth",
                 "Results waiting for the database",
@@ -334,6 +342,12 @@ class _ScrapeTimeCollector:
                 "healthcheck_storage_written_results",
                 "Results written to the database",
                 gauges.storage_written,
+            ),
+            ("healthcheck_checks_dispatched", "Checks started by the scheduler", gauges.dispatched),
+            (
+                "healthcheck_checks_missed",
+                "Scheduled runs skipped because the endpoint's previous check was still running",
+                gauges.missed,
             ),
         )
         for name, text, read in counters:

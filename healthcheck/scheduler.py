@@ -50,6 +50,17 @@ class SchedulerStats:
             del self.lags[: self.max_lags_kept // 2]
         self.lags.append(lag)
 
+    def lag_summary(self, last: int = 1000) -> dict[str, float | None]:
+        """p50 / p99 / max of the most recent dispatches' lag, in seconds (None: none yet)."""
+        recent = sorted(self.lags[-last:])
+        if not recent:
+            return {"p50": None, "p99": None, "max": None}
+        return {
+            "p50": recent[int(0.50 * (len(recent) - 1))],
+            "p99": recent[int(0.99 * (len(recent) - 1))],
+            "max": recent[-1],
+        }
+
 
 class Scheduler:
     """Runs checks forever on their intervals and hands every result to the sinks."""
