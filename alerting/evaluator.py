@@ -82,12 +82,13 @@ class Evaluator:
         settings: AlertingSettings,
         uptime: Callable[[], Mapping[str, tuple[float | None, float]]] | None = None,
     ) -> None:
-        self.endpoints = dict(endpoints)
+        self.endpoints = endpoints
         self.settings = settings
         self.uptime = uptime
         self.alerts: dict[Key, AlertState] = {}
         self.notified: dict[Key, bool] = {}  # did people hear that it fired (not inhibited)?
         self.verdicts: dict[Key, tuple[Verdict, float]] = {}  # last verdict and its hold
+        self._active: set[Key] = set()  # keys whose last verdict is active
         self.regions: dict[str, str] = {}  # target -> region
         self.latest: dict[str, ProbeResult] = {}
         self._recent: dict[str, _Recent] = {}
@@ -95,6 +96,18 @@ class Evaluator:
         self._next_uptime = 0.0
         # Set by the daemon before each evaluation: (schedule lag p99 s, storage down for s).
         self.self_check: tuple[float | None, float | None] | None = None
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        return self._endpoints
+
+    @endpoints.setter
+    def endpoints(self, endpoints: Mapping[str, Endpoint]) -> None:
+        """Also index endpoints by region: a region's failure is judged each tick it reports."""
+        self._endpoints = dict(endpoints)
+        self._members: dict[str, list[str]] = {}
+        for endpoint in self._endpoints.values():
+            self._members.setdefault(endpoint.region, []).append(endpoint.id)
 
     def restore(self, stored: Mapping[Key, tuple[AlertState, bool]]) -> None:
         """Carry on after a restart: firing stays firing, and a down endpoint stays down
@@ -135,6 +148,10 @@ class Evaluator:
             if verdict is None:
                 return  # not enough data to say: keep the state as it is
             self.verdicts[key] = (verdict, hold)
+            if verdict.active:
+                self._active.add(key)
+            else:
+                self._active.discard(key)
             judged.add(key)
             self._step(key, verdict, hold, now, region, changes)
 
@@ -149,11 +166,8 @@ class Evaluator:
 
         for region in regions_seen:
             with _contained(f"regional failure of {region}"):
-                members = [
-                    self.latest[e.id]
-                    for e in self.endpoints.values()
-                    if e.region == region and e.id in self.latest
-                ]
+                latest = self.latest
+                members = [latest[i] for i in self._members.get(region, ()) if i in latest]
                 verdict = rules.regional_failure(region, members)
                 judge(REGIONAL_FAILURE, region, region, verdict, rule_settings.regional_failure_for)
 
@@ -173,9 +187,11 @@ class Evaluator:
             judge(DAEMON_HEALTH, DAEMON, "", verdict)
 
         # Alerts that heard nothing new: holds still complete, reminders still fall due.
-        for key, (verdict, hold) in list(self.verdicts.items()):
-            if key not in judged and verdict.active:
-                self._step(key, verdict, hold, now, self.regions.get(key[1], ""), changes)
+        # Only active verdicts can move an alert on their own: at 10,000 endpoints going
+        # through every verdict each second cost more than judging the second's results.
+        for key in list(self._active - judged):
+            verdict, hold = self.verdicts[key]
+            self._step(key, verdict, hold, now, self.regions.get(key[1], ""), changes)
         return changes
 
     def _judge_result(
@@ -301,3 +317,4 @@ class Evaluator:
             changes.append(Change(after, event, region))
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
+            self._active.discard(key)

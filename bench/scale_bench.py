@@ -436,6 +436,8 @@ async def daemon_run(
     prefer_nginx: bool = True,
     python: str = sys.executable,
     profile: str | None = None,
+    alerting: bool = True,
+    scrape_every: float = SCRAPE_EVERY,
 ) -> DaemonRun:
     workdir = Path(tempfile.mkdtemp(prefix="hc-scale-"))
     receiver = Receiver()
@@ -451,7 +453,8 @@ async def daemon_run(
                 if detect
                 else None
             )
-            config = daemon_config(urls, interval, workdir, listen, receiver.port, extra)
+            webhook = receiver.port if alerting else None
+            config = daemon_config(urls, interval, workdir, listen, webhook, extra)
             run = DaemonRun(farm, endpoints, interval, window, endpoints / interval)
             with contextlib.ExitStack() as stack:
                 # pyinstrument samples the daemon's event loop thread from start to stop.
@@ -511,7 +514,7 @@ async def daemon_run(
                 split0 = thread_cpu(daemon.pid)
                 started_at = time.monotonic()
                 wall0 = time.time()
-                next_scrape = started_at + SCRAPE_EVERY
+                next_scrape = started_at + (scrape_every or float("inf"))
                 p99s, maxes = [], []
                 while (now := time.monotonic()) < started_at + window:
                     await asyncio.sleep(1.0)
@@ -527,7 +530,7 @@ async def daemon_run(
                         usage.rss_max = max(usage.rss_max, rss_bytes(usage.pid))
                     if now >= next_scrape:  # the daemon pays for a scrape, as in production
                         await asyncio.to_thread(_scrape, f"{base}/metrics")
-                        next_scrape += SCRAPE_EVERY
+                        next_scrape += scrape_every
                 for usage in (me, *others):
                     usage.cpu_end = cpu_seconds(usage.pid)
                 split1 = thread_cpu(daemon.pid)
@@ -576,7 +579,7 @@ async def daemon_run(
                     if run.cpu_ms_per_probe and bb_ms and prom_ms:
                         run.ratio_vs_both = round(run.cpu_ms_per_probe / (bb_ms + prom_ms), 3)
                         run.ratio_vs_blackbox = round(run.cpu_ms_per_probe / bb_ms, 3)
-                if detect:
+                if detect and alerting:
                     run.detection_bound_s = interval * 3 + 2
                     run.detection_s = await _detect(switch, receiver, run.detection_bound_s + 30)
     finally:
@@ -696,6 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--warmup", type=float, default=15.0)
     d.add_argument("--window", type=float, default=60.0)
     d.add_argument("--no-blackbox", action="store_true")
+    d.add_argument("--no-alerting", action="store_true", help="to see what alerting costs")
+    d.add_argument(
+        "--scrape-every", type=float, default=SCRAPE_EVERY, help="seconds; 0: never scrape"
+    )
     d.add_argument(
         "--profile",
         help="run the daemon under pyinstrument; its session here (pyinstrument --load FILE)",
@@ -723,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
                 True,
                 nginx,
                 profile=args.profile and str(Path(args.profile).resolve()),
+                alerting=not args.no_alerting,
+                scrape_every=args.scrape_every,
             )
         )
         print(describe(run))

@@ -409,7 +409,16 @@ _SCHEDULER_KEYS: dict[str, schema.Reader] = {
     "max_concurrency": schema.integer(1, 100_000),
     "rate_limit": schema.integer(1, 1_000_000),
     "jitter": lambda v: _fraction(v, 0.5),
+    "tick": lambda v: _tick(schema.duration(v)),
 }
+
+
+def _tick(seconds: float) -> float:
+    if not 0 <= seconds <= 1:
+        raise ValueError(f"expected a duration from 0s to 1s, got {seconds:g}s")
+    return seconds
+
+
 _RETENTION_KEYS: dict[str, schema.Reader] = {
     "raw": schema.duration,
     "raw_rows": schema.integer(1),

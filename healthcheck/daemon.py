@@ -123,6 +123,7 @@ class Daemon:
             storage.path if storage else storage_path(config.storage),
             config.storage.retention_raw,
             clock,
+            separate_process=True,
         )
         self.metrics = Metrics(config, self.board, self._gauges())
         self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
@@ -566,6 +567,7 @@ class Daemon:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if runner is not None:
                     await runner.cleanup()
+                self.uptime.close()
                 stats = self.scheduler.stats
                 log.info(
                     "stopped: %d checks dispatched, %d completed, %d results stored",

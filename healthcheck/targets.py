@@ -50,6 +50,7 @@ class SchedulerSettings:
     max_concurrency: int = 500
     rate_limit: int = 2000  # probe starts per second, across all endpoints
     jitter: float = 0.1  # fraction of the interval each run may move by, so probes never align
+    tick: float = 0.05  # checks due within half of this of each other start in one loop wake
 
 
 @dataclass(frozen=True, slots=True)

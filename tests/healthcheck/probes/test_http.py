@@ -161,11 +161,19 @@ async def test_http_outcomes(
 
 
 async def test_success_records_phases_and_peer(probe, endpoint, base_url) -> None:
-    result = await probe.run(endpoint("http", HttpSettings(url=f"{base_url}/ok")))
+    result = await probe.run(endpoint("http", HttpSettings(url=f"{base_url}/ok", phases=True)))
     assert result.phases is not None
     assert result.phases.connect is not None and result.phases.connect >= 0
     assert 0 < result.phases.first_byte <= result.phases.total
     assert result.error is None and result.error_text is None
+
+
+async def test_connect_phase_only_when_asked(probe, endpoint, base_url) -> None:
+    """Without `phases: true` no request is traced: first byte and total are still timed."""
+    result = await probe.run(endpoint("http", HttpSettings(url=f"{base_url}/ok")))
+    assert result.ok and result.phases is not None
+    assert result.phases.connect is None and result.phases.dns is None
+    assert 0 < result.phases.first_byte <= result.phases.total
 
 
 async def test_failed_condition_says_what_was_seen(probe, endpoint, base_url) -> None:
