@@ -30,7 +30,7 @@ from healthcheck.result import ProbeResult
 from healthcheck.scheduler import check_once
 from healthcheck.secrets import Redactor
 from healthcheck.status_report import StoredStatus
-from healthcheck.targets import Config
+from healthcheck.targets import Config, Shard
 from storage.uptime import StorageReader
 from storage.writer import StorageWriter
 
@@ -69,6 +69,12 @@ def _common_options(
         action="append",
         default=default(None),
         help="only this region (repeat for more)",
+    )
+    parser.add_argument(
+        "--shard",
+        default=default(None),
+        metavar="K/N",
+        help="only the endpoints whose id hashes to shard K of N (own database and port)",
     )
     parser.add_argument(
         "--log-level", default=default("INFO"), choices=("DEBUG", "INFO", "WARNING", "ERROR")
@@ -209,6 +215,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         open_writer(config.storage),
         config_path=config.source,
         regions=set(args.region) if args.region else None,
+        shard=_shard(args.shard) if args.shard else None,
     )
     return asyncio.run(_run_daemon(daemon))
 
@@ -233,7 +240,16 @@ def _load(args: argparse.Namespace) -> Config:
                 file=config.source,
             )
         config = config.only_regions(set(args.region))
+    if args.shard:
+        config = config.only_shard(_shard(args.shard))
     return config
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _probe_all(config: Config) -> list[ProbeResult]:

@@ -38,7 +38,7 @@ from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
 from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
-from healthcheck.targets import Config, StorageSettings
+from healthcheck.targets import Config, Shard, StorageSettings
 from healthcheck.uptime_cache import UptimeCache
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
@@ -106,10 +106,12 @@ class Daemon:
         config_path: str | None = None,
         regions: set[str] | None = None,
         notifier: Notifier | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP; None: nothing to reload
         self.regions = regions  # a --region filter to apply again on reload
+        self.shard = shard  # and a --shard
         self.notifier = notifier or Notifier()
         self.reload_state = (True, clock())
         self._reloading = asyncio.Lock()
@@ -331,6 +333,8 @@ class Daemon:
             new = await asyncio.to_thread(load_config, path)
             if self.regions:
                 new = new.only_regions(self.regions)
+            if self.shard:
+                new = new.only_shard(self.shard)
         except HealthcheckError as exc:
             self.reload_state = (False, self.reload_state[1])
             log.error(
@@ -528,10 +532,15 @@ class Daemon:
                 on_lag=self.metrics.schedule_lag.observe,
             )
             log.info(
-                "started: %d endpoints in %d regions",
+                "started: %d endpoints in %d regions%s",
                 len(endpoints),
                 len(self.config.regions),
-                extra={"event": "started", "endpoints": len(endpoints)},
+                f" (shard {self.shard})" if self.shard else "",
+                extra={
+                    "event": "started",
+                    "endpoints": len(endpoints),
+                    "shard": str(self.shard) if self.shard else None,
+                },
             )
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
             background.append(asyncio.create_task(self._supervise(), name="supervisor"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,33 @@ class ExporterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    """`--shard K/N`: this daemon checks the endpoints whose id hashes to K of N (1-based).
+    The hash is of the id alone, so every daemon given the same file agrees on the split."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, slash, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count)) if slash else None
+        except ValueError:
+            shard = None
+        if shard is None or not 1 <= shard.index <= shard.count:
+            raise ValueError(f"--shard takes K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
+        return shard
+
+    def owns(self, endpoint_id: str) -> bool:
+        digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
+        return int.from_bytes(digest) % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole validated configuration; `source` is the file it came from."""
 
@@ -99,3 +127,24 @@ class Config:
         """The same configuration limited to the named regions."""
         kept = tuple(region for region in self.regions if region.name in names)
         return replace(self, regions=kept)
+
+    def only_shard(self, shard: Shard) -> Config:
+        """This shard's endpoints (regions left empty are dropped), and, when there is more
+        than one shard, its own database file and exporter port so N daemons can share a
+        host and one configuration file: `x.db` -> `x.shard-2-of-4.db`, port + (K - 1)."""
+        regions = []
+        for region in self.regions:
+            mine = tuple(e for e in region.endpoints if shard.owns(e.id))
+            if mine:
+                regions.append(replace(region, endpoints=mine))
+        if shard.count == 1:
+            return replace(self, regions=tuple(regions))
+        storage = self.storage
+        if storage.path:
+            stem, dot, suffix = storage.path.rpartition(".")
+            base, ext = (stem, f".{suffix}") if dot and "/" not in suffix else (storage.path, "")
+            storage = replace(storage, path=f"{base}.shard-{shard.index}-of-{shard.count}{ext}")
+        exporter = self.exporter
+        if exporter.port:
+            exporter = replace(exporter, port=exporter.port + shard.index - 1)
+        return replace(self, regions=tuple(regions), storage=storage, exporter=exporter)
