@@ -19,6 +19,7 @@ import yaml
 from alerting.settings import overrides, read_alerting, read_overrides
 from healthcheck import schema
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
+from healthcheck.durations import parse_duration
 from healthcheck.errors import ConfigError
 from healthcheck.prober import REGISTRY
 from healthcheck.probes.base import Probe
@@ -409,11 +410,15 @@ _SCHEDULER_KEYS: dict[str, schema.Reader] = {
     "max_concurrency": schema.integer(1, 100_000),
     "rate_limit": schema.integer(1, 1_000_000),
     "jitter": lambda v: _fraction(v, 0.5),
-    "tick": lambda v: _tick(schema.duration(v)),
+    "tick": lambda v: _tick(v),
 }
 
 
-def _tick(seconds: float) -> float:
+def _tick(value: Any) -> float:
+    """A duration from 0s (each check on its exact due time) to 1s."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 50ms, got {value!r}")
+    seconds = float(value) if isinstance(value, int | float) else parse_duration(schema.text(value))
     if not 0 <= seconds <= 1:
         raise ValueError(f"expected a duration from 0s to 1s, got {seconds:g}s")
     return seconds

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.process
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TypeVar
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
 
 from healthcheck.errors import StorageError
 from storage.uptime import Day, StorageReader, UptimeReport, daily_history
@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 # Daily bars change once a day; read them when a page asks, at most this often.
 HISTORY_MAX_AGE = 60.0
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,10 @@ class UptimeCache:
         self.path = path
         # The daemon reads uptime in a process of its own: at 10,000 endpoints one read is
         # seconds of Python that, in a thread, would take the GIL from the probing loop.
-        self._pool: ProcessPoolExecutor | None = None
         self._separate = separate_process
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._process_lock = asyncio.Lock()
         self.raw_retention = raw_retention
         self.clock = clock
         self.snapshot: UptimeSnapshot | None = None
@@ -81,20 +84,42 @@ class UptimeCache:
         """Run a read in the reader process (or a thread); a dead process is replaced."""
         if not self._separate:
             return await asyncio.to_thread(read, self.path, self.raw_retention, now)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        loop = asyncio.get_running_loop()
+        async with self._process_lock:  # one read at a time on the one pipe
+            return await asyncio.to_thread(self._ask, read, now)
+
+    def _ask(self, read: Callable[[str, float, float], T], now: float) -> T:
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        assert self._conn is not None
         try:
-            return await loop.run_in_executor(self._pool, read, self.path, self.raw_retention, now)
-        except BrokenProcessPool as exc:
+            self._conn.send((read, self.path, self.raw_retention, now))
+            ok, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
             self.close()
-            raise StorageError(f"the uptime reader process died: {exc}") from exc
+            raise StorageError(f"the uptime reader process died: {exc!r}") from exc
+        if not ok:
+            raise StorageError(value)
+        return value
+
+    def _start(self) -> None:
+        self.close()
+        parent, child = _SPAWN.Pipe(duplex=True)
+        process = _SPAWN.Process(target=serve_reads, args=(child,), name="uptime reader")
+        process.daemon = True
+        process.start()
+        child.close()  # only the reader holds this end: the daemon gone, it reads EOF and ends
+        self._process, self._conn = process, parent
 
     def close(self) -> None:
         """Stop the reader process, if one was started."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(1.0)
+            if self._process.is_alive():
+                self._process.kill()
+            self._process = None
 
     async def history(self) -> dict[int, list[Day]]:
         """Per endpoint id, the last HISTORY_DAYS daily bars ({} while unreadable)."""
@@ -117,6 +142,25 @@ class UptimeCache:
             began = time.monotonic()
             await self.refresh()
             await asyncio.sleep(max(every, (time.monotonic() - began) / share))
+
+
+def serve_reads(conn: Connection) -> None:
+    """The reader process: answer (read, path, retention, now) until the daemon hangs up."""
+    while True:
+        try:
+            read, path, raw_retention, now = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        try:
+            answer: tuple[bool, Any] = (True, read(path, raw_retention, now))
+        except StorageError as exc:
+            answer = (False, str(exc))
+        except Exception as exc:  # never die on a bad read: the daemon logs it
+            answer = (False, f"uptime read failed: {type(exc).__name__}: {exc}")
+        try:
+            conn.send(answer)
+        except (EOFError, OSError):
+            return
 
 
 def read_uptime(path: str, raw_retention: float, now: float) -> UptimeSnapshot:

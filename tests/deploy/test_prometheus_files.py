@@ -157,8 +157,10 @@ def dashboard_exprs() -> list[tuple[str, str]]:
         ("check", "config", CONFIG),
         ("check", "rules", RULES),
         ("test", "rules", RULE_TESTS),
+        ("check", "rules", PROMETHEUS / "multi-vantage.rules.yml"),
+        ("test", "rules", PROMETHEUS / "tests" / "multi-vantage.rules.test.yml"),
     ],
-    ids=["check-config", "check-rules", "test-rules"],
+    ids=["check-config", "check-rules", "test-rules", "check-vantages", "test-vantages"],
 )
 def test_promtool_accepts(promtool, args):
     run_promtool(promtool, *args)

@@ -228,3 +228,37 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> 
             await process.wait()
     log = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
     assert any(e.get("event") == "forced_exit" for e in log)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_kill_9_leaves_no_reader_process_behind(start_daemon, fleet, tmp_path) -> None:
+    """The uptime reader runs in a process of its own; a daemon killed outright takes it along
+    (it holds the only other end of the reader's pipe), instead of leaving an orphan."""
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, [{"name": "api", "url": f"{fleet.http}/ok"}])
+    process = await start_daemon(config)
+    await until(lambda: children_of(process.pid))
+    readers = children_of(process.pid)
+    process.kill()
+    await process.wait()
+    await until(lambda: not any(alive(pid) for pid in readers), timeout=10)

@@ -202,6 +202,35 @@ async def test_metrics_text_and_openmetrics(api) -> None:
     assert body.rstrip().endswith("# EOF")
 
 
+async def test_self_reports_the_daemons_own_numbers(api) -> None:
+    """What an operator (or bench/) reads to see whether the daemon keeps up, and at what cost."""
+    async with api.get("/api/v1/self") as response:
+        assert response.status == 200
+        report = await response.json()
+    scheduler, process = report["scheduler"], report["process"]
+    assert report["endpoints"] == 2
+    assert scheduler["running"] is True
+    assert scheduler["completed"] >= 6 and scheduler["dispatched"] >= scheduler["completed"]
+    assert scheduler["skipped_overrun"] >= 0
+    lag = scheduler["lag_seconds"]
+    assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"] < 5
+    assert process["rss_bytes"] > 10 * 2**20 and process["open_fds"] > 3
+    assert process["asyncio_tasks"] >= 3 and process["cpu_seconds"] > 0
+    assert report["storage"]["written"] >= 6 and report["storage"]["writable"] is True
+    async with api.get("/api/v1/self", params={"verbose": "1"}) as response:
+        assert response.status == 400
+    async with api.get("/metrics") as response:
+        text = await response.text()
+    for name in (
+        "healthcheck_checks_dispatched_total",
+        "healthcheck_checks_missed_total",
+        "healthcheck_asyncio_tasks",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ):
+        assert f"\n{name} " in text, name
+
+
 async def test_bearer_auth_guards_the_api_but_not_health_or_metrics(start_daemon) -> None:
     base = await start_daemon(exporter={"auth": {"bearer_token": "${API_TOKEN}"}})
     async with aiohttp.ClientSession(base) as session:

@@ -139,3 +139,22 @@ async def test_once_respects_the_rate_limit(server) -> None:
 def test_scheduler_settings_defaults_are_production_sized() -> None:
     settings = SchedulerSettings()
     assert settings.max_concurrency >= 100 and settings.rate_limit >= 1000
+
+
+@pytest.mark.parametrize("tick", [0.0, 0.2])
+async def test_checks_due_within_a_tick_start_together(server, tick) -> None:
+    """A tick batches starts into fewer loop wakes; no start is more than half a tick late."""
+    url, _ = server
+    endpoints = {f"e{i}": f"{url}/fast" for i in range(40)}
+    document = json.loads(json.dumps({"tick": f"{int(tick * 1000)}ms"}))
+    config = fleet(endpoints, "1s", "500ms", **document)
+    assert config.scheduler.tick == tick
+    results, scheduler = await run_for(config, 2.2)
+    assert len(results) >= 60 and all(r.ok for r in results)
+    # Results of one batch carry the same wall-clock start to within a few ms.
+    wakes = len({round(r.timestamp / 0.02) for r in results})
+    if tick:
+        assert wakes <= 2.2 / tick + 4, wakes  # ~11 batches in 2.2 s, not ~80 starts
+    else:
+        assert wakes > 30, wakes  # every check on its own due time
+    assert max(scheduler.stats.lags) <= tick / 2 + 0.1, max(scheduler.stats.lags)
