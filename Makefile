@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install lint  ## install, then run the linters and the whole test suite
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: install  ## the scale benchmark vs blackbox_exporter + Prometheus (bench/README.md)
+	@command -v nginx >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \
+		|| echo "for the full comparison: apt-get install nginx-light prometheus prometheus-blackbox-exporter"
+	$(BIN)/python bench/scale_bench.py --json bench/scale.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -8,7 +8,16 @@ import pytest
 
 from healthcheck.config import parse_config
 from healthcheck.targets import Shard
-from tests.e2e.test_once import write_config
+
+
+def write_config(tmp_path, regions: dict) -> str:
+    document = {
+        "defaults": {"interval": "10s", "timeout": "1s", "retries": 0},
+        "regions": {name: {"endpoints": endpoints} for name, endpoints in regions.items()},
+    }
+    path = tmp_path / "regions.yaml"
+    path.write_text(json.dumps(document))
+    return str(path)
 
 
 def fleet_of(base: str, regions: int = 3, per_region: int = 12) -> dict:
