@@ -291,7 +291,7 @@ class Daemon:
                 "rss_bytes": process.rss_bytes,
                 "open_fds": process.open_fds,
                 "cpu_seconds": round(process.cpu_seconds, 3),
-                "asyncio_tasks": process.asyncio_tasks,
+                "asyncio_tasks": self._task_count(),
             },
             "storage": None
             if writer is None

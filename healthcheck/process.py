@@ -1,8 +1,7 @@
-"""What the daemon's own process uses (RSS, open fds, CPU, asyncio tasks), read from /proc."""
+"""What the daemon's own process uses (RSS, open fds, CPU), read from /proc."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ class ProcessUsage:
     rss_bytes: int
     open_fds: int | None
     cpu_seconds: float
-    asyncio_tasks: int | None
 
 
 def usage() -> ProcessUsage:
-    """This process now; fds only where /proc is mounted, tasks only inside a running loop."""
+    """This process now; open fds only where /proc is mounted."""
     try:
         with open("/proc/self/statm", "rb") as statm:
             rss = int(statm.read().split()[1]) * _PAGE
@@ -30,8 +28,4 @@ def usage() -> ProcessUsage:
     except OSError:
         fds = None
     times = os.times()
-    try:
-        tasks: int | None = len(asyncio.all_tasks())
-    except RuntimeError:
-        tasks = None
-    return ProcessUsage(rss, fds, times.user + times.system, tasks)
+    return ProcessUsage(rss, fds, times.user + times.system)
