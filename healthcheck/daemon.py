@@ -30,6 +30,7 @@ from healthcheck.api import ApiState, build_app
 from healthcheck.config import load_config
 from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
+from healthcheck.offload import Offload
 from healthcheck.prober import Prober
 from healthcheck.probes.base import Clock
 from healthcheck.process import usage
@@ -125,13 +126,16 @@ class Daemon:
         self.storage = storage
         self._clock = clock
         self.scheduler: Scheduler | None = None
+        # Uptime reads and /metrics renders run in a helper process: at 10,000 endpoints each
+        # is seconds of Python that would take the GIL from the probing loop.
+        self.helper = Offload("healthcheck helper")
         self.uptime = UptimeCache(
             storage.path if storage else storage_path(config.storage),
             config.storage.retention_raw,
             clock,
-            separate_process=True,
+            offload=self.helper,
         )
-        self.metrics = Metrics(config, self.board, self._gauges())
+        self.metrics = Metrics(config, self.board, self._gauges(), offload=self.helper)
         self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
         self._serve_http = serve_http
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -533,7 +537,7 @@ class Daemon:
                 prober.check,
                 [self.on_result],
                 self.config.scheduler,
-                on_lag=self.metrics.schedule_lag.observe,
+                on_lag=self.metrics.observe_lag,
             )
             log.info(
                 "started: %d endpoints in %d regions%s",
@@ -584,7 +588,7 @@ class Daemon:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if runner is not None:
                     await runner.cleanup()
-                self.uptime.close()
+                self.helper.close()
                 stats = self.scheduler.stats
                 log.info(
                     "stopped: %d checks dispatched, %d completed, %d results stored",

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import multiprocessing.process
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from healthcheck.errors import StorageError
+from healthcheck.offload import Offload, OffloadError
 from storage.uptime import Day, StorageReader, UptimeReport, daily_history
 
 log = logging.getLogger("healthcheck.uptime")
@@ -22,7 +20,6 @@ T = TypeVar("T")
 
 # Daily bars change once a day; read them when a page asks, at most this often.
 HISTORY_MAX_AGE = 60.0
-_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +47,12 @@ class UptimeCache:
         path: str,
         raw_retention: float,
         clock: Callable[[], float] = time.time,
-        separate_process: bool = False,
+        offload: Offload | None = None,
     ) -> None:
         self.path = path
-        # The daemon reads uptime in a process of its own: at 10,000 endpoints one read is
+        # The daemon reads uptime in its helper process: at 10,000 endpoints one read is
         # seconds of Python that, in a thread, would take the GIL from the probing loop.
-        self._separate = separate_process
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._process_lock = asyncio.Lock()
+        self.offload = offload
         self.raw_retention = raw_retention
         self.clock = clock
         self.snapshot: UptimeSnapshot | None = None
@@ -81,45 +75,15 @@ class UptimeCache:
             log.debug("uptime not refreshed: %s", exc)
 
     async def _off_loop(self, read: Callable[[str, float, float], T], now: float) -> T:
-        """Run a read in the reader process (or a thread); a dead process is replaced."""
-        if not self._separate:
+        """Run a read in the helper process (or a thread)."""
+        if self.offload is None:
             return await asyncio.to_thread(read, self.path, self.raw_retention, now)
-        async with self._process_lock:  # one read at a time on the one pipe
-            return await asyncio.to_thread(self._ask, read, now)
-
-    def _ask(self, read: Callable[[str, float, float], T], now: float) -> T:
-        if self._process is None or not self._process.is_alive():
-            self._start()
-        assert self._conn is not None
         try:
-            self._conn.send((read, self.path, self.raw_retention, now))
-            ok, value = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            self.close()
-            raise StorageError(f"the uptime reader process died: {exc!r}") from exc
-        if not ok:
-            raise StorageError(value)
-        return value
-
-    def _start(self) -> None:
-        self.close()
-        parent, child = _SPAWN.Pipe(duplex=True)
-        process = _SPAWN.Process(target=serve_reads, args=(child,), name="uptime reader")
-        process.daemon = True
-        process.start()
-        child.close()  # only the reader holds this end: the daemon gone, it reads EOF and ends
-        self._process, self._conn = process, parent
-
-    def close(self) -> None:
-        """Stop the reader process, if one was started."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            self._process.join(1.0)
-            if self._process.is_alive():
-                self._process.kill()
-            self._process = None
+            return await asyncio.to_thread(
+                self.offload.call, read, self.path, self.raw_retention, now
+            )
+        except OffloadError as exc:
+            raise StorageError(str(exc)) from exc
 
     async def history(self) -> dict[int, list[Day]]:
         """Per endpoint id, the last HISTORY_DAYS daily bars ({} while unreadable)."""
@@ -142,25 +106,6 @@ class UptimeCache:
             began = time.monotonic()
             await self.refresh()
             await asyncio.sleep(max(every, (time.monotonic() - began) / share))
-
-
-def serve_reads(conn: Connection) -> None:
-    """The reader process: answer (read, path, retention, now) until the daemon hangs up."""
-    while True:
-        try:
-            read, path, raw_retention, now = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
-            return
-        try:
-            answer: tuple[bool, Any] = (True, read(path, raw_retention, now))
-        except StorageError as exc:
-            answer = (False, str(exc))
-        except Exception as exc:  # never die on a bad read: the daemon logs it
-            answer = (False, f"uptime read failed: {type(exc).__name__}: {exc}")
-        try:
-            conn.send(answer)
-        except (EOFError, OSError):
-            return
 
 
 def read_uptime(path: str, raw_retention: float, now: float) -> UptimeSnapshot:

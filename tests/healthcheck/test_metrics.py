@@ -1,0 +1,105 @@
+"""The exporter's records and their rendering, in this process and in the helper process."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from healthcheck.config import parse_config
+from healthcheck.exporter import Metrics, render
+from healthcheck.offload import Offload
+from healthcheck.result import ErrorClass, ProbeResult
+from healthcheck.status import StatusBoard
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    document = {
+        "regions": {
+            "us": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:1/"}]},
+            "eu": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:2/"}]},
+        }
+    }
+    config = parse_config(json.dumps(document), "test")
+    board = StatusBoard(config.endpoints())
+    metrics = Metrics(config, board)
+    now = time.time()
+    results = [
+        ProbeResult("us", "api", "http", True, 0.001, now, http_status=200),  # on a bound
+        ProbeResult("us", "api", "http", True, 0.0011, now + 1, http_status=200),
+        ProbeResult("us", "api", "http", False, 40.0, now + 2, error=ErrorClass.TIMEOUT),
+        ProbeResult("eu", "api", "http", False, 0.2, now, ErrorClass.HTTP_STATUS, http_status=503),
+    ]
+    for result in results:
+        metrics.observe(result, board.record(result) or board.latest[result.target_id][1])
+    metrics.observe_lag(0.003)
+    return metrics
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+def test_histograms_counters_and_last_checks(metrics: Metrics) -> None:
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+    duration = "healthcheck_probe_duration_seconds"
+    assert value(found, f"{duration}_bucket", **us, le="0.001") == 1  # le means <=
+    assert value(found, f"{duration}_bucket", **us, le="0.0025") == 2
+    assert value(found, f"{duration}_bucket", **us, le="30.0") == 2
+    assert value(found, f"{duration}_bucket", **us, le="+Inf") == 3
+    assert value(found, f"{duration}_count", **us) == 3
+    assert value(found, f"{duration}_sum", **us) == pytest.approx(40.0021)
+    assert value(found, "healthcheck_checks_total", **us, result="success") == 2
+    assert value(found, "healthcheck_checks_total", **us, result="failure") == 1
+    assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
+    assert (
+        "healthcheck_check_errors_total",
+        frozenset({**us, "error": "dns"}.items()),
+    ) not in found
+    assert value(found, "healthcheck_probe_success", **us) == 0
+    eu = {"region": "eu", "endpoint": "api"}
+    assert value(found, "healthcheck_probe_http_status_code", **eu) == 503
+    assert value(found, "healthcheck_region_regional_failure", region="eu") == 1
+    assert value(found, "healthcheck_schedule_lag_seconds_bucket", le="0.005") == 1
+    assert value(found, "healthcheck_schedule_lag_seconds_bucket", le="0.001") == 0
+
+
+def healthcheck_lines(body: bytes) -> list[bytes]:
+    return [line for line in body.splitlines() if b"process_" not in line]
+
+
+def test_the_helper_process_renders_the_same_text(metrics: Metrics) -> None:
+    helper = Offload("test helper")
+    try:
+        snapshot = metrics.snapshot()
+        here = render(snapshot, None)
+        there = helper.call(render, snapshot, None)
+        openmetrics = helper.call(render, snapshot, "application/openmetrics-text")
+    finally:
+        helper.close()
+    # the same, but for the process_* readings of this process, which move between renders
+    assert healthcheck_lines(here[0]) == healthcheck_lines(there[0])
+    assert b"process_resident_memory_bytes" in there[0]
+    assert openmetrics[1].startswith("application/openmetrics-text")
+    assert openmetrics[0].rstrip().endswith(b"# EOF")
+
+
+def test_a_reload_keeps_counts_of_kept_endpoints_and_drops_removed_ones(metrics: Metrics) -> None:
+    document = {"regions": {"us": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:1/"}]}}}
+    metrics.update(parse_config(json.dumps(document), "test"))
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+    assert value(found, "healthcheck_checks_total", **us, result="success") == 2
+    assert not [key for key in found if ("region", "eu") in key[1]]

@@ -1,0 +1,74 @@
+"""The helper process that takes uptime reads and /metrics renders off the daemon's GIL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from healthcheck.offload import Offload, OffloadError
+
+# The helper unpickles functions by module name: only importable ones travel (the daemon's
+# are module-level functions of the package), so these tests use the standard library's.
+
+
+@pytest.fixture
+def helper():
+    offload = Offload("test helper")
+    yield offload
+    offload.close()
+
+
+def test_calls_run_in_one_other_process(helper: Offload) -> None:
+    first = helper.call(os.getpid)
+    assert helper.call(divmod, 7, 2) == (3, 1)
+    assert helper.call(os.getpid) == first != os.getpid() and helper.pid == first
+
+
+def test_an_exception_is_an_offload_error_and_the_process_lives_on(helper: Offload) -> None:
+    before = helper.call(os.getpid)
+    with pytest.raises(OffloadError, match="ValueError: invalid literal for int"):
+        helper.call(int, "not a number")
+    assert helper.call(os.getpid) == before
+
+
+def test_a_killed_process_fails_one_call_then_is_replaced(helper: Offload) -> None:
+    before = helper.call(os.getpid)
+    os.kill(before, signal.SIGKILL)
+    with pytest.raises(OffloadError, match="test helper process died"):
+        helper.call(os.getpid)
+    assert helper.call(os.getpid) not in (before, None)
+
+
+def test_close_ends_the_process(helper: Offload) -> None:
+    pid = helper.call(os.getpid)
+    helper.close()
+    assert helper.pid is None
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # reaped by close; give the kernel a moment
+            os.kill(pid, 0)
+            time.sleep(0.02)
+
+
+def test_close_during_a_call_ends_it_at_once(helper: Offload) -> None:
+    import threading
+
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            helper.call(time.sleep, 30)
+        except OffloadError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    while helper.pid is None:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    began = time.monotonic()
+    helper.close()
+    thread.join(10)
+    assert not thread.is_alive() and failed and time.monotonic() - began < 5
