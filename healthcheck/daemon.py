@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -62,6 +63,10 @@ STALL_AFTER = 3 * HEARTBEAT
 GC_THRESHOLDS = (50_000, 20, 10)
 # The GIL switch interval while the daemon runs (see tune_process).
 SWITCH_INTERVAL = 0.0001
+# glibc malloc arenas: by default up to 8 per core, one per thread that allocates (the writer,
+# worker threads); each keeps its freed memory. 10,000 endpoints: RSS ~265-390 -> ~230-330 MB.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
 
@@ -78,13 +83,25 @@ def tune_process() -> None:
     100-200 ms. Measured: 1,000 endpoints every 5 s, p99 schedule lag 57 ms -> 7 ms; 10,000
     every 10 s with a 2 s render each 15 s, checks over 250 ms late 17 % (0.5 ms) -> 3 %
     (0.1 ms); 0.05 ms was no better. The open file limit goes to its hard limit, as Go
-    programs do: every check in flight holds a socket.
+    programs do: every check in flight holds a socket. Threads share MALLOC_ARENAS malloc
+    arenas (glibc; MALLOC_ARENA_MAX in the environment wins).
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _limit_malloc_arenas(MALLOC_ARENAS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _limit_malloc_arenas(count: int) -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt  # glibc; musl and others have none and need none
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, count)
 
 
 def storage_path(settings: StorageSettings) -> str:
