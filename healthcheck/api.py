@@ -143,10 +143,14 @@ async def status_page(_request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     body, content_type = await asyncio.to_thread(
-        state.metrics.render, request.headers.get("Accept")
+        state.metrics.render, request.headers.get("Accept"), gzipped
     )
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def healthz(_request: web.Request) -> web.Response:

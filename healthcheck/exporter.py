@@ -9,6 +9,7 @@ seconds of Python that, in a thread of the daemon, would take the GIL from the p
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import platform
@@ -191,16 +192,18 @@ class Metrics:
         """How late a check started after its due time."""
         self.lag.observe(seconds)
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The exposition body and content type (OpenMetrics when the scraper asks for it).
-        Blocking: call it in a worker thread. Renders in the helper process if there is one."""
+    def render(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
+        """The exposition body and content type (OpenMetrics when the scraper asks for it),
+        gzip-compressed if asked. Blocking: call it in a worker thread. Renders in the helper
+        process if there is one: the daemon then never holds the whole text (23 MB at
+        10,000 endpoints), only its gzip (~1 MB), as Prometheus asks for."""
         scrape = self.snapshot()
         if self.offload is not None:
             try:
-                return self.offload.call(render, scrape, accept)
+                return self.offload.call(render, scrape, accept, gzipped)
             except OffloadError as exc:
                 log.warning("rendering /metrics here instead: %s", exc)
-        return render(scrape, accept)
+        return render(scrape, accept, gzipped)
 
     def snapshot(self) -> Scrape:
         """The records, the board's last results and the daemon's readings, copied now."""
@@ -345,7 +348,7 @@ class Metrics:
             scrape.notifications = dict(gauges.notifications())
 
 
-def render(scrape: Scrape, accept: str | None) -> tuple[bytes, str]:
+def render(scrape: Scrape, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
     """A scrape as the exposition format (module level: it runs in the helper process)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ScrapeCollector(scrape))
@@ -353,7 +356,9 @@ def render(scrape: Scrape, accept: str | None) -> tuple[bytes, str]:
     # standard names every Prometheus dashboard knows, of the daemon's process.
     ProcessCollector(pid=lambda: scrape.pid, registry=registry)
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    body = encoder(registry)
+    # level 1: ~10x smaller, several times faster than the default 9 on text this repetitive
+    return (gzip.compress(body, compresslevel=1) if gzipped else body), content_type
 
 
 def _le(bounds: tuple[float, ...]) -> list[str]:
