@@ -34,7 +34,7 @@ class StoredStatus:
         self.config = config
         self.now = now
         self.uptime: UptimeReport = reader.uptime(now, WINDOWS)
-        latest = reader.latest()
+        latest = reader.latest(now)
         ids = {(t.region, t.endpoint): t.id for t in self.uptime.targets.values()}
         self.rows: list[tuple[str, str, str, dict[str, Tally], Latest | None]] = []
         for endpoint in config.endpoints():

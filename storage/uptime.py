@@ -148,20 +148,25 @@ class StorageReader:
                 overall.add(tally)
         return report
 
-    def latest(self) -> dict[int, Latest]:
-        """Newest check and newest failure of every endpoint that has raw rows."""
+    def latest(self, now: float) -> dict[int, Latest]:
+        """Newest check and newest failure of every endpoint that has raw rows, as of `now`.
+
+        Rows stamped after `now` were written before the wall clock stepped back: for as long
+        as the step, they would pass for the newest, with the status of before the step."""
         # One index seek per endpoint (the partial index serves the failures).
         newest = self.db.execute(
             "SELECT r.target_id, r.ts, r.status, r.ok, r.latency_ms, r.error, r.error_text "
             "FROM targets t JOIN results r ON r.id = (SELECT id FROM results "
-            "WHERE target_id = t.id ORDER BY ts DESC LIMIT 1)"
+            "WHERE target_id = t.id AND ts <= ? ORDER BY ts DESC LIMIT 1)",
+            [now],
         ).fetchall()
         failures = {
             row[0]: row[1:]
             for row in self.db.execute(
                 "SELECT r.target_id, r.ts, r.error, r.error_text FROM targets t JOIN results r "
                 "ON r.id = (SELECT id FROM results WHERE target_id = t.id AND ok = 0 "
-                "ORDER BY ts DESC LIMIT 1)"
+                "AND ts <= ? ORDER BY ts DESC LIMIT 1)",
+                [now],
             )
         }
         latest = {}

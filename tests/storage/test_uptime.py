@@ -84,11 +84,21 @@ def test_endpoints_and_regions_are_kept_apart(store, db_path) -> None:
 def test_latest_and_last_error(store, db_path) -> None:
     store(check(NOW - 100, ok=False), check(NOW - 50), check(NOW - 10))
     reader = StorageReader(db_path)
-    latest = reader.latest()[1]
+    latest = reader.latest(NOW)[1]
     reader.close()
     assert (latest.ts, latest.ok, latest.status) == (NOW - 10, True, "healthy")
     assert (latest.last_error_ts, latest.last_error) == (NOW - 100, "timeout")
     assert latest.last_error_text == "no answer within 5s"
+
+
+def test_latest_is_not_a_row_stamped_before_the_clock_stepped_back(store, db_path) -> None:
+    """Checks stamped an hour ahead, then the wall clock stepped back: the newest check is the
+    failure since, not the success stamped in what is now the future."""
+    store(check(NOW + HOUR - 20, ok=False), check(NOW + HOUR - 10), check(NOW - 5, ok=False))
+    reader = StorageReader(db_path)
+    latest = reader.latest(NOW)[1]
+    reader.close()
+    assert (latest.ts, latest.ok, latest.last_error_ts) == (NOW - 5, False, NOW - 5)
 
 
 def test_percentiles_from_the_histogram(store, db_path) -> None:
