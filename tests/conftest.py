@@ -1,4 +1,4 @@
-"""Shared real things for tests: a trustme CA, free loopback ports."""
+"""Shared real things for tests: a trustme CA, free loopback ports, a webhook receiver."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import trustme
+from webhook import Webhook
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,11 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def webhook():
+    """A webhook receiver on loopback, not yet up (`await webhook.up()`)."""
+    hook = Webhook()
+    yield hook
+    await hook.down()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +16,8 @@ import pytest
 from aiohttp import web
 
 HITS = web.AppKey("hits", list)
+VISITS = web.AppKey("visits", list)
+DOWN = web.AppKey("down", set)
 
 
 @dataclass
@@ -65,6 +70,58 @@ def start_daemon():
     return _start_daemon
 
 
+class DaemonLog:
+    """A daemon's stderr as it comes: its JSON log entries, and apart from them any line that
+    is not one (a traceback, an asyncio complaint), so a test can insist there is none."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.entries: list[dict] = []
+        self.other: list[str] = []
+        self._reader = asyncio.create_task(self._read(process.stderr))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict):
+                self.entries.append(entry)
+            else:
+                self.other.append(line.decode(errors="replace").rstrip())
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in self.entries if e.get("event") == name]
+
+    @property
+    def port(self) -> int:
+        """The port of the daemon's HTTP server, once it has logged that it listens."""
+        return self.events("listening")[0]["port"]
+
+    async def closed(self) -> None:
+        """Every line in: wait for the end of the stream (the daemon has exited)."""
+        await self._reader
+
+    async def stop(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@pytest.fixture
+async def follow_log():
+    """follow_log(process): a DaemonLog reading that daemon's stderr until it exits."""
+    logs: list[DaemonLog] = []
+
+    def follow(process: asyncio.subprocess.Process) -> DaemonLog:
+        logs.append(DaemonLog(process))
+        return logs[-1]
+
+    yield follow
+    for log in logs:  # a test that failed early may leave a reader waiting
+        await log.stop()
+
+
 async def _ok(_r: web.Request) -> web.Response:
     return web.json_response({"status": "UP"})
 
@@ -87,6 +144,13 @@ async def _hang(_r: web.Request) -> web.Response:
     return web.Response()
 
 
+async def _switch(request: web.Request) -> web.Response:
+    """/switch/NAME answers 500 while NAME is in `Fleet.down`, else 200."""
+    if request.match_info["name"] in request.app[DOWN]:
+        return web.Response(status=500, text="switched off")
+    return web.json_response({"status": "UP"})
+
+
 async def _auth(request: web.Request) -> web.Response:
     request.app[HITS].append(request.path)
     return web.Response(status=401)
@@ -95,6 +159,7 @@ async def _auth(request: web.Request) -> web.Response:
 @web.middleware
 async def _count(request: web.Request, handler):
     request.app[HITS].append(request.path)
+    request.app[VISITS].append((time.monotonic(), request.path))
     return await handler(request)
 
 
@@ -110,12 +175,23 @@ class Fleet:
     def hits(self) -> list[str]:
         return self.app[HITS]
 
+    def visits(self, path: str) -> list[float]:
+        """When (time.monotonic()) each request for `path` came, oldest first."""
+        return [at for at, visited in self.app[VISITS] if visited == path]
+
+    @property
+    def down(self) -> set[str]:
+        """Names whose /switch/NAME fails; add and remove to switch them."""
+        return self.app[DOWN]
+
 
 @pytest.fixture
 async def fleet(ca, tmp_path):
     """One app served three ways: plain HTTP, HTTPS with a valid and with an expired cert."""
     app = web.Application(middlewares=[_count])
     app[HITS] = []
+    app[VISITS] = []
+    app[DOWN] = set()
     for path, handler in {
         "/ok": _ok,
         "/slow": _slow,
@@ -123,6 +199,7 @@ async def fleet(ca, tmp_path):
         "/down": _down,
         "/hang": _hang,
         "/auth": _auth,
+        "/switch/{name}": _switch,
     }.items():
         app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)

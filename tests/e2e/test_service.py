@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -11,6 +10,7 @@ import sqlite3
 
 import aiohttp
 import yaml
+from polling import until
 
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer
@@ -42,13 +42,6 @@ class NotifySocket:
         self.sock.close()
 
 
-async def until(condition, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 def write_config(path, fleet, endpoints: list[dict], **extra) -> None:
     path.write_text(
         yaml.safe_dump(
@@ -63,19 +56,15 @@ def write_config(path, fleet, endpoints: list[dict], **extra) -> None:
     )
 
 
-async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_path) -> None:
+async def test_notify_reload_good_and_bad_then_stop(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     config = tmp_path / "regions.yaml"
     write_config(config, fleet, [{"name": "a", "url": f"{fleet.http}/ok"}])
     env = {**os.environ, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"}
     process = await start_daemon(config, env=env)
-    log: list[dict] = []
-
-    async def read_log() -> None:
-        async for line in process.stderr:
-            log.append(json.loads(line))
-
-    reader = asyncio.create_task(read_log())
+    log = follow_log(process)
     try:
         await until(lambda: notify.count("READY") == 1)
         await until(lambda: notify.count("WATCHDOG") >= 3)  # every 0.5 s while the scheduler runs
@@ -89,24 +78,23 @@ async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_pat
             [{"name": "a", "url": f"{fleet.http}/ok"}, {"name": "b", "url": f"{fleet.http}/slow"}],
         )
         process.send_signal(signal.SIGHUP)
-        await until(lambda: any(e.get("event") == "config_reloaded" for e in log))
-        reloaded = next(e for e in log if e.get("event") == "config_reloaded")
+        await until(lambda: log.events("config_reloaded"))
+        reloaded = log.events("config_reloaded")[0]
         assert (reloaded["added"], reloaded["removed"], reloaded["changed"]) == (1, 0, 0)
         await until(lambda: fleet.hits.count("/slow") >= 2)
-        changes = [(e["endpoint"], e["previous"]) for e in log if e.get("event") == "status_change"]
+        changes = [(e["endpoint"], e["previous"]) for e in log.events("status_change")]
         assert changes.count(("a", "unknown")) == 1  # "a" carried on: not seen as new again
         assert notify.count("RELOADING") == 1
 
         # A bad one: rejected, logged, the running config carries on.
         config.write_text("regions: {r: {endpoints: [{name: a, url: 'gopher://x'}]}}")
         process.send_signal(signal.SIGHUP)
-        await until(lambda: any(e.get("event") == "config_reload_failed" for e in log))
-        failed = next(e for e in log if e.get("event") == "config_reload_failed")
+        await until(lambda: log.events("config_reload_failed"))
+        failed = log.events("config_reload_failed")[0]
         assert "regions.r.endpoints[0].url" in failed["error"]
-        port = next(e["port"] for e in log if e.get("event") == "listening")
         hits = fleet.hits.count("/slow")
         await until(lambda: fleet.hits.count("/slow") >= hits + 2)  # still checking "b"
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = f"http://127.0.0.1:{log.port}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             metrics = await response.text()
         assert "healthcheck_config_last_reload_successful 0.0" in metrics
@@ -119,8 +107,8 @@ async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_pat
             [{"name": "a", "url": f"{fleet.http}/ok", "conditions": ["[STATUS] == 200"]}],
         )
         process.send_signal(signal.SIGHUP)
-        await until(lambda: sum(e.get("event") == "config_reloaded" for e in log) == 2)
-        second = [e for e in log if e.get("event") == "config_reloaded"][1]
+        await until(lambda: len(log.events("config_reloaded")) == 2)
+        second = log.events("config_reloaded")[1]
         assert (second["added"], second["removed"], second["changed"]) == (0, 1, 1)
         await asyncio.sleep(0.5)  # a check of "b" in flight may still land
         hits = fleet.hits.count("/slow")
@@ -136,11 +124,14 @@ async def test_notify_reload_good_and_bad_then_stop(start_daemon, fleet, tmp_pat
     finally:
         if process.returncode is None:
             process.kill()
-        await reader
+        await log.closed()
         notify.close()
+    assert log.other == []  # every line JSON: no traceback
 
 
-async def test_sigterm_during_probing_loses_no_result(start_daemon, fleet, tmp_path) -> None:
+async def test_sigterm_during_probing_loses_no_result(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
     config = tmp_path / "regions.yaml"
     endpoints = [{"name": f"slow{i}", "url": f"{fleet.http}/slow"} for i in range(10)]
     write_config(config, fleet, endpoints)
@@ -150,17 +141,13 @@ async def test_sigterm_during_probing_loses_no_result(start_daemon, fleet, tmp_p
         .replace("timeout: 150ms", "timeout: 350ms")
     )
     process = await start_daemon(config)
-    lines = []
-    async for line in process.stderr:
-        lines.append(json.loads(line))
-        if sum(1 for e in lines if e.get("event") == "status_change") >= 5:
-            break
+    log = follow_log(process)
+    await until(lambda: len(log.events("status_change")) >= 5)
     await asyncio.sleep(0.15)  # mid-flight: slow checks take 200 ms
     process.send_signal(signal.SIGTERM)
-    rest = await process.stderr.read()
     assert await asyncio.wait_for(process.wait(), 20) == 0
-    lines += [json.loads(line) for line in rest.decode().splitlines()]
-    stopped = next(e for e in lines if e.get("event") == "stopped")
+    await log.closed()
+    stopped = log.events("stopped")[0]
     assert stopped["dispatched"] == stopped["completed"] == stopped["stored"] > 0
     assert stopped["dropped"] == 0
     with sqlite3.connect(tmp_path / "hc.db") as db:
@@ -204,7 +191,7 @@ async def test_the_watchdog_stops_when_the_scheduler_is_wedged(fleet, tmp_path) 
         notify.close()
 
 
-async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> None:
+async def test_a_second_sigterm_exits_at_once(start_daemon, follow_log, fleet, tmp_path) -> None:
     """The first SIGTERM waits for checks in flight (up to 5 s); a second does not wait."""
     config = tmp_path / "regions.yaml"
     hanging = [{"name": f"hang{i}", "url": f"{fleet.http}/hang"} for i in range(10)]
@@ -215,6 +202,7 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> 
         .replace("interval: 200ms", "interval: 10s")
     )
     process = await start_daemon(config)
+    log = follow_log(process)
     try:
         await until(lambda: "/hang" in fleet.hits)  # a check is now in flight, and will not end
         process.send_signal(signal.SIGTERM)
@@ -226,8 +214,8 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, fleet, tmp_path) -> 
         if process.returncode is None:  # never leave a daemon behind a failed test
             process.kill()
             await process.wait()
-    log = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines()]
-    assert any(e.get("event") == "forced_exit" for e in log)
+    await log.closed()
+    assert log.events("forced_exit")
 
 
 def children_of(pid: int) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from polling import until
 
 
 def daemon_config(tmp_path: Path, fleet, db: Path, endpoints: int = 20) -> Path:
@@ -40,13 +41,6 @@ def rows(db: Path) -> int:
             return connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
     except sqlite3.Error:
         return 0
-
-
-async def until(condition, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_kill_9_during_writes_then_restart(run_cli, start_daemon, fleet, tmp_path) -> None:
@@ -109,38 +103,33 @@ def switchable_read_only(directory: Path):
 
 
 async def test_read_only_storage_keeps_probing_then_catches_up(
-    start_daemon, fleet, tmp_path
+    start_daemon, follow_log, fleet, tmp_path
 ) -> None:
     state = tmp_path / "state"
     db = state / "healthcheck.db"
     with switchable_read_only(state) as set_read_only:
         set_read_only(True)
         process = await start_daemon(daemon_config(tmp_path, fleet, db, endpoints=3))
-        log: list[dict] = []
-
-        async def read_log() -> None:
-            async for line in process.stderr:
-                log.append(json.loads(line))
-
-        reader = asyncio.create_task(read_log())
+        log = follow_log(process)
         try:
-            await until(lambda: any(e.get("event") == "storage_failed" for e in log))
+            await until(lambda: log.events("storage_failed"))
             hits = len(fleet.hits)
             await until(lambda: len(fleet.hits) >= hits + 20)  # still probing while down
             assert not db.exists()
             set_read_only(False)
-            await until(lambda: any(e.get("event") == "storage_recovered" for e in log))
+            await until(lambda: log.events("storage_recovered"))
             await until(lambda: rows(db) >= 20)
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 15) == 0
         finally:
             if process.returncode is None:
                 process.kill()
-            await reader
-    failed = next(e for e in log if e.get("event") == "storage_failed")
+            await log.closed()
+    assert log.other == []  # every line JSON: no traceback
+    failed = log.events("storage_failed")[0]
     assert str(db) in failed["msg"]
     with sqlite3.connect(db) as connection:
         first = connection.execute("SELECT MIN(ts) FROM results").fetchone()[0]
-    recovered = next(e for e in log if e.get("event") == "storage_recovered")
+    recovered = log.events("storage_recovered")[0]
     # Results from the outage were kept and written once the directory came back.
     assert first < datetime.fromisoformat(recovered["ts"]).timestamp()

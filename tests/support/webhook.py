@@ -1,0 +1,38 @@
+"""A real HTTP receiver on loopback for alert deliveries (Apprise's json:// posts to it)."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Webhook:
+    """An HTTP receiver on a fixed port that can be taken down and brought back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[dict] = []
+        self._runner: web.AppRunner | None = None
+
+    async def up(self) -> None:
+        async def receive(request: web.Request) -> web.Response:
+            self.received.append({"path": request.path, "body": await request.json()})
+            return web.json_response({"status": "success"}, status=202)
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def down(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
