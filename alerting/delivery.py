@@ -135,7 +135,9 @@ class ChannelStats:
     failed: int = 0
     last_error: str | None = None
     failures_in_a_row: int = 0
-    retry_at: float = 0.0  # a down channel backs off as a whole, keeping its order
+    # A down channel backs off as a whole, keeping its order; on the monotonic clock, so a
+    # wall clock stepped back does not silence it for the length of the step.
+    retry_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ class Sender:
 
     outbox_path: str
     channels: Mapping[str, Channel | AlertmanagerChannel]
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # when: stored and shown
     poll: float = 1.0
     tries_now: int = 3
     stats: dict[str, ChannelStats] = field(default_factory=dict)
@@ -155,6 +157,7 @@ class Sender:
     _outbox: Outbox | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
     _stopping: bool = False
+    monotonic: Callable[[], float] = time.monotonic  # how long: a channel's backoff
 
     async def database(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run an outbox call on the one thread that owns its connection."""
@@ -220,9 +223,10 @@ class Sender:
 
     async def _send_due(self, channel: Channel | AlertmanagerChannel) -> None:
         stats = self.stats.setdefault(channel.name, ChannelStats())
-        if self.clock() < stats.retry_at:
+        if self.monotonic() < stats.retry_at:
             return
-        for pending in await self.database(Outbox.due, channel.name, self.clock()):
+        due = await self.database(Outbox.due, channel.name, self.clock(), 100, MAX_BACKOFF)
+        for pending in due:
             if self._stopping:
                 return  # the rest stays queued for the next start
             try:
@@ -237,8 +241,8 @@ class Sender:
                 error = str(exc) if isinstance(exc, DeliveryError) else type(exc).__name__
                 stats.failures_in_a_row += 1
                 backoff = min(MAX_BACKOFF, 2.0**stats.failures_in_a_row)
-                stats.retry_at = self.clock() + backoff
-                await self.database(Outbox.mark_failed, pending.id, error, stats.retry_at)
+                stats.retry_at = self.monotonic() + backoff
+                await self.database(Outbox.mark_failed, pending.id, error, self.clock() + backoff)
                 stats.failed += 1
                 if stats.last_error != error:
                     log.warning(

@@ -60,7 +60,9 @@ class Outbox:
             )
         return len(rows)
 
-    def due(self, channel: str, now: float, limit: int = 100) -> list[Pending]:
+    def due(
+        self, channel: str, now: float, limit: int = 100, max_backoff: float = 300.0
+    ) -> list[Pending]:
         """Unsent notifications for a channel whose time has come, newest state per alert."""
         with self.db.conn:
             self.db.execute("BEGIN IMMEDIATE")
@@ -71,10 +73,12 @@ class Outbox:
                 "AND newer.dedup_key = outbox.dedup_key)",
                 [now, SUPERSEDED, channel],
             )
+            # A retry time further ahead than any backoff was set before the wall clock
+            # stepped back: due now, not after the step.
             rows = self.db.execute(
                 "SELECT id, payload, attempts FROM outbox WHERE channel = ? AND sent IS NULL "
-                "AND next_attempt <= ? ORDER BY id LIMIT ?",
-                [channel, now, limit],
+                "AND (next_attempt <= ? OR next_attempt > ?) ORDER BY id LIMIT ?",
+                [channel, now, now + max_backoff, limit],
             ).fetchall()
         return [Pending(row[0], Notification(**json.loads(row[1])), row[2]) for row in rows]
 

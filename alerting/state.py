@@ -71,7 +71,16 @@ def step(
     hold: float = 0.0,
     repeat: float | None = None,
 ) -> tuple[AlertState | None, Event | None]:
-    """The next state and the event to send, if any. `hold` is the rule's `for` duration."""
+    """The next state and the event to send, if any. `hold` is the rule's `for` duration.
+
+    Times are wall-clock (they are stored and shown); one in the future means the clock
+    stepped back, and counts from now: a hold or a reminder is not put off by the step."""
+    if state is not None and (state.since > now or (state.last_sent or 0.0) > now):
+        state = replace(
+            state,
+            since=min(state.since, now),
+            last_sent=None if state.last_sent is None else min(state.last_sent, now),
+        )
     if not verdict.active:
         if state is None or state.phase is Phase.RESOLVED:
             return state, None

@@ -50,7 +50,9 @@ async def test_channel_down_then_up_loses_nothing_and_sends_current_state_once(
 ) -> None:
     clock = Clock()
     channel = Channel("slack", Secret(f"json://127.0.0.1:{webhook.port}/hook"))
-    sender = Sender(str(tmp_path / "hc.db"), {"slack": channel}, clock=clock, tries_now=1)
+    sender = Sender(
+        str(tmp_path / "hc.db"), {"slack": channel}, clock=clock, tries_now=1, monotonic=clock
+    )
     await sender.put([note("slack", "a", "fired"), note("slack", "b", "fired")])
     await sender.drain_once()  # the receiver is down
     assert sender.stats["slack"].failed == 1 and sender.stats["slack"].sent == 0
@@ -67,6 +69,24 @@ async def test_channel_down_then_up_loses_nothing_and_sends_current_state_once(
     outbox = Outbox(str(tmp_path / "hc.db"))
     assert outbox.pending() == {}
     outbox.close()
+
+
+async def test_a_wall_clock_stepped_back_does_not_silence_a_channel(webhook, tmp_path) -> None:
+    """The backoff is monotonic; a stored retry time beyond any backoff is due now."""
+    wall, monotonic = Clock(), Clock()
+    channel = Channel("slack", Secret(f"json://127.0.0.1:{webhook.port}/hook"))
+    sender = Sender(
+        str(tmp_path / "hc.db"), {"slack": channel}, clock=wall, tries_now=1, monotonic=monotonic
+    )
+    await sender.put([note("slack", "a", "fired")])
+    await sender.drain_once()  # the receiver is down: retry in 2 s
+    await webhook.up()
+    wall.now -= 3600  # the wall clock steps back an hour
+    await sender.drain_once()
+    assert webhook.received == []  # the backoff still holds
+    monotonic.now += 3
+    await sender.drain_once()
+    assert [r["body"]["message"] for r in webhook.received] == ["a fired"]
 
 
 async def test_a_restart_resumes_the_outbox(webhook, tmp_path) -> None:

@@ -47,6 +47,20 @@ def test_reminders_while_firing_and_escalation() -> None:
     ]
 
 
+def test_a_clock_stepped_back_puts_off_neither_a_hold_nor_a_reminder() -> None:
+    state, event = step(None, DOWN, 1000.0, rule="r", target="t", hold=30)
+    assert event is None and state.phase is Phase.PENDING
+    state, event = step(state, DOWN, 1000.0 - 3600, rule="r", target="t", hold=30)  # back 1 h
+    assert event is None and state.since == 1000.0 - 3600
+    state, event = step(state, DOWN, 1000.0 - 3600 + 30, rule="r", target="t", hold=30)
+    assert event is Event.FIRED  # 30 s after the step, not an hour and 30 s
+    later = 1000.0 - 3600 + 30
+    state, event = step(state, DOWN, later - 3600, rule="r", target="t", repeat=60)
+    assert event is None and state.last_sent == later - 3600
+    state, event = step(state, DOWN, later - 3600 + 60, rule="r", target="t", repeat=60)
+    assert event is Event.REMINDER
+
+
 def test_fires_again_after_resolving() -> None:
     _, events = run([DOWN, UP, DOWN])
     assert [e for _, e in events] == [Event.FIRED, Event.RESOLVED, Event.FIRED]
