@@ -196,7 +196,7 @@ class Daemon:
         if not changes:
             await self._save(sender)
             return
-        if now - self._silences_read > SILENCES_EVERY:
+        if not 0 <= now - self._silences_read <= SILENCES_EVERY:  # or the clock stepped back
             try:
                 self._stored_silences = await sender.database(lambda outbox: stored(outbox.db, now))
                 self._silences_read = now

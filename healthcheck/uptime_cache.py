@@ -62,11 +62,15 @@ class UptimeCache:
 
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:
         """The latest snapshot, refreshed first when older than `max_age` seconds."""
-        if self.snapshot is None or self.clock() - self.snapshot.at > max_age:
+        if self._stale(self.snapshot, max_age):
             async with self._lock:
-                if self.snapshot is None or self.clock() - self.snapshot.at > max_age:
+                if self._stale(self.snapshot, max_age):
                     await self.refresh()
         return self.snapshot
+
+    def _stale(self, snapshot: UptimeSnapshot | HistorySnapshot | None, max_age: float) -> bool:
+        """Missing, too old, or from the future: the wall clock stepped back."""
+        return snapshot is None or not 0 <= self.clock() - snapshot.at <= max_age
 
     async def refresh(self) -> None:
         try:
@@ -89,7 +93,7 @@ class UptimeCache:
         """Per endpoint id, the last HISTORY_DAYS daily bars ({} while unreadable)."""
         async with self._history_lock:
             cached = self._history
-            if cached is None or self.clock() - cached.at > HISTORY_MAX_AGE:
+            if self._stale(cached, HISTORY_MAX_AGE):
                 now = self.clock()
                 try:
                     days = await self._off_loop(read_days, now)

@@ -120,3 +120,20 @@ def test_histogram_quantile_interpolates_linearly() -> None:
     assert histogram_quantile(0.5, histogram, 20.0) == pytest.approx(15.0)
     assert histogram_quantile(1.0, histogram, 20.0) == pytest.approx(20.0)
     assert Tally().percentile(0.5) is None and Tally().ratio is None
+
+
+async def test_a_cached_uptime_from_the_future_is_read_again(store, db_path) -> None:
+    """The daemon's uptime cache: a snapshot stamped after now (the wall clock stepped back)
+    is stale, not fresh for the length of the step."""
+    from healthcheck.uptime_cache import UptimeCache
+
+    store(check(NOW - 50), check(NOW - 10))
+    clock = [NOW]
+    cache = UptimeCache(db_path, 7 * DAY, clock=lambda: clock[0])
+    first = await cache.get(max_age=10)
+    assert first is not None and first.at == NOW
+    clock[0] = NOW + 5
+    assert await cache.get(max_age=10) is first  # fresh enough
+    clock[0] = NOW - HOUR
+    again = await cache.get(max_age=10)
+    assert again is not first and again.at == NOW - HOUR
