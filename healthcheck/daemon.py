@@ -81,9 +81,10 @@ def tune_process() -> None:
     storage writer, a scrape's snapshot), each socket call the event loop makes waited up to a
     whole interval to get the GIL back, and a loop turn with dozens of them stalled for
     100-200 ms. Measured: 1,000 endpoints every 5 s, p99 schedule lag 57 ms -> 7 ms; 10,000
-    every 10 s, p99 96 ms (0.5 ms) -> 64 ms (0.1 ms) and less CPU; 0.05 ms was no better. The open file limit goes to its hard limit, as Go
-    programs do: every check in flight holds a socket. Threads share MALLOC_ARENAS malloc
-    arenas (glibc; MALLOC_ARENA_MAX in the environment wins).
+    every 10 s, p99 96 ms (0.5 ms) -> 64 ms (0.1 ms) and less CPU; 0.05 ms was no better.
+    The open file limit goes to its hard limit, as Go programs do: every check in flight
+    holds a socket. Threads share MALLOC_ARENAS malloc arenas (glibc; MALLOC_ARENA_MAX in the
+    environment wins).
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     if "MALLOC_ARENA_MAX" not in os.environ:
