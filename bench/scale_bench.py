@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import platform
@@ -105,7 +106,8 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
-def _raise_nofile() -> None:
+def raise_nofile() -> None:
+    """Open file limit to its hard limit (a child's preexec_fn): every check holds a socket."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -118,7 +120,7 @@ def started(
 ) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_raise_nofile, **kwargs
+            argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=raise_nofile, **kwargs
         )
     try:
         yield process
@@ -269,7 +271,10 @@ def daemon_config(
     listen_port: int,
     webhook_port: int | None,
     extra: dict | None = None,
+    defaults: dict | None = None,
 ) -> Path:
+    """The daemon's regions.yaml (JSON is YAML) for these URLs; `defaults` overrides keys of
+    its `defaults` section (retries, timeout, ...)."""
     regions: dict[str, dict] = {}
     per_region = max(1, len(urls) // 10)
     for i, url in enumerate(urls):
@@ -284,7 +289,8 @@ def daemon_config(
             "timeout": f"{min(interval, 2.0)}s",
             "retries": 0,
             "latency": {"warning": "1s", "critical": "2s"},
-        },
+        }
+        | (defaults or {}),
         "scheduler": {"max_concurrency": 2000, "rate_limit": 20000, "jitter": 0.1},
         "storage": {"path": str(workdir / "healthcheck.db")},
         "exporter": {"listen": f"127.0.0.1:{listen_port}"},
@@ -391,7 +397,8 @@ class DaemonRun:
     detection_bound_s: float | None = None
 
 
-def _lag_histogram(metrics: str) -> dict[str, float]:
+def lag_histogram(metrics: str) -> dict[str, float]:
+    """The schedule lag histogram's cumulative buckets from a /metrics body: le -> count."""
     buckets = {}
     for line in metrics.splitlines():
         if line.startswith("healthcheck_schedule_lag_seconds_bucket"):
@@ -418,9 +425,14 @@ def histogram_quantile(q: float, before: dict[str, float], after: dict[str, floa
     return lower
 
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read().decode()
+def scrape(url: str) -> str:
+    """One /metrics body, fetched as Prometheus does: gzip asked for."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+        if response.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return body.decode()
 
 
 def _db_bytes(workdir: Path) -> int:
@@ -509,7 +521,7 @@ async def daemon_run(
                 me = Usage("healthcheck", daemon.pid)
                 # The lag histogram's scrape first: at 10,000 endpoints a scrape takes seconds,
                 # and the counters below must start with the window, not before it.
-                hist0 = _lag_histogram(await asyncio.to_thread(_scrape, f"{base}/metrics"))
+                hist0 = lag_histogram(await asyncio.to_thread(scrape, f"{base}/metrics"))
                 first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
                 db0 = _db_bytes(workdir)
                 for usage in (me, *others):
@@ -532,7 +544,7 @@ async def daemon_run(
                     for usage in others:
                         usage.rss_max = max(usage.rss_max, rss_bytes(usage.pid))
                     if now >= next_scrape:  # the daemon pays for a scrape, as in production
-                        await asyncio.to_thread(_scrape, f"{base}/metrics")
+                        await asyncio.to_thread(scrape, f"{base}/metrics")
                         next_scrape += scrape_every
                 last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
                 for usage in (me, *others):
@@ -540,7 +552,7 @@ async def daemon_run(
                 split1 = thread_cpu(daemon.pid)
                 run.cpu_split = {k: round(split1[k] - split0[k], 2) for k in split1}
                 elapsed = time.monotonic() - started_at
-                hist1 = _lag_histogram(await asyncio.to_thread(_scrape, f"{base}/metrics"))
+                hist1 = lag_histogram(await asyncio.to_thread(scrape, f"{base}/metrics"))
                 run.window_s = round(elapsed, 1)
                 done = last["scheduler"]["completed"] - first["scheduler"]["completed"]
                 me.probes = done
@@ -630,7 +642,7 @@ def once_run(endpoints: int, prefer_nginx: bool = True, python: str = sys.execut
                         "json",
                     ],
                     capture_output=True,
-                    preexec_fn=_raise_nofile,
+                    preexec_fn=raise_nofile,
                 )
                 walls.append(time.perf_counter() - began)
                 if done.returncode not in (0, 1):  # 1: some degraded (slow), still reported
