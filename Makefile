@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: install  ## the scale benchmark vs blackbox_exporter + Prometheus (bench/
 	@command -v nginx >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \
 		|| echo "for the full comparison: apt-get install nginx-light prometheus prometheus-blackbox-exporter"
 	$(BIN)/python bench/scale_bench.py --json bench/scale.json
+
+soak: install  ## 1,000 endpoints for 12 minutes, a fifth misbehaving: leaks, lag, accounting
+	$(BIN)/python bench/soak_bench.py --minutes 12 --json bench/soak.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
