@@ -7,6 +7,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import timedelta
 
 import pytest
 import yaml
@@ -45,6 +46,8 @@ DOCUMENTS = st.recursive(
     max_leaves=30,
 )
 
+SLOW = timedelta(seconds=2)
+
 
 def only_config_errors(text: str) -> None:
     try:
@@ -53,13 +56,15 @@ def only_config_errors(text: str) -> None:
         assert "secret-value-123" not in str(exc)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A generous deadline, not none: a pathological input must not take seconds to refuse
+# (a true hang is cut by pytest-timeout).
+@settings(max_examples=300, deadline=SLOW, suppress_health_check=[HealthCheck.too_slow])
 @given(document=DOCUMENTS)
 def test_any_document_is_a_config_or_a_config_error(document) -> None:
     only_config_errors(yaml.safe_dump(document))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=SLOW)
 @given(text=st.text(max_size=300))
 def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
     only_config_errors(text)
