@@ -61,13 +61,13 @@ class Prober:
     def scrub(self, result: ProbeResult) -> ProbeResult:
         redact = self._redact
         changes: dict[str, Any] = {}
-        if result.error_text and redact(result.error_text) != result.error_text:
-            changes["error_text"] = redact(result.error_text)
+        if result.error_text and (text := one_line(redact(result.error_text))) != result.error_text:
+            changes["error_text"] = text
         conditions = tuple(
             replace(
                 outcome,
                 condition=redact(outcome.condition),
-                detail=redact(outcome.detail) if outcome.detail else outcome.detail,
+                detail=one_line(redact(outcome.detail)) if outcome.detail else outcome.detail,
             )
             for outcome in result.conditions
         )
@@ -82,3 +82,16 @@ class Prober:
         if result.degraded and redact(result.degraded) != result.degraded:
             changes["degraded"] = redact(result.degraded)
         return replace(result, **changes) if changes else result
+
+
+# Error texts and what conditions saw can quote the peer (aiohttp quotes the bytes of a bad
+# status line): they go to logs, alerts and pages as one line of printable text, capped.
+MAX_TEXT = 300
+
+
+def one_line(text: str) -> str:
+    """`text` with whitespace runs as one space, other control characters as `?`, capped."""
+    if text.isprintable() and len(text) <= MAX_TEXT:
+        return text  # the common case, untouched
+    flat = "".join(ch if ch.isprintable() else "?" for ch in " ".join(text.split()))
+    return flat if len(flat) <= MAX_TEXT else flat[: MAX_TEXT - 1] + "…"

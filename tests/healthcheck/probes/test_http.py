@@ -237,6 +237,27 @@ async def test_non_http_garbage_is_invalid_response(probe, endpoint) -> None:
     assert result.error is ErrorClass.INVALID_RESPONSE, result.error_text
 
 
+async def test_a_peers_bytes_reach_the_result_as_one_printable_line(endpoint) -> None:
+    """Whatever a target sends back ends up in logs, alerts and pages: never several lines,
+    terminal escapes or more than a few hundred characters of it."""
+    from healthcheck.prober import MAX_TEXT, Prober
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 2\x1b[31mOO\nforged: log line\r\n" + b"x" * 2000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, port = await _raw_server(garbage)
+    async with server, Prober() as prober:
+        target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{port}/"))
+        result = await prober.check(target)
+    assert result.error is ErrorClass.INVALID_RESPONSE
+    text = result.error_text
+    assert text and text.isprintable() and len(text) <= MAX_TEXT, repr(text)
+    assert "\x1b" not in text and "\n" not in text
+
+
 async def test_retry_recovers_from_one_failed_attempt(probe, endpoint) -> None:
     attempts = 0
 
