@@ -185,6 +185,7 @@ class StorageWriter:
                         pending.append(rest)  # type: ignore[arg-type]
                 return True
             pending.append(item)  # type: ignore[arg-type]
+            self._held = len(pending)  # still unwritten: the queue depth counts it
         return False
 
     def _database(self) -> sqlite_utils.Database:

@@ -28,6 +28,19 @@ def wait_for(condition, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def test_results_waiting_for_the_next_batch_count_in_the_queue_depth(db_path) -> None:
+    """Taken off the queue into a batch that waits for its flush, results are still unwritten:
+    healthcheck_storage_queue_depth must not read 0 meanwhile."""
+    writer = StorageWriter(db_path, batch_size=1000, flush_interval=3.0, clock=lambda: NOW)
+    writer.start()
+    for i in range(5):
+        assert writer.submit(*check(NOW - 100 + i))
+    wait_for(lambda: writer._queue.empty())  # all taken into the batch being collected
+    assert writer.queue_depth == 5 and writer.stats.written == 0
+    writer.close()
+    assert writer.queue_depth == 0 and count(db_path) == 5
+
+
 def test_submit_then_close_writes_everything_with_mode_0600(db_path) -> None:
     writer = StorageWriter(db_path, batch_size=50, flush_interval=0.05, clock=lambda: NOW)
     writer.start()
