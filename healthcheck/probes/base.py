@@ -56,7 +56,8 @@ class Probe(ABC):
     async def run(self, target: Endpoint) -> ProbeResult:
         """Check the target: retries with backoff inside its budget; never raises."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + target.budget
+        began = loop.time()
+        deadline = began + target.budget
         attempts = 0
 
         async def one_attempt() -> ProbeResult:
@@ -84,7 +85,11 @@ class Probe(ABC):
             retry_error_callback=lambda state: state.outcome.result(),
         )
         result = await retrying(first_then_more)
-        return result if attempts == 1 else replace(result, attempts=attempts)
+        if attempts == 1:
+            return result
+        # The check's latency is all of it, as blackbox_exporter's probe_duration_seconds:
+        # every attempt and the backoff between them (the phases are the last attempt's).
+        return replace(result, attempts=attempts, latency=loop.time() - began)
 
     async def _bounded_attempt(self, target: Endpoint, allowed: float) -> ProbeResult:
         started = time.perf_counter()

@@ -285,6 +285,8 @@ async def test_retries_stay_inside_the_budget(probe, endpoint, base_url) -> None
     # budget = min(interval, timeout * (retries + 1)) = 1.2s; each attempt is cut at 0.2s
     assert result.error is ErrorClass.TIMEOUT
     assert 2 <= result.attempts <= 6
+    # the latency is the whole check, every attempt and backoff: not the last 0.2 s
+    assert result.latency >= 0.2 * result.attempts
 
 
 async def test_method_headers_body_and_secret_header(probe, endpoint, base_url) -> None:
