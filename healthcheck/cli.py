@@ -297,6 +297,8 @@ def _check_config(config: Config, fmt: str) -> int:
     endpoints = list(config.endpoints())
     kinds = Counter(endpoint.kind for endpoint in endpoints)
     shortest = min((endpoint.interval for endpoint in endpoints), default=None)
+    host, port = config.exporter.host, config.exporter.port
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if fmt == "json":
         summary = {
             "config": config.source,
@@ -305,6 +307,7 @@ def _check_config(config: Config, fmt: str) -> int:
             "endpoints": len(endpoints),
             "kinds": dict(kinds),
             "shortest_interval_s": shortest,
+            "listen": listen,
         }
         print(json.dumps(summary, indent=2))
         return 0
@@ -318,6 +321,7 @@ def _check_config(config: Config, fmt: str) -> int:
         print(f"  {region.name}: {names}")
     if shortest is not None:
         print(f"shortest interval: {format_duration(shortest)}")
+    print(f"metrics, API and status page on http://{listen}/")
     return 0
 
 

@@ -4,11 +4,11 @@ server that reads state but never fetches a URL handed to it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 
 import aiohttp
-import pytest
 import yaml
 from aiohttp import web
 from polling import until
@@ -36,41 +36,31 @@ def listening(port: int) -> set[str]:
     return found
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
 async def test_the_http_server_listens_on_loopback_unless_configured(
-    start_daemon, fleet, tmp_path
+    run_cli, start_daemon, fleet, tmp_path
 ) -> None:
-    if not port_free(DEFAULT_PORT) or listening(DEFAULT_PORT):
-        pytest.skip(f"port {DEFAULT_PORT} (the default) is taken on this machine")
+    """With no exporter section the daemon means 127.0.0.1:9115 (as check-config says, without
+    taking a port another exporter may hold), and it binds exactly the host it is given."""
     config = tmp_path / "regions.yaml"
-    config.write_text(
-        yaml.safe_dump(  # no exporter section: the defaults
-            {
-                "storage": {"path": str(tmp_path / "hc.db")},
-                "regions": {"r": {"endpoints": [{"name": "a", "url": f"{fleet.http}/ok"}]}},
-            }
-        )
-    )
-    process = await start_daemon(config)
-    try:
-        await until(lambda: listening(DEFAULT_PORT), timeout=20)
-        assert listening(DEFAULT_PORT) == {"127.0.0.1"}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{DEFAULT_PORT}/healthz") as response,
-        ):
-            assert response.status == 200
-    finally:
-        process.terminate()
-        await process.wait()
+    document = {
+        "storage": {"path": str(tmp_path / "hc.db")},
+        "regions": {"r": {"endpoints": [{"name": "a", "url": f"{fleet.http}/ok"}]}},
+    }
+    config.write_text(yaml.safe_dump(document))  # no exporter section: the defaults
+    done = await run_cli("check-config", "--config", str(config), "--format", "json")
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["listen"] == f"127.0.0.1:{DEFAULT_PORT}"
+    for host, expected in (("127.0.0.1", {"127.0.0.1"}), ("0.0.0.0", {"0.0.0.0"})):
+        port = _free_port()
+        config.write_text(yaml.safe_dump({**document, "exporter": {"listen": f"{host}:{port}"}}))
+        process = await start_daemon(config)
+        try:
+            await until(lambda port=port: listening(port), timeout=20)
+            assert listening(port) == expected
+            assert _answers(f"http://127.0.0.1:{port}/healthz")
+        finally:
+            process.terminate()
+            await process.wait()
 
 
 BAIT_PARAMS = ("target", "url", "endpoint", "region", "module", "host", "address", "callback")
