@@ -113,7 +113,7 @@ class UptimeCache:
 
 
 def read_uptime(path: str, raw_retention: float, now: float) -> UptimeSnapshot:
-    """The rolling windows now (module level: it runs in the reader process)."""
+    """The rolling windows now (module level: it runs in the helper process)."""
     return UptimeSnapshot(now, _with_reader(path, raw_retention, lambda r: r.uptime(now)))
 
 

@@ -240,8 +240,9 @@ def alive(pid: int) -> bool:
 
 
 async def test_kill_9_leaves_no_reader_process_behind(start_daemon, fleet, tmp_path) -> None:
-    """The uptime reader runs in a process of its own; a daemon killed outright takes it along
-    (it holds the only other end of the reader's pipe), instead of leaving an orphan."""
+    """The helper (uptime reads, /metrics renders) runs in a process of its own; a daemon
+    killed outright takes it along (it holds the only other end of the helper's pipe),
+    instead of leaving an orphan."""
     config = tmp_path / "regions.yaml"
     write_config(config, fleet, [{"name": "api", "url": f"{fleet.http}/ok"}])
     process = await start_daemon(config)
