@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import aiohttp
+import numpy as np
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tools import require
@@ -64,7 +65,13 @@ async def test_canary_metrics_on_a_real_scrape(tmp_path) -> None:
     assert (
         value("healthcheck_inference_provider_info", **conv, provider="CPUExecutionProvider") == 1
     )
-    assert value("healthcheck_inference_max_abs_error", **conv) == 0.0
+    # Judged by the canary's own tolerance, never exact: the last bits differ between CPUs
+    # (another EPYC generation reads 5.96e-08 here, on every run).
+    endpoint = next(e for e in config.endpoints() if e.name == "conv")
+    golden = np.load(endpoint.settings.golden)
+    largest = max(float(np.abs(golden[k]).max()) for k in golden.files if k.startswith("output:"))
+    allowed = endpoint.settings.tolerance["atol"] + endpoint.settings.tolerance["rtol"] * largest
+    assert 0.0 <= value("healthcheck_inference_max_abs_error", **conv) <= allowed
     assert value("healthcheck_inference_duration_seconds_count", **conv) >= 2
     assert value("healthcheck_inference_throughput_per_second", **conv) > 0
     need_gpu = {"region": "gpu", "endpoint": "need-gpu", "kind": "onnx"}
