@@ -95,7 +95,7 @@ class Evaluator:
         self._buffer: list[tuple[ProbeResult, Status]] = []
         self._next_uptime = 0.0
         # Set by the daemon before each evaluation: (schedule lag p99 s, storage down for s).
-        self.self_check: tuple[float | None, float | None] | None = None
+        self.self_check: rules.SelfCheck | None = None
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -177,10 +177,8 @@ class Evaluator:
                 self._judge_uptime(judge)
 
         if self.self_check is not None:
-            lag_p99, storage_down_for = self.self_check
             verdict = rules.daemon_health(
-                lag_p99,
-                storage_down_for,
+                self.self_check,
                 self.settings.rules.self_lag_p99,
                 self.settings.rules.self_storage_down,
             )

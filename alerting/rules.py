@@ -164,17 +164,31 @@ def canary(result: ProbeResult, degraded: bool) -> Verdict | None:
     return Verdict(False, Severity.WARNING, f"{target}: canary healthy")
 
 
-def daemon_health(
-    lag_p99: float | None, storage_down_for: float | None, lag_limit: float, storage_limit: float
-) -> Verdict:
-    """The daemon's own health: checks starting late, or results not reaching the database."""
+@dataclass(frozen=True, slots=True)
+class SelfCheck:
+    """What the daemon knows of its own health at one evaluation."""
+
+    lag_p99: float | None = None  # p99 schedule lag of recent checks, seconds
+    storage_down_for: float | None = None  # seconds results have not reached the database
+    prober_faults: int = 0  # checks lately that failed for the prober's own trouble
+    prober_fault: str | None = None  # the latest of them, for the notification
+
+
+def daemon_health(check: SelfCheck, lag_limit: float, storage_limit: float) -> Verdict:
+    """The daemon's own health: checks starting late, results not reaching the database, or
+    checks it could not make for lack of its own resources (file descriptors, memory)."""
     problems = []
-    if lag_p99 is not None and lag_p99 > lag_limit:
+    if check.lag_p99 is not None and check.lag_p99 > lag_limit:
         problems.append(
-            f"checks start {lag_p99 * 1000:.0f}ms late (p99; limit {lag_limit * 1000:g}ms)"
+            f"checks start {check.lag_p99 * 1000:.0f}ms late (p99; limit {lag_limit * 1000:g}ms)"
         )
-    if storage_down_for is not None and storage_down_for >= storage_limit:
-        problems.append(f"storage unwritable for {storage_down_for:.0f}s")
+    if check.storage_down_for is not None and check.storage_down_for >= storage_limit:
+        problems.append(f"storage unwritable for {check.storage_down_for:.0f}s")
+    if check.prober_faults:
+        problems.append(
+            f"{check.prober_faults} check(s) in the last minute could not be made for the "
+            f"prober's own trouble (latest {check.prober_fault}); their targets were not judged"
+        )
     return Verdict(
         bool(problems),
         Severity.WARNING,

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ from healthcheck.durations import format_duration
 from healthcheck.errors import ConfigError, HealthcheckError, StorageError
 from healthcheck.logs import setup_logging
 from healthcheck.prober import Prober
+from healthcheck.prober_faults import is_prober_fault
 from healthcheck.report import Report
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import check_once
@@ -253,8 +255,18 @@ def _shard(text: str) -> Shard:
 
 
 async def _probe_all(config: Config) -> list[ProbeResult]:
+    """Every endpoint once; checks spoiled by the prober's own trouble (out of file
+    descriptors) are made again, a quarter as many at a time, before anything is judged."""
+    endpoints = list(config.endpoints())
     async with Prober(Redactor(config.secrets)) as prober:
-        return await check_once(list(config.endpoints()), prober.check, config.scheduler)
+        results = await check_once(endpoints, prober.check, config.scheduler)
+        again = [i for i, result in enumerate(results) if is_prober_fault(result)]
+        if again:
+            fewer = replace(config.scheduler, max_concurrency=max(1, len(again) // 4))
+            retried = await check_once([endpoints[i] for i in again], prober.check, fewer)
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
+        return results
 
 
 async def _once(config: Config, fmt: str, record: bool = False) -> int:

@@ -414,6 +414,14 @@ _SCHEDULER_KEYS: dict[str, schema.Reader] = {
 }
 
 
+def _bounded_duration(value: Any, least: float, most: float) -> float:
+    """A duration from `least` to `most` seconds."""
+    seconds = schema.duration(value)
+    if not least <= seconds <= most:
+        raise ValueError(f"expected a duration from {least:g}s to {most:g}s, got {seconds:g}s")
+    return seconds
+
+
 def _tick(value: Any) -> float:
     """A duration from 0s (each check on its exact due time) to 1s."""
     if isinstance(value, bool):
@@ -444,6 +452,8 @@ _EXPORTER_KEYS: dict[str, schema.Reader] = {
     "listen": schema.listen_address,
     "auth": lambda v: schema.sub_mapping(v, _AUTH_KEYS),
     "protect_metrics": schema.boolean,
+    "max_connections": schema.integer(1, 65_536),
+    "read_timeout": lambda v: _bounded_duration(v, 0.1, 300.0),
 }
 _SLA_KEYS: dict[str, schema.Reader] = {"target": schema.ratio}
 

@@ -25,14 +25,22 @@ from alerting.delivery import Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
 from alerting.outbox import Outbox
 from alerting.router import route
+from alerting.rules import SelfCheck
 from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
 from healthcheck.api import ApiState, build_app
 from healthcheck.config import load_config
+from healthcheck.connections import (
+    BACKLOG,
+    ConnectionGuard,
+    connection_budget,
+    open_file_limit,
+)
 from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.offload import Offload
 from healthcheck.prober import Prober
+from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
 from healthcheck.process import usage
 from healthcheck.result import ProbeResult, Status
@@ -140,6 +148,8 @@ class Daemon:
         self.prober: Prober | None = None
         self.api: ApiState | None = None
         self.board = StatusBoard(config.endpoints())
+        self.prober_faults = ProberFaults()
+        self.connections = ConnectionGuard(config.exporter.max_connections, time.monotonic)
         self.storage = storage
         self._clock = clock
         self.scheduler: Scheduler | None = None
@@ -283,13 +293,19 @@ class Daemon:
             except Exception:  # keep alerting alive; the next tick tries again
                 log.exception("alert evaluation failed", extra={"event": "alerting_error"})
 
-    def _self_check(self, now: float) -> tuple[float | None, float | None]:
-        """(p99 schedule lag of the last 200 dispatches, seconds storage has been unwritable)."""
+    def _self_check(self, now: float) -> SelfCheck:
+        """p99 schedule lag of the last 200 dispatches, seconds storage has been unwritable,
+        and the checks lately that failed for the prober's own trouble."""
         stats = self.scheduler.stats if self.scheduler else None
         enough = stats is not None and len(stats.lags) >= 20
         lag_p99 = stats.lag_summary(200)["p99"] if stats is not None and enough else None
         since = self.storage.stats.failing_since if self.storage else None
-        return lag_p99, (now - since if since is not None else None)
+        return SelfCheck(
+            lag_p99,
+            now - since if since is not None else None,
+            self.prober_faults.recent(now),
+            self.prober_faults.last,
+        )
 
     def self_report(self) -> dict[str, Any]:
         """The daemon's own numbers for /api/v1/self: is it keeping up, and at what cost."""
@@ -467,6 +483,9 @@ class Daemon:
             dispatched=lambda: self.scheduler.stats.dispatched if self.scheduler else 0,
             missed=lambda: self.scheduler.stats.skipped_overrun if self.scheduler else 0,
             asyncio_tasks=self._task_count,
+            prober_faults=lambda: self.prober_faults.total,
+            connections=lambda: self.connections.open,
+            connections_dropped=lambda: self.connections.evicted + self.connections.refused,
             notifications=lambda: {
                 name: (stats.sent, stats.failed, self.sender.pending.get(name, 0))
                 for name, stats in (self.sender.stats.items() if self.sender else ())
@@ -474,7 +493,11 @@ class Daemon:
         )
 
     def on_result(self, result: ProbeResult) -> None:
-        """Classify once, then fan out; nothing here may block the event loop."""
+        """Classify once, then fan out; nothing here may block the event loop. A check that
+        failed for the prober's own trouble goes to none of them: it is no verdict."""
+        if is_prober_fault(result):
+            self.prober_faults.note(result, self._clock())
+            return
         status = self.board.record(result)
         if status is None:
             return
@@ -507,7 +530,7 @@ class Daemon:
             reasons.append(f"storage not writable: {self.storage.stats.last_error}")
         return reasons
 
-    async def _start_http(self) -> web.AppRunner:
+    async def _start_http(self) -> tuple[web.AppRunner, asyncio.Server]:
         settings = self.config.exporter
         state = ApiState(
             self.config,
@@ -519,30 +542,54 @@ class Daemon:
             self.self_report,
         )
         self.api = state
-        runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=2.0)
+        app = build_app(state)
+        app.middlewares.insert(0, self.connections.middleware)
+        # keepalive_timeout: a connection's next request must have all its headers within
+        # read_timeout of the connection or the last response, or it is closed (slow-loris);
+        # lingering_time: the same bound on a request body no handler reads.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=settings.read_timeout,
+            lingering_time=settings.read_timeout,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        self.connections.limit = connection_budget(
+            settings.max_connections, self.config.scheduler.max_concurrency, open_file_limit()
+        )
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                self.connections.protocol_factory(runner.server),
+                settings.host,
+                settings.port,
+                backlog=BACKLOG,
+            )
         except OSError as exc:
             await runner.cleanup()
             raise HealthcheckError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
             ) from None
-        self.listening = runner.addresses[0][:2]
+        self.listening = server.sockets[0].getsockname()[:2]
         log.info(
-            "serving metrics, API and status page on http://%s:%d/",
+            "serving metrics, API and status page on http://%s:%d/ (at most %d connections)",
             *self.listening,
-            extra={"event": "listening", "host": self.listening[0], "port": self.listening[1]},
+            self.connections.limit,
+            extra={
+                "event": "listening",
+                "host": self.listening[0],
+                "port": self.listening[1],
+                "max_connections": self.connections.limit,
+            },
         )
-        return runner
+        return runner, server
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set; then finish in-flight checks (bounded) and flush storage."""
         endpoints = list(self.config.endpoints())
         self._loop = asyncio.get_running_loop()
         tune_process()
-        runner = await self._start_http() if self._serve_http else None
+        http = await self._start_http() if self._serve_http else None
         if self.storage is not None:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
@@ -603,7 +650,9 @@ class Daemon:
                     await self._stop_sender(sending)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
-                if runner is not None:
+                if http is not None:
+                    runner, server = http
+                    server.close()
                     await runner.cleanup()
                 self.helper.close()
                 stats = self.scheduler.stats

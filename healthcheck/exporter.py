@@ -99,6 +99,9 @@ class DaemonGauges:
     dispatched: Callable[[], int] | None = None  # checks started
     missed: Callable[[], int] | None = None  # runs skipped: the previous check still running
     asyncio_tasks: Callable[[], int] | None = None
+    prober_faults: Callable[[], int] | None = None  # checks failed for the prober's own trouble
+    connections: Callable[[], int] | None = None  # the exporter's open connections
+    connections_dropped: Callable[[], int] | None = None  # evicted or refused at the cap
 
 
 # The last check of an endpoint as /metrics shows it:
@@ -305,6 +308,11 @@ class Metrics:
                 "1 if the last database write succeeded",
                 gauges.storage_writable,
             ),
+            (
+                "healthcheck_exporter_connections",
+                "Connections open to this HTTP server",
+                gauges.connections,
+            ),
         )
         found.extend((name, text, float(read())) for name, text, read in readings if read)
         if gauges.reload is not None:
@@ -339,6 +347,17 @@ class Metrics:
                 "healthcheck_checks_missed",
                 "Scheduled runs skipped because the endpoint's previous check was still running",
                 gauges.missed,
+            ),
+            (
+                "healthcheck_prober_faults",
+                "Checks that could not be made for the prober's own trouble (file descriptors, "
+                "memory): no verdict about their targets",
+                gauges.prober_faults,
+            ),
+            (
+                "healthcheck_exporter_connections_dropped",
+                "Connections to this HTTP server evicted or refused at its cap (a flood)",
+                gauges.connections_dropped,
             ),
         )
         scrape.counters.extend((name, text, float(read())) for name, text, read in counters if read)

@@ -24,6 +24,9 @@ class ErrorClass(StrEnum):
     NOT_READY = "not_ready"  # an inference server or model that says it is not ready
     NETWORK = "network"
     INTERNAL = "internal"
+    # The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it
+    # stopped itself): no verdict about the target, which keeps its status, uptime and alerts.
+    PROBER = "prober"
 
 
 # Probe kinds that are inference canaries: their own alert rule and metrics.

@@ -73,6 +73,8 @@ class ExporterSettings:
     username: str | None = None
     password: Secret | None = None
     protect_metrics: bool = False  # with auth set: whether /metrics needs it too
+    max_connections: int = 256  # at most; less when the open-file limit is low (connections.py)
+    read_timeout: float = 10.0  # a request's headers, and a body, must arrive within this
 
     @property
     def auth_required(self) -> bool:

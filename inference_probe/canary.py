@@ -23,9 +23,11 @@ _CONTEXT = multiprocessing.get_context("spawn")
 class WorkerDied(Exception):
     """The worker process ended while a request was in hand."""
 
-    def __init__(self, exitcode: int | None) -> None:
+    def __init__(self, exitcode: int | None, by_daemon: bool = False) -> None:
         self.exitcode = exitcode
-        super().__init__(describe_exit(exitcode))
+        self.by_daemon = by_daemon  # stopped by us meanwhile (reload, shutdown), not a crash
+        stopped = "the daemon stopped the worker (reload or shutdown)"
+        super().__init__(stopped if by_daemon else describe_exit(exitcode))
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -103,6 +105,8 @@ class CanaryWorker:
         try:
             reply = conn.recv()
         except (EOFError, OSError):
+            if self._conn is not conn:  # kill() ran while we waited: our doing, not the worker's
+                raise WorkerDied(None, by_daemon=True) from None
             raise WorkerDied(await self._reap()) from None
         if request.get("op") in ("load", "check") and "error" not in reply:
             self.loaded = True

@@ -272,6 +272,9 @@ class OnnxProbe(Probe):
             exc,
             extra={"event": "canary_worker_died", "endpoint": target.id, "exitcode": exc.exitcode},
         )
+        if exc.by_daemon:  # the prober's own doing: no verdict about the canary
+            text = f"{exc}; a fresh worker starts with the next check"
+            return self._failed(target, ErrorClass.PROBER, text, started, timestamp, worker)
         text = f"canary worker crashed ({exc}); a fresh worker starts with the next check"
         return self._failed(target, ErrorClass.INTERNAL, text, started, timestamp, worker)
 

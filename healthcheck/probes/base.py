@@ -190,8 +190,16 @@ def _target_host(target: Endpoint) -> str | None:
     return address[0] if address else getattr(target.settings, "hostname", None)
 
 
+# errnos that say this machine, not the target, ran short: the check could not be made.
+PROBER_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
 def classify_exception(exc: BaseException) -> tuple[ErrorClass, str]:
     """Map a socket-level exception to an error class and a short, URL-free message."""
+    if isinstance(exc, MemoryError):
+        return ErrorClass.PROBER, "out of memory in the prober"
+    if isinstance(exc, OSError) and exc.errno in PROBER_ERRNOS:
+        return ErrorClass.PROBER, f"{exc.strerror or type(exc).__name__} (in the prober)"
     if isinstance(exc, TimeoutError):
         return ErrorClass.TIMEOUT, "timed out"
     if isinstance(exc, socket.gaierror):
