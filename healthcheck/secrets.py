@@ -81,7 +81,7 @@ class Redactor:
         spans: list[tuple[int, int]] = []
         for match in self._pattern.finditer(text):
             start, end = match.span()
-            if match.group("encoded") is not None:  # the whole base64 token: it says no less
+            if match.lastgroup == "encoded":  # the whole base64 token: it says no less
                 while start and text[start - 1] in _BASE64_LEFT:
                     start -= 1
                 while end < len(text) and text[end] in _BASE64_RIGHT:

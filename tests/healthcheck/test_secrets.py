@@ -108,3 +108,7 @@ def test_a_secret_is_found_at_once_however_many_there_are() -> None:
     """One pattern for all of them: a secret that contains another goes whole."""
     redact = Redactor(["abc-123-def", "abc-123-def-456-ghi", "ab"])
     assert redact("x abc-123-def-456-ghi y abc-123-def z ab") == "x *** y *** z ab"
+
+
+def test_a_secret_too_short_for_a_base64_form_is_still_found() -> None:
+    assert Redactor(["abcd"])("x abcd y ABCD") == "x *** y ***"
