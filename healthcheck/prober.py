@@ -13,7 +13,7 @@ from healthcheck.probes.http import HttpProbe
 from healthcheck.probes.tcp import TcpProbe
 from healthcheck.probes.tls import TlsProbe
 from healthcheck.result import ProbeResult
-from healthcheck.secrets import Redactor
+from healthcheck.secrets import Redactor, cut
 from healthcheck.targets import Endpoint
 from inference_probe.local import OnnxProbe
 from inference_probe.remote import InferenceProbe
@@ -94,4 +94,4 @@ def one_line(text: str) -> str:
     if text.isprintable() and len(text) <= MAX_TEXT:
         return text  # the common case, untouched
     flat = "".join(ch if ch.isprintable() else "?" for ch in " ".join(text.split()))
-    return flat if len(flat) <= MAX_TEXT else flat[: MAX_TEXT - 1] + "…"
+    return cut(flat, MAX_TEXT)

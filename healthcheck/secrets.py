@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import re
+import string
 from collections.abc import Iterable
 
 REDACTED = "***"
@@ -38,20 +41,136 @@ def reveal(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
 
 
+CUT_MARK = "…"
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, a cut marked so that a Redactor run after it
+    still takes off the head of a secret the cut fell inside."""
+    return text if len(text) <= limit else text[: limit - 1] + CUT_MARK
+
+
 class Redactor:
     """Replaces every known secret value in a text with ***; shared by logs and outputs.
-    Matching ignores case: an error message may echo a value upper- or lower-cased."""
+
+    A peer or a library may write a secret other than as itself, so it is found in any case,
+    percent-encoded (either hex case, `+` for a space), backslash-escaped (`\\"`, `\\\\`,
+    `\\u00e4`, `\\xc3`), as HTML entities, and base64-encoded anywhere in a longer token (the
+    `user:password` of a basic-auth header), where the whole token goes. A text cut (`…` or
+    `...`) inside a secret also loses the head of it left before the mark. All of it is one
+    regular expression compiled once: this runs on every result and every log record."""
 
     __slots__ = ("_pattern",)
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is replaced whole.
         ordered = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
-        self._pattern = (
-            re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
-        )
+        spelled = [[_spellings(ch) for ch in secret] for secret in ordered]
+        cores = [core for secret in ordered for core in _base64_cores(secret)]
+        # Whole and head in one branch per form: ~110 us for a 280-character text and 11
+        # secrets, against ~190 us with separate branches (the plain alternation took ~70 us).
+        branches = [_whole_or_head(chars, _PARTIAL_ESCAPE) for chars in spelled]
+        if cores:
+            encoded = "|".join(_whole_or_head(list(map(re.escape, core))) for core in cores)
+            branches.append(f"(?P<encoded>(?-i:{encoded}))")
+        self._pattern = re.compile("|".join(branches), re.IGNORECASE) if branches else None
 
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(REDACTED, text)
+        spans: list[tuple[int, int]] = []
+        for match in self._pattern.finditer(text):
+            start, end = match.span()
+            if match.lastgroup == "encoded":  # the whole base64 token: it says no less
+                while start and text[start - 1] in _BASE64_LEFT:
+                    start -= 1
+                while end < len(text) and text[end] in _BASE64_RIGHT:
+                    end += 1
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
+        if not spans:
+            return text
+        pieces, kept = [], 0
+        for start, end in spans:
+            pieces += [text[kept:start], REDACTED]
+            kept = end
+        pieces.append(text[kept:])
+        return "".join(pieces)
+
+
+# A cut is marked; fewer characters of a secret than this left before the mark are let be.
+_MIN_HEAD = 4
+_CUT = rf"(?={CUT_MARK}|\.\.\.)"  # conditions cut with "..."
+# A cut may fall inside the escape of one character: `%C3%A…`, `\u00…`, `&#22…`.
+_PARTIAL_ESCAPE = r"(?:%[0-9a-f]{0,2}|\\+(?:u[0-9a-f]{0,3}|x[0-9a-f]{0,2})?|&#?x?[0-9a-z]{0,6})"
+_PARTIAL_ESCAPE += "{0,3}"
+_PLAIN = frozenset(string.ascii_letters + string.digits + "-._~")  # never escaped
+_ENTITIES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
+_CONTROL_ESCAPES = {"\n": "n", "\r": "r", "\t": "t", "\b": "b", "\f": "f"}
+_BASE64_LEFT = frozenset(string.ascii_letters + string.digits + "+/-_")
+_BASE64_RIGHT = _BASE64_LEFT | {"="}
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _spellings(ch: str) -> str:
+    """A pattern for one character of a secret in each way it is written in URLs, JSON,
+    Python reprs and HTML."""
+    if ch in _PLAIN:
+        return re.escape(ch)
+    code = ord(ch)
+    utf8 = ch.encode()
+    forms = [
+        re.escape(ch),
+        "".join(f"%{byte:02x}" for byte in utf8),
+        "".join(f"\\\\+x{byte:02x}" for byte in utf8),  # b'\xc3\xa4'
+    ]
+    if code < 0x100 and len(utf8) > 1:  # Latin-1, as a str repr or an old form encoder
+        forms += [f"%{code:02x}", f"\\\\+x{code:02x}"]
+    if code > 0xFFFF:  # JSON writes a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms += [f"\\\\+u{high:04x}\\\\+u{low:04x}", f"\\\\+U{code:08x}"]
+    else:
+        forms.append(f"\\\\+u{code:04x}")
+    if ch == " ":
+        forms.append(r"\+")
+    elif ch == "\\":
+        forms.append(r"\\+")  # escaped once or more: \\, \\\\
+    elif ch.isascii() and ch.isprintable():
+        forms.append(r"\\+" + re.escape(ch))  # \" \' \/
+    if ch in _CONTROL_ESCAPES:
+        forms.append(r"\\+" + _CONTROL_ESCAPES[ch])
+    if ch in _ENTITIES:
+        forms.append(f"&{_ENTITIES[ch]};")
+    forms += [f"&#0*{code};", f"&#x0*{code:x};"]
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _whole_or_head(chars: list[str], partial: str = "") -> str:
+    """A pattern for the whole secret, or for its first _MIN_HEAD or more characters (and a
+    `partial` escape) before a cut; one branch, so that each position is tried once."""
+    if len(chars) <= _MIN_HEAD:
+        return "".join(chars)
+    rest = ""
+    for char in reversed(chars[_MIN_HEAD:-1]):
+        rest = f"(?:{char}{rest})?"
+    return "".join(chars[:_MIN_HEAD]) + f"(?:{''.join(chars[_MIN_HEAD:])}|{rest}{partial}{_CUT})"
+
+
+def _base64_cores(secret: str) -> list[str]:
+    """The base64 characters that only the secret's bytes decide, at each of the three
+    alignments it can have inside encoded text (`user:` before it shifts it), standard and
+    URL-safe alphabets, of its UTF-8 and its Latin-1 bytes (aiohttp's basic auth)."""
+    encodings = [secret.encode()]
+    with contextlib.suppress(UnicodeEncodeError):
+        if (latin1 := secret.encode("latin-1")) != encodings[0]:
+            encodings.append(latin1)
+    cores: list[str] = []
+    for data in encodings:
+        for offset in range(3):
+            encoded = base64.b64encode(bytes(offset) + data).decode()
+            core = encoded[-(-8 * offset // 6) : 8 * (offset + len(data)) // 6]
+            if len(core) >= 8:  # shorter would match ordinary words
+                cores += dict.fromkeys([core, core.translate(_URLSAFE)])
+    return cores

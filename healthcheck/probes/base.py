@@ -9,7 +9,8 @@ import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,18 @@ Clock = Callable[[], float]
 
 # The shortest attempt worth starting: below this a retry could only time out.
 MIN_ATTEMPT = 0.05
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far the running attempt got, so that its timeout says so: a probe that has had the
+    status line of a response notes it here, and a body that never ends reads as such."""
+
+    http_status: int | None = None
+
+
+# The running attempt's Progress; set around each attempt, as PEER_TLS is around a request.
+PROGRESS: ContextVar[Progress | None] = ContextVar("PROGRESS", default=None)
 
 
 class Probe(ABC):
@@ -94,10 +107,17 @@ class Probe(ABC):
     async def _bounded_attempt(self, target: Endpoint, allowed: float) -> ProbeResult:
         started = time.perf_counter()
         timestamp = self.clock()
+        progress = Progress()
+        noting = PROGRESS.set(progress)
         try:
             async with asyncio.timeout(allowed):
                 return await self.attempt(target)
         except TimeoutError:
+            if (status := progress.http_status) is not None:
+                text = f"HTTP {status}, body not complete within {allowed:.3g}s"
+                return self.failed(
+                    target, ErrorClass.TIMEOUT, text, started, timestamp, http_status=status
+                )
             return self.failed(
                 target, ErrorClass.TIMEOUT, f"no answer within {allowed:.3g}s", started, timestamp
             )
@@ -107,6 +127,8 @@ class Probe(ABC):
             if isinstance(exc, socket.gaierror) and host:
                 message = resolve_failure(host, exc)
             return self.failed(target, error, message, started, timestamp)
+        finally:
+            PROGRESS.reset(noting)
 
     def failed(
         self,

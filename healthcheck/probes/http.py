@@ -12,11 +12,11 @@ import aiohttp
 
 from healthcheck import __version__, schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe, classify_exception, resolve_failure
+from healthcheck.probes.base import PROGRESS, Probe, classify_exception, resolve_failure
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
-from healthcheck.secrets import Secret, reveal
+from healthcheck.secrets import Secret, cut, reveal
 from healthcheck.targets import Endpoint
 
 USER_AGENT = f"healthcheck/{__version__}"
@@ -155,8 +155,11 @@ class HttpProbe(Probe):
                 ssl=tls_context,
                 server_hostname=settings.tls.server_name,
                 trace_request_ctx=clock if settings.phases else None,
+                middlewares=_secret_headers_stay_home(settings),
             ) as response:
                 first_byte = time.perf_counter() - started
+                if (progress := PROGRESS.get()) is not None:
+                    progress.http_status = response.status  # a body that never ends says so
                 length = response.content_length
                 if length is not None and length > settings.max_body:
                     return self.failed(
@@ -230,6 +233,27 @@ class HttpProbe(Probe):
         return result
 
 
+def _secret_headers_stay_home(settings: HttpSettings) -> tuple[aiohttp.ClientMiddlewareType, ...]:
+    """A middleware that drops the headers holding a secret (`${ENV}`) from every request of a
+    redirect chain once it has left the first URL's origin (scheme, host, port). aiohttp drops
+    only its own Authorization and Cookie there; an X-Api-Key would go to whoever redirects."""
+    secret = [name for name, value in settings.headers if isinstance(value, Secret)]
+    if not secret or not settings.follow_redirects:
+        return ()
+    origins: list[object] = []  # of each request in the chain, the first one's first
+
+    async def stay_home(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        origins.append(request.url.origin())
+        if any(origin != origins[0] for origin in origins):
+            for name in secret:
+                request.headers.popall(name, None)
+        return await handler(request)
+
+    return (stay_home,)
+
+
 def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: bool) -> bool:
     """Explicit expected_status wins; else conditions decide; with neither, any 2xx passes."""
     if settings.expected_status is not None:
@@ -272,5 +296,6 @@ def classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return ErrorClass.CONNECTION_RESET, "response body was cut off"
     if isinstance(exc, aiohttp.ClientResponseError):
-        return ErrorClass.INVALID_RESPONSE, f"not a valid HTTP response ({str(exc.message)[:120]})"
+        quoted = cut(str(exc.message), 120)  # marked: the Redactor takes off a secret's head
+        return ErrorClass.INVALID_RESPONSE, f"not a valid HTTP response ({quoted})"
     return ErrorClass.INVALID_RESPONSE, type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
@@ -363,3 +364,70 @@ async def test_https_unknown_ca_and_skip_verify(probe, endpoint, https_urls) -> 
     assert untrusted.error is ErrorClass.TLS
     skipped = HttpSettings(url=urls["expired"], tls=TlsOptions(verify=False))
     assert (await probe.run(endpoint("http", skipped))).ok
+
+
+async def _keys_seen(request: web.Request) -> web.Response:
+    request.app[PEERS].append(request.headers.get("X-Api-Key"))
+    return web.json_response({"status": "UP"})
+
+
+@pytest.mark.parametrize("elsewhere", [False, True])
+async def test_a_secret_header_does_not_follow_a_redirect_to_another_origin(
+    probe, endpoint, elsewhere
+) -> None:
+    """aiohttp drops only Authorization and Cookie when a redirect leaves the origin: a header
+    whose value came from ${ENV} must not reach another port either, and stays on the same."""
+    second = web.Application()
+    second[PEERS] = []
+    second.router.add_get("/landing", _keys_seen)
+    second_runner, second_port = await start(second)
+    first = web.Application()
+    first[PEERS] = []
+    first.router.add_get("/landing", _keys_seen)
+
+    async def away(request: web.Request) -> web.Response:
+        request.app[PEERS].append(request.headers.get("X-Api-Key"))
+        port = second_port if elsewhere else request.url.port
+        raise web.HTTPFound(f"http://127.0.0.1:{port}/landing")
+
+    first.router.add_get("/away", away)
+    first_runner, first_port = await start(first)
+    try:
+        settings = HttpSettings(
+            url=f"http://127.0.0.1:{first_port}/away",
+            headers=(("X-Api-Key", Secret("k3y-Vq9Lw2Zr8T")), ("X-Plain", "shown")),
+        )
+        result = await probe.run(endpoint("http", settings))
+    finally:
+        await first_runner.cleanup()
+        await second_runner.cleanup()
+    assert result.ok, result.error_text
+    if elsewhere:
+        assert first[PEERS] == ["k3y-Vq9Lw2Zr8T"] and second[PEERS] == [None]
+    else:
+        assert first[PEERS] == ["k3y-Vq9Lw2Zr8T", "k3y-Vq9Lw2Zr8T"] and second[PEERS] == []
+
+
+async def test_a_body_that_trickles_forever_keeps_its_status(probe, endpoint) -> None:
+    """Headers and 200 come at once, then a byte now and then: the check says it was a 200
+    whose body did not finish, not that nothing answered."""
+    stop = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while not stop.is_set():
+                writer.write(b".")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.05)
+        writer.close()
+
+    server, port = await _raw_server(trickle)
+    async with server:
+        target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{port}/"), timeout=0.5)
+        result = await probe.run(target)
+        stop.set()
+    assert (result.error, result.http_status) == (ErrorClass.TIMEOUT, 200), result.error_text
+    assert result.error_text == "HTTP 200, body not complete within 0.5s"
