@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import ssl
 import sys
 import time
@@ -27,7 +28,19 @@ class Completed:
     stderr: str
 
 
-async def _run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Completed:
+def _open_files(limit: int | None):
+    """A preexec_fn that sets the child's open-file limit (soft and hard), or None."""
+    if limit is None:
+        return None
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+async def _run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    open_files: int | None = None,
+) -> Completed:
     """`python -m healthcheck ARGS` in a subprocess, without blocking the test's event loop."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -37,6 +50,7 @@ async def _run_cli(*args: str, env: dict[str, str] | None = None, timeout: float
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        preexec_fn=_open_files(open_files),
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     return Completed(process.returncode, stdout.decode(), stderr.decode())
@@ -48,9 +62,9 @@ def run_cli():
 
 
 async def _start_daemon(
-    config: object, env: dict[str, str] | None = None
+    config: object, env: dict[str, str] | None = None, open_files: int | None = None
 ) -> asyncio.subprocess.Process:
-    """`healthcheck run` logging JSON lines to a pipe on stderr."""
+    """`healthcheck run` logging JSON lines to a pipe on stderr (under an open-file limit)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -62,6 +76,7 @@ async def _start_daemon(
         "json",
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        preexec_fn=_open_files(open_files),
     )
 
 

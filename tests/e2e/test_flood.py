@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
 import sqlite3
-import sys
 
 import aiohttp
 import pytest
@@ -19,26 +17,6 @@ from polling import until
 
 NOFILE = 256  # the daemon's open-file limit, soft and hard
 SLOW_PEERS = 400  # more slow-loris connections than the daemon has descriptors
-
-
-async def start_limited(config, nofile: int = NOFILE) -> asyncio.subprocess.Process:
-    """`healthcheck run` under an open-file limit of `nofile`, soft and hard."""
-
-    def limit_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "healthcheck",
-        "run",
-        "--config",
-        str(config),
-        "--log-format",
-        "json",
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=limit_files,
-    )
 
 
 @pytest.fixture
@@ -101,7 +79,7 @@ async def slow_loris(port: int, stop: asyncio.Event, closed: list[float]) -> Non
 
 
 async def test_a_slow_loris_flood_blinds_no_probe_and_healthz_answers(
-    fleet, tmp_path, follow_log
+    fleet, tmp_path, follow_log, start_daemon
 ) -> None:
     config = tmp_path / "regions.yaml"
     config.write_text(
@@ -128,7 +106,7 @@ async def test_a_slow_loris_flood_blinds_no_probe_and_healthz_answers(
             }
         )
     )
-    process = await start_limited(config)
+    process = await start_daemon(config, open_files=NOFILE)
     log = follow_log(process)
     stop = asyncio.Event()
     closed: list[float] = []
@@ -183,7 +161,7 @@ async def test_a_slow_loris_flood_blinds_no_probe_and_healthz_answers(
 
 
 async def test_checks_the_prober_cannot_make_are_no_verdict(
-    tmp_path, follow_log, slow_target
+    tmp_path, follow_log, slow_target, start_daemon
 ) -> None:
     """60 checks held open at once by a slow target, under 64 file descriptors: some cannot
     get a socket. Those are the prober's fault: no endpoint turns unhealthy, no failure is
@@ -191,7 +169,7 @@ async def test_checks_the_prober_cannot_make_are_no_verdict(
     config = tmp_path / "regions.yaml"
     database = tmp_path / "hc.db"
     config.write_text(yaml.safe_dump(slow_fleet(slow_target, database)))
-    process = await start_limited(config, nofile=64)
+    process = await start_daemon(config, open_files=64)
     log = follow_log(process)
     try:
         await until(lambda: log.events("prober_fault"), timeout=30)
@@ -209,25 +187,14 @@ async def test_checks_the_prober_cannot_make_are_no_verdict(
     assert stored[0] > 0 and stored[1] == 0  # real results kept; no failure blamed on a target
 
 
-async def test_once_makes_again_the_checks_the_prober_could_not(tmp_path, slow_target) -> None:
+async def test_once_makes_again_the_checks_the_prober_could_not(
+    tmp_path, slow_target, run_cli
+) -> None:
     """`--once` over 60 slow endpoints under 64 file descriptors: the checks that got no
     socket are made again with fewer at a time, and every endpoint is reported healthy."""
     config = tmp_path / "regions.yaml"
     config.write_text(yaml.safe_dump(slow_fleet(slow_target, tmp_path / "hc.db")))
-    done = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "healthcheck",
-        "--once",
-        "--config",
-        str(config),
-        "--format",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)),
-    )
-    stdout, stderr = await asyncio.wait_for(done.communicate(), 60)
-    report = json.loads(stdout)
-    assert {r["status"] for r in report["results"]} == {"healthy"}, stderr.decode()
-    assert len(report["results"]) == 60 and done.returncode == 0
+    done = await run_cli("--once", "--config", str(config), "--format", "json", open_files=64)
+    report = json.loads(done.stdout)
+    assert {r["status"] for r in report["results"]} == {"healthy"}, done.stderr
+    assert len(report["results"]) == 60 and done.code == 0
