@@ -468,7 +468,12 @@ class Daemon:
             missed=lambda: self.scheduler.stats.skipped_overrun if self.scheduler else 0,
             asyncio_tasks=self._task_count,
             notifications=lambda: {
-                name: (stats.sent, stats.failed, self.sender.pending.get(name, 0))
+                name: (
+                    stats.sent,
+                    stats.failed,
+                    stats.timeouts,
+                    self.sender.pending.get(name, 0),
+                )
                 for name, stats in (self.sender.stats.items() if self.sender else ())
             },
         )
