@@ -8,7 +8,7 @@ import apprise.plugins.pagerduty as apprise_pagerduty
 import pytest
 from polling import until
 
-from alerting.delivery import UNKNOWN_RETRY, Channel, Sender
+from alerting.delivery import UNKNOWN_RETRY, AlertmanagerChannel, Channel, Sender
 from alerting.outbox import Notification, Outbox
 from healthcheck.errors import DeliveryError
 from healthcheck.secrets import Secret
@@ -163,6 +163,23 @@ async def test_a_slow_receiver_gets_each_notification_once(webhook, tmp_path) ->
     outbox = Outbox(path)
     assert outbox.pending() == {"hook": 1}  # not given up: it is still owed
     outbox.close()
+
+
+async def test_an_alertmanager_that_does_not_answer_gets_the_alert_once(webhook, tmp_path) -> None:
+    await webhook.up()
+    webhook.hang_on.add("/api/v2/alerts")
+    clock = Clock()
+    url = Secret(f"http://127.0.0.1:{webhook.port}")
+    channel = AlertmanagerChannel("am", url, timeout=2.0)
+    sender = Sender(str(tmp_path / "hc.db"), {"am": channel}, clock=clock, monotonic=clock)
+    await sender.put([note("am", "a", "fired")])
+    await sender.drain_once()
+    await until(lambda: webhook.received)
+    for _ in range(5):
+        clock.now += 60
+        await sender.drain_once()
+    assert [r["path"] for r in webhook.received] == ["/api/v2/alerts"]
+    assert sender.stats["am"].timeouts == 1 and sender.stats["am"].failed == 0
 
 
 async def test_an_unanswered_notification_is_retried_later_even_after_a_restart(

@@ -21,8 +21,8 @@ class Webhook:
         self.port = free_port()
         self.received: list[dict] = []
         self._runner: web.AppRunner | None = None
-        # A receiver that is slow rather than down: requests whose message is listed here are
-        # recorded, then left unanswered until `answer()` (or `down()`).
+        # A receiver that is slow rather than down: requests whose message (or path) is listed
+        # here are recorded, then left unanswered until `answer()` (or `down()`).
         self.hang_on: set[str] = set()
         self._answer = asyncio.Event()
 
@@ -35,7 +35,8 @@ class Webhook:
         async def receive(request: web.Request) -> web.Response:
             body = await request.json()
             self.received.append({"path": request.path, "body": body})
-            if isinstance(body, dict) and body.get("message") in self.hang_on:
+            message = body.get("message") if isinstance(body, dict) else None
+            if message in self.hang_on or request.path in self.hang_on:
                 await self._answer.wait()
             return web.json_response({"status": "success"}, status=202)
 
