@@ -3,6 +3,9 @@
 Each notification is tried a few times at once (tenacity, jittered exponential backoff); if
 the channel still refuses it stays in the outbox with a later `next_attempt`, growing to
 five minutes, and is marked sent only once the channel accepted it.
+
+A delivery the channel does not answer within its timeout may have arrived: it is not tried
+again for UNKNOWN_RETRY, and it never holds the channel's other notifications while it hangs.
 """
 
 from __future__ import annotations
@@ -20,24 +23,48 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import apprise
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from alerting.outbox import Notification, Outbox
-from alerting.settings import ChannelSettings
-from healthcheck.errors import DeliveryError
+from alerting.outbox import Notification, Outbox, Pending
+from alerting.settings import DEFAULT_DELIVERY_TIMEOUT, ChannelSettings
+from healthcheck.durations import format_duration
+from healthcheck.errors import DeliveryError, DeliveryTimeout
 from healthcheck.secrets import Secret
 
 log = logging.getLogger("alerting.delivery")
 
 MAX_BACKOFF = 300.0
+# A delivery that got no answer in time may have reached the receiver, which may have acted on
+# it: it is tried again only after this long (not 6-7 times in 30 s, as a 10 s webhook once got).
+UNKNOWN_RETRY = 600.0
+# Apprise's socket read timeout is set this far past the channel's timeout, so a slow answer is
+# reported as a timeout rather than as a refusal, and the worker thread Apprise cannot cancel
+# is free soon after.
+READ_GRACE = 1.0
+# How long a channel's loop waits for one delivery before starting the next beside it. Slack,
+# PagerDuty and SMTP answer well within it, so a healthy or a down channel still goes in order,
+# one at a time, and stops at the first refusal; only a slow one fans out.
+HEAD_START = 2.0
+# Deliveries in flight per channel. Apprise runs each in a thread of its one shared pool
+# (CPU count + 4 threads), so a hung channel must not take all of them.
+MAX_IN_FLIGHT = 4
+# Past a channel's timeout (which Apprise and aiohttp keep to), a delivery still running is
+# abandoned here and counted as a timeout.
+LATE_ANSWER = 5.0
 
 
 class Channel:
     """One Apprise URL under a name; the URL is a secret and is never logged or shown."""
 
-    def __init__(self, name: str, url: Secret) -> None:
+    def __init__(self, name: str, url: Secret, timeout: float = DEFAULT_DELIVERY_TIMEOUT) -> None:
         self.name = name
         self._url = url
+        self.timeout = timeout
         if not apprise.Apprise().add(url.reveal()):
             raise DeliveryError(f"channel {name!r}: not a URL Apprise understands")
         self.scheme = urlsplit(url.reveal()).scheme.lower()
@@ -55,15 +82,25 @@ class Channel:
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     async def deliver(self, notification: Notification) -> None:
-        """Send once; raise DeliveryError unless the channel accepted it."""
-        sender = apprise.Apprise()
-        sender.add(self.url_for(notification))
-        accepted = await sender.async_notify(
+        """Send once; raise DeliveryTimeout if the channel did not answer within its timeout,
+        DeliveryError if it refused."""
+        asset = apprise.AppriseAsset(service_timeout=self.timeout)
+        service = apprise.Apprise.instantiate(self.url_for(notification), asset=asset)
+        if service is None:
+            raise DeliveryError(f"channel {self.name!r}: not a URL Apprise understands")
+        service.socket_read_timeout = self.timeout + READ_GRACE
+        sender = apprise.Apprise(asset=asset)
+        sender.add(service)
+        result = await sender.async_notify(
             body=notification.body,
             title=notification.title,
             notify_type=apprise.NotifyType(notification.notify_type),
         )
-        if not accepted:
+        if result.status == apprise.AppriseResultStatus.TIMEOUT:
+            raise DeliveryTimeout(
+                f"channel {self.name!r} did not answer within {format_duration(self.timeout)}"
+            )
+        if not result:
             raise DeliveryError(f"channel {self.name!r} did not accept the notification")
 
 
@@ -71,10 +108,17 @@ class AlertmanagerChannel:
     """Posts alerts to Alertmanager's v2 API, which dedups, groups and silences them across
     every daemon (vantage) that sends the same alert."""
 
-    def __init__(self, name: str, url: Secret, generator_url: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: Secret,
+        generator_url: str | None = None,
+        timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+    ) -> None:
         self.name = name
         self._url = url
         self.generator_url = generator_url
+        self.timeout = timeout
 
     async def deliver(self, notification: Notification) -> None:
         labels = dict(notification.labels or [])
@@ -91,7 +135,7 @@ class AlertmanagerChannel:
             alert["generatorURL"] = self.generator_url
         endpoint = self._url.reveal().rstrip("/") + "/api/v2/alerts"
         try:
-            timeout = aiohttp.ClientTimeout(total=10)
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.post(endpoint, json=[alert]) as response,
@@ -100,7 +144,11 @@ class AlertmanagerChannel:
                     raise DeliveryError(
                         f"channel {self.name!r}: Alertmanager answered HTTP {response.status}"
                     )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+            raise DeliveryTimeout(
+                f"channel {self.name!r} did not answer within {format_duration(self.timeout)}"
+            ) from None
+        except aiohttp.ClientError as exc:
             raise DeliveryError(f"channel {self.name!r}: {type(exc).__name__}") from None
 
 
@@ -113,9 +161,9 @@ def build_channels(
 ) -> dict[str, Channel | AlertmanagerChannel]:
     """The configured channels, ready to deliver."""
     return {
-        name: AlertmanagerChannel(name, item.url, generator_url)
+        name: AlertmanagerChannel(name, item.url, generator_url, item.timeout)
         if item.kind == "alertmanager"
-        else Channel(name, item.url)
+        else Channel(name, item.url, item.timeout)
         for name, item in settings.items()
     }
 
@@ -133,6 +181,7 @@ def per_alert(channels: Mapping[str, Channel | AlertmanagerChannel]) -> set[str]
 class ChannelStats:
     sent: int = 0
     failed: int = 0
+    timeouts: int = 0  # sent, no answer in time: may have arrived
     last_error: str | None = None
     failures_in_a_row: int = 0
     # A down channel backs off as a whole, keeping its order; on the monotonic clock, so a
@@ -149,6 +198,7 @@ class Sender:
     clock: Callable[[], float] = time.time  # when: stored and shown
     poll: float = 1.0
     tries_now: int = 3
+    head_start: float = HEAD_START
     stats: dict[str, ChannelStats] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)  # unsent per channel, for metrics
     _executor: ThreadPoolExecutor = field(
@@ -156,6 +206,8 @@ class Sender:
     )
     _outbox: Outbox | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
+    # Deliveries in flight: channel -> the alert's dedup key -> its task.
+    _sending: dict[str, dict[str, asyncio.Task[None]]] = field(default_factory=dict)
     _stopping: bool = False
     monotonic: Callable[[], float] = time.monotonic  # how long: a channel's backoff
 
@@ -179,10 +231,14 @@ class Sender:
         self.wake()
 
     def stop(self) -> None:
-        """Finish the delivery in hand on each channel, record it, then return from run():
+        """Finish the deliveries in hand on each channel, record them, then return from run():
         cancelling between "the channel accepted" and "marked sent" would send it twice."""
         self._stopping = True
         self.wake()
+
+    def _in_flight(self, channel: str | None = None) -> list[asyncio.Task[None]]:
+        names = [channel] if channel is not None else list(self._sending)
+        return [task for name in names for task in self._sending.get(name, {}).values()]
 
     async def run(self) -> None:
         loops = [
@@ -191,24 +247,30 @@ class Sender:
         ]
         try:
             await asyncio.gather(*loops)
+            await asyncio.gather(*self._in_flight(), return_exceptions=True)
         finally:
-            for task in loops:
+            # Cancelled past the daemon's grace: a delivery cut off here keeps the retry time
+            # stored when it started, as one that got no answer.
+            deliveries = self._in_flight()
+            for task in (*loops, *deliveries):
                 task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*loops, *deliveries, return_exceptions=True)
             await self.database(lambda outbox: outbox.close())
             self._executor.shutdown(wait=False)
 
     async def drain_once(self) -> None:
-        """One pass over every channel (for --once style use and tests)."""
+        """One pass over every channel, in order, each delivery awaited (for --once style use
+        and tests)."""
         for channel in self.channels.values():
-            await self._send_due(channel)
+            await self._send_due(channel, head_start=None)
+            await asyncio.gather(*self._in_flight(channel.name), return_exceptions=True)
 
     async def _channel_loop(self, channel: Channel | AlertmanagerChannel) -> None:
         wake = self._wakes.setdefault(channel.name, asyncio.Event())
         while not self._stopping:
             wake.clear()
             try:
-                await self._send_due(channel)
+                await self._send_due(channel, self.head_start)
                 self.pending = await self.database(Outbox.pending)
             except Exception as exc:  # e.g. the database locked or unwritable: try again later
                 log.warning(
@@ -221,39 +283,82 @@ class Sender:
                 async with asyncio.timeout(self.poll):
                     await wake.wait()
 
-    async def _send_due(self, channel: Channel | AlertmanagerChannel) -> None:
+    async def _send_due(
+        self, channel: Channel | AlertmanagerChannel, head_start: float | None
+    ) -> None:
+        """Start the channel's due notifications in order, each given `head_start` seconds
+        (None: as long as it takes) before the next starts beside it."""
         stats = self.stats.setdefault(channel.name, ChannelStats())
-        if self.monotonic() < stats.retry_at:
+        sending = self._sending.setdefault(channel.name, {})
+        if self.monotonic() < stats.retry_at or len(sending) >= MAX_IN_FLIGHT:
             return
-        due = await self.database(Outbox.due, channel.name, self.clock(), 100, MAX_BACKOFF)
+        due = await self.database(Outbox.due, channel.name, self.clock(), 100, UNKNOWN_RETRY)
         for pending in due:
-            if self._stopping:
-                return  # the rest stays queued for the next start
-            try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.tries_now),
-                    wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-                    reraise=True,
-                ):
-                    with attempt:
-                        await channel.deliver(pending.notification)
-            except Exception as exc:  # any failure keeps it queued; the next pass retries
-                error = str(exc) if isinstance(exc, DeliveryError) else type(exc).__name__
-                stats.failures_in_a_row += 1
-                backoff = min(MAX_BACKOFF, 2.0**stats.failures_in_a_row)
-                stats.retry_at = self.monotonic() + backoff
-                await self.database(Outbox.mark_failed, pending.id, error, self.clock() + backoff)
-                stats.failed += 1
-                if stats.last_error != error:
-                    log.warning(
-                        "channel %s failed; will retry in %.0fs: %s",
-                        channel.name,
-                        backoff,
-                        error,
-                        extra={"event": "delivery_failed", "channel": channel.name},
-                    )
-                stats.last_error = error
-                return  # the channel is down: leave the rest queued in order
+            if self._stopping or self.monotonic() < stats.retry_at:
+                return  # stopping, or the channel is down: the rest stays queued in order
+            key = pending.notification.dedup_key
+            if key in sending:
+                continue  # this alert's previous state is still on its way: keep their order
+            if len(sending) >= MAX_IN_FLIGHT:
+                return
+            # Stored before the send: if no answer ever comes (a hang, a crash, a kill), this
+            # is when it is tried again, and no sooner.
+            await self.database(Outbox.mark_sending, pending.id, self.clock() + UNKNOWN_RETRY)
+            delivery = asyncio.create_task(
+                self._deliver(channel, pending, stats), name=f"deliver {channel.name}"
+            )
+            sending[key] = delivery
+            delivery.add_done_callback(lambda task, key=key: self._done(channel.name, key, task))
+            await asyncio.wait({delivery}, timeout=head_start)
+
+    def _done(self, channel: str, key: str, task: asyncio.Task[None]) -> None:
+        sending = self._sending.get(channel, {})
+        if sending.get(key) is task:
+            del sending[key]
+        wake = self._wakes.get(channel)
+        if wake is not None:
+            wake.set()  # what waited behind it (its alert's next state, the cap) may go now
+
+    async def _deliver(
+        self, channel: Channel | AlertmanagerChannel, pending: Pending, stats: ChannelStats
+    ) -> None:
+        try:
+            error = await self._attempt(channel, pending.notification)
+            await self._record(channel, pending, stats, error)
+        except Exception as exc:  # the outbox unwritable: the retry time stored at the start holds
+            log.warning(
+                "channel %s cannot record a delivery in the outbox: %s",
+                channel.name,
+                exc,
+                extra={"event": "outbox_error", "channel": channel.name},
+            )
+
+    async def _attempt(
+        self, channel: Channel | AlertmanagerChannel, notification: Notification
+    ) -> Exception | None:
+        """Send now, with a few quick tries on a refusal but none on a timeout; returns None
+        once the channel accepted it, else what went wrong last."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.tries_now),
+                wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+                retry=retry_if_not_exception_type(DeliveryTimeout),
+                reraise=True,
+            ):
+                with attempt:
+                    await _bounded(channel, notification)
+        except Exception as exc:  # any failure keeps it queued; a later pass retries
+            return exc
+        return None
+
+    async def _record(
+        self,
+        channel: Channel | AlertmanagerChannel,
+        pending: Pending,
+        stats: ChannelStats,
+        error: Exception | None,
+    ) -> None:
+        if error is None:
             await self.database(Outbox.mark_sent, pending.id, self.clock())
             stats.sent += 1
             stats.failures_in_a_row = 0
@@ -264,3 +369,43 @@ class Sender:
                     extra={"event": "delivery_recovered", "channel": channel.name},
                 )
                 stats.last_error = None
+            return
+        if isinstance(error, DeliveryTimeout):
+            # Not a down channel: its other notifications go on; this one waits long.
+            await self.database(
+                Outbox.mark_failed, pending.id, str(error), self.clock() + UNKNOWN_RETRY
+            )
+            stats.timeouts += 1
+            log.warning(
+                "%s; it may have arrived, so it is sent again only in %s",
+                error,
+                format_duration(UNKNOWN_RETRY),
+                extra={"event": "delivery_timeout", "channel": channel.name},
+            )
+            return
+        text = str(error) if isinstance(error, DeliveryError) else type(error).__name__
+        stats.failures_in_a_row += 1
+        backoff = min(MAX_BACKOFF, 2.0**stats.failures_in_a_row)
+        stats.retry_at = self.monotonic() + backoff
+        await self.database(Outbox.mark_failed, pending.id, text, self.clock() + backoff)
+        stats.failed += 1
+        if stats.last_error != text:
+            log.warning(
+                "channel %s failed; will retry in %.0fs: %s",
+                channel.name,
+                backoff,
+                text,
+                extra={"event": "delivery_failed", "channel": channel.name},
+            )
+        stats.last_error = text
+
+
+async def _bounded(channel: Channel | AlertmanagerChannel, notification: Notification) -> None:
+    """One delivery, abandoned LATE_ANSWER past the channel's own timeout."""
+    try:
+        async with asyncio.timeout(channel.timeout + LATE_ANSWER):
+            await channel.deliver(notification)
+    except TimeoutError:
+        raise DeliveryTimeout(
+            f"channel {channel.name!r} did not answer within {format_duration(channel.timeout)}"
+        ) from None

@@ -90,6 +90,13 @@ class Outbox:
                 [now, pending_id],
             )
 
+    def mark_sending(self, pending_id: int, retry_at: float) -> None:
+        """Before a send: should no answer ever come (a hang, a crash), retry at `retry_at`."""
+        with self.db.conn:
+            self.db.execute(
+                "UPDATE outbox SET next_attempt = ? WHERE id = ?", [retry_at, pending_id]
+            )
+
     def mark_failed(self, pending_id: int, error: str, retry_at: float) -> None:
         with self.db.conn:
             self.db.execute(

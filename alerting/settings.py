@@ -14,6 +14,7 @@ import apprise
 
 from alerting.silences import Silence, read_silences
 from healthcheck import schema
+from healthcheck.durations import format_duration
 from healthcheck.secrets import Secret
 
 DEFAULT_ROUTES = {
@@ -23,6 +24,10 @@ DEFAULT_ROUTES = {
 }
 DEFAULT_REPEAT = {"critical": 3600.0, "warning": 4 * 3600.0, "info": None}
 CHANNEL_KINDS = ("apprise", "alertmanager")
+# How long one delivery may wait for the channel's answer. Generous: a slow answer is better
+# than a second page, because a delivery that timed out may have arrived.
+DEFAULT_DELIVERY_TIMEOUT = 30.0
+MAX_DELIVERY_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class ChannelSettings:
     name: str
     url: Secret
     kind: str = "apprise"  # or alertmanager: posts to its v2 API
+    timeout: float = DEFAULT_DELIVERY_TIMEOUT  # seconds to wait for the channel's answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +68,33 @@ class AlertingSettings:
     rules: RuleSettings = field(default_factory=RuleSettings)
     silences: tuple[Silence, ...] = ()
     vantage: str | None = None
+    timeout: float = DEFAULT_DELIVERY_TIMEOUT  # for channels that do not set their own
 
     @property
     def enabled(self) -> bool:
         return bool(self.channels)
 
 
-def _channel(name: str) -> Callable[[Any], ChannelSettings]:
+def delivery_timeout(value: Any) -> float:
+    """A duration above zero and at most MAX_DELIVERY_TIMEOUT."""
+    seconds = schema.duration(value)
+    if seconds > MAX_DELIVERY_TIMEOUT:
+        limit = format_duration(MAX_DELIVERY_TIMEOUT)
+        raise ValueError(f"must be at most {limit}, got {value!r}")
+    return seconds
+
+
+def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
     def read(value: Any) -> ChannelSettings:
         if isinstance(value, str | Secret):
             value = {"url": value}
         fields = schema.sub_mapping(
-            value, {"url": schema.secret, "kind": schema.choice(*CHANNEL_KINDS)}
+            value,
+            {
+                "url": schema.secret,
+                "kind": schema.choice(*CHANNEL_KINDS),
+                "timeout": delivery_timeout,
+            },
         )
         if "url" not in fields:
             raise schema.FieldError("url", "missing: an Apprise URL (or Alertmanager base URL)")
@@ -84,7 +105,7 @@ def _channel(name: str) -> Callable[[Any], ChannelSettings]:
             raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
         if kind == "alertmanager" and not url.startswith(("http://", "https://")):
             raise schema.FieldError("url", "an Alertmanager base URL, like http://127.0.0.1:9093")
-        return ChannelSettings(name, fields["url"], kind)
+        return ChannelSettings(name, fields["url"], kind, fields.get("timeout", timeout))
 
     return read
 
@@ -165,15 +186,17 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
             "rules": lambda v: schema.sub_mapping(v, _RULE_READERS),
             "silences": read_silences,
             "vantage": schema.text,
+            "timeout": delivery_timeout,
         },
     )
+    timeout = values.get("timeout", DEFAULT_DELIVERY_TIMEOUT)
     channels_raw = values.get("channels") or {}
     if not isinstance(channels_raw, Mapping):
         raise schema.FieldError("channels", "expected a mapping of channel names to Apprise URLs")
     channels = {}
     for name, item in channels_raw.items():
         try:
-            channels[name] = _channel(name)(item)
+            channels[name] = _channel(name, timeout)(item)
         except schema.FieldError as exc:
             raise schema.FieldError(f"channels.{name}.{exc.key}", exc.message) from None
         except ValueError as exc:
@@ -202,4 +225,5 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         rules=rules,
         silences=values.get("silences", ()),
         vantage=values.get("vantage"),
+        timeout=timeout,
     )

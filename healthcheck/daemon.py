@@ -487,7 +487,12 @@ class Daemon:
             connections=lambda: self.connections.open,
             connections_dropped=lambda: self.connections.evicted + self.connections.refused,
             notifications=lambda: {
-                name: (stats.sent, stats.failed, self.sender.pending.get(name, 0))
+                name: (
+                    stats.sent,
+                    stats.failed,
+                    stats.timeouts,
+                    self.sender.pending.get(name, 0),
+                )
                 for name, stats in (self.sender.stats.items() if self.sender else ())
             },
         )

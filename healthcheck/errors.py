@@ -27,3 +27,7 @@ class StorageError(HealthcheckError):
 
 class DeliveryError(HealthcheckError):
     """A notification could not be delivered to a channel."""
+
+
+class DeliveryTimeout(DeliveryError):
+    """Sent, but no answer in time: the channel may well have acted on it."""

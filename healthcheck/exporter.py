@@ -91,8 +91,8 @@ class DaemonGauges:
     storage_written: Callable[[], int] | None = None
     uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
     alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
-    # channel -> (sent, failed, pending)
-    notifications: Callable[[], dict[str, tuple[int, int, int]]] | None = None
+    # channel -> (sent, failed, timed out, pending)
+    notifications: Callable[[], dict[str, tuple[int, int, int, int]]] | None = None
     reload: Callable[[], tuple[bool, float]] | None = None  # last reload ok, when (epoch s)
     not_ready: Callable[[], list[str]] | None = None  # why /readyz says 503; empty: ready
     heartbeat_age: Callable[[], float | None] | None = None  # s since the dispatcher woke
@@ -138,7 +138,7 @@ class Scrape:
     gauges: list[tuple[str, str, float]] = field(default_factory=list)  # name, help, value
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     alerts_firing: dict[str, int] | None = None
-    notifications: dict[str, tuple[int, int, int]] | None = None
+    notifications: dict[str, tuple[int, int, int, int]] | None = None
 
 
 class Metrics:
@@ -570,7 +570,8 @@ class _ScrapeCollector:
         if scrape.notifications is not None:
             sent = CounterMetricFamily(
                 "healthcheck_notifications",
-                "Notifications per channel: sent (accepted) or failed (attempts refused)",
+                "Notifications per channel: sent (accepted), failed (attempts refused) or "
+                "timeout (no answer in time: it may have arrived)",
                 labels=("channel", "result"),
             )
             pending = GaugeMetricFamily(
@@ -578,9 +579,10 @@ class _ScrapeCollector:
                 "Notifications in the outbox not yet accepted by the channel",
                 labels=("channel",),
             )
-            for channel, (ok, failed, waiting) in scrape.notifications.items():
+            for channel, (ok, failed, timed_out, waiting) in scrape.notifications.items():
                 sent.add_metric([channel, "sent"], ok)
                 sent.add_metric([channel, "failed"], failed)
+                sent.add_metric([channel, "timeout"], timed_out)
                 pending.add_metric([channel], waiting)
             yield sent
             yield pending

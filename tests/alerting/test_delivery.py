@@ -6,8 +6,9 @@ import asyncio
 
 import apprise.plugins.pagerduty as apprise_pagerduty
 import pytest
+from polling import until
 
-from alerting.delivery import Channel, Sender
+from alerting.delivery import UNKNOWN_RETRY, AlertmanagerChannel, Channel, Sender
 from alerting.outbox import Notification, Outbox
 from healthcheck.errors import DeliveryError
 from healthcheck.secrets import Secret
@@ -141,6 +142,115 @@ async def test_one_channel_down_does_not_delay_another(webhook, tmp_path) -> Non
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert [r["path"] for r in webhook.received] == ["/ok"]
+
+
+async def test_a_slow_receiver_gets_each_notification_once(webhook, tmp_path) -> None:
+    """No answer in time: the receiver may have acted on it, so it is not sent again soon."""
+    await webhook.up()
+    webhook.hang_on.add("a fired")
+    clock = Clock()
+    path = str(tmp_path / "hc.db")
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=2.0)
+    sender = Sender(path, {"hook": channel}, clock=clock, monotonic=clock)
+    await sender.put([note("hook", "a", "fired")])
+    await sender.drain_once()  # times out
+    await until(lambda: webhook.received)
+    for _ in range(5):  # five minutes in which a refused delivery would be tried again and again
+        clock.now += 60
+        await sender.drain_once()
+    assert [r["body"]["message"] for r in webhook.received] == ["a fired"]
+    assert sender.stats["hook"].timeouts == 1 and sender.stats["hook"].failed == 0
+    outbox = Outbox(path)
+    assert outbox.pending() == {"hook": 1}  # not given up: it is still owed
+    outbox.close()
+
+
+async def test_an_alertmanager_that_does_not_answer_gets_the_alert_once(webhook, tmp_path) -> None:
+    await webhook.up()
+    webhook.hang_on.add("/api/v2/alerts")
+    clock = Clock()
+    url = Secret(f"http://127.0.0.1:{webhook.port}")
+    channel = AlertmanagerChannel("am", url, timeout=2.0)
+    sender = Sender(str(tmp_path / "hc.db"), {"am": channel}, clock=clock, monotonic=clock)
+    await sender.put([note("am", "a", "fired")])
+    await sender.drain_once()
+    await until(lambda: webhook.received)
+    for _ in range(5):
+        clock.now += 60
+        await sender.drain_once()
+    assert [r["path"] for r in webhook.received] == ["/api/v2/alerts"]
+    assert sender.stats["am"].timeouts == 1 and sender.stats["am"].failed == 0
+
+
+async def test_an_unanswered_notification_is_retried_later_even_after_a_restart(
+    webhook, tmp_path
+) -> None:
+    await webhook.up()
+    webhook.hang_on.add("a fired")
+    clock = Clock()
+    path = str(tmp_path / "hc.db")
+    url = Secret(f"json://127.0.0.1:{webhook.port}/slow")
+    first = Sender(path, {"hook": Channel("hook", url, timeout=2.0)}, clock=clock, monotonic=clock)
+    await first.put([note("hook", "a", "fired")])
+    await first.drain_once()
+    await until(lambda: webhook.received)
+    webhook.answer()
+    second = Sender(path, {"hook": Channel("hook", url, timeout=2.0)}, clock=clock)
+    await second.drain_once()  # a restart does not resend it at once either
+    assert len(webhook.received) == 1
+    clock.now += UNKNOWN_RETRY + 1
+    await second.drain_once()
+    assert [r["body"]["message"] for r in webhook.received] == ["a fired", "a fired"]
+    assert second.stats["hook"].sent == 1
+    outbox = Outbox(path)
+    assert outbox.pending() == {}
+    outbox.close()
+
+
+async def test_a_hung_delivery_does_not_hold_the_next_alert_for_the_same_channel(
+    webhook, tmp_path
+) -> None:
+    await webhook.up()
+    webhook.hang_on.add("a fired")
+    # The timeout is far longer than the test: the first delivery hangs throughout.
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=300.0)
+    sender = Sender(str(tmp_path / "hc.db"), {"hook": channel}, poll=0.05, head_start=0.2)
+    task = asyncio.create_task(sender.run())
+    try:
+        await sender.put([note("hook", "a", "fired")])
+        await until(lambda: webhook.received)
+        await sender.put([note("hook", "b", "fired")])
+        await until(lambda: sender.stats["hook"].sent == 1)
+        assert [r["body"]["message"] for r in webhook.received] == ["a fired", "b fired"]
+        assert sender.stats["hook"].timeouts == 0  # the first one still hangs
+    finally:
+        webhook.answer()
+        sender.stop()
+        await asyncio.wait_for(task, 60)
+    assert sender.stats["hook"].sent == 2
+
+
+async def test_a_resolve_waits_for_its_own_alert_still_in_flight(webhook, tmp_path) -> None:
+    """Order within one alert holds: PagerDuty must not see the resolve before the trigger."""
+    await webhook.up()
+    webhook.hang_on.add("a fired")
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=300.0)
+    sender = Sender(str(tmp_path / "hc.db"), {"hook": channel}, poll=0.05, head_start=0.2)
+    task = asyncio.create_task(sender.run())
+    try:
+        await sender.put([note("hook", "a", "fired")])
+        await until(lambda: webhook.received)
+        await sender.put([note("hook", "a", "resolved", "success"), note("hook", "b", "fired")])
+        await until(lambda: sender.stats["hook"].sent == 1)  # b, not held by a
+        assert [r["body"]["message"] for r in webhook.received] == ["a fired", "b fired"]
+        webhook.answer()
+        await until(lambda: sender.stats["hook"].sent == 3)
+        messages = [r["body"]["message"] for r in webhook.received]
+        assert messages == ["a fired", "b fired", "a resolved"]
+    finally:
+        webhook.answer()
+        sender.stop()
+        await asyncio.wait_for(task, 60)
 
 
 def test_a_channel_url_apprise_cannot_read_is_refused_without_echoing_it() -> None:

@@ -330,6 +330,17 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
             "alerting.channels.am.url",
             "Alertmanager base URL",
         ),
+        ("alerting: {timeout: soon}\nregions: {}", "alerting.timeout", "duration"),
+        (
+            "alerting: {channels: {slack: {url: 'json://h/', timeout: 0s}}}\nregions: {}",
+            "alerting.channels.slack.timeout",
+            "greater than zero",
+        ),
+        (
+            "alerting: {channels: {slack: {url: 'json://h/', timeout: 1h}}}\nregions: {}",
+            "alerting.channels.slack.timeout",
+            "at most 5m",
+        ),
         ("sla: {target: 120%}\nregions: {}", "sla.target", "between 0 and 100%"),
     ],
 )
@@ -372,3 +383,23 @@ def test_secret_values_are_scrubbed_from_every_echoing_error(fragment: str, path
     message = str(caught.value)
     assert "s3cretvalue" not in message.lower()
     assert "***" in message  # the value is shown redacted, not silently dropped
+
+
+REGIONS = "regions: {eu: {endpoints: [{name: api, url: 'http://127.0.0.1:1/'}]}}"
+
+
+def test_a_channel_delivery_timeout_defaults_globally_and_per_channel() -> None:
+    text = (
+        "alerting:\n"
+        "  timeout: 45s\n"
+        "  channels: {slack: 'json://h/', hook: {url: 'json://h/', timeout: 2m}, pd: 'json://p/'}\n"
+        f"{REGIONS}"
+    )
+    channels = parse_config(text, "test.yaml", {}).alerting.channels
+    assert {name: item.timeout for name, item in channels.items()} == {
+        "slack": 45.0,
+        "hook": 120.0,
+        "pd": 45.0,
+    }
+    default = parse_config(f"alerting: {{channels: {{slack: 'json://h/'}}}}\n{REGIONS}", "t", {})
+    assert default.alerting.channels["slack"].timeout == 30.0  # generous: a slow Slack is fine

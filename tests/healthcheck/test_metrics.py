@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthcheck.config import parse_config
-from healthcheck.exporter import Metrics, render
+from healthcheck.exporter import DaemonGauges, Metrics, render
 from healthcheck.offload import Offload
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.status import StatusBoard
@@ -103,3 +103,14 @@ def test_a_reload_keeps_counts_of_kept_endpoints_and_drops_removed_ones(metrics:
     us = {"region": "us", "endpoint": "api", "kind": "http"}
     assert value(found, "healthcheck_checks_total", **us, result="success") == 2
     assert not [key for key in found if ("region", "eu") in key[1]]
+
+
+def test_notifications_count_timeouts_apart_from_refusals(metrics: Metrics) -> None:
+    """A timeout may have reached the receiver; a refusal did not: they are told apart."""
+    metrics.gauges = DaemonGauges(notifications=lambda: {"slack": (5, 1, 2, 3)})
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    total = "healthcheck_notifications_total"
+    assert value(found, total, channel="slack", result="sent") == 5
+    assert value(found, total, channel="slack", result="failed") == 1
+    assert value(found, total, channel="slack", result="timeout") == 2
+    assert value(found, "healthcheck_notifications_pending", channel="slack") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from aiohttp import web
@@ -20,10 +21,23 @@ class Webhook:
         self.port = free_port()
         self.received: list[dict] = []
         self._runner: web.AppRunner | None = None
+        # A receiver that is slow rather than down: requests whose message (or path) is listed
+        # here are recorded, then left unanswered until `answer()` (or `down()`).
+        self.hang_on: set[str] = set()
+        self._answer = asyncio.Event()
+
+    def answer(self) -> None:
+        """Answer the held requests and every later one at once."""
+        self.hang_on.clear()
+        self._answer.set()
 
     async def up(self) -> None:
         async def receive(request: web.Request) -> web.Response:
-            self.received.append({"path": request.path, "body": await request.json()})
+            body = await request.json()
+            self.received.append({"path": request.path, "body": body})
+            message = body.get("message") if isinstance(body, dict) else None
+            if message in self.hang_on or request.path in self.hang_on:
+                await self._answer.wait()
             return web.json_response({"status": "success"}, status=202)
 
         app = web.Application()
@@ -33,6 +47,7 @@ class Webhook:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def down(self) -> None:
+        self._answer.set()  # a held request would keep the server from closing
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
