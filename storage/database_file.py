@@ -2,15 +2,16 @@
 
 A file removed (`rm`) or replaced (`mv`) while open keeps taking writes into its old inode,
 which nothing will read again; random bytes written over it make the next start refuse it.
-The writer and the outbox compare the file at the path with the one they opened.
+The writer and the outbox compare the file at the path with the one they opened, by
+`os.stat` alone: opening the file on another descriptor and closing it would drop the POSIX
+locks SQLite holds on it in this process. Bytes written over it show as SQLite's own error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
+import sqlite3
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -24,17 +25,6 @@ def identity(path: str) -> Identity | None:
     return (found.st_dev, found.st_ino)
 
 
-def is_database(path: str) -> bool:
-    """False when the file starts with something other than SQLite's header. An empty file
-    passes: a new database may not have its first page written yet."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        return True
-    return head == b"" or head == SQLITE_MAGIC
-
-
 def gone(path: str, opened: Identity | None) -> str | None:
     """Why the file opened as `opened` is no longer the database at `path`; None if it is."""
     now = identity(path)
@@ -42,17 +32,27 @@ def gone(path: str, opened: Identity | None) -> str | None:
         return "the database file was removed"
     if opened is not None and now != opened:
         return "the database file was replaced by another file"
-    if not is_database(path):
-        return "the database file was overwritten: it is not a database"
     return None
 
 
-def clear_the_way(path: str, stamp: float) -> str | None:
-    """Before creating the database anew: move a file that is not a database aside (kept for a
-    look, returned), and remove the old file's -wal and -shm, which connections still open on
+def overwritten(exc: BaseException) -> str | None:
+    """Why an error from a file that was a database says it no longer is one; None if not."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError) and exc.sqlite_errorcode in NOT_A_DATABASE:
+            return f"the database file was overwritten: {exc}"
+        exc = exc.__cause__
+    return None
+
+
+NOT_A_DATABASE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def clear_the_way(path: str, stamp: float, broken: bool) -> str | None:
+    """Before creating the database anew: move a `broken` file aside (kept for a look,
+    returned), and remove the old file's -wal and -shm, which connections still open on
     the old file use: a new file sharing them would read the old file's pages as its own."""
     moved = None
-    if identity(path) is not None and not is_database(path):
+    if broken and identity(path) is not None:
         moved = f"{path}.broken-{int(stamp)}"
         os.replace(path, moved)
     for suffix in ("-wal", "-shm"):

@@ -24,7 +24,7 @@ import sqlite_utils
 
 from healthcheck.errors import StorageError
 from healthcheck.result import ProbeResult, Status
-from storage.database_file import Identity, clear_the_way, gone, identity
+from storage.database_file import Identity, clear_the_way, gone, identity, overwritten
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, ROLLUP_TABLES, connect
 
@@ -224,9 +224,13 @@ class StorageWriter:
                 write_batch(db, batch, self._target_ids)
             self._check_file()  # gone while committing: the batch went into the old file
         except _FileGone as exc:
-            self._file_gone(str(exc), len(batch))
+            self._file_gone(str(exc), len(batch), broken=False)
             return False
         except Exception as exc:
+            reason = overwritten(exc) if self._identity is not None else None
+            if reason is not None:  # it was a database when opened
+                self._file_gone(reason, len(batch), broken=True)
+                return False
             if not isinstance(exc, sqlite3.Error | StorageError | OSError):
                 # A bug, not an outage: retrying would loop forever. Count and move on.
                 log.exception("storage cannot write this batch", extra={"event": "storage_bug"})
@@ -262,7 +266,7 @@ class StorageWriter:
         self.stats.last_commit = self.clock()
         return True
 
-    def _file_gone(self, reason: str, held: int) -> None:
+    def _file_gone(self, reason: str, held: int, *, broken: bool) -> None:
         """Close the old file, clear the way for a new one (created on the next try, after the
         usual backoff, so the outage shows on /readyz) and log it once."""
         self._close_db()
@@ -274,7 +278,7 @@ class StorageWriter:
         if self.stats.failing_since is None:
             self.stats.failing_since = self.clock()
         try:
-            moved = clear_the_way(self.path, self.clock())
+            moved = clear_the_way(self.path, self.clock(), broken)
         except OSError as exc:  # the next try reports why the file cannot be created
             moved = None
             log.warning("cannot set the old database file aside: %s", exc)
