@@ -157,6 +157,7 @@ class Sender:
     _outbox: Outbox | None = None
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)
     _stopping: bool = False
+    reopened: int = 0  # times the outbox moved to a database file created anew
     monotonic: Callable[[], float] = time.monotonic  # how long: a channel's backoff
 
     async def database(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -165,6 +166,15 @@ class Sender:
         def run() -> Any:
             if self._outbox is None:
                 self._outbox = Outbox(self.outbox_path)
+            elif self._outbox.moved():
+                self._outbox, carried = self._outbox.reopened()
+                self.reopened += 1
+                log.warning(
+                    "outbox moved to the new database file; undelivered notifications "
+                    "carried over: %s",
+                    carried if carried >= 0 else "none (the old file is unreadable)",
+                    extra={"event": "outbox_reopened", "carried": carried},
+                )
             return call(self._outbox, *args)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)

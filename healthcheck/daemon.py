@@ -164,6 +164,10 @@ class Daemon:
         # Alert changes the database could not take yet (locked, full, read-only): kept in
         # order and saved with the next evaluation that can, so none is lost.
         self._unsaved: list[Callable[[Outbox], None]] = []
+        # Times the database file was created anew (the writer's count) whose alert state
+        # has been queued for, and written into, the new file.
+        self._alerts_queued_for = 0
+        self._alerts_written_for = 0
         if config.alerting.enabled:
             page = f"http://{config.exporter.host}:{config.exporter.port}/"
             self.channels = build_channels(config.alerting.channels, generator_url=page)
@@ -191,6 +195,10 @@ class Daemon:
         if evaluator is None or sender is None:
             return
         now = self._clock()
+        replaced = self.storage.stats.replaced if self.storage else 0
+        if replaced != self._alerts_queued_for:
+            self._alerts_queued_for = replaced
+            self._unsaved.append(self._write_back_alerts(evaluator, replaced, now))
         evaluator.self_check = self._self_check(now)
         changes = evaluator.evaluate(now)
         if not changes:
@@ -251,6 +259,28 @@ class Daemon:
                         "region": change.region,
                     },
                 )
+
+    def _write_back_alerts(
+        self, evaluator: Evaluator, replaced: int, now: float
+    ) -> Callable[[Outbox], None]:
+        """The database file was removed or overwritten and created anew: every alert as it
+        stands now goes into the new file (the outbox carries its own undelivered rows over),
+        so a restart neither forgets a firing alert nor pages it again."""
+        alerts = [
+            (state, None, evaluator.notified.get(key, False), evaluator.regions.get(key[1], ""))
+            for key, state in evaluator.alerts.items()
+        ]
+
+        def write_back(outbox: Outbox) -> None:
+            save_changes(outbox.db, alerts, now)
+            self._alerts_written_for = replaced
+            log.info(
+                "alert state written into the new database file: %d alerts",
+                len(alerts),
+                extra={"event": "alerts_written_back", "alerts": len(alerts)},
+            )
+
+        return write_back
 
     async def _save(self, sender: Sender) -> None:
         """Save the alert changes not yet in the database, oldest first; each one is its own
@@ -505,6 +535,12 @@ class Daemon:
             and not self.storage.stats.writable
         ):
             reasons.append(f"storage not writable: {self.storage.stats.last_error}")
+        if (
+            self.evaluator is not None
+            and self.storage is not None
+            and self.storage.stats.replaced != self._alerts_written_for
+        ):
+            reasons.append("alert state not yet written into the new database file")
         return reasons
 
     async def _start_http(self) -> web.AppRunner:
