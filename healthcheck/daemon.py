@@ -489,6 +489,7 @@ class Daemon:
             storage_writable=(lambda: writer.stats.writable) if writer else None,
             storage_dropped=(lambda: writer.stats.dropped) if writer else None,
             storage_written=(lambda: writer.stats.written) if writer else None,
+            storage_replaced=(lambda: writer.stats.replaced) if writer else None,
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
             alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
             reload=lambda: self.reload_state,

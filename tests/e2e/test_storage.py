@@ -238,6 +238,13 @@ async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_sta
         await until(lambda: readiness.ready_again(), timeout=40)
         await until(lambda: firing_alerts(db) == [("endpoint_down", "eu/api", True)])
         await until(lambda: results_since(db, removed_at) >= 10)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{log.port}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert "\nhealthcheck_storage_file_replaced_total 1.0\n" in metrics
+        assert "\nhealthcheck_storage_writable 1.0\n" in metrics
         await readiness.stop()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
