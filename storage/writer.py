@@ -92,7 +92,7 @@ class StorageWriter:
         self._held = 0  # results taken off the queue into the batch being written
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
         self._db: sqlite_utils.Database | None = None
-        self._identity: Identity | None = None  # the file `_db` has open
+        self._identity: Identity | None = None  # the file opened last (None: none yet)
         self._target_ids: dict[tuple[str, str], int] = {}
         self._next_prune = 0.0
         self._closing = threading.Event()
