@@ -209,6 +209,7 @@ class Sender:
     # Deliveries in flight: channel -> the alert's dedup key -> its task.
     _sending: dict[str, dict[str, asyncio.Task[None]]] = field(default_factory=dict)
     _stopping: bool = False
+    reopened: int = 0  # times the outbox moved to a database file created anew
     monotonic: Callable[[], float] = time.monotonic  # how long: a channel's backoff
 
     async def database(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -217,6 +218,15 @@ class Sender:
         def run() -> Any:
             if self._outbox is None:
                 self._outbox = Outbox(self.outbox_path)
+            elif self._outbox.moved():
+                self._outbox, carried = self._outbox.reopened()
+                self.reopened += 1
+                log.warning(
+                    "outbox moved to the new database file; undelivered notifications "
+                    "carried over: %s",
+                    carried if carried >= 0 else "none (the old file is unreadable)",
+                    extra={"event": "outbox_reopened", "carried": carried},
+                )
             return call(self._outbox, *args)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)

@@ -8,11 +8,14 @@ Used from a worker thread (sqlite3 connections stay on the thread that opened th
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import sqlite_utils
 
+from healthcheck.errors import StorageError
+from storage.database_file import identity
 from storage.schema import connect
 
 SUPERSEDED = "superseded by a newer state of the same alert"
@@ -42,11 +45,45 @@ class Pending:
 
 
 class Outbox:
-    def __init__(self, path: str) -> None:
-        self.db: sqlite_utils.Database = connect(path)
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        self.path = path
+        self.db: sqlite_utils.Database = connect(path, create=create)
+        self.identity = identity(path)
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def moved(self) -> bool:
+        """The file at the path is not the one open here (removed, replaced, set aside)."""
+        return identity(self.path) != self.identity
+
+    def reopened(self) -> tuple[Outbox, int]:
+        """The outbox on the file now at the path, with this one's undelivered notifications
+        carried over; this one is closed. Only the storage writer creates a lost file (it
+        clears the old file's -wal and -shm first): until it has, this raises StorageError."""
+        if identity(self.path) is None:
+            raise StorageError(f"{self.path} was removed; waiting for it to be created anew")
+        try:
+            rows = self.db.execute(
+                "SELECT created, channel, dedup_key, payload, attempts, next_attempt, last_error"
+                " FROM outbox WHERE sent IS NULL ORDER BY id"
+            ).fetchall()
+        except sqlite3.DatabaseError:  # overwritten: nothing left to carry (counted as -1)
+            rows = None
+        new = Outbox(self.path, create=False)
+        try:
+            with new.db.conn:
+                new.db.execute("BEGIN IMMEDIATE")
+                new.db.conn.executemany(
+                    "INSERT INTO outbox (created, channel, dedup_key, payload, attempts,"
+                    " next_attempt, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows or [],
+                )
+        except Exception:
+            new.close()
+            raise
+        self.close()
+        return new, -1 if rows is None else len(rows)
 
     def put(self, notifications: Iterable[Notification], now: float) -> int:
         """Store notifications in one transaction; returns how many."""

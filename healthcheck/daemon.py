@@ -174,6 +174,10 @@ class Daemon:
         # Alert changes the database could not take yet (locked, full, read-only): kept in
         # order and saved with the next evaluation that can, so none is lost.
         self._unsaved: list[Callable[[Outbox], None]] = []
+        # Times the database file was created anew (the writer's count) whose alert state
+        # has been queued for, and written into, the new file.
+        self._alerts_queued_for = 0
+        self._alerts_written_for = 0
         if config.alerting.enabled:
             page = f"http://{config.exporter.host}:{config.exporter.port}/"
             self.channels = build_channels(config.alerting.channels, generator_url=page)
@@ -201,6 +205,10 @@ class Daemon:
         if evaluator is None or sender is None:
             return
         now = self._clock()
+        replaced = self.storage.stats.replaced if self.storage else 0
+        if replaced != self._alerts_queued_for:
+            self._alerts_queued_for = replaced
+            self._unsaved.append(self._write_back_alerts(evaluator, replaced, now))
         evaluator.self_check = self._self_check(now)
         changes = evaluator.evaluate(now)
         if not changes:
@@ -261,6 +269,28 @@ class Daemon:
                         "region": change.region,
                     },
                 )
+
+    def _write_back_alerts(
+        self, evaluator: Evaluator, replaced: int, now: float
+    ) -> Callable[[Outbox], None]:
+        """The database file was removed or overwritten and created anew: every alert as it
+        stands now goes into the new file (the outbox carries its own undelivered rows over),
+        so a restart neither forgets a firing alert nor pages it again."""
+        alerts = [
+            (state, None, evaluator.notified.get(key, False), evaluator.regions.get(key[1], ""))
+            for key, state in evaluator.alerts.items()
+        ]
+
+        def write_back(outbox: Outbox) -> None:
+            save_changes(outbox.db, alerts, now)
+            self._alerts_written_for = replaced
+            log.info(
+                "alert state written into the new database file: %d alerts",
+                len(alerts),
+                extra={"event": "alerts_written_back", "alerts": len(alerts)},
+            )
+
+        return write_back
 
     async def _save(self, sender: Sender) -> None:
         """Save the alert changes not yet in the database, oldest first; each one is its own
@@ -475,6 +505,7 @@ class Daemon:
             storage_writable=(lambda: writer.stats.writable) if writer else None,
             storage_dropped=(lambda: writer.stats.dropped) if writer else None,
             storage_written=(lambda: writer.stats.written) if writer else None,
+            storage_replaced=(lambda: writer.stats.replaced) if writer else None,
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
             alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
             reload=lambda: self.reload_state,
@@ -533,6 +564,12 @@ class Daemon:
             and not self.storage.stats.writable
         ):
             reasons.append(f"storage not writable: {self.storage.stats.last_error}")
+        if (
+            self.evaluator is not None
+            and self.storage is not None
+            and self.storage.stats.replaced != self._alerts_written_for
+        ):
+            reasons.append("alert state not yet written into the new database file")
         return reasons
 
     async def _start_http(self) -> tuple[web.AppRunner, asyncio.Server]:

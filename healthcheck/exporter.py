@@ -89,6 +89,7 @@ class DaemonGauges:
     storage_writable: Callable[[], bool] | None = None
     storage_dropped: Callable[[], int] | None = None
     storage_written: Callable[[], int] | None = None
+    storage_replaced: Callable[[], int] | None = None
     uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
     alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
     # channel -> (sent, failed, timed out, pending)
@@ -341,6 +342,11 @@ class Metrics:
                 "healthcheck_storage_written_results",
                 "Results written to the database",
                 gauges.storage_written,
+            ),
+            (
+                "healthcheck_storage_file_replaced",
+                "Times the database file was found removed, replaced or overwritten and made anew",
+                gauges.storage_replaced,
             ),
             ("healthcheck_checks_dispatched", "Checks started by the scheduler", gauges.dispatched),
             (

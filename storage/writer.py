@@ -3,6 +3,9 @@
 The event loop only ever calls `submit` (a non-blocking put). The thread owns the write
 connection; when the database cannot be written (read-only, full, locked, gone) it keeps the
 batch, logs once, retries with backoff and catches up; past the queue bound it drops and counts.
+Before and after each batch it checks that the file at the path is still the one it has open:
+a file removed, replaced or overwritten is logged once, set aside and created anew, and the
+batch goes into the new file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlite_utils
 
 from healthcheck.errors import StorageError
 from healthcheck.result import ProbeResult, Status
+from storage.database_file import Identity, clear_the_way, gone, identity, overwritten
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, ROLLUP_TABLES, connect
 
@@ -47,6 +51,7 @@ class WriterStats:
     last_error: str | None = None
     last_commit: float | None = None
     failing_since: float | None = None  # when writes started failing (None: they work)
+    replaced: int = 0  # times the file was found removed, replaced or overwritten, and recreated
 
 
 SERVICE_DB = "/var/lib/healthcheck/healthcheck.db"  # where the systemd unit keeps it
@@ -87,6 +92,7 @@ class StorageWriter:
         self._held = 0  # results taken off the queue into the batch being written
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
         self._db: sqlite_utils.Database | None = None
+        self._identity: Identity | None = None  # the file opened last (None: none yet)
         self._target_ids: dict[tuple[str, str], int] = {}
         self._next_prune = 0.0
         self._closing = threading.Event()
@@ -147,10 +153,11 @@ class StorageWriter:
                     self._held = 0
                     backoff = 0.5
                 elif stopping and self._closing.is_set() and backoff > 4:
+                    # `pending` is the batch held: the queue depth counts it already.
                     log.error(
                         "storage unavailable at exit: %d results unsaved",
-                        len(pending) + self.queue_depth,
-                        extra={"event": "storage_unflushed"},
+                        self.queue_depth,
+                        extra={"event": "storage_unflushed", "unsaved": self.queue_depth},
                     )
                     return
                 else:
@@ -191,6 +198,7 @@ class StorageWriter:
     def _database(self) -> sqlite_utils.Database:
         if self._db is None:
             self._db = connect(self.path)
+            self._identity = identity(self.path)
             self._target_ids.clear()
         return self._db
 
@@ -199,13 +207,30 @@ class StorageWriter:
             self._db.conn.close()
             self._db = None
 
+    def _check_file(self) -> None:
+        """Raise _FileGone when the file opened last is no longer the database at the path (a
+        file never opened is not judged: a wrong path at start must not be moved aside)."""
+        if self._identity is not None:
+            reason = gone(self.path, self._identity)
+            if reason is not None:
+                raise _FileGone(reason)
+
     def _write(self, batch: Sequence[tuple[ProbeResult, Status]]) -> bool:
         try:
+            self._check_file()
             db = self._database()
             with db.conn:
                 db.execute("BEGIN IMMEDIATE")
                 write_batch(db, batch, self._target_ids)
+            self._check_file()  # gone while committing: the batch went into the old file
+        except _FileGone as exc:
+            self._file_gone(str(exc), len(batch), broken=False)
+            return False
         except Exception as exc:
+            reason = overwritten(exc) if self._identity is not None else None
+            if reason is not None:  # it was a database when opened
+                self._file_gone(reason, len(batch), broken=True)
+                return False
             if not isinstance(exc, sqlite3.Error | StorageError | OSError):
                 # A bug, not an outage: retrying would loop forever. Count and move on.
                 log.exception("storage cannot write this batch", extra={"event": "storage_bug"})
@@ -241,6 +266,38 @@ class StorageWriter:
         self.stats.last_commit = self.clock()
         return True
 
+    def _file_gone(self, reason: str, held: int, *, broken: bool) -> None:
+        """Close the old file, clear the way for a new one (created on the next try, after the
+        usual backoff, so the outage shows on /readyz) and log it once."""
+        self._close_db()
+        self._target_ids.clear()
+        self._identity = None
+        self.stats.failures += 1
+        self.stats.writable = False
+        self.stats.last_error = reason
+        if self.stats.failing_since is None:
+            self.stats.failing_since = self.clock()
+        try:
+            moved = clear_the_way(self.path, self.clock(), broken)
+        except OSError as exc:  # the next try reports why the file cannot be created
+            moved = None
+            log.warning("cannot set the old database file aside: %s", exc)
+        self.stats.replaced += 1
+        log.error(
+            "storage %s: %s%s; creating it anew and writing %d held results into it",
+            self.path,
+            reason,
+            f" (moved to {moved})" if moved else "",
+            held,
+            extra={
+                "event": "storage_replaced",
+                "path": self.path,
+                "error": reason,
+                "moved_to": moved,
+                "held": held,
+            },
+        )
+
     def _maybe_prune(self) -> None:
         now = time.monotonic()
         if now < self._next_prune or self._db is None:
@@ -253,6 +310,10 @@ class StorageWriter:
         self.stats.pruned += removed
         # Keep going soon while there is a backlog to prune, else wait a full interval.
         self._next_prune = now + (1.0 if removed else self.prune_interval)
+
+
+class _FileGone(Exception):
+    """The file the writer has open is no longer the database at its path."""
 
 
 def write_batch(

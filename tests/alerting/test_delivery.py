@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 
 import apprise.plugins.pagerduty as apprise_pagerduty
 import pytest
@@ -10,8 +12,10 @@ from polling import until
 
 from alerting.delivery import UNKNOWN_RETRY, AlertmanagerChannel, Channel, Sender
 from alerting.outbox import Notification, Outbox
-from healthcheck.errors import DeliveryError
+from healthcheck.errors import DeliveryError, StorageError
 from healthcheck.secrets import Secret
+from storage.database_file import clear_the_way
+from storage.schema import connect
 
 
 def note(channel: str, key: str, event: str, notify_type: str = "failure") -> Notification:
@@ -257,3 +261,31 @@ def test_a_channel_url_apprise_cannot_read_is_refused_without_echoing_it() -> No
     with pytest.raises(DeliveryError) as caught:
         Channel("slack", Secret("nonsense://token-abcdef"))
     assert "token-abcdef" not in str(caught.value)
+
+
+async def test_undelivered_notifications_follow_a_database_file_created_anew(
+    webhook, tmp_path
+) -> None:
+    """`rm` of the database with a notification unsent (the receiver down): once the storage
+    writer has made a new file, the outbox moves to it with that notification, and sends it."""
+    path = str(tmp_path / "hc.db")
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/x"))
+    clock = Clock()
+    sender = Sender(path, {"hook": channel}, clock=clock, tries_now=1, monotonic=clock)
+    await sender.put([note("hook", "k", "fired")])
+    await sender.drain_once()  # the receiver is down: kept
+    os.remove(path)
+    with pytest.raises(StorageError):  # only the writer creates the file anew
+        await sender.database(Outbox.pending)
+    clear_the_way(path, 0.0, broken=False)  # as the writer does, then creates it
+    connect(path).conn.close()
+    assert await sender.database(Outbox.pending) == {"hook": 1}
+    assert sender.reopened == 1
+    await webhook.up()
+    clock.now += 301  # past the retry time, which came over with it
+    await sender.drain_once()
+    assert [r["body"]["message"] for r in webhook.received] == ["k fired"]
+    await sender.database(lambda outbox: outbox.close())
+    with sqlite3.connect(path) as connection:  # the new file records it as sent
+        sent = connection.execute("SELECT COUNT(*) FROM outbox WHERE sent IS NOT NULL")
+        assert sent.fetchone()[0] == 1

@@ -52,6 +52,7 @@ EXPORTED_METRICS = {
     "healthcheck_storage_queue_depth",
     "healthcheck_storage_dropped_results_total",
     "healthcheck_storage_written_results_total",
+    "healthcheck_storage_file_replaced_total",
     "healthcheck_storage_writable",
     "healthcheck_endpoints_configured",
     "healthcheck_build_info",

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from polling import until
+
+FIRING = "[FIRING:critical] endpoint_down eu/api"
 
 
 def daemon_config(tmp_path: Path, fleet, db: Path, endpoints: int = 20) -> Path:
@@ -133,3 +138,141 @@ async def test_read_only_storage_keeps_probing_then_catches_up(
     recovered = log.events("storage_recovered")[0]
     # Results from the outage were kept and written once the directory came back.
     assert first < datetime.fromisoformat(recovered["ts"]).timestamp()
+
+
+def alert_config(tmp_path: Path, fleet, webhook, db: Path) -> Path:
+    """eu/api fails while "api" is in fleet.down and pages the webhook; eu/web stays up."""
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"interval": "200ms", "timeout": "150ms", "retries": 0},
+                "storage": {"path": str(db)},
+                "exporter": {"listen": "127.0.0.1:0"},
+                "alerting": {
+                    "channels": {"slack": f"json://127.0.0.1:{webhook.port}/slack"},
+                    "rules": {
+                        "failure_threshold": 3,
+                        "success_threshold": 2,
+                        "error_rate_min_checks": 100_000,
+                    },
+                },
+                "regions": {
+                    "eu": {
+                        "endpoints": [
+                            {"name": "api", "url": f"{fleet.http}/switch/api"},
+                            {"name": "web", "url": f"{fleet.http}/ok"},
+                        ]
+                    }
+                },
+            }
+        )
+    )
+    return config
+
+
+class Readiness:
+    """/readyz asked over and over: every answer (status, reasons) in order."""
+
+    def __init__(self, port: int) -> None:
+        self.seen: list[tuple[int, list[str]]] = []
+        self._task = asyncio.create_task(self._ask(port))
+
+    async def _ask(self, port: int) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        body = await response.json()
+                        self.seen.append((response.status, body.get("reasons", [])))
+                except aiohttp.ClientError:
+                    pass  # the daemon is stopping
+                await asyncio.sleep(0.02)
+
+    def ready_again(self) -> bool:
+        codes = [code for code, _ in self.seen]
+        return 503 in codes and codes[-1] == 200 and codes.index(503) < len(codes) - 1
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def firing_alerts(db: Path) -> list[tuple[str, str, bool]]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT rule, target, labels FROM alert_state WHERE state = 'firing'"
+        ).fetchall()
+    return [(rule, target, json.loads(labels)["notified"]) for rule, target, labels in rows]
+
+
+def results_since(db: Path, since: float) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            query = "SELECT COUNT(*) FROM results WHERE ts > ?"
+            return connection.execute(query, [since]).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_state(
+    start_daemon, follow_log, fleet, webhook, tmp_path
+) -> None:
+    """`rm` of the database under a firing alert: not ready, logged once, a new file with the
+    results since and the alert state, so a restart neither forgets the alert nor re-pages."""
+    await webhook.up()
+    db = tmp_path / "state" / "hc.db"
+    config = alert_config(tmp_path, fleet, webhook, db)
+    fleet.down.add("api")
+    process = await start_daemon(config)
+    log = follow_log(process)
+    readiness = None
+    try:
+        await until(lambda: [r["body"]["title"] for r in webhook.received] == [FIRING])
+        await until(lambda: log.events("listening"))
+        readiness = Readiness(log.port)
+        await until(lambda: readiness.seen and readiness.seen[-1][0] == 200)
+        removed_at = time.time()
+        db.unlink()
+        await until(lambda: readiness.ready_again(), timeout=40)
+        await until(lambda: firing_alerts(db) == [("endpoint_down", "eu/api", True)])
+        await until(lambda: results_since(db, removed_at) >= 10)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{log.port}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert "\nhealthcheck_storage_file_replaced_total 1.0\n" in metrics
+        assert "\nhealthcheck_storage_writable 1.0\n" in metrics
+        await readiness.stop()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if readiness is not None:
+            await readiness.stop()
+        if process.returncode is None:
+            process.kill()
+        await log.closed()
+    assert log.other == []
+    assert len(log.events("storage_replaced")) == 1
+    assert "removed" in log.events("storage_replaced")[0]["msg"]
+    reasons = [reason for code, found in readiness.seen if code == 503 for reason in found]
+    assert any("removed" in reason for reason in reasons), reasons
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    again = await start_daemon(config)  # a restart on the new file: still firing, no new page
+    log = follow_log(again)
+    try:
+        await until(lambda: log.events("listening"))
+        seen = fleet.hits.count("/switch/api")
+        await until(lambda: fleet.hits.count("/switch/api") >= seen + 10)
+        assert [r["body"]["title"] for r in webhook.received] == [FIRING]
+        again.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(again.wait(), 20) == 0
+    finally:
+        if again.returncode is None:
+            again.kill()
+        await log.closed()
+    assert log.other == []

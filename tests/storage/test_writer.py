@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from storage_timeline import DAY, HOUR, NOW, check
@@ -232,3 +233,72 @@ def test_newer_schema_is_a_clear_error(db_path) -> None:
 def test_reader_on_a_missing_database_says_so(tmp_path) -> None:
     with pytest.raises(StorageError, match="no database at"):
         StorageReader(str(tmp_path / "nothing.db"))
+
+
+def integrity(path: str) -> str:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def written_after_loss(path: str, first_ts: float) -> int:
+    """Rows in the file now at `path` from `first_ts` on (0 while there is no such database)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            query = "SELECT COUNT(*) FROM results WHERE ts >= ?"
+            return connection.execute(query, [first_ts]).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def overwrite_with_garbage(path: str) -> None:
+    size = os.path.getsize(path)
+    with open(path, "r+b") as file:
+        file.write(os.urandom(max(size, 4096)))
+
+
+@pytest.mark.parametrize("lose", [os.remove, overwrite_with_garbage], ids=["removed", "garbage"])
+def test_a_database_file_lost_while_running_is_created_anew(db_path, caplog, lose) -> None:
+    """`rm` or random bytes over the file: the writer must not go on writing into a file nobody
+    will read again; it logs once, sets a broken file aside and writes into a new one."""
+    writer = StorageWriter(db_path, batch_size=10, flush_interval=0.05, clock=lambda: NOW)
+    writer.start()
+    # Another connection on the old file keeps writing, as the alert outbox does.
+    other = connect(db_path)
+    for i in range(30):
+        writer.submit(*check(NOW - 1000 + i))
+    wait_for(lambda: writer.stats.written == 30)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the pages on disk, as in a long run
+    lose(db_path)
+    if lose is os.remove:  # the old file is still there for connections open on it
+        other.execute("INSERT INTO silences (created, reason) VALUES (1, 'old file')")
+    for i in range(40):
+        writer.submit(*check(NOW - 500 + i))
+    wait_for(lambda: written_after_loss(db_path, NOW - 500) == 40, timeout=30)
+    if lose is os.remove:
+        other.execute("INSERT INTO silences (created, reason) VALUES (2, 'old file')")
+    other.conn.close()  # closing a connection on the old file leaves the new one alone
+    for i in range(5):
+        writer.submit(*check(NOW - 100 + i))
+    writer.close()
+    assert written_after_loss(db_path, NOW - 500) == 45
+    assert integrity(db_path) == "ok"
+    assert count(db_path, "silences") == 0  # nothing of the old file's connection leaked in
+    replaced = [r for r in caplog.records if getattr(r, "event", None) == "storage_replaced"]
+    assert len(replaced) == 1, [r.getMessage() for r in replaced]
+    assert writer.stats.replaced == 1 and writer.stats.writable and writer.stats.dropped == 0
+    broken = list(Path(db_path).parent.glob("healthcheck.db.broken-*"))
+    assert len(broken) == (0 if lose is os.remove else 1)  # kept for a look, not overwritten
+
+
+def test_the_exit_line_counts_each_unsaved_result_once(tmp_path, caplog) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the database directory should be")
+    writer = StorageWriter(str(blocker / "db"), flush_interval=0.05, clock=lambda: NOW)
+    writer.start()
+    for i in range(7):
+        writer.submit(*check(NOW + i))
+    wait_for(lambda: writer.stats.failures >= 1)
+    writer.close(timeout=30)
+    unflushed = [r for r in caplog.records if getattr(r, "event", None) == "storage_unflushed"]
+    assert [r.unsaved for r in unflushed] == [7]
+    assert "7 results unsaved" in unflushed[0].getMessage()
