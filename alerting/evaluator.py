@@ -246,6 +246,7 @@ class Evaluator:
                 rule_settings.error_rate_warning,
                 rule_settings.error_rate_critical,
                 rule_settings.error_rate_min_checks,
+                rule_settings.error_rate_min_failures,
             ),
         )
         since = now - rule_settings.latency_window
@@ -259,6 +260,8 @@ class Evaluator:
                 latencies,
                 endpoint.latency_warning,
                 endpoint.latency_critical,
+                rule_settings.latency_min_checks,
+                rule_settings.latency_min_slow_checks,
             ),
             rule_settings.latency_for,
         )

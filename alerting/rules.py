@@ -6,6 +6,7 @@ rest judge from values handed in (the latest results of a region, a certificate'
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -87,32 +88,53 @@ def certificate_expiry(
 
 
 def latency_p95(
-    target: str, latencies: list[float], warning: float | None, critical: float | None
+    target: str,
+    latencies: list[float],
+    warning: float | None,
+    critical: float | None,
+    min_checks: int = 5,
+    min_slow: int = 3,
 ) -> Verdict | None:
-    """p95 of successful checks in the window over the endpoint's thresholds; None if too few."""
-    if len(latencies) < 5 or (warning is None and critical is None):
+    """p95 of successful checks in the window over the endpoint's thresholds, with at least
+    `min_slow` checks over that threshold; None if too few checks to say."""
+    if len(latencies) < min_checks or (warning is None and critical is None):
         return None
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
     text = f"{target}: p95 latency {p95 * 1000:.0f}ms"
-    if critical is not None and p95 > critical:
+
+    def over(threshold: float | None) -> bool:
+        # At 30 s and a 5 min window the p95 of 10 checks is their slowest: one slow check
+        # (121 ms, the first after a restart) would hold it up for the whole window.
+        if threshold is None or p95 <= threshold:
+            return False
+        return len(ordered) - bisect_right(ordered, threshold) >= min_slow
+
+    if over(critical):
         return Verdict(True, Severity.CRITICAL, f"{text} over critical {critical * 1000:g}ms")
-    if warning is not None and p95 > warning:
+    if over(warning):
         return Verdict(True, Severity.WARNING, f"{text} over warning {warning * 1000:g}ms")
     return Verdict(False, Severity.WARNING, f"{text}, back under its thresholds")
 
 
 def error_rate(
-    target: str, outcomes: list[bool], warning: float, critical: float, min_checks: int
+    target: str,
+    outcomes: list[bool],
+    warning: float,
+    critical: float,
+    min_checks: int,
+    min_failures: int = 3,
 ) -> Verdict | None:
-    """Share of failed checks in the window; None while there are too few checks to say."""
+    """Share of failed checks in the window; None while there are too few checks to say, and
+    never active on fewer than `min_failures` failures: one failure in 20 checks is 5 %."""
     if len(outcomes) < min_checks:
         return None
-    rate = outcomes.count(False) / len(outcomes)
+    failures = outcomes.count(False)
+    rate = failures / len(outcomes)
     text = f"{target}: error rate {rate:.2%} over {len(outcomes)} checks"
-    if rate >= critical:
+    if failures >= min_failures and rate >= critical:
         return Verdict(True, Severity.CRITICAL, text)
-    if rate >= warning:
+    if failures >= min_failures and rate >= warning:
         return Verdict(True, Severity.WARNING, text)
     return Verdict(False, Severity.WARNING, text)
 

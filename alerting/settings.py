@@ -51,9 +51,14 @@ class RuleSettings:
     error_rate_window: float = 300.0
     error_rate_warning: float = 0.005
     error_rate_critical: float = 0.01
-    error_rate_min_checks: int = 20  # too few checks say nothing about a rate
+    # A rate needs checks enough for one failure to be noise, and a few failures: with 20
+    # checks one 503 read as 5 % and paged critical.
+    error_rate_min_checks: int = 100
+    error_rate_min_failures: int = 3
     latency_window: float = 300.0
     latency_for: float = 120.0
+    latency_min_checks: int = 5  # successful checks in the window before p95 says anything
+    latency_min_slow_checks: int = 3  # checks over the threshold: one slow check is a blip
     flapping_window: float = 600.0
     flapping_changes: int = 6
     self_lag_p99: float = 1.0  # the daemon's own schedule lag worth a warning
@@ -128,8 +133,11 @@ _RULE_READERS: dict[str, schema.Reader] = {
     "error_rate_warning": schema.ratio,
     "error_rate_critical": schema.ratio,
     "error_rate_min_checks": schema.integer(1, 100_000),
+    "error_rate_min_failures": schema.integer(1, 100_000),
     "latency_window": schema.duration,
     "latency_for": schema.duration,
+    "latency_min_checks": schema.integer(1, 100_000),
+    "latency_min_slow_checks": schema.integer(1, 100_000),
     "flapping_window": schema.duration,
     "flapping_changes": schema.integer(2, 1000),
     "self_lag_p99": schema.duration,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import json
 
-from alerting.evaluator import CANARY, ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Evaluator
+import pytest
+
+from alerting.evaluator import (
+    CANARY,
+    ENDPOINT_DOWN,
+    ERROR_RATE,
+    FLAPPING,
+    HIGH_LATENCY,
+    REGIONAL_FAILURE,
+    Evaluator,
+)
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
 from healthcheck.result import ErrorClass, ProbeResult, Status
@@ -125,3 +135,77 @@ def test_a_canary_with_wrong_output_pages_at_once_and_degraded_warns() -> None:
         Event.FIRED,
     ) not in changes  # still firing: now a warning, no new page
     assert ev.alerts[(CANARY, "gpu/canary")].severity.value == "warning"
+
+
+def feed_timed(ev: Evaluator, now: float, target: str, ok: bool, latency: float) -> list:
+    """One check; the alerts that fired (reminders left out) as (rule, severity, event)."""
+    region, endpoint = target.split("/")
+    error = None if ok else ErrorClass.HTTP_STATUS
+    ev.observe(ProbeResult(region, endpoint, "http", ok, latency, now, error=error), Status.HEALTHY)
+    return fired(ev, now)
+
+
+def fired(ev: Evaluator, now: float) -> list:
+    changes = [c for c in ev.evaluate(now) if c.event is Event.FIRED]
+    return [(c.state.rule, c.state.severity.value, c.event) for c in changes]
+
+
+def error_rate_events(ev: Evaluator, checks: int, failing: set[int]) -> list:
+    """One check of us/api a second (all inside the 5-minute window); `failing` are indexes."""
+    events = []
+    for i in range(checks):
+        events += feed_timed(ev, T0 + i, "us/api", i not in failing, 0.01)
+    return [(severity, event) for rule, severity, event in events if rule == ERROR_RATE]
+
+
+@pytest.mark.parametrize(
+    ("checks", "failing", "expected"),
+    [
+        (20, {10}, []),  # the incident: one 503 among 20 checks paged "error rate 5.00%"
+        (150, {75}, []),  # enough checks, but one failure is a blip
+        (150, {40, 80}, []),  # two are still too few to call a rate
+        (150, {40, 80, 120}, [("critical", Event.FIRED)]),  # 3 of 121 checks: 2.5 %
+        (60, {10, 20, 30, 40, 50}, []),  # a real rate, but too few checks to measure one
+    ],
+    ids=["one-in-20", "one-in-150", "two-in-150", "three-in-150", "five-in-60"],
+)
+def test_one_failure_never_pages_an_error_rate(checks, failing, expected) -> None:
+    assert error_rate_events(evaluator(), checks, failing) == expected
+
+
+def test_error_rate_guards_are_settings_and_old_configs_still_load() -> None:
+    # error_rate_min_checks: 20 loaded before the guards; with min_failures 1 it pages as it did.
+    rules = {"error_rate_min_checks": 20, "error_rate_min_failures": 1}
+    ev = evaluator(alerting={"rules": rules})
+    assert error_rate_events(ev, 20, {10}) == [("critical", Event.FIRED)]
+
+
+def latency_events(ev: Evaluator, latencies: list[float]) -> list:
+    """One check of us/api every 30 s (the shipped interval), then quiet ticks past the hold."""
+    events = []
+    for i, latency in enumerate(latencies):
+        events += feed_timed(ev, T0 + 30 * i, "us/api", True, latency)
+    end = T0 + 30 * len(latencies)
+    for now in range(int(end), int(end) + 150, 10):
+        events += fired(ev, now)
+    return [(severity, event) for rule, severity, event in events if rule == HIGH_LATENCY]
+
+
+@pytest.mark.parametrize(
+    ("latencies", "expected"),
+    [
+        # The incident: the first check after start-up read 121 ms; p95 of 10 checks is it.
+        ([0.121] + [0.01] * 9, []),
+        ([0.01] * 4 + [0.7] + [0.01] * 5, []),  # one slow check, critical-slow even
+        ([0.01] * 4 + [0.2, 0.3, 0.2] + [0.01] * 3, [("warning", Event.FIRED)]),
+        ([0.01] * 3 + [0.6] * 7, [("critical", Event.FIRED)]),
+    ],
+    ids=["slow-first-check", "one-slow-check", "three-slow-checks", "slow-endpoint"],
+)
+def test_one_slow_check_never_raises_high_latency(latencies, expected) -> None:
+    assert latency_events(evaluator(), latencies) == expected
+
+
+def test_latency_guards_are_settings() -> None:
+    ev = evaluator(alerting={"rules": {"latency_min_checks": 5, "latency_min_slow_checks": 1}})
+    assert latency_events(ev, [0.121] + [0.01] * 9) == [("warning", Event.FIRED)]
