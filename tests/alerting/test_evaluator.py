@@ -13,6 +13,7 @@ from alerting.evaluator import (
     FLAPPING,
     HIGH_LATENCY,
     REGIONAL_FAILURE,
+    UPTIME,
     Evaluator,
 )
 from alerting.state import Event, Phase
@@ -209,3 +210,18 @@ def test_one_slow_check_never_raises_high_latency(latencies, expected) -> None:
 def test_latency_guards_are_settings() -> None:
     ev = evaluator(alerting={"rules": {"latency_min_checks": 5, "latency_min_slow_checks": 1}})
     assert latency_events(ev, [0.121] + [0.01] * 9) == [("warning", Event.FIRED)]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "checks", "expected"),
+    [
+        (10 / 11, 11, []),  # fresh database, one failure in 11 checks: too few to judge
+        (119 / 120, 120, []),  # enough checks: one failure is 0.8 %
+        (0.85, 500, [(UPTIME, "critical", Event.FIRED)]),
+    ],
+    ids=["one-in-11", "one-in-120", "outage"],
+)
+def test_one_failure_never_fires_the_uptime_rule(ratio, checks, expected) -> None:
+    config = evaluator()
+    ev = Evaluator(config.endpoints, config.settings, lambda: {"us/api": (ratio, checks)})
+    assert [e for e in fired(ev, T0) if e[0] == UPTIME] == expected
