@@ -63,6 +63,7 @@ class Change:
     state: AlertState
     event: Event | None
     region: str
+    kind: str | None = None  # the endpoint's probe kind; None for a region or the daemon
 
 
 @dataclass(slots=True)
@@ -299,6 +300,8 @@ class Evaluator:
         changes: list[Change],
     ) -> None:
         rule, target = key
+        endpoint = self._endpoints.get(target)
+        kind = endpoint.kind if endpoint is not None else None
         before = self.alerts.get(key)
         repeat = self.settings.repeat.get(verdict.severity.value)
         after, event = step(
@@ -308,11 +311,11 @@ class Evaluator:
             self.alerts.pop(key, None)
             self.notified.pop(key, None)
             if before is not None:
-                changes.append(Change(before, None, region))  # forgotten pending alert
+                changes.append(Change(before, None, region, kind))  # forgotten pending alert
             return
         self.alerts[key] = after
         if event is not None or after.phase is not (before.phase if before else None):
-            changes.append(Change(after, event, region))
+            changes.append(Change(after, event, region, kind))
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
             self._active.discard(key)
