@@ -135,6 +135,17 @@ class Evaluator:
                 counts[state.severity.value] += 1
         return counts
 
+    def told_firing(self) -> list[Change]:
+        """Every firing alert that people were told of, as it stands (no event): what a
+        channel that keeps alerts alive (Alertmanager) posts again."""
+        found = []
+        for key, state in self.alerts.items():
+            if state.phase is Phase.FIRING and self.notified.get(key, False):
+                endpoint = self._endpoints.get(key[1])
+                kind = endpoint.kind if endpoint is not None else None
+                found.append(Change(state, None, self.regions.get(key[1], ""), kind))
+        return found
+
     def evaluate(self, now: float) -> list[Change]:
         batch, self._buffer = self._buffer, []
         changes: list[Change] = []

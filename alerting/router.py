@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alerting.evaluator import (
     CANARY,
@@ -130,6 +130,21 @@ def alertname(rule: str, kind: str | None) -> str:
     if rule == ENDPOINT_DOWN and kind in CANARY_KINDS:
         return CANARY_DOWN
     return ALERTNAMES.get(rule, rule)
+
+
+def still_firing(
+    firing: Iterable[Change], settings: AlertingSettings, channel: str, now: float
+) -> list[Notification]:
+    """The firing alerts routed to `channel`, to post again and keep alive there: the same
+    labels and start as their firing, nothing new for people (no event, not in the outbox)."""
+    return [
+        replace(
+            _one(channel, Change(c.state, Event.FIRED, c.region, c.kind), settings, now),
+            event="resend",
+        )
+        for c in firing
+        if channel in settings.routes.get(c.state.severity.value, ())
+    ]
 
 
 def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
