@@ -81,6 +81,17 @@ class AlertingSettings:
     def enabled(self) -> bool:
         return bool(self.channels)
 
+    def unrouted(self) -> list[str]:
+        """A warning per channel that no route names: nothing would ever be sent to it."""
+        used = {name for names in self.routes.values() for name in names}
+        return [
+            f"alerting.channels.{name}: no route uses this channel, so nothing is ever sent "
+            f"to it; name it under alerting.routes (the default routes name only pagerduty, "
+            f"email and slack), e.g. routes: {{critical: [{name}], warning: [{name}]}}"
+            for name in self.channels
+            if name not in used
+        ]
+
 
 def delivery_timeout(value: Any) -> float:
     """A duration above zero and at most MAX_DELIVERY_TIMEOUT."""

@@ -577,6 +577,7 @@ class Daemon:
             and self.storage.stats.replaced != self._alerts_written_for
         ):
             reasons.append("alert state not yet written into the new database file")
+        reasons.extend(self.config.alerting.unrouted())
         return reasons
 
     async def _start_http(self) -> tuple[web.AppRunner, asyncio.Server]:
@@ -663,6 +664,8 @@ class Daemon:
                     "shard": str(self.shard) if self.shard else None,
                 },
             )
+            for warning in self.config.alerting.unrouted():
+                log.warning(warning, extra={"event": "channel_unrouted"})
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
             background.append(asyncio.create_task(self._supervise(), name="supervisor"))
             if self.storage is not None:
