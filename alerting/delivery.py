@@ -31,7 +31,12 @@ from tenacity import (
 )
 
 from alerting.outbox import Notification, Outbox, Pending
-from alerting.settings import DEFAULT_DELIVERY_TIMEOUT, ChannelSettings
+from alerting.settings import (
+    ALIVE_RESENDS,
+    DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_RESEND,
+    ChannelSettings,
+)
 from healthcheck.durations import format_duration
 from healthcheck.errors import DeliveryError, DeliveryTimeout
 from healthcheck.secrets import Secret
@@ -56,6 +61,8 @@ MAX_IN_FLIGHT = 4
 # Past a channel's timeout (which Apprise and aiohttp keep to), a delivery still running is
 # abandoned here and counted as a timeout.
 LATE_ANSWER = 5.0
+# Firing alerts posted to Alertmanager in one request when they are posted again.
+RESEND_BATCH = 500
 
 
 class Channel:
@@ -106,7 +113,8 @@ class Channel:
 
 class AlertmanagerChannel:
     """Posts alerts to Alertmanager's v2 API, which dedups, groups and silences them across
-    every daemon (vantage) that sends the same alert."""
+    every daemon (vantage) that sends the same alert. A firing alert is posted valid for
+    ALIVE_RESENDS resend periods; the Sender posts it again every period while it fires."""
 
     def __init__(
         self,
@@ -114,31 +122,29 @@ class AlertmanagerChannel:
         url: Secret,
         generator_url: str | None = None,
         timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+        resend: float = DEFAULT_RESEND,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self._url = url
         self.generator_url = generator_url
         self.timeout = timeout
+        self.resend = resend
+        self._clock = clock
 
     async def deliver(self, notification: Notification) -> None:
-        labels = dict(notification.labels or [])
-        if not labels:
-            labels = {"alertname": "healthcheck_test", "severity": notification.severity}
-        alert: dict[str, Any] = {
-            "labels": labels,
-            "annotations": {"summary": notification.body, "title": notification.title},
-            "startsAt": _rfc3339(notification.starts_at or time.time()),
-        }
-        if notification.ends_at is not None:
-            alert["endsAt"] = _rfc3339(notification.ends_at)
-        if self.generator_url:
-            alert["generatorURL"] = self.generator_url
+        await self.post([notification])
+
+    async def post(self, notifications: list[Notification]) -> None:
+        """Post alerts in one request; raise DeliveryTimeout or DeliveryError as deliver()."""
+        now = self._clock()
+        alerts = [self._alert(notification, now) for notification in notifications]
         endpoint = self._url.reveal().rstrip("/") + "/api/v2/alerts"
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(endpoint, json=[alert]) as response,
+                session.post(endpoint, json=alerts) as response,
             ):
                 if response.status >= 300:
                     raise DeliveryError(
@@ -151,6 +157,26 @@ class AlertmanagerChannel:
         except aiohttp.ClientError as exc:
             raise DeliveryError(f"channel {self.name!r}: {type(exc).__name__}") from None
 
+    def _alert(self, notification: Notification, now: float) -> dict[str, Any]:
+        labels = dict(notification.labels or [])
+        if not labels:
+            labels = {"alertname": "healthcheck_test", "severity": notification.severity}
+        # Without endsAt Alertmanager resolves an alert resolve_timeout (5m) after the last
+        # post; with it, at endsAt: a few resend periods ahead, so only our resolve (endsAt
+        # now) or a daemon gone silent ends it.
+        ends_at = notification.ends_at
+        if ends_at is None:
+            ends_at = now + ALIVE_RESENDS * self.resend
+        alert: dict[str, Any] = {
+            "labels": labels,
+            "annotations": {"summary": notification.body, "title": notification.title},
+            "startsAt": _rfc3339(notification.starts_at or now),
+            "endsAt": _rfc3339(ends_at),
+        }
+        if self.generator_url:
+            alert["generatorURL"] = self.generator_url
+        return alert
+
 
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -161,7 +187,9 @@ def build_channels(
 ) -> dict[str, Channel | AlertmanagerChannel]:
     """The configured channels, ready to deliver."""
     return {
-        name: AlertmanagerChannel(name, item.url, generator_url, item.timeout)
+        name: AlertmanagerChannel(
+            name, item.url, generator_url, item.timeout, item.resend or DEFAULT_RESEND
+        )
         if item.kind == "alertmanager"
         else Channel(name, item.url, item.timeout)
         for name, item in settings.items()
@@ -184,6 +212,9 @@ class ChannelStats:
     timeouts: int = 0  # sent, no answer in time: may have arrived
     last_error: str | None = None
     failures_in_a_row: int = 0
+    resent: int = 0  # firing alerts posted again to keep them alive (Alertmanager); no pages
+    resend_failed: int = 0
+    resend_error: str | None = None
     # A down channel backs off as a whole, keeping its order; on the monotonic clock, so a
     # wall clock stepped back does not silence it for the length of the step.
     retry_at: float = 0.0
@@ -211,6 +242,11 @@ class Sender:
     _stopping: bool = False
     reopened: int = 0  # times the outbox moved to a database file created anew
     monotonic: Callable[[], float] = time.monotonic  # how long: a channel's backoff
+    # The firing alerts to keep alive on a channel, as they stand now (set by the daemon once
+    # it has restored the stored alert state); posted every `resend` to Alertmanager channels.
+    live: Callable[[str], list[Notification]] | None = None
+    _resends: dict[str, tuple[asyncio.Task[None], frozenset[str]]] = field(default_factory=dict)
+    _next_resend: dict[str, float] = field(default_factory=dict)
 
     async def database(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run an outbox call on the one thread that owns its connection."""
@@ -250,6 +286,10 @@ class Sender:
         names = [channel] if channel is not None else list(self._sending)
         return [task for name in names for task in self._sending.get(name, {}).values()]
 
+    def _resending(self, channel: str) -> frozenset[str]:
+        entry = self._resends.get(channel)
+        return entry[1] if entry is not None else frozenset()
+
     async def run(self) -> None:
         loops = [
             asyncio.create_task(self._channel_loop(c), name=f"send {c.name}")
@@ -261,7 +301,7 @@ class Sender:
         finally:
             # Cancelled past the daemon's grace: a delivery cut off here keeps the retry time
             # stored when it started, as one that got no answer.
-            deliveries = self._in_flight()
+            deliveries = self._in_flight() + [task for task, _ in self._resends.values()]
             for task in (*loops, *deliveries):
                 task.cancel()
             await asyncio.gather(*loops, *deliveries, return_exceptions=True)
@@ -279,6 +319,7 @@ class Sender:
         wake = self._wakes.setdefault(channel.name, asyncio.Event())
         while not self._stopping:
             wake.clear()
+            self._resend_due(channel)  # first: it needs no database, which may be down
             try:
                 await self._send_due(channel, self.head_start)
                 self.pending = await self.database(Outbox.pending)
@@ -289,9 +330,64 @@ class Sender:
                     exc,
                     extra={"event": "outbox_error", "channel": channel.name},
                 )
+            wait = self.poll
+            if (
+                self.live is not None
+                and isinstance(channel, AlertmanagerChannel)
+                and channel.name not in self._resends  # its end wakes the loop
+            ):
+                due = self._next_resend.get(channel.name, 0.0) - self.monotonic()
+                wait = max(0.01, min(wait, due))
             with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
-                async with asyncio.timeout(self.poll):
+                async with asyncio.timeout(wait):
                     await wake.wait()
+
+    def _resend_due(self, channel: Channel | AlertmanagerChannel) -> None:
+        """Every `resend`, post the channel's firing alerts again, outside the outbox: they
+        are no new notifications, only "still firing". An alert whose newer state is on its
+        way from the outbox is left to it, and the outbox waits for a post in flight, so
+        Alertmanager never hears "firing" after "resolved"."""
+        if self.live is None or not isinstance(channel, AlertmanagerChannel):
+            return
+        now = self.monotonic()
+        if now < self._next_resend.get(channel.name, 0.0) or channel.name in self._resends:
+            return
+        self._next_resend[channel.name] = now + channel.resend
+        sending = self._sending.get(channel.name, {})
+        alive = [n for n in self.live(channel.name) if n.dedup_key not in sending]
+        if not alive:
+            return
+        task = asyncio.create_task(self._resend(channel, alive), name=f"resend {channel.name}")
+        self._resends[channel.name] = (task, frozenset(n.dedup_key for n in alive))
+        task.add_done_callback(lambda _: self._resent(channel.name))
+
+    def _resent(self, channel: str) -> None:
+        self._resends.pop(channel, None)
+        wake = self._wakes.get(channel)
+        if wake is not None:
+            wake.set()  # an outbox delivery that waited for the post may go now
+
+    async def _resend(self, channel: AlertmanagerChannel, alive: list[Notification]) -> None:
+        stats = self.stats.setdefault(channel.name, ChannelStats())
+        try:
+            for start in range(0, len(alive), RESEND_BATCH):
+                async with asyncio.timeout(channel.timeout + LATE_ANSWER):
+                    await channel.post(alive[start : start + RESEND_BATCH])
+                stats.resent += len(alive[start : start + RESEND_BATCH])
+        except Exception as exc:  # the next period tries again; the outbox is not involved
+            stats.resend_failed += 1
+            text = str(exc) if isinstance(exc, DeliveryError) else type(exc).__name__
+            if stats.resend_error != text:
+                log.warning(
+                    "channel %s: firing alerts not posted again, retrying in %s: %s",
+                    channel.name,
+                    format_duration(channel.resend),
+                    text,
+                    extra={"event": "resend_failed", "channel": channel.name},
+                )
+            stats.resend_error = text
+            return
+        stats.resend_error = None
 
     async def _send_due(
         self, channel: Channel | AlertmanagerChannel, head_start: float | None
@@ -307,7 +403,7 @@ class Sender:
             if self._stopping or self.monotonic() < stats.retry_at:
                 return  # stopping, or the channel is down: the rest stays queued in order
             key = pending.notification.dedup_key
-            if key in sending:
+            if key in sending or key in self._resending(channel.name):
                 continue  # this alert's previous state is still on its way: keep their order
             if len(sending) >= MAX_IN_FLIGHT:
                 return

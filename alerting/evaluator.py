@@ -63,6 +63,7 @@ class Change:
     state: AlertState
     event: Event | None
     region: str
+    kind: str | None = None  # the endpoint's probe kind; None for a region or the daemon
 
 
 @dataclass(slots=True)
@@ -133,6 +134,17 @@ class Evaluator:
             if state.phase is Phase.FIRING:
                 counts[state.severity.value] += 1
         return counts
+
+    def told_firing(self) -> list[Change]:
+        """Every firing alert that people were told of, as it stands (no event): what a
+        channel that keeps alerts alive (Alertmanager) posts again."""
+        found = []
+        for key, state in self.alerts.items():
+            if state.phase is Phase.FIRING and self.notified.get(key, False):
+                endpoint = self._endpoints.get(key[1])
+                kind = endpoint.kind if endpoint is not None else None
+                found.append(Change(state, None, self.regions.get(key[1], ""), kind))
+        return found
 
     def evaluate(self, now: float) -> list[Change]:
         batch, self._buffer = self._buffer, []
@@ -302,6 +314,8 @@ class Evaluator:
         changes: list[Change],
     ) -> None:
         rule, target = key
+        endpoint = self._endpoints.get(target)
+        kind = endpoint.kind if endpoint is not None else None
         before = self.alerts.get(key)
         repeat = self.settings.repeat.get(verdict.severity.value)
         after, event = step(
@@ -311,11 +325,11 @@ class Evaluator:
             self.alerts.pop(key, None)
             self.notified.pop(key, None)
             if before is not None:
-                changes.append(Change(before, None, region))  # forgotten pending alert
+                changes.append(Change(before, None, region, kind))  # forgotten pending alert
             return
         self.alerts[key] = after
         if event is not None or after.phase is not (before.phase if before else None):
-            changes.append(Change(after, event, region))
+            changes.append(Change(after, event, region, kind))
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
             self._active.discard(key)

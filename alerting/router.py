@@ -12,15 +12,44 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Change, Key
+from alerting.evaluator import (
+    CANARY,
+    DAEMON_HEALTH,
+    ENDPOINT_DOWN,
+    ERROR_RATE,
+    FLAPPING,
+    HIGH_LATENCY,
+    REGIONAL_FAILURE,
+    TLS_EXPIRY,
+    UPTIME,
+    Change,
+    Key,
+)
 from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, silenced
 from alerting.state import AlertState, Event, Phase, Severity
+from healthcheck.result import CANARY_KINDS
 
 NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
+# The `alertname` each rule goes to Alertmanager as: the name of the Prometheus alert in
+# deploy/prometheus/healthcheck.rules.yml for the same condition, so one group or inhibition
+# in Alertmanager joins the daemon's alert and Prometheus's. The last three have no twin there.
+ALERTNAMES = {
+    ENDPOINT_DOWN: "HealthcheckEndpointDown",
+    REGIONAL_FAILURE: "HealthcheckRegionalFailure",
+    HIGH_LATENCY: "HealthcheckHighLatencyP95",
+    UPTIME: "HealthcheckUptimeCritical",
+    TLS_EXPIRY: "HealthcheckTLSCertExpiringSoon",
+    CANARY: "HealthcheckCanaryWrongOutput",
+    ERROR_RATE: "HealthcheckErrorRate",
+    FLAPPING: "HealthcheckFlapping",
+    DAEMON_HEALTH: "HealthcheckDaemonHealth",
+}
+# Prometheus splits a failing check by kind: a canary that fails is HealthcheckCanaryFailing.
+CANARY_DOWN = "HealthcheckCanaryFailing"
 HEADLINES = {
     Event.FIRED: "FIRING",
     Event.ESCALATED: "ESCALATED",
@@ -78,7 +107,7 @@ def route(
         else:
             if not told.get(key, False) and change.event is Event.REMINDER:
                 # Held back until now (silenced, absorbed): people hear it as a new firing.
-                change = Change(change.state, Event.FIRED, change.region)
+                change = Change(change.state, Event.FIRED, change.region, change.kind)
             told[key] = True
         for channel in settings.routes.get(change.state.severity.value, ()):
             if channel in per_alert_channels:
@@ -96,16 +125,43 @@ def route(
     return Routed(notifications, told)
 
 
+def alertname(rule: str, kind: str | None) -> str:
+    """The Alertmanager alertname of a rule's alert (an unknown rule keeps its own name)."""
+    if rule == ENDPOINT_DOWN and kind in CANARY_KINDS:
+        return CANARY_DOWN
+    return ALERTNAMES.get(rule, rule)
+
+
+def still_firing(
+    firing: Iterable[Change], settings: AlertingSettings, channel: str, now: float
+) -> list[Notification]:
+    """The firing alerts routed to `channel`, to post again and keep alive there: the same
+    labels and start as their firing, nothing new for people (no event, not in the outbox)."""
+    return [
+        replace(
+            _one(channel, Change(c.state, Event.FIRED, c.region, c.kind), settings, now),
+            event="resend",
+        )
+        for c in firing
+        if channel in settings.routes.get(c.state.severity.value, ())
+    ]
+
+
 def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
+    """The labels Prometheus's alert for the same condition has (but `job` and `instance`):
+    alertname, severity, region, endpoint, kind, vantage. (alertname, region, endpoint) is
+    one alert of this daemon, so Alertmanager keeps each apart."""
     state = change.state
     labels = [
-        ["alertname", state.rule],
+        ["alertname", alertname(state.rule, change.kind)],
         ["severity", state.severity.value],
-        ["region", change.region],
-        ["target", state.target],
     ]
+    if change.region:
+        labels.append(["region", change.region])
     if "/" in state.target:
         labels.append(["endpoint", state.target.split("/", 1)[1]])
+    if change.kind:
+        labels.append(["kind", change.kind])
     if settings.vantage:
         labels.append(["vantage", settings.vantage])
     return labels

@@ -28,6 +28,12 @@ CHANNEL_KINDS = ("apprise", "alertmanager")
 # than a second page, because a delivery that timed out may have arrived.
 DEFAULT_DELIVERY_TIMEOUT = 30.0
 MAX_DELIVERY_TIMEOUT = 300.0
+# An Alertmanager channel posts every firing alert again this often, each time valid for
+# ALIVE_RESENDS periods (Prometheus: resend_delay 1m, endsAt 4 evaluations ahead): a firing
+# alert outlives Alertmanager's resolve_timeout, and expires on its own if the daemon dies.
+DEFAULT_RESEND = 60.0
+MAX_RESEND = 3600.0
+ALIVE_RESENDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class ChannelSettings:
     url: Secret
     kind: str = "apprise"  # or alertmanager: posts to its v2 API
     timeout: float = DEFAULT_DELIVERY_TIMEOUT  # seconds to wait for the channel's answer
+    resend: float | None = None  # alertmanager: seconds between posts of each firing alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,17 @@ class AlertingSettings:
     def enabled(self) -> bool:
         return bool(self.channels)
 
+    def unrouted(self) -> list[str]:
+        """A warning per channel that no route names: nothing would ever be sent to it."""
+        used = {name for names in self.routes.values() for name in names}
+        return [
+            f"alerting.channels.{name}: no route uses this channel, so nothing is ever sent "
+            f"to it; name it under alerting.routes (the default routes name only pagerduty, "
+            f"email and slack), e.g. routes: {{critical: [{name}], warning: [{name}]}}"
+            for name in self.channels
+            if name not in used
+        ]
+
 
 def delivery_timeout(value: Any) -> float:
     """A duration above zero and at most MAX_DELIVERY_TIMEOUT."""
@@ -86,6 +104,14 @@ def delivery_timeout(value: Any) -> float:
     if seconds > MAX_DELIVERY_TIMEOUT:
         limit = format_duration(MAX_DELIVERY_TIMEOUT)
         raise ValueError(f"must be at most {limit}, got {value!r}")
+    return seconds
+
+
+def resend_period(value: Any) -> float:
+    """A duration above zero and at most MAX_RESEND."""
+    seconds = schema.duration(value)
+    if seconds > MAX_RESEND:
+        raise ValueError(f"must be at most {format_duration(MAX_RESEND)}, got {value!r}")
     return seconds
 
 
@@ -99,6 +125,7 @@ def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
                 "url": schema.secret,
                 "kind": schema.choice(*CHANNEL_KINDS),
                 "timeout": delivery_timeout,
+                "resend": resend_period,
             },
         )
         if "url" not in fields:
@@ -110,7 +137,10 @@ def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
             raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
         if kind == "alertmanager" and not url.startswith(("http://", "https://")):
             raise schema.FieldError("url", "an Alertmanager base URL, like http://127.0.0.1:9093")
-        return ChannelSettings(name, fields["url"], kind, fields.get("timeout", timeout))
+        if kind != "alertmanager" and "resend" in fields:
+            raise schema.FieldError("resend", "only for kind: alertmanager (it keeps alerts alive)")
+        resend = fields.get("resend", DEFAULT_RESEND) if kind == "alertmanager" else None
+        return ChannelSettings(name, fields["url"], kind, fields.get("timeout", timeout), resend)
 
     return read
 

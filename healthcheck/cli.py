@@ -320,6 +320,7 @@ def _check_config(config: Config, fmt: str) -> int:
             "kinds": dict(kinds),
             "shortest_interval_s": shortest,
             "listen": listen,
+            "warnings": config.alerting.unrouted(),
         }
         print(json.dumps(summary, indent=2))
         return 0
@@ -334,6 +335,8 @@ def _check_config(config: Config, fmt: str) -> int:
     if shortest is not None:
         print(f"shortest interval: {format_duration(shortest)}")
     print(f"metrics, API and status page on http://{listen}/")
+    for warning in config.alerting.unrouted():  # valid, but surely not what was meant
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

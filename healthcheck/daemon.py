@@ -24,7 +24,7 @@ from aiohttp import web
 from alerting.delivery import Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
 from alerting.outbox import Outbox
-from alerting.router import route
+from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
 from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
@@ -316,6 +316,13 @@ class Daemon:
             return
         stored = await self.sender.database(lambda outbox: load_states(outbox.db))
         self.evaluator.restore(stored)
+        evaluator, settings = self.evaluator, self.config.alerting
+        # From now on (firing alerts restored after a restart too) Alertmanager channels post
+        # them again every resend period.
+        self.sender.live = lambda channel: still_firing(
+            evaluator.told_firing(), settings, channel, self._clock()
+        )
+        self.sender.wake()
         while True:
             await asyncio.sleep(ALERT_TICK)
             try:
@@ -570,6 +577,7 @@ class Daemon:
             and self.storage.stats.replaced != self._alerts_written_for
         ):
             reasons.append("alert state not yet written into the new database file")
+        reasons.extend(self.config.alerting.unrouted())
         return reasons
 
     async def _start_http(self) -> tuple[web.AppRunner, asyncio.Server]:
@@ -656,6 +664,8 @@ class Daemon:
                     "shard": str(self.shard) if self.shard else None,
                 },
             )
+            for warning in self.config.alerting.unrouted():
+                log.warning(warning, extra={"event": "channel_unrouted"})
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
             background.append(asyncio.create_task(self._supervise(), name="supervisor"))
             if self.storage is not None:

@@ -3,54 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import json
 import time
 
-import aiohttp
 import pytest
-from tools import require
+from aiohttp import web
+from alertmanager import alerts, running_alertmanager
 
 from alerting.delivery import AlertmanagerChannel
 from alerting.outbox import Notification
+from healthcheck.config import parse_config
+from healthcheck.daemon import Daemon, open_writer
 from healthcheck.secrets import Secret
 
 
 @pytest.fixture
 async def alertmanager(tmp_path):
-    binary = require("prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        "route: {receiver: blackhole, group_wait: 1s}\nreceivers: [{name: blackhole}]\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={config}",
-        f"--storage.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"{url}/-/ready") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "Alertmanager did not become ready"
-                await asyncio.sleep(0.2)
+    config = "route: {receiver: blackhole, group_wait: 1s}\nreceivers: [{name: blackhole}]\n"
+    async with running_alertmanager(tmp_path / "am", config) as url:
         yield url
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 def firing(ends_at: float | None = None) -> Notification:
@@ -74,9 +45,7 @@ def firing(ends_at: float | None = None) -> Notification:
 
 
 async def active_alerts(url: str) -> list[dict]:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/api/v2/alerts") as response:
-        assert response.status == 200
-        return await response.json()
+    return await alerts(url)
 
 
 async def test_two_daemons_copies_become_one_alert_and_a_resolve_ends_it(alertmanager) -> None:
@@ -104,3 +73,134 @@ async def test_an_unreachable_alertmanager_is_a_delivery_error() -> None:
     channel = AlertmanagerChannel("am", Secret("http://127.0.0.1:1"))
     with pytest.raises(DeliveryError, match="channel 'am'"):
         await channel.deliver(firing())
+
+
+@pytest.fixture
+async def switch():
+    """An endpoint on loopback that fails while `down` holds True; yields (url, down)."""
+    down = {"now": False}
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(status=500 if down["now"] else 200, text="switched")
+
+    app = web.Application()
+    app.router.add_get("/api", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/api", down
+    await runner.cleanup()
+
+
+RESOLVE_TIMEOUT = 2.0  # Alertmanager's: an alert not posted again within it is resolved
+RESEND = 1.5  # ours: each post is valid 4 x 1.5 s = 6 s, so one late resend is no gap
+
+
+def keepalive_config(url: str, alertmanager: str, db: str):
+    return parse_config(
+        json.dumps(
+            {
+                "defaults": {"interval": "200ms", "timeout": "150ms", "retries": 0},
+                "storage": {"path": db},
+                "exporter": {"listen": "127.0.0.1:0"},
+                "alerting": {
+                    "channels": {
+                        "am": {
+                            "url": alertmanager,
+                            "kind": "alertmanager",
+                            "resend": f"{RESEND:g}s",
+                        }
+                    },
+                    "routes": {"critical": ["am"], "warning": ["am"]},
+                    "rules": {
+                        "failure_threshold": 2,
+                        "success_threshold": 1,
+                        "error_rate_min_checks": 100_000,
+                        "regional_failure_for": "1h",
+                    },
+                },
+                "regions": {"lab": {"endpoints": [{"name": "dead", "url": url}]}},
+            }
+        ),
+        "test",
+        {},
+    )
+
+
+async def stays_active(url: str, alertname: str, window: float) -> int:
+    """Poll Alertmanager over `window` seconds; the alert must be active at every poll."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + window
+    polls = 0
+    while loop.time() < end:
+        found = [(a["labels"]["alertname"], a["status"]["state"]) for a in await alerts(url)]
+        assert found == [(alertname, "active")], f"poll {polls}: {found}"
+        polls += 1
+        await asyncio.sleep(0.25)
+    return polls
+
+
+async def test_a_firing_alert_outlives_resolve_timeout_and_a_restart_then_resolves(
+    tmp_path, switch
+) -> None:
+    """Alertmanager resolves an alert not posted again within resolve_timeout: the daemon
+    posts it again every `resend` (also after a restart), and posts the resolve itself."""
+    endpoint, down = switch
+    config_text = (
+        f"global: {{resolve_timeout: {RESOLVE_TIMEOUT:g}s}}\n"
+        "route: {receiver: blackhole, group_wait: 1s}\nreceivers: [{name: blackhole}]\n"
+    )
+    async with running_alertmanager(tmp_path / "am", config_text) as am:
+        config = keepalive_config(endpoint, am, str(tmp_path / "hc.db"))
+        down["now"] = True
+        first = Running(config)
+        try:
+            await until(lambda: first.daemon.evaluator.firing()["critical"] == 1)
+            await until_async(lambda: alerts(am), timeout=20)
+            [alert] = await alerts(am)
+            assert alert["labels"]["alertname"] == "HealthcheckEndpointDown"
+            assert alert["labels"]["endpoint"] == "dead"
+            # Five resolve_timeouts, and past the first post's own endsAt.
+            assert await stays_active(am, "HealthcheckEndpointDown", 5 * RESOLVE_TIMEOUT) > 10
+        finally:
+            await first.close()
+        second = Running(config)  # the stored firing alert is posted again after a restart
+        try:
+            await stays_active(am, "HealthcheckEndpointDown", 5 * RESOLVE_TIMEOUT)
+            assert second.daemon.sender.stats["am"].resent > 0
+            assert second.daemon.sender.stats["am"].sent == 0  # nothing new through the outbox
+            down["now"] = False
+            await until_async(lambda: _none(am), timeout=3 * RESOLVE_TIMEOUT)
+        finally:
+            await second.close()
+
+
+async def _none(url: str) -> bool:
+    return not await alerts(url)
+
+
+async def until_async(condition, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+class Running:
+    """The daemon in this process, until close()."""
+
+    def __init__(self, config) -> None:
+        self.daemon = Daemon(config, open_writer(config.storage))
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.daemon.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task

@@ -240,3 +240,52 @@ def test_a_vantage_is_named_in_every_message_and_label() -> None:
     assert ["vantage", "eu-west-1a"] in paged.labels
     plain = route(down, alerts, {}, SETTINGS, {"pagerduty"}, NOW)
     assert not any("vantage" in n.body for n in plain.notifications)
+
+
+@pytest.mark.parametrize(
+    ("rule", "target", "region", "kind", "expected"),
+    [
+        (
+            ENDPOINT_DOWN,
+            "eu/api",
+            "eu",
+            "http",
+            {
+                "alertname": "HealthcheckEndpointDown",
+                "region": "eu",
+                "endpoint": "api",
+                "kind": "http",
+            },
+        ),
+        (
+            ENDPOINT_DOWN,
+            "eu/gpu",
+            "eu",
+            "onnx",
+            {
+                "alertname": "HealthcheckCanaryFailing",
+                "region": "eu",
+                "endpoint": "gpu",
+                "kind": "onnx",
+            },
+        ),
+        (
+            REGIONAL_FAILURE,
+            "eu",
+            "eu",
+            None,
+            {"alertname": "HealthcheckRegionalFailure", "region": "eu"},
+        ),
+        ("daemon_health", "healthcheck", "", None, {"alertname": "HealthcheckDaemonHealth"}),
+    ],
+)
+def test_alertmanager_labels_are_those_of_prometheus_alert_for_the_same_condition(
+    rule, target, region, kind, expected
+) -> None:
+    """deploy/prometheus's alerts carry alertname, region, endpoint, kind, severity, vantage:
+    so do the daemon's, so Alertmanager groups and inhibits across both paths."""
+    settings = AlertingSettings(channels=SETTINGS.channels, vantage="eu-west-1a")
+    state = alert(rule, target)
+    routed = route([Change(state, Event.FIRED, region, kind)], {}, {}, settings, {"pagerduty"}, NOW)
+    paged = next(n for n in routed.notifications if n.channel == "pagerduty")
+    assert dict(paged.labels) == {**expected, "severity": "critical", "vantage": "eu-west-1a"}

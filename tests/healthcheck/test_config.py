@@ -330,6 +330,17 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
             "alerting.channels.am.url",
             "Alertmanager base URL",
         ),
+        (
+            "alerting: {channels: {slack: {url: 'json://h/', resend: 1m}}}\nregions: {}",
+            "alerting.channels.slack.resend",
+            "only for kind: alertmanager",
+        ),
+        (
+            "alerting: {channels: {am: {url: 'http://a', kind: alertmanager, resend: 2h}}}"
+            "\nregions: {}",
+            "alerting.channels.am.resend",
+            "at most 1h",
+        ),
         ("alerting: {timeout: soon}\nregions: {}", "alerting.timeout", "duration"),
         (
             "alerting: {channels: {slack: {url: 'json://h/', timeout: 0s}}}\nregions: {}",
