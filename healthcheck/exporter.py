@@ -30,6 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
 from healthcheck.offload import Offload, OffloadError
+from healthcheck.prober import REGISTRY
 from healthcheck.result import CANARY_KINDS, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
@@ -66,10 +67,37 @@ class _Histogram:
         return tuple(self.counts), self.total
 
 
-class _EndpointSeries:
-    """One endpoint's counters and histograms, changed on the event loop's thread only."""
+def _declared_errors(kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The error classes a kind declares, and each one's index; one pair per kind, shared by
+    its endpoints (so a scrape pickles the names once per kind, not once per endpoint)."""
+    found = _DECLARED.get(kind)
+    if found is None:
+        probe = REGISTRY.get(kind)
+        names = tuple(error.value for error in probe.errors) if probe else ()
+        found = _DECLARED[kind] = (names, {name: i for i, name in enumerate(names)})
+    return found
 
-    __slots__ = ("duration", "errors", "failure", "inference", "labels", "success")
+
+_DECLARED: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {}
+
+
+class _EndpointSeries:
+    """One endpoint's counters and histograms, changed on the event loop's thread only.
+
+    Error counts start at 0 for every class the kind declares: a counter born at its first
+    error has no earlier sample, and increase() misses that error (seen on a real Prometheus:
+    16 counted of 17 failures over 10 minutes, 0 after the first)."""
+
+    __slots__ = (
+        "duration",
+        "error_index",
+        "error_names",
+        "errors",
+        "failure",
+        "inference",
+        "labels",
+        "success",
+    )
 
     def __init__(self, labels: tuple[str, str, str], canary: bool) -> None:
         self.labels = labels
@@ -77,7 +105,17 @@ class _EndpointSeries:
         self.inference = _Histogram(INFERENCE_BUCKETS) if canary else None
         self.success = 0
         self.failure = 0
-        self.errors: dict[str, int] = {}
+        self.error_names, self.error_index = _declared_errors(labels[2])
+        self.errors = [0] * len(self.error_names)
+
+    def count_error(self, error: str) -> None:
+        index = self.error_index.get(error)
+        if index is None:  # a class the kind did not declare: counted from its first
+            index = len(self.error_names)
+            self.error_names = (*self.error_names, error)
+            self.error_index = {**self.error_index, error: index}
+            self.errors.append(0)
+        self.errors[index] += 1
 
 
 @dataclass(slots=True)
@@ -112,15 +150,15 @@ Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...
 
 # One endpoint in a scrape, a plain tuple (10,000 of them pickle in milliseconds; as objects,
 # several times slower): labels, duration (counts, sum), inference (counts, sum) or None,
-# successes, failures, ((error class, count), ...), the last check or None, and a canary's
-# last result details or None.
+# successes, failures, ((error classes), (their counts)), the last check or None, and a
+# canary's last result details or None.
 Row = tuple[
     tuple[str, str, str],
     tuple[tuple[int, ...], float],
     tuple[tuple[int, ...], float] | None,
     int,
     int,
-    tuple[tuple[str, int], ...],
+    tuple[tuple[str, ...], tuple[int, ...]],
     Last | None,
     dict[str, Any] | None,
 ]
@@ -189,8 +227,7 @@ class Metrics:
         else:
             series.failure += 1
             if result.error is not None:
-                error = result.error.value
-                series.errors[error] = series.errors.get(error, 0) + 1
+                series.count_error(result.error.value)
 
     def observe_lag(self, seconds: float) -> None:
         """How late a check started after its due time."""
@@ -237,7 +274,7 @@ class Metrics:
                     None if series.inference is None else series.inference.copy(),
                     series.success,
                     series.failure,
-                    tuple(series.errors.items()),
+                    (series.error_names, tuple(series.errors)),
                     last,
                     details,
                 )
@@ -441,14 +478,14 @@ class _ScrapeCollector:
             "One canary inference of the fixed input (remote: the infer call)",
             labels=ENDPOINT_LABELS,
         )
-        for names, (counts, total), canary, ok, failed, seen, _, _ in scrape.rows:
+        for names, (counts, total), canary, ok, failed, (classes, seen), _, _ in scrape.rows:
             labels = list(names)
             duration.add_metric(labels, _buckets(_DURATION_LE, counts), total)
             if canary is not None:
                 inference.add_metric(labels, _buckets(_INFERENCE_LE, canary[0]), canary[1])
             checks.add_metric([*labels, "success"], ok)
             checks.add_metric([*labels, "failure"], failed)
-            for error, count in seen:
+            for error, count in zip(classes, seen, strict=True):
                 errors.add_metric([*labels, error], count)
         yield from (duration, checks, errors, inference)
         lag = HistogramMetricFamily(

@@ -64,10 +64,7 @@ def test_histograms_counters_and_last_checks(metrics: Metrics) -> None:
     assert value(found, "healthcheck_checks_total", **us, result="success") == 2
     assert value(found, "healthcheck_checks_total", **us, result="failure") == 1
     assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
-    assert (
-        "healthcheck_check_errors_total",
-        frozenset({**us, "error": "dns"}.items()),
-    ) not in found
+    assert value(found, "healthcheck_check_errors_total", **us, error="dns") == 0
     assert value(found, "healthcheck_probe_success", **us) == 0
     eu = {"region": "eu", "endpoint": "api"}
     assert value(found, "healthcheck_probe_http_status_code", **eu) == 503
@@ -114,3 +111,82 @@ def test_notifications_count_timeouts_apart_from_refusals(metrics: Metrics) -> N
     assert value(found, total, channel="slack", result="failed") == 1
     assert value(found, total, channel="slack", result="timeout") == 2
     assert value(found, "healthcheck_notifications_pending", channel="slack") == 3
+
+
+def error_series(found: dict) -> dict[tuple[str, str], set[str]]:
+    """(endpoint, kind) -> the error classes with a healthcheck_check_errors_total series."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for name, labels in found:
+        if name == "healthcheck_check_errors_total":
+            named = dict(labels)
+            seen.setdefault((named["endpoint"], named["kind"]), set()).add(named["error"])
+    return seen
+
+
+def test_every_error_class_a_kind_can_produce_starts_at_zero() -> None:
+    """increase() sees the first error only if the series was there, at 0, before it."""
+    document = {
+        "regions": {
+            "us": {
+                "endpoints": [
+                    {"name": "web", "url": "http://127.0.0.1:1/"},
+                    {"name": "db", "kind": "tcp", "address": "127.0.0.1:1"},
+                    {"name": "cert", "kind": "tls", "address": "127.0.0.1:1"},
+                    {"name": "name", "kind": "dns", "hostname": "localhost"},
+                    {"name": "gpu", "kind": "onnx", "model": "builtin:gemm"},
+                    {
+                        "name": "triton",
+                        "kind": "inference",
+                        "url": "http://127.0.0.1:1",
+                        "model_name": "m",
+                        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
+                        "expected": [{"name": "y", "data": [1.0]}],
+                    },
+                ]
+            }
+        }
+    }
+    config = parse_config(json.dumps(document), "test")
+    metrics = Metrics(config, StatusBoard(config.endpoints()))
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    assert all(
+        count == 0 for (name, _), count in found.items() if name.startswith("healthcheck_check_")
+    )
+    seen = error_series(found)
+    network = {
+        "timeout",
+        "connection_refused",
+        "connection_reset",
+        "dns",
+        "tls",
+        "network",
+        "internal",
+        "condition_failed",
+    }
+    for plain in (("db", "tcp"), ("cert", "tls"), ("name", "dns")):
+        assert seen[plain] == network
+    assert seen["web", "http"] == network | {"http_status", "body_too_large", "invalid_response"}
+    assert seen["triton", "inference"] == seen["web", "http"] | {"not_ready", "wrong_output"}
+    assert seen["gpu", "onnx"] == {
+        "timeout",
+        "internal",
+        "wrong_output",
+        "gpu_error",
+        "gpu_unavailable",
+        "condition_failed",
+    }
+    assert not any("prober" in classes for classes in seen.values())  # never a verdict
+    for endpoint in ("web", "db"):
+        for result in ("success", "failure"):
+            labels = {"region": "us", "endpoint": endpoint, "result": result}
+            kind = "http" if endpoint == "web" else "tcp"
+            assert value(found, "healthcheck_checks_total", **labels, kind=kind) == 0
+
+
+def test_an_error_class_the_kind_did_not_declare_is_still_counted(metrics: Metrics) -> None:
+    result = ProbeResult("us", "api", "http", False, 0.1, time.time(), ErrorClass.GPU_ERROR)
+    metrics.observe(result, metrics.board.record(result) or metrics.board.latest["us/api"][1])
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+    assert value(found, "healthcheck_check_errors_total", **us, error="gpu_error") == 1
+    assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
