@@ -171,7 +171,7 @@ class Scrape:
     pid: int
     rows: list[Row]
     lag: tuple[tuple[int, ...], float]
-    endpoint_uptime: list[tuple[str, str, str, float]] = field(default_factory=list)
+    endpoint_uptime: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     region_uptime: list[tuple[str, str, float]] = field(default_factory=list)
     sla_target: float = 0.0
     gauges: list[tuple[str, str, float]] = field(default_factory=list)  # name, help, value
@@ -295,7 +295,9 @@ class Metrics:
                 target = report.targets[target_id]
                 for window, tally in windows.items():
                     if tally.ratio is not None:
-                        endpoints.append((target.region, target.endpoint, window, tally.ratio))
+                        endpoints.append(
+                            (target.region, target.endpoint, target.kind, window, tally.ratio)
+                        )
             regions = [
                 (region, window, tally.ratio)
                 for region, windows in report.regions.items()
@@ -507,17 +509,17 @@ class _ScrapeCollector:
         http_status = GaugeMetricFamily(
             "healthcheck_probe_http_status_code",
             "HTTP status of the last check",
-            labels=("region", "endpoint"),
+            labels=ENDPOINT_LABELS,
         )
         cert = GaugeMetricFamily(
             "healthcheck_tls_cert_expiry_timestamp_seconds",
             "When the peer certificate seen by the last check expires",
-            labels=("region", "endpoint"),
+            labels=ENDPOINT_LABELS,
         )
         phases = GaugeMetricFamily(
             "healthcheck_probe_phase_duration_seconds",
             "Time per phase of the last HTTP check",
-            labels=("region", "endpoint", "phase"),
+            labels=(*ENDPOINT_LABELS, "phase"),
         )
         last_check = GaugeMetricFamily(
             "healthcheck_probe_last_check_timestamp_seconds",
@@ -540,13 +542,13 @@ class _ScrapeCollector:
             for value in STATUSES:
                 endpoint_status.add_metric([*labels, value], 1.0 if status == value else 0.0)
             if code is not None:
-                http_status.add_metric(labels[:2], code)
+                http_status.add_metric(labels, code)
             if expiry is not None:
-                cert.add_metric(labels[:2], expiry)
+                cert.add_metric(labels, expiry)
             if seconds is not None:
                 for phase, value in zip(PHASES, seconds, strict=True):
                     if value is not None:
-                        phases.add_metric([*labels[:2], phase], value)
+                        phases.add_metric([*labels, phase], value)
         yield from (success, last_check, http_status, cert, phases, endpoint_status)
 
     def _regions(self) -> Iterator[Metric]:
@@ -578,15 +580,15 @@ class _ScrapeCollector:
         endpoint_uptime = GaugeMetricFamily(
             "healthcheck_uptime_ratio",
             "Successful checks / checks over the window (degraded counts as up)",
-            labels=("region", "endpoint", "window"),
+            labels=(*ENDPOINT_LABELS, "window"),
         )
         region_uptime = GaugeMetricFamily(
             "healthcheck_region_uptime_ratio",
             "Successful checks / checks of all the region's endpoints over the window",
             labels=("region", "window"),
         )
-        for region, endpoint, window, ratio in scrape.endpoint_uptime:
-            endpoint_uptime.add_metric([region, endpoint, window], ratio)
+        for region, endpoint, kind, window, ratio in scrape.endpoint_uptime:
+            endpoint_uptime.add_metric([region, endpoint, kind, window], ratio)
         for region, window, ratio in scrape.region_uptime:
             region_uptime.add_metric([region, window], ratio)
         yield endpoint_uptime

@@ -237,9 +237,37 @@ def test_dashboard_shape():
     variables = {variable["name"] for variable in dashboard["templating"]["list"]}
 
     assert dashboard["schemaVersion"] >= 36
-    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
-    assert datasources == {'{"type": "prometheus", "uid": "${DS_PROMETHEUS}"}'}
+    assert datasources == {'{"type": "prometheus", "uid": "${datasource}"}'}
     assert {"region", "endpoint"} <= variables
     assert rows >= DASHBOARD_ROWS
     assert {panel["type"] for panel in panels} <= {"row", "timeseries", "stat", "table"}
     assert len({panel["id"] for panel in panels}) == len(panels)
+
+
+def test_dashboard_picks_its_prometheus_from_the_usual_datasource_variable():
+    """After an import through the UI the data source dropdown still switches every panel:
+    each refers to the `datasource` variable, and no import input pins them to one uid."""
+    dashboard = load_dashboard()
+    text = DASHBOARD.read_text()
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+
+    assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+    assert "__inputs" not in dashboard and "DS_PROMETHEUS" not in text
+    for panel in all_panels(dashboard["panels"]):
+        for item in (panel, *panel.get("targets", [])):
+            if panel["type"] != "row" or "datasource" in item:
+                assert item["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    for query in [v for v in dashboard["templating"]["list"] if v["type"] == "query"]:
+        assert query["datasource"]["uid"] == "${datasource}"
+
+
+def test_the_endpoints_table_joins_its_queries_on_kind_too():
+    """Every endpoint metric carries region, endpoint and kind; the table keeps all three."""
+    (table,) = [
+        panel
+        for panel in all_panels(load_dashboard()["panels"])
+        if panel["title"] == "Endpoints" and panel["type"] == "table"
+    ]
+    for target in table["targets"]:
+        assert target["expr"].split("(", 1)[0].endswith("by "), target["expr"]
+        assert target["expr"].split("(")[1].startswith("region, endpoint, kind)")

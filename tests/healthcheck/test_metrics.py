@@ -11,8 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from healthcheck.config import parse_config
 from healthcheck.exporter import DaemonGauges, Metrics, render
 from healthcheck.offload import Offload
-from healthcheck.result import ErrorClass, ProbeResult
+from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.status import StatusBoard
+from storage.rollup import Tally
+from storage.uptime import Target, UptimeReport
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def test_histograms_counters_and_last_checks(metrics: Metrics) -> None:
     assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
     assert value(found, "healthcheck_check_errors_total", **us, error="dns") == 0
     assert value(found, "healthcheck_probe_success", **us) == 0
-    eu = {"region": "eu", "endpoint": "api"}
+    eu = {"region": "eu", "endpoint": "api", "kind": "http"}
     assert value(found, "healthcheck_probe_http_status_code", **eu) == 503
     assert value(found, "healthcheck_region_regional_failure", region="eu") == 1
     assert value(found, "healthcheck_schedule_lag_seconds_bucket", le="0.005") == 1
@@ -190,3 +192,35 @@ def test_an_error_class_the_kind_did_not_declare_is_still_counted(metrics: Metri
     us = {"region": "us", "endpoint": "api", "kind": "http"}
     assert value(found, "healthcheck_check_errors_total", **us, error="gpu_error") == 1
     assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
+
+
+def test_every_endpoint_series_carries_region_endpoint_and_kind(metrics: Metrics) -> None:
+    """As the README promises: status code, certificate expiry, phases and uptime too."""
+    now = time.time()
+    result = ProbeResult(
+        "us",
+        "api",
+        "http",
+        True,
+        0.01,
+        now + 3,
+        http_status=200,
+        cert_expiry=now + 86400,
+        phases=Phases(dns=0.001, connect=0.002, first_byte=0.005, total=0.01),
+    )
+    metrics.observe(result, metrics.board.record(result) or metrics.board.latest["us/api"][1])
+    report = UptimeReport(
+        {1: Target(1, "us", "api", "http")}, {1: {"24h": Tally(checks=4, successes=3)}}
+    )
+    metrics.gauges = DaemonGauges(uptime=lambda: report)
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+
+    assert value(found, "healthcheck_probe_http_status_code", **us) == 200
+    assert value(found, "healthcheck_tls_cert_expiry_timestamp_seconds", **us) == now + 86400
+    assert value(found, "healthcheck_probe_phase_duration_seconds", **us, phase="dns") == 0.001
+    assert value(found, "healthcheck_uptime_ratio", **us, window="24h") == 0.75
+    without = {name for name, labels in found if "endpoint" in dict(labels)} - {
+        name for name, labels in found if "kind" in dict(labels)
+    }
+    assert without == set()
