@@ -143,9 +143,9 @@ class DaemonGauges:
     connections_dropped: Callable[[], int] | None = None  # evicted or refused at the cap
 
 
-# The last check of an endpoint as /metrics shows it:
-# (ok, started at, status, HTTP status, cert expiry, (dns, connect, first_byte, total) or None)
-Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...] | None]
+# The last check of an endpoint as /metrics shows it: (ok, started at, status, HTTP status,
+# cert expiry, (dns, connect, first_byte, total) or None, how long it took)
+Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...] | None, float]
 
 
 # One endpoint in a scrape, a plain tuple (10,000 of them pickle in milliseconds; as objects,
@@ -178,6 +178,7 @@ class Scrape:
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     alerts_firing: dict[str, int] | None = None
     notifications: dict[str, tuple[int, int, int, int]] | None = None
+    blackbox_names: bool = False
 
 
 class Metrics:
@@ -264,6 +265,7 @@ class Metrics:
                     result.http_status,
                     result.cert_expiry,
                     None if phases is None else tuple(getattr(phases, p) for p in PHASES),
+                    result.latency,
                 )
                 if series.inference is not None:
                     details = dict(result.details)
@@ -279,7 +281,13 @@ class Metrics:
                     details,
                 )
             )
-        scrape = Scrape(os.getpid(), rows, self.lag.copy(), sla_target=self.config.sla_target)
+        scrape = Scrape(
+            os.getpid(),
+            rows,
+            self.lag.copy(),
+            sla_target=self.config.sla_target,
+            blackbox_names=self.config.exporter.blackbox_names,
+        )
         self._add_uptime(scrape)
         self._add_readings(scrape)
         return scrape
@@ -455,6 +463,8 @@ class _ScrapeCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._counted()
         yield from self._last_checks()
+        if self.scrape.blackbox_names:
+            yield from _blackbox(self.scrape.rows)
         yield from _canaries(self.scrape.rows)
         yield from self._regions()
         yield from self._uptime()
@@ -535,7 +545,7 @@ class _ScrapeCollector:
             names, last = row[0], row[6]
             if last is None:
                 continue
-            ok, timestamp, status, code, expiry, seconds = last
+            ok, timestamp, status, code, expiry, seconds, _ = last
             labels = list(names)
             success.add_metric(labels, 1.0 if ok else 0.0)
             last_check.add_metric(labels, timestamp)
@@ -631,6 +641,44 @@ class _ScrapeCollector:
                 pending.add_metric([channel], waiting)
             yield sent
             yield pending
+
+
+def _blackbox(rows: list[Row]) -> Iterator[Metric]:
+    """blackbox_exporter's names and meanings, per endpoint, for what was built on them:
+    the last check's success, duration (a gauge), HTTP status (0 without an answer, on http
+    checks) and the peer certificate's expiry (its earliest: we see the leaf)."""
+    success = GaugeMetricFamily(
+        "probe_success",
+        "As blackbox_exporter: 1 if the last check succeeded",
+        labels=ENDPOINT_LABELS,
+    )
+    duration = GaugeMetricFamily(
+        "probe_duration_seconds",
+        "As blackbox_exporter: how long the last check took, retries included",
+        labels=ENDPOINT_LABELS,
+    )
+    http_status = GaugeMetricFamily(
+        "probe_http_status_code",
+        "As blackbox_exporter: HTTP status of the last check, 0 if no answer",
+        labels=ENDPOINT_LABELS,
+    )
+    expiry = GaugeMetricFamily(
+        "probe_ssl_earliest_cert_expiry",
+        "As blackbox_exporter: when the peer certificate seen by the last check expires",
+        labels=ENDPOINT_LABELS,
+    )
+    for row in rows:
+        names, last = row[0], row[6]
+        if last is None:
+            continue
+        labels = list(names)
+        success.add_metric(labels, 1.0 if last[0] else 0.0)
+        duration.add_metric(labels, last[6])
+        if last[3] is not None or names[2] == "http":
+            http_status.add_metric(labels, last[3] or 0)
+        if last[4] is not None:
+            expiry.add_metric(labels, last[4])
+    yield from (success, duration, http_status, expiry)
 
 
 _GPU_GAUGES = (

@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -223,6 +224,69 @@ async def test_a_real_prometheus_sees_the_first_error_as_an_increase(
         await prometheus.until_answered(f"{errors} == {final}")
         increase = await prometheus.query(f"increase({errors}[5m])")
         assert float(increase[0]["value"][1]) >= final >= failed > 0  # every one of them
+
+
+async def promtool_check_metrics(body: bytes) -> None:
+    promtool = require("promtool", package="prometheus")
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await check.communicate(body)
+    assert check.returncode == 0, out.decode()
+
+
+async def test_blackbox_names_carry_over_dashboards_made_for_blackbox_exporter(
+    start_daemon, fleet, tmp_path, closed_port
+) -> None:
+    """exporter.blackbox_names: probe_success, probe_duration_seconds, probe_http_status_code
+    and probe_ssl_earliest_cert_expiry, with blackbox_exporter's meanings, per endpoint."""
+    document = {
+        "defaults": {"interval": "250ms", "timeout": "200ms", "retries": 0},
+        "exporter": {"listen": "127.0.0.1:0", "blackbox_names": True},
+        "regions": {
+            "us": {
+                "endpoints": [
+                    {
+                        "name": "web",
+                        "url": f"{fleet.https_valid}/ok",
+                        "tls": {"ca_file": fleet.ca_file},
+                    },
+                    {"name": "down", "url": f"http://127.0.0.1:{closed_port}/"},
+                    {"name": "db", "kind": "tcp", "address": f"127.0.0.1:{closed_port}"},
+                ]
+            }
+        },
+    }
+    async with running_daemon(start_daemon, tmp_path, document) as url:
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            body = await scrape(url)
+            found = parsed(body)
+            checked = {dict(pairs)["endpoint"] for name, pairs in found if name == "probe_success"}
+            if checked == {"web", "down", "db"}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"only {checked} checked"
+            await asyncio.sleep(0.05)
+    await promtool_check_metrics(body)
+
+    def seen(name: str, endpoint: str, kind: str = "http") -> float:
+        return found[name, pairs({"region": "us", "endpoint": endpoint, "kind": kind})]
+
+    assert (seen("probe_success", "web"), seen("probe_success", "down")) == (1, 0)
+    assert seen("probe_success", "db", "tcp") == 0
+    assert seen("probe_http_status_code", "web") == 200
+    assert seen("probe_http_status_code", "down") == 0  # no answer, as blackbox says
+    assert 0 < seen("probe_duration_seconds", "web") < 30
+    assert seen("probe_ssl_earliest_cert_expiry", "web") > time.time()
+    assert {name for name, labels in found if ("endpoint", "db") in labels} >= {
+        "probe_success",
+        "probe_duration_seconds",
+    }
 
 
 async def test_promtool_accepts_the_exposition(daemon_url) -> None:
