@@ -17,6 +17,7 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 RULES = PROMETHEUS / "healthcheck.rules.yml"
 RULE_TESTS = PROMETHEUS / "tests" / "healthcheck.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "healthcheck-dashboard.json"
+MONITORS = ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml"
 
 
 def _histogram(name: str) -> set[str]:
@@ -271,3 +272,18 @@ def test_the_endpoints_table_joins_its_queries_on_kind_too():
     for target in table["targets"]:
         assert target["expr"].split("(", 1)[0].endswith("by "), target["expr"]
         assert target["expr"].split("(")[1].startswith("region, endpoint, kind)")
+
+
+def test_the_kubernetes_monitors_honor_our_endpoint_label():
+    """A ServiceMonitor's own `endpoint` target label would rename ours `exported_endpoint`:
+    every scrape endpoint of the shipped ServiceMonitor and PodMonitor keeps ours."""
+    documents = list(yaml.safe_load_all(MONITORS.read_text()))
+    kinds = {document["kind"]: document for document in documents}
+
+    assert set(kinds) == {"ServiceMonitor", "PodMonitor"}
+    scraped = [
+        *kinds["ServiceMonitor"]["spec"]["endpoints"],
+        *kinds["PodMonitor"]["spec"]["podMetricsEndpoints"],
+    ]
+    assert all(document["apiVersion"] == "monitoring.coreos.com/v1" for document in documents)
+    assert scraped and all(e["honorLabels"] is True and e["path"] == "/metrics" for e in scraped)
