@@ -129,6 +129,8 @@ class AlertmanagerChannel:
             "annotations": {"summary": notification.body, "title": notification.title},
             "startsAt": _rfc3339(notification.starts_at or time.time()),
         }
+        if notification.runbook_url:
+            alert["annotations"]["runbook_url"] = notification.runbook_url
         if notification.ends_at is not None:
             alert["endsAt"] = _rfc3339(notification.ends_at)
         if self.generator_url:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -104,3 +105,11 @@ async def test_an_unreachable_alertmanager_is_a_delivery_error() -> None:
     channel = AlertmanagerChannel("am", Secret("http://127.0.0.1:1"))
     with pytest.raises(DeliveryError, match="channel 'am'"):
         await channel.deliver(firing())
+
+
+async def test_the_runbook_url_reaches_alertmanager_as_its_usual_annotation(alertmanager) -> None:
+    channel = AlertmanagerChannel("am", Secret(alertmanager), "http://127.0.0.1:9115/")
+    runbook = "https://wiki.example.com/runbooks/endpoint_down"
+    await channel.deliver(replace(firing(), runbook_url=runbook))
+    (alert,) = await active_alerts(alertmanager)
+    assert alert["annotations"]["runbook_url"] == runbook
