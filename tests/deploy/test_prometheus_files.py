@@ -287,3 +287,15 @@ def test_the_kubernetes_monitors_honor_our_endpoint_label():
     ]
     assert all(document["apiVersion"] == "monitoring.coreos.com/v1" for document in documents)
     assert scraped and all(e["honorLabels"] is True and e["path"] == "/metrics" for e in scraped)
+
+
+@pytest.mark.parametrize(
+    "rules", [RULES, PROMETHEUS / "multi-vantage.rules.yml"], ids=["rules", "vantages"]
+)
+def test_every_alert_summary_is_one_line_and_has_a_description(rules):
+    """Pagers and chat titles show the summary alone: one line; the detail is the description."""
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    for rule in [rule for group in groups for rule in group["rules"] if "alert" in rule]:
+        annotations = rule["annotations"]
+        assert "\n" not in annotations["summary"].strip(), rule["alert"]
+        assert annotations["description"].strip(), rule["alert"]
