@@ -173,6 +173,8 @@ class AlertmanagerChannel:
             "startsAt": _rfc3339(notification.starts_at or now),
             "endsAt": _rfc3339(ends_at),
         }
+        if notification.runbook_url:
+            alert["annotations"]["runbook_url"] = notification.runbook_url
         if self.generator_url:
             alert["generatorURL"] = self.generator_url
         return alert

@@ -35,6 +35,7 @@ class Notification:
     labels: list[list[str]] | None = None  # [name, value] pairs, for Alertmanager
     starts_at: float | None = None
     ends_at: float | None = None  # set when resolved
+    runbook_url: str | None = None  # alerting.runbook_base/<rule>, when set
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,10 +73,19 @@ def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
     return any(a is not None and a.phase is Phase.FIRING for a in (region, flapping))
 
 
-def _line(change: Change) -> str:
+def _line(change: Change, settings: AlertingSettings) -> str:
     state = change.state
     headline = f"{HEADLINES[change.event]} {state.severity.value}"
-    return f"{headline} {state.rule} {state.target}: {state.summary}"
+    runbook = runbook_url(state.rule, settings)
+    return f"{headline} {state.rule} {state.target}: {state.summary}" + (
+        f" (runbook: {runbook})" if runbook else ""
+    )
+
+
+def runbook_url(rule: str, settings: AlertingSettings) -> str | None:
+    """<alerting.runbook_base>/<rule>, e.g. https://wiki.example.com/runbooks/endpoint_down."""
+    base = settings.runbook_base
+    return f"{base.rstrip('/')}/{rule}" if base else None
 
 
 def route(
@@ -170,17 +179,20 @@ def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
 def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -> Notification:
     state = change.state
     resolved = change.event is Event.RESOLVED
+    runbook = runbook_url(state.rule, settings)
+    body = f"{state.summary}\nRunbook: {runbook}" if runbook else state.summary
     return Notification(
         channel=channel,
         dedup_key=state.key,
         title=f"[{HEADLINES[change.event]}:{state.severity.value}] {state.rule} {state.target}",
-        body=_from(state.summary, settings),
+        body=_from(body, settings),
         notify_type="success" if resolved else NOTIFY_TYPES[state.severity],
         severity=state.severity.value,
         event=change.event.value,
         labels=_labels(change, settings),
         starts_at=state.since,
         ends_at=now if resolved else None,
+        runbook_url=runbook,
     )
 
 
@@ -204,7 +216,7 @@ def _grouped(
         channel=channel,
         dedup_key=f"group:{region}:{now:.3f}",
         title=f"[healthcheck] {region}: {', '.join(p for p in parts if p)}",
-        body=_from("\n".join(_line(c) for c in members), settings),
+        body=_from("\n".join(_line(c, settings) for c in members), settings),
         notify_type="success" if worst is None else NOTIFY_TYPES[worst],
         severity=(worst or Severity.INFO).value,
         event="grouped",

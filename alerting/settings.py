@@ -81,6 +81,7 @@ class AlertingSettings:
     silences: tuple[Silence, ...] = ()
     vantage: str | None = None
     timeout: float = DEFAULT_DELIVERY_TIMEOUT  # for channels that do not set their own
+    runbook_base: str | None = None  # each notification links <runbook_base>/<rule>
 
     @property
     def enabled(self) -> bool:
@@ -225,6 +226,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
             "silences": read_silences,
             "vantage": schema.text,
             "timeout": delivery_timeout,
+            "runbook_base": schema.http_url,
         },
     )
     timeout = values.get("timeout", DEFAULT_DELIVERY_TIMEOUT)
@@ -264,4 +266,5 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         silences=values.get("silences", ()),
         vantage=values.get("vantage"),
         timeout=timeout,
+        runbook_base=values.get("runbook_base"),
     )

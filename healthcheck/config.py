@@ -454,6 +454,7 @@ _EXPORTER_KEYS: dict[str, schema.Reader] = {
     "protect_metrics": schema.boolean,
     "max_connections": schema.integer(1, 65_536),
     "read_timeout": lambda v: _bounded_duration(v, 0.1, 300.0),
+    "blackbox_names": schema.boolean,
 }
 _SLA_KEYS: dict[str, schema.Reader] = {"target": schema.ratio}
 

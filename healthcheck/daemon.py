@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from alerting.delivery import Sender, build_channels, per_alert
+from alerting.delivery import ChannelStats, Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
 from alerting.outbox import Outbox
 from alerting.router import route, still_firing
@@ -524,16 +524,20 @@ class Daemon:
             prober_faults=lambda: self.prober_faults.total,
             connections=lambda: self.connections.open,
             connections_dropped=lambda: self.connections.evicted + self.connections.refused,
-            notifications=lambda: {
-                name: (
-                    stats.sent,
-                    stats.failed,
-                    stats.timeouts,
-                    self.sender.pending.get(name, 0),
-                )
-                for name, stats in (self.sender.stats.items() if self.sender else ())
-            },
+            notifications=self._notification_counts,
         )
+
+    def _notification_counts(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per configured channel, from the start (at 0 before its first notification, so
+        increase() sees the first failure): sent, failed, timed out, pending."""
+        sender = self.sender
+        if sender is None:
+            return {}
+        counts = {}
+        for name in (*sender.channels, *sender.stats):
+            stats = sender.stats.get(name) or ChannelStats()
+            counts[name] = (stats.sent, stats.failed, stats.timeouts, sender.pending.get(name, 0))
+        return counts
 
     def on_result(self, result: ProbeResult) -> None:
         """Classify once, then fan out; nothing here may block the event loop. A check that

@@ -30,6 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
 from healthcheck.offload import Offload, OffloadError
+from healthcheck.prober import REGISTRY
 from healthcheck.result import CANARY_KINDS, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
@@ -66,10 +67,37 @@ class _Histogram:
         return tuple(self.counts), self.total
 
 
-class _EndpointSeries:
-    """One endpoint's counters and histograms, changed on the event loop's thread only."""
+def _declared_errors(kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The error classes a kind declares, and each one's index; one pair per kind, shared by
+    its endpoints (so a scrape pickles the names once per kind, not once per endpoint)."""
+    found = _DECLARED.get(kind)
+    if found is None:
+        probe = REGISTRY.get(kind)
+        names = tuple(error.value for error in probe.errors) if probe else ()
+        found = _DECLARED[kind] = (names, {name: i for i, name in enumerate(names)})
+    return found
 
-    __slots__ = ("duration", "errors", "failure", "inference", "labels", "success")
+
+_DECLARED: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {}
+
+
+class _EndpointSeries:
+    """One endpoint's counters and histograms, changed on the event loop's thread only.
+
+    Error counts start at 0 for every class the kind declares: a counter born at its first
+    error has no earlier sample, and increase() misses that error (seen on a real Prometheus:
+    16 counted of 17 failures over 10 minutes, 0 after the first)."""
+
+    __slots__ = (
+        "duration",
+        "error_index",
+        "error_names",
+        "errors",
+        "failure",
+        "inference",
+        "labels",
+        "success",
+    )
 
     def __init__(self, labels: tuple[str, str, str], canary: bool) -> None:
         self.labels = labels
@@ -77,7 +105,17 @@ class _EndpointSeries:
         self.inference = _Histogram(INFERENCE_BUCKETS) if canary else None
         self.success = 0
         self.failure = 0
-        self.errors: dict[str, int] = {}
+        self.error_names, self.error_index = _declared_errors(labels[2])
+        self.errors = [0] * len(self.error_names)
+
+    def count_error(self, error: str) -> None:
+        index = self.error_index.get(error)
+        if index is None:  # a class the kind did not declare: counted from its first
+            index = len(self.error_names)
+            self.error_names = (*self.error_names, error)
+            self.error_index = {**self.error_index, error: index}
+            self.errors.append(0)
+        self.errors[index] += 1
 
 
 @dataclass(slots=True)
@@ -105,22 +143,22 @@ class DaemonGauges:
     connections_dropped: Callable[[], int] | None = None  # evicted or refused at the cap
 
 
-# The last check of an endpoint as /metrics shows it:
-# (ok, started at, status, HTTP status, cert expiry, (dns, connect, first_byte, total) or None)
-Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...] | None]
+# The last check of an endpoint as /metrics shows it: (ok, started at, status, HTTP status,
+# cert expiry, (dns, connect, first_byte, total) or None, how long it took)
+Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...] | None, float]
 
 
 # One endpoint in a scrape, a plain tuple (10,000 of them pickle in milliseconds; as objects,
 # several times slower): labels, duration (counts, sum), inference (counts, sum) or None,
-# successes, failures, ((error class, count), ...), the last check or None, and a canary's
-# last result details or None.
+# successes, failures, ((error classes), (their counts)), the last check or None, and a
+# canary's last result details or None.
 Row = tuple[
     tuple[str, str, str],
     tuple[tuple[int, ...], float],
     tuple[tuple[int, ...], float] | None,
     int,
     int,
-    tuple[tuple[str, int], ...],
+    tuple[tuple[str, ...], tuple[int, ...]],
     Last | None,
     dict[str, Any] | None,
 ]
@@ -133,13 +171,14 @@ class Scrape:
     pid: int
     rows: list[Row]
     lag: tuple[tuple[int, ...], float]
-    endpoint_uptime: list[tuple[str, str, str, float]] = field(default_factory=list)
+    endpoint_uptime: list[tuple[str, str, str, str, float]] = field(default_factory=list)
     region_uptime: list[tuple[str, str, float]] = field(default_factory=list)
     sla_target: float = 0.0
     gauges: list[tuple[str, str, float]] = field(default_factory=list)  # name, help, value
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     alerts_firing: dict[str, int] | None = None
     notifications: dict[str, tuple[int, int, int, int]] | None = None
+    blackbox_names: bool = False
 
 
 class Metrics:
@@ -189,8 +228,7 @@ class Metrics:
         else:
             series.failure += 1
             if result.error is not None:
-                error = result.error.value
-                series.errors[error] = series.errors.get(error, 0) + 1
+                series.count_error(result.error.value)
 
     def observe_lag(self, seconds: float) -> None:
         """How late a check started after its due time."""
@@ -227,6 +265,7 @@ class Metrics:
                     result.http_status,
                     result.cert_expiry,
                     None if phases is None else tuple(getattr(phases, p) for p in PHASES),
+                    result.latency,
                 )
                 if series.inference is not None:
                     details = dict(result.details)
@@ -237,12 +276,18 @@ class Metrics:
                     None if series.inference is None else series.inference.copy(),
                     series.success,
                     series.failure,
-                    tuple(series.errors.items()),
+                    (series.error_names, tuple(series.errors)),
                     last,
                     details,
                 )
             )
-        scrape = Scrape(os.getpid(), rows, self.lag.copy(), sla_target=self.config.sla_target)
+        scrape = Scrape(
+            os.getpid(),
+            rows,
+            self.lag.copy(),
+            sla_target=self.config.sla_target,
+            blackbox_names=self.config.exporter.blackbox_names,
+        )
         self._add_uptime(scrape)
         self._add_readings(scrape)
         return scrape
@@ -258,7 +303,9 @@ class Metrics:
                 target = report.targets[target_id]
                 for window, tally in windows.items():
                     if tally.ratio is not None:
-                        endpoints.append((target.region, target.endpoint, window, tally.ratio))
+                        endpoints.append(
+                            (target.region, target.endpoint, target.kind, window, tally.ratio)
+                        )
             regions = [
                 (region, window, tally.ratio)
                 for region, windows in report.regions.items()
@@ -416,6 +463,8 @@ class _ScrapeCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._counted()
         yield from self._last_checks()
+        if self.scrape.blackbox_names:
+            yield from _blackbox(self.scrape.rows)
         yield from _canaries(self.scrape.rows)
         yield from self._regions()
         yield from self._uptime()
@@ -441,14 +490,14 @@ class _ScrapeCollector:
             "One canary inference of the fixed input (remote: the infer call)",
             labels=ENDPOINT_LABELS,
         )
-        for names, (counts, total), canary, ok, failed, seen, _, _ in scrape.rows:
+        for names, (counts, total), canary, ok, failed, (classes, seen), _, _ in scrape.rows:
             labels = list(names)
             duration.add_metric(labels, _buckets(_DURATION_LE, counts), total)
             if canary is not None:
                 inference.add_metric(labels, _buckets(_INFERENCE_LE, canary[0]), canary[1])
             checks.add_metric([*labels, "success"], ok)
             checks.add_metric([*labels, "failure"], failed)
-            for error, count in seen:
+            for error, count in zip(classes, seen, strict=True):
                 errors.add_metric([*labels, error], count)
         yield from (duration, checks, errors, inference)
         lag = HistogramMetricFamily(
@@ -470,17 +519,17 @@ class _ScrapeCollector:
         http_status = GaugeMetricFamily(
             "healthcheck_probe_http_status_code",
             "HTTP status of the last check",
-            labels=("region", "endpoint"),
+            labels=ENDPOINT_LABELS,
         )
         cert = GaugeMetricFamily(
             "healthcheck_tls_cert_expiry_timestamp_seconds",
             "When the peer certificate seen by the last check expires",
-            labels=("region", "endpoint"),
+            labels=ENDPOINT_LABELS,
         )
         phases = GaugeMetricFamily(
             "healthcheck_probe_phase_duration_seconds",
             "Time per phase of the last HTTP check",
-            labels=("region", "endpoint", "phase"),
+            labels=(*ENDPOINT_LABELS, "phase"),
         )
         last_check = GaugeMetricFamily(
             "healthcheck_probe_last_check_timestamp_seconds",
@@ -496,20 +545,20 @@ class _ScrapeCollector:
             names, last = row[0], row[6]
             if last is None:
                 continue
-            ok, timestamp, status, code, expiry, seconds = last
+            ok, timestamp, status, code, expiry, seconds, _ = last
             labels = list(names)
             success.add_metric(labels, 1.0 if ok else 0.0)
             last_check.add_metric(labels, timestamp)
             for value in STATUSES:
                 endpoint_status.add_metric([*labels, value], 1.0 if status == value else 0.0)
             if code is not None:
-                http_status.add_metric(labels[:2], code)
+                http_status.add_metric(labels, code)
             if expiry is not None:
-                cert.add_metric(labels[:2], expiry)
+                cert.add_metric(labels, expiry)
             if seconds is not None:
                 for phase, value in zip(PHASES, seconds, strict=True):
                     if value is not None:
-                        phases.add_metric([*labels[:2], phase], value)
+                        phases.add_metric([*labels, phase], value)
         yield from (success, last_check, http_status, cert, phases, endpoint_status)
 
     def _regions(self) -> Iterator[Metric]:
@@ -541,15 +590,15 @@ class _ScrapeCollector:
         endpoint_uptime = GaugeMetricFamily(
             "healthcheck_uptime_ratio",
             "Successful checks / checks over the window (degraded counts as up)",
-            labels=("region", "endpoint", "window"),
+            labels=(*ENDPOINT_LABELS, "window"),
         )
         region_uptime = GaugeMetricFamily(
             "healthcheck_region_uptime_ratio",
             "Successful checks / checks of all the region's endpoints over the window",
             labels=("region", "window"),
         )
-        for region, endpoint, window, ratio in scrape.endpoint_uptime:
-            endpoint_uptime.add_metric([region, endpoint, window], ratio)
+        for region, endpoint, kind, window, ratio in scrape.endpoint_uptime:
+            endpoint_uptime.add_metric([region, endpoint, kind, window], ratio)
         for region, window, ratio in scrape.region_uptime:
             region_uptime.add_metric([region, window], ratio)
         yield endpoint_uptime
@@ -592,6 +641,44 @@ class _ScrapeCollector:
                 pending.add_metric([channel], waiting)
             yield sent
             yield pending
+
+
+def _blackbox(rows: list[Row]) -> Iterator[Metric]:
+    """blackbox_exporter's names and meanings, per endpoint, for what was built on them:
+    the last check's success, duration (a gauge), HTTP status (0 without an answer, on http
+    checks) and the peer certificate's expiry (its earliest: we see the leaf)."""
+    success = GaugeMetricFamily(
+        "probe_success",
+        "As blackbox_exporter: 1 if the last check succeeded",
+        labels=ENDPOINT_LABELS,
+    )
+    duration = GaugeMetricFamily(
+        "probe_duration_seconds",
+        "As blackbox_exporter: how long the last check took, retries included",
+        labels=ENDPOINT_LABELS,
+    )
+    http_status = GaugeMetricFamily(
+        "probe_http_status_code",
+        "As blackbox_exporter: HTTP status of the last check, 0 if no answer",
+        labels=ENDPOINT_LABELS,
+    )
+    expiry = GaugeMetricFamily(
+        "probe_ssl_earliest_cert_expiry",
+        "As blackbox_exporter: when the peer certificate seen by the last check expires",
+        labels=ENDPOINT_LABELS,
+    )
+    for row in rows:
+        names, last = row[0], row[6]
+        if last is None:
+            continue
+        labels = list(names)
+        success.add_metric(labels, 1.0 if last[0] else 0.0)
+        duration.add_metric(labels, last[6])
+        if last[3] is not None or names[2] == "http":
+            http_status.add_metric(labels, last[3] or 0)
+        if last[4] is not None:
+            expiry.add_metric(labels, last[4])
+    yield from (success, duration, http_status, expiry)
 
 
 _GPU_GAUGES = (

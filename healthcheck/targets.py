@@ -75,6 +75,10 @@ class ExporterSettings:
     protect_metrics: bool = False  # with auth set: whether /metrics needs it too
     max_connections: int = 256  # at most; less when the open-file limit is low (connections.py)
     read_timeout: float = 10.0  # a request's headers, and a body, must arrive within this
+    # Also expose probe_success, probe_duration_seconds, probe_http_status_code and
+    # probe_ssl_earliest_cert_expiry as blackbox_exporter does, for dashboards and alerts made
+    # for it.
+    blackbox_names: bool = False
 
     @property
     def auth_required(self) -> bool:

@@ -95,6 +95,15 @@ class OnnxProbe(Probe):
         "threads": schema.Option(schema.integer(1, 256), 1, "CPU threads for the session"),
     }
     placeholders = frozenset({"RESPONSE_TIME"})
+    # No socket: a load or check that takes too long, a worker that crashed, and the verdicts.
+    errors = (
+        ErrorClass.TIMEOUT,
+        ErrorClass.INTERNAL,
+        ErrorClass.WRONG_OUTPUT,
+        ErrorClass.GPU_ERROR,
+        ErrorClass.GPU_UNAVAILABLE,
+        ErrorClass.CONDITION_FAILED,
+    )
 
     def __init__(self, clock: Any = time.time) -> None:
         super().__init__(clock)

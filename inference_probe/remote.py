@@ -14,7 +14,7 @@ import aiohttp
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe
+from healthcheck.probes.base import NETWORK_ERRORS, Probe
 from healthcheck.probes.http import USER_AGENT, classify_client_error
 from healthcheck.probes.tls import TlsContexts
 from healthcheck.result import ErrorClass, ProbeResult
@@ -66,6 +66,15 @@ class InferenceProbe(Probe):
         "tolerance": Option(read_tolerance, Tolerance(), "atol and rtol, as numpy.allclose"),
     }
     placeholders = frozenset({"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED"})
+    errors = (
+        *NETWORK_ERRORS,
+        ErrorClass.HTTP_STATUS,
+        ErrorClass.BODY_TOO_LARGE,
+        ErrorClass.INVALID_RESPONSE,
+        ErrorClass.NOT_READY,
+        ErrorClass.WRONG_OUTPUT,
+        ErrorClass.CONDITION_FAILED,
+    )
     _session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

@@ -39,13 +39,30 @@ class Progress:
 PROGRESS: ContextVar[Progress | None] = ContextVar("PROGRESS", default=None)
 
 
+# What any check over a socket can fail with: the classes `classify_exception` gives (but
+# `prober`, which is no verdict and never counted against an endpoint) and the attempt timeout.
+NETWORK_ERRORS = (
+    ErrorClass.TIMEOUT,
+    ErrorClass.CONNECTION_REFUSED,
+    ErrorClass.CONNECTION_RESET,
+    ErrorClass.DNS,
+    ErrorClass.TLS,
+    ErrorClass.NETWORK,
+    ErrorClass.INTERNAL,
+)
+
+
 class Probe(ABC):
-    """A probe kind: subclasses set `kind`, `settings`, `options`, `placeholders`, `attempt`."""
+    """A probe kind: subclasses set `kind`, `settings`, `options`, `placeholders`, `errors`,
+    `attempt`."""
 
     kind: ClassVar[str]
     settings: ClassVar[type]  # frozen dataclass built from `options`
     options: ClassVar[Mapping[str, Option]]
     placeholders: ClassVar[frozenset[str]]  # condition placeholders this kind can fill
+    # Every error class a check of this kind can end with, so /metrics shows each at 0 from
+    # the start and increase() sees the first error of every series.
+    errors: ClassVar[tuple[ErrorClass, ...]] = (*NETWORK_ERRORS, ErrorClass.CONDITION_FAILED)
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock

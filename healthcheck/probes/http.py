@@ -12,7 +12,13 @@ import aiohttp
 
 from healthcheck import __version__, schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import PROGRESS, Probe, classify_exception, resolve_failure
+from healthcheck.probes.base import (
+    NETWORK_ERRORS,
+    PROGRESS,
+    Probe,
+    classify_exception,
+    resolve_failure,
+)
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
@@ -103,6 +109,13 @@ class HttpProbe(Probe):
     }
     placeholders = frozenset(
         {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION"}
+    )
+    errors = (
+        *NETWORK_ERRORS,
+        ErrorClass.HTTP_STATUS,
+        ErrorClass.BODY_TOO_LARGE,
+        ErrorClass.INVALID_RESPONSE,
+        ErrorClass.CONDITION_FAILED,
     )
 
     async def start(self) -> None:

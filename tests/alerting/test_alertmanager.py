@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -204,3 +205,11 @@ class Running:
     async def close(self) -> None:
         self.stop.set()
         await self.task
+
+
+async def test_the_runbook_url_reaches_alertmanager_as_its_usual_annotation(alertmanager) -> None:
+    channel = AlertmanagerChannel("am", Secret(alertmanager), "http://127.0.0.1:9115/")
+    runbook = "https://wiki.example.com/runbooks/endpoint_down"
+    await channel.deliver(replace(firing(), runbook_url=runbook))
+    (alert,) = await active_alerts(alertmanager)
+    assert alert["annotations"]["runbook_url"] == runbook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -289,3 +290,21 @@ def test_alertmanager_labels_are_those_of_prometheus_alert_for_the_same_conditio
     routed = route([Change(state, Event.FIRED, region, kind)], {}, {}, settings, {"pagerduty"}, NOW)
     paged = next(n for n in routed.notifications if n.channel == "pagerduty")
     assert dict(paged.labels) == {**expected, "severity": "critical", "vantage": "eu-west-1a"}
+
+
+def test_runbook_base_links_each_notification_to_its_rules_runbook() -> None:
+    settings = replace(SETTINGS, runbook_base="https://wiki.example.com/runbooks/")
+    down = change(alert(ENDPOINT_DOWN, "eu/api"), Event.FIRED)
+    slow = change(alert("high_latency", "eu/db", Severity.CRITICAL), Event.FIRED)
+    routed = route([down, slow], {}, {}, settings, {"pagerduty"}, NOW)
+    single = [n for n in routed.notifications if n.channel == "pagerduty"]
+    grouped = [n for n in routed.notifications if n.channel == "slack"]
+
+    assert {n.runbook_url for n in single} == {
+        "https://wiki.example.com/runbooks/endpoint_down",
+        "https://wiki.example.com/runbooks/high_latency",
+    }
+    assert all(f"Runbook: {n.runbook_url}" in n.body for n in single)
+    assert "(runbook: https://wiki.example.com/runbooks/high_latency)" in grouped[0].body
+    unset = run([down])
+    assert all(n.runbook_url is None and "unbook" not in n.body for n in unset.notifications)

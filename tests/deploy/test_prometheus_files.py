@@ -17,6 +17,7 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 RULES = PROMETHEUS / "healthcheck.rules.yml"
 RULE_TESTS = PROMETHEUS / "tests" / "healthcheck.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "healthcheck-dashboard.json"
+MONITORS = ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml"
 
 
 def _histogram(name: str) -> set[str]:
@@ -237,9 +238,64 @@ def test_dashboard_shape():
     variables = {variable["name"] for variable in dashboard["templating"]["list"]}
 
     assert dashboard["schemaVersion"] >= 36
-    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
-    assert datasources == {'{"type": "prometheus", "uid": "${DS_PROMETHEUS}"}'}
+    assert datasources == {'{"type": "prometheus", "uid": "${datasource}"}'}
     assert {"region", "endpoint"} <= variables
     assert rows >= DASHBOARD_ROWS
     assert {panel["type"] for panel in panels} <= {"row", "timeseries", "stat", "table"}
     assert len({panel["id"] for panel in panels}) == len(panels)
+
+
+def test_dashboard_picks_its_prometheus_from_the_usual_datasource_variable():
+    """After an import through the UI the data source dropdown still switches every panel:
+    each refers to the `datasource` variable, and no import input pins them to one uid."""
+    dashboard = load_dashboard()
+    text = DASHBOARD.read_text()
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+
+    assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+    assert "__inputs" not in dashboard and "DS_PROMETHEUS" not in text
+    for panel in all_panels(dashboard["panels"]):
+        for item in (panel, *panel.get("targets", [])):
+            if panel["type"] != "row" or "datasource" in item:
+                assert item["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    for query in [v for v in dashboard["templating"]["list"] if v["type"] == "query"]:
+        assert query["datasource"]["uid"] == "${datasource}"
+
+
+def test_the_endpoints_table_joins_its_queries_on_kind_too():
+    """Every endpoint metric carries region, endpoint and kind; the table keeps all three."""
+    (table,) = [
+        panel
+        for panel in all_panels(load_dashboard()["panels"])
+        if panel["title"] == "Endpoints" and panel["type"] == "table"
+    ]
+    for target in table["targets"]:
+        assert target["expr"].split("(", 1)[0].endswith("by "), target["expr"]
+        assert target["expr"].split("(")[1].startswith("region, endpoint, kind)")
+
+
+def test_the_kubernetes_monitors_honor_our_endpoint_label():
+    """A ServiceMonitor's own `endpoint` target label would rename ours `exported_endpoint`:
+    every scrape endpoint of the shipped ServiceMonitor and PodMonitor keeps ours."""
+    documents = list(yaml.safe_load_all(MONITORS.read_text()))
+    kinds = {document["kind"]: document for document in documents}
+
+    assert set(kinds) == {"ServiceMonitor", "PodMonitor"}
+    scraped = [
+        *kinds["ServiceMonitor"]["spec"]["endpoints"],
+        *kinds["PodMonitor"]["spec"]["podMetricsEndpoints"],
+    ]
+    assert all(document["apiVersion"] == "monitoring.coreos.com/v1" for document in documents)
+    assert scraped and all(e["honorLabels"] is True and e["path"] == "/metrics" for e in scraped)
+
+
+@pytest.mark.parametrize(
+    "rules", [RULES, PROMETHEUS / "multi-vantage.rules.yml"], ids=["rules", "vantages"]
+)
+def test_every_alert_summary_is_one_line_and_has_a_description(rules):
+    """Pagers and chat titles show the summary alone: one line; the detail is the description."""
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    for rule in [rule for group in groups for rule in group["rules"] if "alert" in rule]:
+        annotations = rule["annotations"]
+        assert "\n" not in annotations["summary"].strip(), rule["alert"]
+        assert annotations["description"].strip(), rule["alert"]

@@ -187,12 +187,16 @@ async def test_metrics_text_and_openmetrics(api) -> None:
         in text
     )
     assert 'healthcheck_region_regional_failure{region="eu"} 1.0' in text
-    assert 'healthcheck_probe_http_status_code{endpoint="api",region="eu"} 503.0' in text
+    assert (
+        'healthcheck_probe_http_status_code{endpoint="api",kind="http",region="eu"} 503.0' in text
+    )
     assert (
         'healthcheck_check_errors_total{endpoint="api",error="http_status",kind="http",region="eu"}'
         in text
     )
-    assert 'healthcheck_uptime_ratio{endpoint="api",region="us",window="24h"} 1.0' in text
+    assert (
+        'healthcheck_uptime_ratio{endpoint="api",kind="http",region="us",window="24h"} 1.0' in text
+    )
     assert "healthcheck_schedule_lag_seconds_bucket" in text
     assert "healthcheck_storage_writable 1.0" in text
     assert 'healthcheck_build_info{python="' in text

@@ -11,8 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from healthcheck.config import parse_config
 from healthcheck.exporter import DaemonGauges, Metrics, render
 from healthcheck.offload import Offload
-from healthcheck.result import ErrorClass, ProbeResult
+from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.status import StatusBoard
+from storage.rollup import Tally
+from storage.uptime import Target, UptimeReport
 
 
 @pytest.fixture
@@ -64,12 +66,9 @@ def test_histograms_counters_and_last_checks(metrics: Metrics) -> None:
     assert value(found, "healthcheck_checks_total", **us, result="success") == 2
     assert value(found, "healthcheck_checks_total", **us, result="failure") == 1
     assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
-    assert (
-        "healthcheck_check_errors_total",
-        frozenset({**us, "error": "dns"}.items()),
-    ) not in found
+    assert value(found, "healthcheck_check_errors_total", **us, error="dns") == 0
     assert value(found, "healthcheck_probe_success", **us) == 0
-    eu = {"region": "eu", "endpoint": "api"}
+    eu = {"region": "eu", "endpoint": "api", "kind": "http"}
     assert value(found, "healthcheck_probe_http_status_code", **eu) == 503
     assert value(found, "healthcheck_region_regional_failure", region="eu") == 1
     assert value(found, "healthcheck_schedule_lag_seconds_bucket", le="0.005") == 1
@@ -114,3 +113,114 @@ def test_notifications_count_timeouts_apart_from_refusals(metrics: Metrics) -> N
     assert value(found, total, channel="slack", result="failed") == 1
     assert value(found, total, channel="slack", result="timeout") == 2
     assert value(found, "healthcheck_notifications_pending", channel="slack") == 3
+
+
+def error_series(found: dict) -> dict[tuple[str, str], set[str]]:
+    """(endpoint, kind) -> the error classes with a healthcheck_check_errors_total series."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for name, labels in found:
+        if name == "healthcheck_check_errors_total":
+            named = dict(labels)
+            seen.setdefault((named["endpoint"], named["kind"]), set()).add(named["error"])
+    return seen
+
+
+def test_every_error_class_a_kind_can_produce_starts_at_zero() -> None:
+    """increase() sees the first error only if the series was there, at 0, before it."""
+    document = {
+        "regions": {
+            "us": {
+                "endpoints": [
+                    {"name": "web", "url": "http://127.0.0.1:1/"},
+                    {"name": "db", "kind": "tcp", "address": "127.0.0.1:1"},
+                    {"name": "cert", "kind": "tls", "address": "127.0.0.1:1"},
+                    {"name": "name", "kind": "dns", "hostname": "localhost"},
+                    {"name": "gpu", "kind": "onnx", "model": "builtin:gemm"},
+                    {
+                        "name": "triton",
+                        "kind": "inference",
+                        "url": "http://127.0.0.1:1",
+                        "model_name": "m",
+                        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}],
+                        "expected": [{"name": "y", "data": [1.0]}],
+                    },
+                ]
+            }
+        }
+    }
+    config = parse_config(json.dumps(document), "test")
+    metrics = Metrics(config, StatusBoard(config.endpoints()))
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    assert all(
+        count == 0 for (name, _), count in found.items() if name.startswith("healthcheck_check_")
+    )
+    seen = error_series(found)
+    network = {
+        "timeout",
+        "connection_refused",
+        "connection_reset",
+        "dns",
+        "tls",
+        "network",
+        "internal",
+        "condition_failed",
+    }
+    for plain in (("db", "tcp"), ("cert", "tls"), ("name", "dns")):
+        assert seen[plain] == network
+    assert seen["web", "http"] == network | {"http_status", "body_too_large", "invalid_response"}
+    assert seen["triton", "inference"] == seen["web", "http"] | {"not_ready", "wrong_output"}
+    assert seen["gpu", "onnx"] == {
+        "timeout",
+        "internal",
+        "wrong_output",
+        "gpu_error",
+        "gpu_unavailable",
+        "condition_failed",
+    }
+    assert not any("prober" in classes for classes in seen.values())  # never a verdict
+    for endpoint in ("web", "db"):
+        for result in ("success", "failure"):
+            labels = {"region": "us", "endpoint": endpoint, "result": result}
+            kind = "http" if endpoint == "web" else "tcp"
+            assert value(found, "healthcheck_checks_total", **labels, kind=kind) == 0
+
+
+def test_an_error_class_the_kind_did_not_declare_is_still_counted(metrics: Metrics) -> None:
+    result = ProbeResult("us", "api", "http", False, 0.1, time.time(), ErrorClass.GPU_ERROR)
+    metrics.observe(result, metrics.board.record(result) or metrics.board.latest["us/api"][1])
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+    assert value(found, "healthcheck_check_errors_total", **us, error="gpu_error") == 1
+    assert value(found, "healthcheck_check_errors_total", **us, error="timeout") == 1
+
+
+def test_every_endpoint_series_carries_region_endpoint_and_kind(metrics: Metrics) -> None:
+    """As the README promises: status code, certificate expiry, phases and uptime too."""
+    now = time.time()
+    result = ProbeResult(
+        "us",
+        "api",
+        "http",
+        True,
+        0.01,
+        now + 3,
+        http_status=200,
+        cert_expiry=now + 86400,
+        phases=Phases(dns=0.001, connect=0.002, first_byte=0.005, total=0.01),
+    )
+    metrics.observe(result, metrics.board.record(result) or metrics.board.latest["us/api"][1])
+    report = UptimeReport(
+        {1: Target(1, "us", "api", "http")}, {1: {"24h": Tally(checks=4, successes=3)}}
+    )
+    metrics.gauges = DaemonGauges(uptime=lambda: report)
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+
+    assert value(found, "healthcheck_probe_http_status_code", **us) == 200
+    assert value(found, "healthcheck_tls_cert_expiry_timestamp_seconds", **us) == now + 86400
+    assert value(found, "healthcheck_probe_phase_duration_seconds", **us, phase="dns") == 0.001
+    assert value(found, "healthcheck_uptime_ratio", **us, window="24h") == 0.75
+    without = {name for name, labels in found if "endpoint" in dict(labels)} - {
+        name for name, labels in found if "kind" in dict(labels)
+    }
+    assert without == set()
