@@ -121,9 +121,16 @@ async def test_once_table_and_region_filter(run_cli, fleet, tmp_path, closed_por
 
 
 async def test_exit_codes_healthy_and_degraded(run_cli, fleet, tmp_path) -> None:
-    healthy = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/ok"}]})
+    # Limits a busy machine cannot cross by accident: only /slow's own 200 ms may cross 100 ms.
+    fast = {"warning": "900ms", "critical": "1s"}
+    healthy = write_config(
+        tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/ok", "latency": fast}]}
+    )
     assert (await run_cli("--once", "--config", healthy)).code == 0
-    slow = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/slow"}]})
+    slow_limits = {"warning": "100ms", "critical": "5s"}
+    slow = write_config(
+        tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/slow", "latency": slow_limits}]}
+    )
     done = await run_cli("--once", "--config", slow)
     assert done.code == 1
     assert "latency" in done.stdout and "over warning 100ms" in done.stdout
