@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from healthcheck.config import load_config, parse_config
 from healthcheck.errors import ConfigError
@@ -372,3 +374,46 @@ def test_secret_values_are_scrubbed_from_every_echoing_error(fragment: str, path
     message = str(caught.value)
     assert "s3cretvalue" not in message.lower()
     assert "***" in message  # the value is shown redacted, not silently dropped
+
+
+# -- the README's configuration is the configuration -------------------------------------------
+README = REPO / "README.md"
+# How a README block that is only a fragment becomes a whole file: when it has no `regions`
+# key, this minimal one is appended to its text (nothing else is added or changed).
+MINIMAL_REGIONS = "\nregions: {example: {endpoints: [{name: api, url: 'http://127.0.0.1:1/'}]}}\n"
+# Every `${NAME}` a block uses is given this value, so a block is judged on its keys.
+EXAMPLE_VALUE = "readme-example-value"
+
+
+def readme_yaml_blocks() -> list[str]:
+    blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    assert blocks, "README.md shows no ```yaml block: the test would prove nothing"
+    return blocks
+
+
+@pytest.mark.parametrize(
+    "block", readme_yaml_blocks(), ids=lambda b: b.strip().splitlines()[0][:40]
+)
+def test_every_readme_yaml_block_is_accepted(block: str, tmp_path) -> None:
+    data = yaml.safe_load(block)
+    assert isinstance(data, dict), f"cannot judge this README block, not a mapping:\n{block}"
+    whole = block if "regions" in data else block + MINIMAL_REGIONS
+    path = tmp_path / "regions.yaml"
+    path.write_text(whole, encoding="utf-8")
+    environ = dict.fromkeys(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", block), EXAMPLE_VALUE)
+    config = load_config(path, environ=environ)
+    assert list(config.endpoints()), "a configuration with nothing to check"
+
+
+def test_the_readme_storage_keys_reach_the_settings() -> None:
+    config = parse(
+        """
+        storage:
+          retention: {raw: 24h, raw_rows: 500, rollups: 30d}
+          max_queue: 1000
+        regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}
+        """
+    )
+    storage = config.storage
+    assert (storage.retention_raw, storage.retention_raw_rows) == (86400.0, 500)
+    assert (storage.retention_rollups, storage.max_queue) == (30 * 86400.0, 1000)
