@@ -78,7 +78,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
     except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
         raise ConfigError(f"invalid YAML: {exc}", file=source) from None
     builder = _Builder(source, os.environ if environ is None else environ)
-    return builder.build(data)
+    # No `$` in the text: nothing to interpolate, and no walk over every value to find that out.
+    return builder.build(data, interpolate="$" in text)
 
 
 def _where(exc: yaml.MarkedYAMLError) -> str:
@@ -156,12 +157,13 @@ class _Builder:
         return Secret(result) if from_environment else result
 
     # -- whole file ----------------------------------------------------------------------------
-    def build(self, data: Any) -> Config:
+    def build(self, data: Any, interpolate: bool = True) -> Config:
         if data is None:
             raise self.error("", "the file is empty; it needs at least a 'regions' mapping")
         if not isinstance(data, dict):
             raise self.error("", f"expected a mapping at the top level, got {_kind_of(data)}")
-        data = self.interpolate(data, "")
+        if interpolate:
+            data = self.interpolate(data, "")
         self.refuse_unknown(data, TOP_LEVEL_KEYS, "")
         scheduler, storage, exporter, sla = (
             self.read(SECTIONS[name].build, data.get(name), name)
@@ -299,7 +301,7 @@ class _Builder:
             latency_critical=latency["critical"],
             conditions=values["conditions"],
             settings=settings,
-            alerts=overrides(values["alerts"]),
+            alerts=overrides(values["alerts"]) if values["alerts"] else _NO_OVERRIDES,
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:
@@ -418,6 +420,7 @@ class _Builder:
 
 
 _MISSING: Any = object()
+_NO_OVERRIDES = overrides({})
 _PLAIN = (str, int, float, bool)
 
 

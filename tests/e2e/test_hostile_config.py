@@ -3,7 +3,11 @@ a message naming the file and the problem, never a traceback, minutes or gigabyt
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 import pytest
+from polling import until
 
 from healthcheck.safe_yaml import MAX_BYTES
 
@@ -88,3 +92,32 @@ async def test_aliases_within_the_limits_still_work(run_cli, tmp_path) -> None:
     )
     done = await run_cli("check-config", "--config", str(config))
     assert done.code == 0, done.stderr
+
+
+async def test_a_reload_of_an_alias_bomb_is_rejected_and_the_daemon_carries_on(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
+    """What would have got the service killed under MemoryMax=1G: a SIGHUP with a bomb."""
+    config = tmp_path / "regions.yaml"
+    config.write_text(
+        f"storage: {{path: {tmp_path / 'hc.db'}}}\n"
+        "exporter: {listen: '127.0.0.1:0'}\n"
+        "defaults: {interval: 1s, timeout: 1s}\n"
+        f"regions: {{r: {{endpoints: [{{name: a, url: '{fleet.http}/ok'}}]}}}}\n"
+    )
+    process = await start_daemon(config)
+    log = follow_log(process)
+    try:
+        await until(lambda: log.events("listening"))
+        config.write_text(billion_laughs())
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: log.events("config_reload_failed"))
+        assert "values with aliases expanded" in log.events("config_reload_failed")[0]["error"]
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert log.other == []

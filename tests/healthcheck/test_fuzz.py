@@ -28,6 +28,7 @@ KEYS = [
     "target", "alerts", "enabled", "model", "golden", "require_gpu", "tolerance", "atol",
     "inputs", "expected", "model_name", "shape", "data", "datatype", "expected_status",
     "max_body", "follow_redirects", "retention", "raw", "vantage", "failure_threshold",
+    "raw_rows", "rollups", "max_queue", "tick", "rate_limit", "auth", "protect_metrics",
 ]  # fmt: skip
 SCALARS = (
     st.none()
