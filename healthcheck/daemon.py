@@ -145,6 +145,9 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.reload_state = (True, clock())
         self._reloading = asyncio.Lock()
+        self._reload_pending = False  # a SIGHUP came while a reload ran: read the file again
+        self.reload_requests = 0  # SIGHUPs handled
+        self.reload_reads = 0  # times the file was read for them
         self.prober: Prober | None = None
         self.api: ApiState | None = None
         self.board = StatusBoard(config.endpoints())
@@ -360,6 +363,11 @@ class Daemon:
                 "heartbeat_age_seconds": self._heartbeat_age(),
                 "lag_seconds": stats.lag_summary(),
             },
+            "reloads": {
+                "requested": self.reload_requests,
+                "read": self.reload_reads,
+                "running": self._reloading.locked(),
+            },
             "process": {
                 "pid": os.getpid(),
                 "rss_bytes": process.rss_bytes,
@@ -396,14 +404,28 @@ class Daemon:
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config. A bad one is logged and the old one keeps running;
-        endpoints that did not change keep their timers, results and alert state."""
+        endpoints that did not change keep their timers, results and alert state.
+
+        Requests that come while a reload runs fold into one more reload after it, which
+        reads the file as it is then: a burst of N SIGHUPs costs at most two reloads, not N
+        (10,000 endpoints take seconds of CPU to load). Returns whether this call applied a
+        configuration; False for one folded into the reload already running."""
         if self.config_path is None:
             log.warning(
                 "nothing to reload: no configuration file", extra={"event": "config_reload_skipped"}
             )
             return False
-        async with self._reloading:  # a storm of SIGHUPs: one reload at a time, last one wins
-            return await self._reload(self.config_path)
+        self.reload_requests += 1
+        self._reload_pending = True
+        if self._reloading.locked():
+            return False
+        applied = False
+        async with self._reloading:
+            while self._reload_pending:
+                self._reload_pending = False
+                self.reload_reads += 1
+                applied = await self._reload(self.config_path)
+        return applied
 
     async def _reload(self, path: str) -> bool:
         self.notifier.send(reloading=1, monotonic_usec=int(time.monotonic() * 1_000_000))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from healthcheck.durations import parse_duration
+from healthcheck.durations import format_duration, parse_duration
 from healthcheck.secrets import Secret
 
 REQUIRED: Any = object()
@@ -59,14 +59,36 @@ def ratio(value: Any) -> float:
     return number
 
 
+DAY = 86400.0
+LONGEST = 7 * DAY  # a duration key with no limit of its own: alert windows, holds, reminders
+
+
 def duration(value: Any) -> float:
-    """`30s`, `5m`, `250ms`; a bare number is taken as seconds."""
+    """`30s`, `5m`, `250ms`; a bare number is taken as seconds; at most a week."""
+    return _duration(value, LONGEST)
+
+
+def duration_up_to(maximum: float) -> Reader:
+    """A duration reader that refuses more than `maximum` seconds."""
+    return lambda value: _duration(value, maximum)
+
+
+def _duration(value: Any, maximum: float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 30s, 5m or 250ms, got {value!r}")
     seconds = float(value) if isinstance(value, int | float) else parse_duration(text(value))
+    if seconds != seconds:  # NaN compares false with everything, so would pass both checks
+        raise ValueError(f"expected a duration like 30s, 5m or 250ms, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"must be greater than zero, got {value!r}")
+    if seconds > maximum:
+        raise ValueError(f"must be at most {format_duration(maximum)}, got {_shown(value)}")
     return seconds
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else f"{shown[:37]}..."
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
@@ -252,4 +274,7 @@ def tls_options(value: Any) -> TlsOptions:
     return TlsOptions(**sub_mapping(value, _TLS_KEYS))
 
 
-LATENCY_KEYS: dict[str, Reader] = {"warning": optional(duration), "critical": optional(duration)}
+LATENCY_KEYS: dict[str, Reader] = {
+    "warning": optional(duration_up_to(DAY)),
+    "critical": optional(duration_up_to(DAY)),
+}

@@ -64,6 +64,11 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SlaSettings:
+    target: float = 0.999  # the uptime ratio regions are held to in the SLA API
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterSettings:
     """The daemon's HTTP server: /metrics, the JSON API and the status page."""
 

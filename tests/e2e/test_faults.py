@@ -398,3 +398,49 @@ async def assert_only_checked(fleet, names: str) -> None:
     await asyncio.sleep(1.0)
     checked = {path.removeprefix("/switch/") for path in fleet.hits[before:]}
     assert checked == set(names)
+
+
+async def reloads(port: int) -> dict[str, Any]:
+    return (await get_json(port, "/api/v1/self"))["reloads"]
+
+
+async def test_a_burst_of_sighups_during_a_reload_costs_one_more_reload(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
+    """The file is a FIFO, so a reload waits, reading it, for as long as the test likes: 50
+    SIGHUPs handled while it waits fold into one more reload, which reads what the file says
+    after them, not 49 queued reloads of it."""
+    config = tmp_path / "regions.yaml"
+    config.write_bytes(storm_config(tmp_path, fleet, ["a", "b", "c"]))
+    process = await start_daemon(config)
+    log = follow_log(process)
+    try:
+        await until(lambda: all(fleet.hits.count(f"/switch/{n}") >= 1 for n in "abc"))
+        config.unlink()
+        os.mkfifo(config)
+        for sent in range(1, 51):
+            process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while (await reloads(log.port))["requested"] < sent:  # handled, not merged away
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+        assert await reloads(log.port) == {"requested": 50, "read": 1, "running": True}
+
+        # The first reload reads this; then exactly one more reads the newest.
+        await asyncio.to_thread(config.write_bytes, storm_config(tmp_path, fleet, ["d"]))
+        await until(lambda: len(log.events("config_reloaded")) == 1)  # the FIFO is closed
+        await asyncio.to_thread(config.write_bytes, storm_config(tmp_path, fleet, ["x", "y"]))
+        await until(lambda: len(log.events("config_reloaded")) == 2)
+        assert await checked_names(log.port) == {"x", "y"}
+
+        # Nothing else was queued: one more SIGHUP is the third reload, and the last.
+        config.unlink()
+        config.write_bytes(storm_config(tmp_path, fleet, ["z"]))
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: len(log.events("config_reloaded")) == 3)
+        assert await checked_names(log.port) == {"z"}
+        assert await reloads(log.port) == {"requested": 51, "read": 3, "running": False}
+        await stop(process)
+    finally:
+        await killed(process)
+    assert log.other == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from healthcheck.config import load_config, parse_config
 from healthcheck.errors import ConfigError
@@ -353,6 +355,14 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
             "at most 5m",
         ),
         ("sla: {target: 120%}\nregions: {}", "sla.target", "between 0 and 100%"),
+        (ONE.format(extra="interval: .nan"), "regions.us-west.endpoints[0].interval", "duration"),
+        (ONE.format(extra="interval: 25h"), "regions.us-west.endpoints[0].interval", "at most 1d"),
+        ("defaults: {timeout: 1.0e+300}\nregions: {}", "defaults.timeout", "at most 1d"),
+        ("storage: {max_queue: 0}\nregions: {}", "storage.max_queue", "at least 1"),
+        ("storage: {retention: {raw_rows: 0}}\nregions: {}", "storage.retention.raw_rows", "least"),
+        ("storage: {retention: {rollups: 4000d}}\nregions: {}", "storage.retention.rollups", "366"),
+        ("storage: {queue: 5}\nregions: {}", "storage.queue", "path, retention, max_queue"),
+        ("regions: &a {r: *a}", None, "inside its own anchor"),
     ],
 )
 def test_validation_errors_name_the_key_path(text: str, path: str | None, fragment: str) -> None:
@@ -414,3 +424,46 @@ def test_a_channel_delivery_timeout_defaults_globally_and_per_channel() -> None:
     }
     default = parse_config(f"alerting: {{channels: {{slack: 'json://h/'}}}}\n{REGIONS}", "t", {})
     assert default.alerting.channels["slack"].timeout == 30.0  # generous: a slow Slack is fine
+
+
+# -- the README's configuration is the configuration -------------------------------------------
+README = REPO / "README.md"
+# How a README block that is only a fragment becomes a whole file: when it has no `regions`
+# key, this minimal one is appended to its text (nothing else is added or changed).
+MINIMAL_REGIONS = "\nregions: {example: {endpoints: [{name: api, url: 'http://127.0.0.1:1/'}]}}\n"
+# Every `${NAME}` a block uses is given this value, so a block is judged on its keys.
+EXAMPLE_VALUE = "readme-example-value"
+
+
+def readme_yaml_blocks() -> list[str]:
+    blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    assert blocks, "README.md shows no ```yaml block: the test would prove nothing"
+    return blocks
+
+
+@pytest.mark.parametrize(
+    "block", readme_yaml_blocks(), ids=lambda b: b.strip().splitlines()[0][:40]
+)
+def test_every_readme_yaml_block_is_accepted(block: str, tmp_path) -> None:
+    data = yaml.safe_load(block)
+    assert isinstance(data, dict), f"cannot judge this README block, not a mapping:\n{block}"
+    whole = block if "regions" in data else block + MINIMAL_REGIONS
+    path = tmp_path / "regions.yaml"
+    path.write_text(whole, encoding="utf-8")
+    environ = dict.fromkeys(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", block), EXAMPLE_VALUE)
+    config = load_config(path, environ=environ)
+    assert list(config.endpoints()), "a configuration with nothing to check"
+
+
+def test_the_readme_storage_keys_reach_the_settings() -> None:
+    config = parse(
+        """
+        storage:
+          retention: {raw: 24h, raw_rows: 500, rollups: 30d}
+          max_queue: 1000
+        regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}
+        """
+    )
+    storage = config.storage
+    assert (storage.retention_raw, storage.retention_raw_rows) == (86400.0, 500)
+    assert (storage.retention_rollups, storage.max_queue) == (30 * 86400.0, 1000)

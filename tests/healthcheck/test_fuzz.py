@@ -28,6 +28,7 @@ KEYS = [
     "target", "alerts", "enabled", "model", "golden", "require_gpu", "tolerance", "atol",
     "inputs", "expected", "model_name", "shape", "data", "datatype", "expected_status",
     "max_body", "follow_redirects", "retention", "raw", "vantage", "failure_threshold",
+    "raw_rows", "rollups", "max_queue", "tick", "rate_limit", "auth", "protect_metrics",
 ]  # fmt: skip
 SCALARS = (
     st.none()
@@ -67,6 +68,39 @@ def test_any_document_is_a_config_or_a_config_error(document) -> None:
 @settings(max_examples=300, deadline=SLOW)
 @given(text=st.text(max_size=300))
 def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
+    only_config_errors(text)
+
+
+@st.composite
+def aliased_documents(draw) -> str:
+    """Anchors and aliases nested at random, up to 12 levels of 12: from harmless to alias
+    bombs of 12**12 values, placed where the loader reads endpoints, defaults or nowhere."""
+    levels, width = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    leaf = draw(st.sampled_from(["x", "{name: a, url: 'http://a/'}", "{interval: 1s}", "[]"]))
+    lines = [f"a0: &a0 {leaf}"]
+    for level in range(1, levels):
+        aliases = ", ".join([f"*a{level - 1}"] * width)
+        lines.append(f"a{level}: &a{level} " + draw(st.sampled_from(["[{}]", "{{k: [{}]}}"])))
+        lines[-1] = lines[-1].format(aliases)
+    top = f"*a{levels - 1}"
+    lines.append(
+        draw(
+            st.sampled_from(
+                [
+                    f"regions: {{r: {{endpoints: {top}}}}}",
+                    f"regions: {{r: {{defaults: {top}, endpoints: [{{name: a, url: 'http://a/'}}]}}}}",
+                    f"defaults: {{headers: {{x: {top}}}}}",
+                    f"storage: {top}",
+                ]
+            )
+        )
+    )
+    return "\n".join(f"x{line}" if line.startswith("a") else line for line in lines)
+
+
+@settings(max_examples=100, deadline=SLOW)
+@given(text=aliased_documents())
+def test_aliases_nested_at_random_are_a_config_or_a_config_error(text: str) -> None:
     only_config_errors(text)
 
 
