@@ -10,11 +10,12 @@ from dataclasses import replace
 import pytest
 from aiohttp import web
 from alertmanager import alerts, running_alertmanager
+from in_process import Running
+from polling import until
 
 from alerting.delivery import AlertmanagerChannel
 from alerting.outbox import Notification
 from healthcheck.config import parse_config
-from healthcheck.daemon import Daemon, open_writer
 from healthcheck.secrets import Secret
 
 
@@ -185,26 +186,6 @@ async def until_async(condition, timeout: float) -> None:
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
-
-
-async def until(condition, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-class Running:
-    """The daemon in this process, until close()."""
-
-    def __init__(self, config) -> None:
-        self.daemon = Daemon(config, open_writer(config.storage))
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.daemon.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await self.task
 
 
 async def test_the_runbook_url_reaches_alertmanager_as_its_usual_annotation(alertmanager) -> None:

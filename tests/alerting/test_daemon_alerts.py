@@ -8,9 +8,10 @@ import sqlite3
 
 import pytest
 from aiohttp import web
+from in_process import Running
+from polling import until
 
 from healthcheck.config import parse_config
-from healthcheck.daemon import Daemon, open_writer
 
 FAILING = web.AppKey("failing", set)
 
@@ -66,24 +67,6 @@ def config_for(base: str, webhook, smtp_port: int, db: str, **rules):
         "test",
         {},
     )
-
-
-class Running:
-    def __init__(self, config) -> None:
-        self.daemon = Daemon(config, open_writer(config.storage))
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.daemon.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await self.task
-
-
-async def until(condition, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def titles(webhook) -> list[str]:
