@@ -20,8 +20,8 @@ from alerting.settings import overrides, read_alerting, read_overrides
 from healthcheck import safe_yaml, schema
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
 from healthcheck.errors import ConfigError
-from healthcheck.prober import REGISTRY
 from healthcheck.probes.base import Probe
+from healthcheck.probes.registry import KINDS, probe_kind
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
 from healthcheck.sections import SECTIONS
@@ -241,12 +241,12 @@ class _Builder:
                 f"{name!r} is not a valid name: use letters, digits, '-', '_', '.' (max 63)",
             )
         kind_name = _plain(raw.get("kind", "http"))
-        probe = REGISTRY.get(kind_name) if isinstance(kind_name, str) else None
-        if probe is None:
+        if not isinstance(kind_name, str) or kind_name not in KINDS:
             raise self.error(
                 _join(path, "kind"),
-                f"unknown kind {kind_name!r}; expected one of {', '.join(sorted(REGISTRY))}",
+                f"unknown kind {kind_name!r}; expected one of {', '.join(sorted(KINDS))}",
             )
+        probe = probe_kind(kind_name)
         options = self.kinds.get(kind_name) or {**COMMON_OPTIONS, **probe.options}
         self.kinds[kind_name] = options
         for key in raw:
@@ -333,8 +333,8 @@ class _Builder:
     def check_defaults(self, defaults: dict[str, Any], path: str) -> None:
         """Defaults take any key some kind takes; each value is checked where it is written."""
         allowed: dict[str, Option] = dict(COMMON_OPTIONS)
-        for probe in REGISTRY.values():
-            for key, option in probe.options.items():
+        for kind in KINDS:
+            for key, option in probe_kind(kind).options.items():
                 if option.default is not REQUIRED:
                     allowed.setdefault(key, option)
         self.refuse_unknown(defaults, allowed, path)

@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
 from healthcheck.offload import Offload, OffloadError
-from healthcheck.prober import REGISTRY
+from healthcheck.probes.registry import KINDS, probe_kind
 from healthcheck.result import CANARY_KINDS, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
@@ -72,7 +72,7 @@ def _declared_errors(kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
     its endpoints (so a scrape pickles the names once per kind, not once per endpoint)."""
     found = _DECLARED.get(kind)
     if found is None:
-        probe = REGISTRY.get(kind)
+        probe = probe_kind(kind) if kind in KINDS else None
         names = tuple(error.value for error in probe.errors) if probe else ()
         found = _DECLARED[kind] = (names, {name: i for i, name in enumerate(names)})
     return found

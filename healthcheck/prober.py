@@ -1,43 +1,31 @@
-"""The probe kinds, one registry line each, and the Prober that runs any of them."""
+"""The Prober: checks any endpoint with the probe of its kind, started on the kind's first check."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from healthcheck.probes.base import Clock, Probe
-from healthcheck.probes.dns import DnsProbe
-from healthcheck.probes.http import HttpProbe
-from healthcheck.probes.tcp import TcpProbe
-from healthcheck.probes.tls import TlsProbe
+from healthcheck.probes.registry import probe_kind
 from healthcheck.result import ProbeResult
 from healthcheck.secrets import Redactor, cut
 from healthcheck.targets import Endpoint
-from inference_probe.local import OnnxProbe
-from inference_probe.remote import InferenceProbe
-
-REGISTRY: dict[str, type[Probe]] = {
-    HttpProbe.kind: HttpProbe,
-    TcpProbe.kind: TcpProbe,
-    TlsProbe.kind: TlsProbe,
-    DnsProbe.kind: DnsProbe,
-    OnnxProbe.kind: OnnxProbe,
-    InferenceProbe.kind: InferenceProbe,
-}
 
 
 class Prober:
-    """Owns one instance of each probe kind and checks any endpoint with the right one."""
+    """Owns one instance of each probe kind it has been asked to check, and checks any endpoint
+    with the right one."""
 
     def __init__(self, redactor: Redactor | None = None, clock: Clock = time.time) -> None:
-        self._probes = {kind: cls(clock) for kind, cls in REGISTRY.items()}
+        self._clock = clock
+        self._probes: dict[str, Probe] = {}
+        self._starting: dict[str, asyncio.Future[Probe]] = {}
         self._redact = redactor or Redactor()
 
     async def __aenter__(self) -> Prober:
-        for probe in self._probes.values():
-            await probe.start()
         return self
 
     async def __aexit__(
@@ -46,8 +34,24 @@ class Prober:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         for probe in self._probes.values():
             await probe.close()
+
+    async def _probe(self, kind: str) -> Probe:
+        """The started probe of `kind`; concurrent first checks of a kind share one start."""
+        starting = self._starting.get(kind)
+        if starting is None:
+            starting = self._starting[kind] = asyncio.ensure_future(self._start(kind))
+        return await asyncio.shield(starting)
+
+    async def _start(self, kind: str) -> Probe:
+        # Imported in a thread: a canary kind's first import (numpy, ~0.2 s) would otherwise
+        # stall every other check on the loop, and their latencies with it.
+        probe = (await asyncio.to_thread(probe_kind, kind))(self._clock)
+        await probe.start()
+        self._probes[kind] = probe
+        return probe
 
     def use_secrets(self, redactor: Redactor) -> None:
         """A reloaded configuration may bring new secrets to scrub."""
@@ -56,7 +60,8 @@ class Prober:
     async def check(self, target: Endpoint) -> ProbeResult:
         """One check of one endpoint; secrets are scrubbed at the source from every text the
         result carries (error, condition texts and what they saw, string details)."""
-        return self.scrub(await self._probes[target.kind].run(target))
+        probe = self._probes.get(target.kind) or await self._probe(target.kind)
+        return self.scrub(await probe.run(target))
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
         redact = self._redact
