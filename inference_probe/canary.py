@@ -13,8 +13,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from inference_probe import worker
-
 log = logging.getLogger("inference_probe.canary")
 # spawn, not fork: a fresh interpreter shares no threads, locks or CUDA state with the daemon.
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -60,6 +58,8 @@ class CanaryWorker:
         return self.process.pid if self.process is not None else None
 
     def _start(self) -> None:
+        from inference_probe import worker  # numpy and onnxruntime: the child's, not the CLI's
+
         parent, child = _CONTEXT.Pipe(duplex=True)
         process = _CONTEXT.Process(
             target=worker.main, args=(child, self.spec), name=f"canary {self.name}", daemon=True

@@ -7,28 +7,27 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import numpy as np
 
 from healthcheck import schema
 from healthcheck.result import ErrorClass
 from healthcheck.schema import FieldError, TlsOptions
 from healthcheck.secrets import Secret
 
+if TYPE_CHECKING:
+    import numpy as np
+
 _AUTH_STATUSES = frozenset({401, 403, 407})  # a refusal, not a server saying it is not ready
 _SNIPPET = 200  # longest piece of a server's error text quoted
 
+# Each integer datatype's bounds, without numpy: reading a configuration must not need it.
 _INTEGERS = {
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
+    f"{'U' if unsigned else ''}INT{bits}": (0, 2**bits - 1)
+    if unsigned
+    else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    for unsigned in (True, False)
+    for bits in (8, 16, 32, 64)
 }
 DATATYPES = ("BOOL", *_INTEGERS, "FP16", "FP32", "FP64", "BYTES")
 
@@ -158,8 +157,7 @@ def _element_reader(datatype: str) -> Callable[[Any], bool | int | float | str]:
     if datatype == "BYTES":
         return schema.text
     if datatype in _INTEGERS:
-        limits = np.iinfo(_INTEGERS[datatype])
-        return schema.integer(int(limits.min), int(limits.max))
+        return schema.integer(*_INTEGERS[datatype])
     return _number
 
 
@@ -284,6 +282,8 @@ def infer_request(settings: InferenceSettings) -> dict[str, Any]:
 
 def output_values(body: bytes, expected: ExpectedOutput) -> np.ndarray:
     """The named output's values, flattened, from an infer answer; raise InvalidResponse."""
+    import numpy as np  # loaded by InferenceProbe.start, off the event loop
+
     try:
         answer = json.loads(body)
     except (ValueError, RecursionError):
@@ -323,6 +323,8 @@ def output_values(body: bytes, expected: ExpectedOutput) -> np.ndarray:
 
 def compare(actual: np.ndarray, expected: ExpectedOutput, tolerance: Tolerance) -> Comparison:
     """np.allclose decides; the largest absolute and relative errors say by how much."""
+    import numpy as np  # loaded by InferenceProbe.start, off the event loop
+
     golden = np.asarray(expected.data, dtype=np.float64)
     passed = np.allclose(actual, golden, atol=tolerance.atol, rtol=tolerance.rtol, equal_nan=True)
     same = (actual == golden) | (np.isnan(actual) & np.isnan(golden))
