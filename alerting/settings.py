@@ -10,8 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import apprise
-
 from alerting.silences import Silence, read_silences
 from healthcheck import schema
 from healthcheck.durations import format_duration
@@ -133,7 +131,7 @@ def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
             raise schema.FieldError("url", "missing: an Apprise URL (or Alertmanager base URL)")
         kind = fields.get("kind", "apprise")
         url = fields["url"].reveal()
-        if kind == "apprise" and not apprise.Apprise().add(url):
+        if kind == "apprise" and not _apprise_accepts(url):
             # Never echo the URL: it usually holds a token.
             raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
         if kind == "alertmanager" and not url.startswith(("http://", "https://")):
@@ -268,3 +266,11 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         timeout=timeout,
         runbook_base=values.get("runbook_base"),
     )
+
+
+def _apprise_accepts(url: str) -> bool:
+    """Whether Apprise knows the URL's service and can read it. Imported here, not above: only
+    a configuration with channels pays for Apprise (0.1 s and its plug-ins)."""
+    import apprise
+
+    return bool(apprise.Apprise().add(url))

@@ -11,12 +11,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import sqlite_utils
-
 from healthcheck import schema
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
