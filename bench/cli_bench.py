@@ -126,7 +126,7 @@ def main() -> None:
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"{platform.machine()}; median of {args.rounds} rounds"
     )
-    print(f"{'command':52} {'wall ms':>8} {'cpu ms':>8} {'× floor':>8}")
+    print(f"{'command':52} {'wall ms':>8} {'cpu ms':>8} {'x floor':>8}")
     for name in commands:
         wall = statistics.median(walls[name])
         cpu = statistics.median(cpus[name])
