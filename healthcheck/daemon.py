@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import os
-import resource
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -49,6 +45,13 @@ from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard, StorageSettings
+from healthcheck.tuning import (  # noqa: F401 (re-exported)
+    GC_THRESHOLDS,
+    MALLOC_ARENAS,
+    SWITCH_INTERVAL,
+    freeze_startup_heap,
+    tune_process,
+)
 from healthcheck.uptime_cache import UptimeCache
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
@@ -67,49 +70,11 @@ SENDER_GRACE = 15.0
 STATUS_EVERY = 10.0
 # A dispatcher silent this long (it wakes every HEARTBEAT) is wedged: no WATCHDOG=1, not ready.
 STALL_AFTER = 3 * HEARTBEAT
-# Garbage collector generations while the daemon runs (see run).
-GC_THRESHOLDS = (50_000, 20, 10)
-# The GIL switch interval while the daemon runs (see tune_process).
-SWITCH_INTERVAL = 0.0001
-# glibc malloc arenas: by default up to 8 per core, one per thread that allocates (the writer,
-# worker threads); each keeps its freed memory. 10,000 endpoints: RSS ~265-390 -> ~230-330 MB.
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
 
 # Takes each classified result: metrics, alerting. Must not block.
 ResultSink = Callable[[ProbeResult, Status], None]
-
-
-def tune_process() -> None:
-    """Process settings for a busy event loop that shares the interpreter with worker threads.
-
-    The GIL switch interval drops from 5 ms to 0.1 ms: while another thread computes (the
-    storage writer, a scrape's snapshot), each socket call the event loop makes waited up to a
-    whole interval to get the GIL back, and a loop turn with dozens of them stalled for
-    100-200 ms. Measured: 1,000 endpoints every 5 s, p99 schedule lag 57 ms -> 7 ms; 10,000
-    every 10 s, p99 96 ms (0.5 ms) -> 64 ms (0.1 ms) and less CPU; 0.05 ms was no better.
-    The open file limit goes to its hard limit, as Go programs do: every check in flight
-    holds a socket. Threads share MALLOC_ARENAS malloc arenas (glibc; MALLOC_ARENA_MAX in the
-    environment wins).
-    """
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        _limit_malloc_arenas(MALLOC_ARENAS)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _limit_malloc_arenas(count: int) -> None:
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt  # glibc; musl and others have none and need none
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, count)
 
 
 def storage_path(settings: StorageSettings) -> str:
@@ -701,14 +666,7 @@ class Daemon:
                 background.append(asyncio.create_task(self._alerting(), name="alerting"))
                 sending = asyncio.create_task(self.sender.run(), name="sender")
             await asyncio.sleep(0)  # let the dispatcher start before saying ready
-            # What exists now (modules, config, a metric series per endpoint) lives as long as
-            # the daemon: moved out of the collector's sight, full collections stay short.
-            gc.collect()
-            gc.freeze()
-            # Young collections every 50,000 allocations instead of 700: each check allocates
-            # hundreds of short-lived containers that refcounting frees anyway. At 10,000
-            # endpoints every 10 s this halved the event loop's CPU per check (0.62 -> 0.30 ms).
-            gc.set_threshold(*GC_THRESHOLDS)
+            freeze_startup_heap()
             self.notifier.send(ready=1, status=self.status_line())
             try:
                 await stop.wait()
