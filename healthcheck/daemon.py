@@ -17,13 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
-from alerting.delivery import ChannelStats, Sender, build_channels, per_alert
+from alerting.delivery import Sender
+from alerting.engine import (  # noqa: F401 (re-exported)
+    ALERT_TICK,
+    SENDER_GRACE,
+    SILENCES_EVERY,
+    AlertEngine,
+)
 from alerting.evaluator import Evaluator
-from alerting.outbox import Outbox
-from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
-from alerting.silences import Silence, stored
-from alerting.store import forget, load_states, save_changes
 from healthcheck.api import ApiState, build_app
 from healthcheck.config import load_config
 from healthcheck.connections import (
@@ -62,16 +64,10 @@ log = logging.getLogger("healthcheck.daemon")
 DRAIN_GRACE = 5.0
 # How long it waits for storage to flush on the way out.
 FLUSH_TIMEOUT = 10.0
-# Alerts are evaluated (and grouped) once per tick.
-ALERT_TICK = 1.0
-# How long a stopping daemon lets channels finish the delivery in hand.
-SENDER_GRACE = 15.0
 # STATUS= lines (and the watchdog, when its interval is shorter) this often.
 STATUS_EVERY = 10.0
 # A dispatcher silent this long (it wakes every HEARTBEAT) is wedged: no WATCHDOG=1, not ready.
 STALL_AFTER = 3 * HEARTBEAT
-# How often silences added from the CLI are read back from the database.
-SILENCES_EVERY = 5.0
 
 # Takes each classified result: metrics, alerting. Must not block.
 ResultSink = Callable[[ProbeResult, Status], None]
@@ -130,29 +126,33 @@ class Daemon:
             clock,
             offload=self.helper,
         )
+        self.alerts: AlertEngine | None = None
+        if config.alerting.enabled:
+            self.alerts = AlertEngine(
+                config.endpoints(),
+                config.alerting,
+                self.uptime.path,
+                clock,
+                page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
+                uptime_24h=self._uptime_24h,
+                self_check=self._self_check,
+                database_created=lambda: storage.stats.replaced if storage else 0,
+            )
         self.metrics = Metrics(config, self.board, self._gauges(), offload=self.helper)
         self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
+        if self.alerts is not None:
+            self._sinks.append(self.alerts.observe)
         self._serve_http = serve_http
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening: tuple[str, int] | None = None
-        self.evaluator: Evaluator | None = None
-        self.sender: Sender | None = None
-        self._stored_silences: list[Silence] = []
-        self._silences_read = 0.0
-        # Alert changes the database could not take yet (locked, full, read-only): kept in
-        # order and saved with the next evaluation that can, so none is lost.
-        self._unsaved: list[Callable[[Outbox], None]] = []
-        # Times the database file was created anew (the writer's count) whose alert state
-        # has been queued for, and written into, the new file.
-        self._alerts_queued_for = 0
-        self._alerts_written_for = 0
-        if config.alerting.enabled:
-            page = f"http://{config.exporter.host}:{config.exporter.port}/"
-            self.channels = build_channels(config.alerting.channels, generator_url=page)
-            self.sender = Sender(self.uptime.path, self.channels, clock=clock)
-            endpoints = {endpoint.id: endpoint for endpoint in config.endpoints()}
-            self.evaluator = Evaluator(endpoints, config.alerting, self._uptime_24h)
-            self._sinks.append(self.evaluator.observe)
+
+    @property
+    def evaluator(self) -> Evaluator | None:
+        return self.alerts.evaluator if self.alerts else None
+
+    @property
+    def sender(self) -> Sender | None:
+        return self.alerts.sender if self.alerts else None
 
     def _uptime_24h(self) -> dict[str, tuple[float | None, float]]:
         """(24h uptime, checks) per endpoint id, from the last stored-uptime snapshot."""
@@ -166,137 +166,6 @@ class Daemon:
             if tally is not None:
                 found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
         return found
-
-    async def evaluate_alerts(self) -> None:
-        """One evaluation: rules → state changes → stored → routed into the outbox."""
-        evaluator, sender = self.evaluator, self.sender
-        if evaluator is None or sender is None:
-            return
-        now = self._clock()
-        replaced = self.storage.stats.replaced if self.storage else 0
-        if replaced != self._alerts_queued_for:
-            self._alerts_queued_for = replaced
-            self._unsaved.append(self._write_back_alerts(evaluator, replaced, now))
-        evaluator.self_check = self._self_check(now)
-        changes = evaluator.evaluate(now)
-        if not changes:
-            await self._save(sender)
-            return
-        if not 0 <= now - self._silences_read <= SILENCES_EVERY:  # or the clock stepped back
-            try:
-                self._stored_silences = await sender.database(lambda outbox: stored(outbox.db, now))
-                self._silences_read = now
-            except Exception as exc:  # the last silences read stay in force
-                log.warning("cannot read silences: %s", exc, extra={"event": "silences_error"})
-        routed = route(
-            changes,
-            evaluator.alerts,
-            evaluator.notified,
-            self.config.alerting,
-            per_alert(self.channels),
-            now,
-            (*self.config.alerting.silences, *self._stored_silences),
-        )
-        evaluator.notified.update(routed.notified)
-        kept = [
-            (
-                c.state,
-                c.event,
-                evaluator.notified.get((c.state.rule, c.state.target), False),
-                c.region,
-            )
-            for c in changes
-            if (c.state.rule, c.state.target) in evaluator.alerts
-        ]
-        dropped = [
-            (c.state.rule, c.state.target)
-            for c in changes
-            if (c.state.rule, c.state.target) not in evaluator.alerts
-        ]
-
-        def persist(outbox: Outbox) -> None:
-            save_changes(outbox.db, kept, now)
-            forget(outbox.db, dropped)
-            outbox.put(routed.notifications, now)
-
-        self._unsaved.append(persist)
-        await self._save(sender)
-        for change in changes:
-            if change.event is not None:
-                log.info(
-                    "alert %s %s %s: %s",
-                    change.state.rule,
-                    change.state.target,
-                    change.event.value,
-                    change.state.summary,
-                    extra={
-                        "event": f"alert_{change.event.value}",
-                        "rule": change.state.rule,
-                        "target": change.state.target,
-                        "severity": change.state.severity.value,
-                        "region": change.region,
-                    },
-                )
-
-    def _write_back_alerts(
-        self, evaluator: Evaluator, replaced: int, now: float
-    ) -> Callable[[Outbox], None]:
-        """The database file was removed or overwritten and created anew: every alert as it
-        stands now goes into the new file (the outbox carries its own undelivered rows over),
-        so a restart neither forgets a firing alert nor pages it again."""
-        alerts = [
-            (state, None, evaluator.notified.get(key, False), evaluator.regions.get(key[1], ""))
-            for key, state in evaluator.alerts.items()
-        ]
-
-        def write_back(outbox: Outbox) -> None:
-            save_changes(outbox.db, alerts, now)
-            self._alerts_written_for = replaced
-            log.info(
-                "alert state written into the new database file: %d alerts",
-                len(alerts),
-                extra={"event": "alerts_written_back", "alerts": len(alerts)},
-            )
-
-        return write_back
-
-    async def _save(self, sender: Sender) -> None:
-        """Save the alert changes not yet in the database, oldest first; each one is its own
-        transaction and leaves the queue only once committed."""
-        saved = 0
-        try:
-            while self._unsaved:
-                await sender.database(self._unsaved[0])
-                self._unsaved.pop(0)
-                saved += 1
-        except Exception as exc:
-            log.warning(
-                "alert changes not saved yet (%d waiting), retrying each second: %s",
-                len(self._unsaved),
-                exc,
-                extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
-            )
-        if saved:
-            sender.wake()
-
-    async def _alerting(self) -> None:
-        if self.sender is None or self.evaluator is None:
-            return
-        stored = await self.sender.database(lambda outbox: load_states(outbox.db))
-        self.evaluator.restore(stored)
-        evaluator, settings = self.evaluator, self.config.alerting
-        # From now on (firing alerts restored after a restart too) Alertmanager channels post
-        # them again every resend period.
-        self.sender.live = lambda channel: still_firing(
-            evaluator.told_firing(), settings, channel, self._clock()
-        )
-        self.sender.wake()
-        while True:
-            await asyncio.sleep(ALERT_TICK)
-            try:
-                await self.evaluate_alerts()
-            except Exception:  # keep alerting alive; the next tick tries again
-                log.exception("alert evaluation failed", extra={"event": "alerting_error"})
 
     def _self_check(self, now: float) -> SelfCheck:
         """p99 schedule lag of the last 200 dispatches, seconds storage has been unwritable,
@@ -360,8 +229,8 @@ class Daemon:
             and self.storage.stats.failures
         ):
             parts.append("storage DOWN")
-        if self.evaluator is not None:
-            firing = sum(self.evaluator.firing().values())
+        if self.alerts is not None:
+            firing = sum(self.alerts.firing().values())
             parts.append(f"{firing} alerts firing")
         if not self.reload_state[0]:
             parts.append("last reload rejected")
@@ -422,8 +291,8 @@ class Daemon:
         endpoints = list(self.config.endpoints())
         self.board.update(endpoints)
         self.metrics.update(self.config)
-        if self.evaluator is not None:
-            self.evaluator.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
+        if self.alerts is not None:
+            self.alerts.use_endpoints(endpoints)
         if self.api is not None:
             self.api.config = self.config
         if self.prober is not None:
@@ -464,19 +333,6 @@ class Daemon:
             self.notifier.send(status=self.status_line())
             await asyncio.sleep(period)
 
-    async def _stop_sender(self, sending: asyncio.Task[None]) -> None:
-        """Let each channel finish and record its delivery in hand; cancel past the bound."""
-        if self.sender is not None:
-            self.sender.stop()
-        try:
-            await asyncio.wait_for(sending, SENDER_GRACE)
-        except TimeoutError:
-            log.warning("notification sender did not stop in time", extra={"event": "sender_slow"})
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("notification sender failed", extra={"event": "sender_failed"})
-
     async def _open_storage(self) -> None:
         """Open (create, migrate) the database before saying READY; if it cannot be opened
         the daemon still runs (probing, metrics) and the writer keeps retrying."""
@@ -501,7 +357,7 @@ class Daemon:
             storage_written=(lambda: writer.stats.written) if writer else None,
             storage_replaced=(lambda: writer.stats.replaced) if writer else None,
             uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
-            alerts_firing=lambda: self.evaluator.firing() if self.evaluator else {},
+            alerts_firing=lambda: self.alerts.firing() if self.alerts else {},
             reload=lambda: self.reload_state,
             not_ready=self.not_ready,
             heartbeat_age=self._heartbeat_age,
@@ -511,20 +367,8 @@ class Daemon:
             prober_faults=lambda: self.prober_faults.total,
             connections=lambda: self.connections.open,
             connections_dropped=lambda: self.connections.evicted + self.connections.refused,
-            notifications=self._notification_counts,
+            notifications=lambda: self.alerts.notification_counts() if self.alerts else {},
         )
-
-    def _notification_counts(self) -> dict[str, tuple[int, int, int, int]]:
-        """Per configured channel, from the start (at 0 before its first notification, so
-        increase() sees the first failure): sent, failed, timed out, pending."""
-        sender = self.sender
-        if sender is None:
-            return {}
-        counts = {}
-        for name in (*sender.channels, *sender.stats):
-            stats = sender.stats.get(name) or ChannelStats()
-            counts[name] = (stats.sent, stats.failed, stats.timeouts, sender.pending.get(name, 0))
-        return counts
 
     def on_result(self, result: ProbeResult) -> None:
         """Classify once, then fan out; nothing here may block the event loop. A check that
@@ -562,12 +406,8 @@ class Daemon:
             and not self.storage.stats.writable
         ):
             reasons.append(f"storage not writable: {self.storage.stats.last_error}")
-        if (
-            self.evaluator is not None
-            and self.storage is not None
-            and self.storage.stats.replaced != self._alerts_written_for
-        ):
-            reasons.append("alert state not yet written into the new database file")
+        if self.alerts is not None:
+            reasons.extend(self.alerts.not_ready())
         reasons.extend(self.config.alerting.unrouted())
         return reasons
 
@@ -662,9 +502,9 @@ class Daemon:
             if self.storage is not None:
                 background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
             sending = None
-            if self.evaluator is not None and self.sender is not None:
-                background.append(asyncio.create_task(self._alerting(), name="alerting"))
-                sending = asyncio.create_task(self.sender.run(), name="sender")
+            if self.alerts is not None:
+                background.append(asyncio.create_task(self.alerts.run(), name="alerting"))
+                sending = asyncio.create_task(self.alerts.sender.run(), name="sender")
             await asyncio.sleep(0)  # let the dispatcher start before saying ready
             freeze_startup_heap()
             self.notifier.send(ready=1, status=self.status_line())
@@ -680,10 +520,8 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await self.scheduler.drain(DRAIN_GRACE)
-                if self.sender is not None and self._unsaved:
-                    await self._save(self.sender)  # a last try; what fails is logged with a count
-                if sending is not None:
-                    await self._stop_sender(sending)
+                if self.alerts is not None and sending is not None:
+                    await self.alerts.close(sending)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if http is not None:
