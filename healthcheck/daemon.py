@@ -11,19 +11,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from alerting.delivery import Sender
-from alerting.engine import (  # noqa: F401 (re-exported)
-    ALERT_TICK,
-    SENDER_GRACE,
-    SILENCES_EVERY,
-    AlertEngine,
-)
+from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
 from alerting.rules import SelfCheck
 from healthcheck.api import ApiState, build_app
@@ -36,18 +31,19 @@ from healthcheck.connections import (
 )
 from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
+from healthcheck.fanout import Fanout, ResultSink
 from healthcheck.offload import Offload
 from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
 from healthcheck.process import usage
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
 from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard, StorageSettings
-from healthcheck.tuning import (  # noqa: F401 (re-exported)
+from healthcheck.tuning import (
     GC_THRESHOLDS,
     MALLOC_ARENAS,
     SWITCH_INTERVAL,
@@ -69,8 +65,23 @@ STATUS_EVERY = 10.0
 # A dispatcher silent this long (it wakes every HEARTBEAT) is wedged: no WATCHDOG=1, not ready.
 STALL_AFTER = 3 * HEARTBEAT
 
-# Takes each classified result: metrics, alerting. Must not block.
-ResultSink = Callable[[ProbeResult, Status], None]
+__all__ = [
+    "ALERT_TICK",
+    "DRAIN_GRACE",
+    "FLUSH_TIMEOUT",
+    "GC_THRESHOLDS",
+    "MALLOC_ARENAS",
+    "SENDER_GRACE",
+    "SILENCES_EVERY",
+    "STALL_AFTER",
+    "STATUS_EVERY",
+    "SWITCH_INTERVAL",
+    "Daemon",
+    "ResultSink",
+    "open_writer",
+    "storage_path",
+    "tune_process",
+]
 
 
 def storage_path(settings: StorageSettings) -> str:
@@ -139,9 +150,12 @@ class Daemon:
                 database_created=lambda: storage.stats.replaced if storage else 0,
             )
         self.metrics = Metrics(config, self.board, self._gauges(), offload=self.helper)
-        self._sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
+        sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
+        if storage is not None:
+            sinks.insert(0, storage.submit)
         if self.alerts is not None:
-            self._sinks.append(self.alerts.observe)
+            sinks.append(self.alerts.observe)
+        self.fanout = Fanout(sinks)
         self._serve_http = serve_http
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening: tuple[str, int] | None = None
@@ -379,10 +393,7 @@ class Daemon:
         status = self.board.record(result)
         if status is None:
             return
-        if self.storage is not None:
-            self.storage.submit(result, status)
-        for sink in self._sinks:
-            sink(result, status)
+        self.fanout(result, status)
 
     def _task_count(self) -> int:
         """Tasks on the daemon's loop; /metrics renders in a worker thread, so name the loop."""
