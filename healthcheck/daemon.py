@@ -15,20 +15,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import web
-
 from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
 from alerting.rules import SelfCheck
 from healthcheck.api import ApiState, build_app
 from healthcheck.config import load_config
-from healthcheck.connections import (
-    BACKLOG,
-    ConnectionGuard,
-    connection_budget,
-    open_file_limit,
-)
+from healthcheck.connections import ConnectionGuard
 from healthcheck.errors import HealthcheckError, StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.fanout import Fanout, ResultSink
@@ -40,6 +33,7 @@ from healthcheck.process import usage
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
 from healthcheck.secrets import Redactor
+from healthcheck.serving import Server, serve
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard, StorageSettings
@@ -422,9 +416,8 @@ class Daemon:
         reasons.extend(self.config.alerting.unrouted())
         return reasons
 
-    async def _start_http(self) -> tuple[web.AppRunner, asyncio.Server]:
-        settings = self.config.exporter
-        state = ApiState(
+    async def _start_http(self) -> Server:
+        self.api = ApiState(
             self.config,
             self.board,
             self.metrics,
@@ -433,48 +426,14 @@ class Daemon:
             self.not_ready,
             self.self_report,
         )
-        self.api = state
-        app = build_app(state)
-        app.middlewares.insert(0, self.connections.middleware)
-        # keepalive_timeout: a connection's next request must have all its headers within
-        # read_timeout of the connection or the last response, or it is closed (slow-loris);
-        # lingering_time: the same bound on a request body no handler reads.
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            shutdown_timeout=2.0,
-            keepalive_timeout=settings.read_timeout,
-            lingering_time=settings.read_timeout,
+        server = await serve(
+            build_app(self.api),
+            self.config.exporter,
+            self.connections,
+            self.config.scheduler.max_concurrency,
         )
-        await runner.setup()
-        self.connections.limit = connection_budget(
-            settings.max_connections, self.config.scheduler.max_concurrency, open_file_limit()
-        )
-        try:
-            server = await asyncio.get_running_loop().create_server(
-                self.connections.protocol_factory(runner.server),
-                settings.host,
-                settings.port,
-                backlog=BACKLOG,
-            )
-        except OSError as exc:
-            await runner.cleanup()
-            raise HealthcheckError(
-                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-            ) from None
-        self.listening = server.sockets[0].getsockname()[:2]
-        log.info(
-            "serving metrics, API and status page on http://%s:%d/ (at most %d connections)",
-            *self.listening,
-            self.connections.limit,
-            extra={
-                "event": "listening",
-                "host": self.listening[0],
-                "port": self.listening[1],
-                "max_connections": self.connections.limit,
-            },
-        )
-        return runner, server
+        self.listening = server.listening
+        return server
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set; then finish in-flight checks (bounded) and flush storage."""
@@ -536,9 +495,7 @@ class Daemon:
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
                 if http is not None:
-                    runner, server = http
-                    server.close()
-                    await runner.cleanup()
+                    await http.close()
                 self.helper.close()
                 stats = self.scheduler.stats
                 log.info(
