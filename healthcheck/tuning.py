@@ -1,0 +1,60 @@
+"""Process settings for a busy event loop that shares the interpreter with worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import resource
+import sys
+
+# Garbage collector generations while the daemon runs (see freeze_startup_heap).
+GC_THRESHOLDS = (50_000, 20, 10)
+# The GIL switch interval while the daemon runs (see tune_process).
+SWITCH_INTERVAL = 0.0001
+# glibc malloc arenas: by default up to 8 per core, one per thread that allocates (the writer,
+# worker threads); each keeps its freed memory. 10,000 endpoints: RSS ~265-390 -> ~230-330 MB.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+def tune_process() -> None:
+    """Process settings for a busy event loop that shares the interpreter with worker threads.
+
+    The GIL switch interval drops from 5 ms to 0.1 ms: while another thread computes (the
+    storage writer, a scrape's snapshot), each socket call the event loop makes waited up to a
+    whole interval to get the GIL back, and a loop turn with dozens of them stalled for
+    100-200 ms. Measured: 1,000 endpoints every 5 s, p99 schedule lag 57 ms -> 7 ms; 10,000
+    every 10 s, p99 96 ms (0.5 ms) -> 64 ms (0.1 ms) and less CPU; 0.05 ms was no better.
+    The open file limit goes to its hard limit, as Go programs do: every check in flight
+    holds a socket. Threads share MALLOC_ARENAS malloc arenas (glibc; MALLOC_ARENA_MAX in the
+    environment wins).
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _limit_malloc_arenas(MALLOC_ARENAS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def freeze_startup_heap() -> None:
+    """Once started: what exists now (modules, config, a metric series per endpoint) lives as
+    long as the daemon, so it moves out of the collector's sight and full collections stay
+    short. Young collections then run every 50,000 allocations instead of 700: each check
+    allocates hundreds of short-lived containers that refcounting frees anyway. At 10,000
+    endpoints every 10 s this halved the event loop's CPU per check (0.62 -> 0.30 ms)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _limit_malloc_arenas(count: int) -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt  # glibc; musl and others have none and need none
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, count)
