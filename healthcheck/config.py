@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from alerting.settings import overrides, read_alerting, read_overrides
 from healthcheck import safe_yaml, schema
+from healthcheck.alerting_section import overrides, read_alerting, read_overrides
 from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
 from healthcheck.errors import ConfigError
 from healthcheck.probes.base import Probe

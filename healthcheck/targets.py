@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from alerting.settings import AlertingSettings, AlertOverrides
+from healthcheck.alert_settings import AlertingSettings, AlertOverrides
 from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
