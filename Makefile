@@ -25,6 +25,7 @@ test: install lint  ## install, then run the linters and the whole test suite
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install  ## the scale benchmark vs blackbox_exporter + Prometheus (bench/README.md)
 	@command -v nginx >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \

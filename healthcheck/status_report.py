@@ -124,10 +124,10 @@ class StoredStatus:
             for line in lines
         ]
         out.append("")
-        for region in self.config.regions:
-            tallies = self.uptime.regions.get(region.name, {})
+        for configured in self.config.regions:
+            tallies = self.uptime.regions.get(configured.name, {})
             uptimes = ", ".join(f"{w} {_percent(tallies.get(w))}" for w in SHOWN_WINDOWS)
-            out.append(f"region {region.name}: uptime {uptimes}")
+            out.append(f"region {configured.name}: uptime {uptimes}")
         overall = ", ".join(f"{w} {_percent(self.uptime.overall.get(w))}" for w in SHOWN_WINDOWS)
         out.append(f"overall: uptime {overall}")
         return "\n".join(out)

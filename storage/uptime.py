@@ -104,7 +104,9 @@ class StorageReader:
         def add_rows(rows: Iterable[tuple], weight: float = 1.0, raw: bool = False) -> None:
             for row in rows:
                 row = _edge_histogram(row) if raw else row
-                part = Tally(*row[1:7], [float(c) for c in row[7:]])
+                _, checks, successes, degraded, total_ms, low_ms, high_ms, *buckets = row
+                histogram = [float(c) for c in buckets]
+                part = Tally(checks, successes, degraded, total_ms, low_ms, high_ms, histogram)
                 tallies.setdefault(row[0], Tally()).add(part, weight)
 
         add_rows(
