@@ -64,7 +64,9 @@ class StoredStatus:
             "overall": {"uptime": {w: _ratio(self.uptime.overall.get(w)) for w in WINDOWS}},
         }
 
-    def _endpoint_json(self, row: tuple[str, str, str, dict[str, Tally], Latest | None]) -> dict:
+    def _endpoint_json(
+        self, row: tuple[str, str, str, dict[str, Tally], Latest | None]
+    ) -> dict[str, Any]:
         region, name, kind, windows, newest = row
         return {
             "region": region,

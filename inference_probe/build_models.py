@@ -107,7 +107,7 @@ def gemm_model(size: int, layers: int, outputs: int = 16) -> Any:  # an onnx.Mod
 def conv_model(rng: np.random.Generator) -> Any:  # an onnx.ModelProto
     from onnx import TensorProto, helper, numpy_helper
 
-    def init(name: str, shape: tuple[int, ...], fan_in: int):
+    def init(name: str, shape: tuple[int, ...], fan_in: int) -> TensorProto:
         value = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         return numpy_helper.from_array(value, name)
 

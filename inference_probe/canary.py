@@ -108,7 +108,7 @@ class CanaryWorker:
             self.kill()
             raise
         try:
-            reply = conn.recv()
+            reply: dict[str, Any] = conn.recv()
         except (EOFError, OSError):
             if self._conn is not conn:  # kill() ran while we waited: our doing, not the worker's
                 raise WorkerDied(None, by_daemon=True) from None

@@ -163,7 +163,7 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
 
 
 def check_version(db: sqlite_utils.Database) -> int:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"the database schema is version {version}, newer than this healthcheck knows "

@@ -110,7 +110,8 @@ class Probe(ABC):
 
         def last_result(state: RetryCallState) -> ProbeResult:
             assert state.outcome is not None  # tenacity calls this only after an attempt
-            return state.outcome.result()
+            result: ProbeResult = state.outcome.result()
+            return result
 
         retrying = AsyncRetrying(
             stop=out_of_budget,
