@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install  ## the scale benchmark vs blackbox_exporter + Prometheus (bench/README.md)
 	@command -v nginx >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -416,7 +417,7 @@ class Sender:
                 self._deliver(channel, pending, stats), name=f"deliver {channel.name}"
             )
             sending[key] = delivery
-            delivery.add_done_callback(lambda task, key=key: self._done(channel.name, key, task))
+            delivery.add_done_callback(functools.partial(self._done, channel.name, key))
             await asyncio.wait({delivery}, timeout=head_start)
 
     def _done(self, channel: str, key: str, task: asyncio.Task[None]) -> None:

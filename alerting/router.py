@@ -75,6 +75,7 @@ def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
 
 def _line(change: Change, settings: AlertingSettings) -> str:
     state = change.state
+    assert change.event is not None  # route() drops the changes without an event
     headline = f"{HEADLINES[change.event]} {state.severity.value}"
     runbook = runbook_url(state.rule, settings)
     return f"{headline} {state.rule} {state.target}: {state.summary}" + (
@@ -178,6 +179,7 @@ def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
 
 def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -> Notification:
     state = change.state
+    assert change.event is not None  # route() drops the changes without an event
     resolved = change.event is Event.RESOLVED
     runbook = runbook_url(state.rule, settings)
     body = f"{state.summary}\nRunbook: {runbook}" if runbook else state.summary

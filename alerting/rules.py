@@ -103,16 +103,16 @@ def latency_p95(
     p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
     text = f"{target}: p95 latency {p95 * 1000:.0f}ms"
 
-    def over(threshold: float | None) -> bool:
+    def over(threshold: float) -> bool:
         # At 30 s and a 5 min window the p95 of 10 checks is their slowest: one slow check
         # (121 ms, the first after a restart) would hold it up for the whole window.
-        if threshold is None or p95 <= threshold:
+        if p95 <= threshold:
             return False
         return len(ordered) - bisect_right(ordered, threshold) >= min_slow
 
-    if over(critical):
+    if critical is not None and over(critical):
         return Verdict(True, Severity.CRITICAL, f"{text} over critical {critical * 1000:g}ms")
-    if over(warning):
+    if warning is not None and over(warning):
         return Verdict(True, Severity.WARNING, f"{text} over warning {warning * 1000:g}ms")
     return Verdict(False, Severity.WARNING, f"{text}, back under its thresholds")
 

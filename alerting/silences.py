@@ -45,7 +45,9 @@ def add_stored(db: sqlite_utils.Database, silence: Silence, now: float) -> int:
         "ends": silence.ends,
         "reason": silence.reason,
     }
-    return db["silences"].insert(row).last_pk
+    silence_id = db.table("silences").insert(row).last_pk
+    assert isinstance(silence_id, int)  # the rowid sqlite gave the new row
+    return silence_id
 
 
 def stored(db: sqlite_utils.Database, now: float | None = None) -> list[Silence]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 
@@ -219,8 +219,8 @@ async def api_status(request: web.Request) -> web.Response:
             latest = state.board.latest.get(endpoint.id)
             result, status = latest if latest else (None, None)
             if latest:
-                known.append((result.ok, status))
-                statuses.append(status)
+                known.append((latest[0].ok, latest[1]))
+                statuses.append(latest[1])
             windows = report.endpoints.get(target_id) if report and target_id else None
             days = (history.get(target_id) if target_id else None) or _empty_days(
                 state.uptime.clock()
@@ -358,6 +358,10 @@ def _since(text: str, now: float) -> float:
         ) from None
 
 
+@overload
+def _positive_int(request: web.Request, name: str, default: int, most: int) -> int: ...
+@overload
+def _positive_int(request: web.Request, name: str, default: None, most: int) -> int | None: ...
 def _positive_int(request: web.Request, name: str, default: int | None, most: int) -> int | None:
     text = request.query.get(name)
     if text is None:

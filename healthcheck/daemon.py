@@ -344,15 +344,16 @@ class Daemon:
     async def _open_storage(self) -> None:
         """Open (create, migrate) the database before saying READY; if it cannot be opened
         the daemon still runs (probing, metrics) and the writer keeps retrying."""
-        if self.storage is None:
+        storage = self.storage
+        if storage is None:
             return
         try:
-            await asyncio.to_thread(lambda: connect(self.storage.path).conn.close())
+            await asyncio.to_thread(lambda: connect(storage.path).conn.close())
         except (StorageError, OSError, sqlite3.Error) as exc:  # read-only, missing, corrupt
             log.error(
                 "storage not available at start; probing anyway and retrying: %s",
                 exc,
-                extra={"event": "storage_open_failed", "path": self.storage.path},
+                extra={"event": "storage_open_failed", "path": storage.path},
             )
 
     def _gauges(self) -> DaemonGauges:

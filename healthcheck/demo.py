@@ -52,7 +52,8 @@ def _closed_port() -> int:
     """A loopback port nothing listens on, for the region that is wholly down."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _listen_port(preferred: int = 9115) -> int:

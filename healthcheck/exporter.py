@@ -556,9 +556,9 @@ class _ScrapeCollector:
             if expiry is not None:
                 cert.add_metric(labels, expiry)
             if seconds is not None:
-                for phase, value in zip(PHASES, seconds, strict=True):
-                    if value is not None:
-                        phases.add_metric([*labels, phase], value)
+                for phase, phase_seconds in zip(PHASES, seconds, strict=True):
+                    if phase_seconds is not None:
+                        phases.add_metric([*labels, phase], phase_seconds)
         yield from (success, last_check, http_status, cert, phases, endpoint_status)
 
     def _regions(self) -> Iterator[Metric]:

@@ -10,8 +10,9 @@ from healthcheck.result import ProbeResult, Status
 
 log = logging.getLogger("healthcheck.fanout")
 
-# Takes each classified result: storage, metrics, alerting. Must not block.
-ResultSink = Callable[[ProbeResult, Status], None]
+# Takes each classified result: storage, metrics, alerting. Must not block; what it returns
+# (storage's "queued or dropped") is ignored.
+ResultSink = Callable[[ProbeResult, Status], object]
 
 # A failing sink is logged at most once this often (with how many failures it held back):
 # it fails on every result, and 10,000 endpoints make hundreds of results a second.

@@ -53,7 +53,8 @@ class Offload:
                 raise OffloadError(f"the {self.name} process died: {exc!r}") from exc
         if not ok:
             raise OffloadError(value)
-        return value
+        returned: T = value  # what `function` returned, back across the pipe
+        return returned
 
     def _start(self) -> None:
         self._stop()

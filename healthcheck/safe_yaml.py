@@ -14,15 +14,17 @@ two position marks) most of its memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.error import MarkedYAMLError
+from yaml.error import Mark, MarkedYAMLError
 from yaml.events import (
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -35,9 +37,9 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 try:
-    from yaml.cyaml import CParser as _CParser
+    from yaml._yaml import CParser as _CParser  # where yaml.cyaml takes it from, unexported
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _CParser = None
+    _CParser = None  # type: ignore[assignment, misc]  # mypy types the name by its import
 
 # 100,000 endpoints written out in full are 11 MB and 0.9 million values; the limits leave
 # twice that, and keep the worst a file can ask for (about 200,000 endpoints: ~20 s and ~500 MB
@@ -86,6 +88,12 @@ class _Open:
         self.merges: list[tuple[Any, Any]] = []
 
 
+def _at(event: Event) -> Mark | None:
+    """Where an event starts, for an error or a node."""
+    # types-PyYAML lets errors and nodes take only PyYAML's Mark, not libyaml's of the same shape.
+    return event.start_mark  # type: ignore[return-value]
+
+
 _NO_KEY: Any = object()
 _MERGE_KEY: Any = object()
 
@@ -102,7 +110,7 @@ class _Builder:
         self.text: dict[str, bool] = {}  # plain scalar -> whether it is text; keys repeat
 
     def build(self, parser: Any) -> Any:
-        handlers = {
+        handlers: dict[type[Event], Callable[[Any], None]] = {
             ScalarEvent: self.scalar,
             AliasEvent: self.alias,
             SequenceStartEvent: self.start,
@@ -148,10 +156,10 @@ class _Builder:
                 self.documents += 1
                 if self.documents > 1:
                     raise ConstructorError(
-                        None, None, "expected a single document, found another", event.start_mark
+                        None, None, "expected a single document, found another", _at(event)
                     )
             elif not isinstance(event, DocumentEndEvent | StreamStartEvent | StreamEndEvent):
-                raise ConstructorError(None, None, f"unexpected {event}", event.start_mark)
+                raise ConstructorError(None, None, f"unexpected {event}", _at(event))
         return self.root
 
     # -- events --------------------------------------------------------------------------------
@@ -172,23 +180,24 @@ class _Builder:
             build = _SCALARS.get(tag)
             if build is None:
                 raise ConstructorError(
-                    None, None, f"the tag {tag!r} is not accepted here", event.start_mark
+                    None, None, f"the tag {tag!r} is not accepted here", _at(event)
                 )
-            value = build(self.constructor, ScalarNode(tag, event.value, event.start_mark))
+            value = build(self.constructor, ScalarNode(tag, event.value, _at(event)))
         self.count(1, event)
         if event.anchor is not None:
             self.anchors[event.anchor] = (value, 1)
         self.add(value, event)
 
     def alias(self, event: AliasEvent) -> None:
+        assert event.anchor is not None  # the parser gives every alias its anchor
         found = self.anchors.get(event.anchor)
         if found is None:
             if any(item.anchor == event.anchor for item in self.stack):
                 raise LimitError(
-                    None, None, f"alias *{event.anchor} is inside its own anchor", event.start_mark
+                    None, None, f"alias *{event.anchor} is inside its own anchor", _at(event)
                 )
             raise ConstructorError(
-                None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+                None, None, f"found undefined alias {event.anchor!r}", _at(event)
             )
         value, size = found
         self.count(size, event)
@@ -198,10 +207,10 @@ class _Builder:
         mapping = isinstance(event, MappingStartEvent)
         if event.tag not in (None, "!", _MAP if mapping else _SEQ):
             raise ConstructorError(
-                None, None, f"the tag {event.tag!r} is not accepted here", event.start_mark
+                None, None, f"the tag {event.tag!r} is not accepted here", _at(event)
             )
         if len(self.stack) >= MAX_DEPTH:
-            raise LimitError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            raise LimitError(None, None, f"nested deeper than {MAX_DEPTH} levels", _at(event))
         self.count(1, event)
         value: Any = {} if mapping else []
         self.stack.append(_Open(value, event.anchor, self.counted - 1, event.start_mark))

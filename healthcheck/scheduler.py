@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 from healthcheck.result import ProbeResult
 from healthcheck.targets import Endpoint, SchedulerSettings

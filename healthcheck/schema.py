@@ -110,11 +110,12 @@ def boolean(value: Any) -> bool:
     return value
 
 
-def choice(*allowed: str) -> Reader:
+def choice(*allowed: str) -> Callable[[Any], str]:
     def read(value: Any) -> str:
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
-        return value
+        chosen: str = value  # equal to one of `allowed`
+        return chosen
 
     return read
 

@@ -46,6 +46,7 @@ async def serve(
         lingering_time=settings.read_timeout,
     )
     await runner.setup()
+    assert runner.server is not None  # setup() made it
     connections.limit = connection_budget(settings.max_connections, probes, open_file_limit())
     try:
         server = await asyncio.get_running_loop().create_server(

@@ -64,7 +64,9 @@ class StoredStatus:
             "overall": {"uptime": {w: _ratio(self.uptime.overall.get(w)) for w in WINDOWS}},
         }
 
-    def _endpoint_json(self, row: tuple[str, str, str, dict[str, Tally], Latest | None]) -> dict:
+    def _endpoint_json(
+        self, row: tuple[str, str, str, dict[str, Tally], Latest | None]
+    ) -> dict[str, Any]:
         region, name, kind, windows, newest = row
         return {
             "region": region,
@@ -124,10 +126,10 @@ class StoredStatus:
             for line in lines
         ]
         out.append("")
-        for region in self.config.regions:
-            tallies = self.uptime.regions.get(region.name, {})
+        for configured in self.config.regions:
+            tallies = self.uptime.regions.get(configured.name, {})
             uptimes = ", ".join(f"{w} {_percent(tallies.get(w))}" for w in SHOWN_WINDOWS)
-            out.append(f"region {region.name}: uptime {uptimes}")
+            out.append(f"region {configured.name}: uptime {uptimes}")
         overall = ", ".join(f"{w} {_percent(self.uptime.overall.get(w))}" for w in SHOWN_WINDOWS)
         out.append(f"overall: uptime {overall}")
         return "\n".join(out)

@@ -89,7 +89,12 @@ class CanaryWorker:
             raise WorkerDied(await self._reap()) from None
         readable = loop.create_future()
         fd = conn.fileno()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             try:
                 await readable
@@ -103,7 +108,7 @@ class CanaryWorker:
             self.kill()
             raise
         try:
-            reply = conn.recv()
+            reply: dict[str, Any] = conn.recv()
         except (EOFError, OSError):
             if self._conn is not conn:  # kill() ran while we waited: our doing, not the worker's
                 raise WorkerDied(None, by_daemon=True) from None

@@ -304,6 +304,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _device(gpu: dict[str, Any], index: int) -> dict[str, Any] | None:
+    device: dict[str, Any]
     for device in gpu.get("gpus", ()):
         if device["index"] == index:
             return device

@@ -37,10 +37,11 @@ def gone(path: str, opened: Identity | None) -> str | None:
 
 def overwritten(exc: BaseException) -> str | None:
     """Why an error from a file that was a database says it no longer is one; None if not."""
-    while exc is not None:
-        if isinstance(exc, sqlite3.DatabaseError) and exc.sqlite_errorcode in NOT_A_DATABASE:
-            return f"the database file was overwritten: {exc}"
-        exc = exc.__cause__
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlite3.DatabaseError) and cause.sqlite_errorcode in NOT_A_DATABASE:
+            return f"the database file was overwritten: {cause}"
+        cause = cause.__cause__
     return None
 
 

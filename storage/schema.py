@@ -18,13 +18,13 @@ ROLLUP_TABLES = {"rollup_hour": 3600, "rollup_day": 86400}
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["targets"].create(
+    db.table("targets").create(
         {"id": int, "region": str, "endpoint": str, "kind": str},
         pk="id",
         not_null={"region", "endpoint"},
     )
-    db["targets"].create_index(["region", "endpoint"], unique=True)
-    db["results"].create(
+    db.table("targets").create_index(["region", "endpoint"], unique=True)
+    db.table("results").create(
         {
             "id": int,
             "target_id": int,
@@ -40,8 +40,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("target_id", "targets", "id")],
     )
-    db["results"].create_index(["target_id", "ts"])  # history, latest per target
-    db["results"].create_index(["ts"])  # retention
+    db.table("results").create_index(["target_id", "ts"])  # history, latest per target
+    db.table("results").create_index(["ts"])  # retention
     for table in ROLLUP_TABLES:
         columns: dict[str, type] = {
             "target_id": int,
@@ -54,9 +54,9 @@ def _v1(db: sqlite_utils.Database) -> None:
             "latency_max_ms": float,
         }
         columns.update(dict.fromkeys(BUCKET_COLUMNS, int))
-        db[table].create(columns, pk=("target_id", "bucket"), not_null=set(columns))
-        db[table].create_index(["bucket"])  # region/global windows, retention
-    db["alert_state"].create(
+        db.table(table).create(columns, pk=("target_id", "bucket"), not_null=set(columns))
+        db.table(table).create_index(["bucket"])  # region/global windows, retention
+    db.table("alert_state").create(
         {
             "rule": str,
             "target": str,
@@ -70,7 +70,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk=("rule", "target"),
     )
-    db["alert_history"].create(
+    db.table("alert_history").create(
         {
             "id": int,
             "rule": str,
@@ -83,9 +83,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["alert_history"].create_index(["ts"])
-    db["alert_history"].create_index(["rule", "target", "ts"])
-    db["outbox"].create(
+    db.table("alert_history").create_index(["ts"])
+    db.table("alert_history").create_index(["rule", "target", "ts"])
+    db.table("outbox").create(
         {
             "id": int,
             "created": float,
@@ -99,13 +99,13 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["outbox"].create_index(["sent", "next_attempt"])
+    db.table("outbox").create_index(["sent", "next_attempt"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     """The outbox finds the newest unsent state of an alert per channel."""
-    db["outbox"].create_index(["channel", "dedup_key", "id"])
-    db["outbox"].create_index(["channel", "sent", "next_attempt"])
+    db.table("outbox").create_index(["channel", "dedup_key", "id"])
+    db.table("outbox").create_index(["channel", "sent", "next_attempt"])
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -116,7 +116,7 @@ def _v3(db: sqlite_utils.Database) -> None:
 
 def _v4(db: sqlite_utils.Database) -> None:
     """Silences added from the CLI (`healthcheck silence add`)."""
-    db["silences"].create(
+    db.table("silences").create(
         {
             "id": int,
             "created": float,
@@ -129,7 +129,7 @@ def _v4(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["silences"].create_index(["ends"])
+    db.table("silences").create_index(["ends"])
 
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
@@ -163,7 +163,7 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
 
 
 def check_version(db: sqlite_utils.Database) -> int:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StorageError(
             f"the database schema is version {version}, newer than this healthcheck knows "

@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlite_utils
 
@@ -37,7 +38,7 @@ _RAW_EDGE = (
 )
 
 
-def _edge_histogram(row: tuple) -> tuple:
+def _edge_histogram(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Turn the cumulative counts of a _RAW_EDGE row into per-bucket counts (+Inf last)."""
     cumulative = row[7:]
     buckets = [cumulative[0], *(b - a for a, b in itertools.pairwise(cumulative))]
@@ -101,10 +102,14 @@ class StorageReader:
         hour_start = min(_ceil(start, HOUR), day_start)
         tallies: dict[int, Tally] = {}
 
-        def add_rows(rows: Iterable[tuple], weight: float = 1.0, raw: bool = False) -> None:
+        def add_rows(
+            rows: Iterable[tuple[Any, ...]], weight: float = 1.0, raw: bool = False
+        ) -> None:
             for row in rows:
                 row = _edge_histogram(row) if raw else row
-                part = Tally(*row[1:7], [float(c) for c in row[7:]])
+                _, checks, successes, degraded, total_ms, low_ms, high_ms, *buckets = row
+                histogram = [float(c) for c in buckets]
+                part = Tally(checks, successes, degraded, total_ms, low_ms, high_ms, histogram)
                 tallies.setdefault(row[0], Tally()).add(part, weight)
 
         add_rows(

@@ -108,13 +108,18 @@ class Probe(ABC):
         async def first_then_more() -> ProbeResult:
             return unseen.pop() if unseen else await one_attempt()
 
+        def last_result(state: RetryCallState) -> ProbeResult:
+            assert state.outcome is not None  # tenacity calls this only after an attempt
+            result: ProbeResult = state.outcome.result()
+            return result
+
         retrying = AsyncRetrying(
             stop=out_of_budget,
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
             retry=retry_if_result(lambda result: not result.ok),
-            retry_error_callback=lambda state: state.outcome.result(),
+            retry_error_callback=last_result,
         )
-        result = await retrying(first_then_more)
+        result: ProbeResult = await retrying(first_then_more)
         if attempts == 1:
             return result
         # The check's latency is all of it, as blackbox_exporter's probe_duration_seconds:
