@@ -12,7 +12,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from alerting.delivery import Sender
@@ -20,9 +19,8 @@ from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngin
 from alerting.evaluator import Evaluator
 from alerting.rules import SelfCheck
 from healthcheck.api import ApiState, build_app
-from healthcheck.config import load_config
 from healthcheck.connections import ConnectionGuard
-from healthcheck.errors import HealthcheckError, StorageError
+from healthcheck.errors import StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.fanout import Fanout, ResultSink
 from healthcheck.offload import Offload
@@ -30,6 +28,7 @@ from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
 from healthcheck.process import usage
+from healthcheck.reload import ConfigReload
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
 from healthcheck.secrets import Redactor
@@ -104,16 +103,8 @@ class Daemon:
         notifier: Notifier | None = None,
         shard: Shard | None = None,
     ) -> None:
-        self.config = config
-        self.config_path = config_path  # re-read on SIGHUP; None: nothing to reload
-        self.regions = regions  # a --region filter to apply again on reload
-        self.shard = shard  # and a --shard
+        self.shard = shard
         self.notifier = notifier or Notifier()
-        self.reload_state = (True, clock())
-        self._reloading = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP came while a reload ran: read the file again
-        self.reload_requests = 0  # SIGHUPs handled
-        self.reload_reads = 0  # times the file was read for them
         self.prober: Prober | None = None
         self.api: ApiState | None = None
         self.board = StatusBoard(config.endpoints())
@@ -150,9 +141,31 @@ class Daemon:
         if self.alerts is not None:
             sinks.append(self.alerts.observe)
         self.fanout = Fanout(sinks)
+        self.reloads = ConfigReload(
+            config,
+            config_path,
+            self.board,
+            self.metrics,
+            self.alerts,
+            self.notifier,
+            self.status_line,
+            clock,
+            regions,
+            shard,
+        )
         self._serve_http = serve_http
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening: tuple[str, int] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The running configuration; a reload replaces it."""
+        return self.reloads.config
+
+    @property
+    def reload_state(self) -> tuple[bool, float]:
+        """Whether the last reload applied, and when the running configuration was loaded."""
+        return self.reloads.state
 
     @property
     def evaluator(self) -> Evaluator | None:
@@ -206,9 +219,9 @@ class Daemon:
                 "lag_seconds": stats.lag_summary(),
             },
             "reloads": {
-                "requested": self.reload_requests,
-                "read": self.reload_reads,
-                "running": self._reloading.locked(),
+                "requested": self.reloads.requests,
+                "read": self.reloads.reads,
+                "running": self.reloads.running,
             },
             "process": {
                 "pid": os.getpid(),
@@ -245,86 +258,8 @@ class Daemon:
         return "; ".join(parts)
 
     async def reload(self) -> bool:
-        """SIGHUP: re-read the config. A bad one is logged and the old one keeps running;
-        endpoints that did not change keep their timers, results and alert state.
-
-        Requests that come while a reload runs fold into one more reload after it, which
-        reads the file as it is then: a burst of N SIGHUPs costs at most two reloads, not N
-        (10,000 endpoints take seconds of CPU to load). Returns whether this call applied a
-        configuration; False for one folded into the reload already running."""
-        if self.config_path is None:
-            log.warning(
-                "nothing to reload: no configuration file", extra={"event": "config_reload_skipped"}
-            )
-            return False
-        self.reload_requests += 1
-        self._reload_pending = True
-        if self._reloading.locked():
-            return False
-        applied = False
-        async with self._reloading:
-            while self._reload_pending:
-                self._reload_pending = False
-                self.reload_reads += 1
-                applied = await self._reload(self.config_path)
-        return applied
-
-    async def _reload(self, path: str) -> bool:
-        self.notifier.send(reloading=1, monotonic_usec=int(time.monotonic() * 1_000_000))
-        try:
-            new = await asyncio.to_thread(load_config, path)
-            if self.regions:
-                new = new.only_regions(self.regions)
-            if self.shard:
-                new = new.only_shard(self.shard)
-        except HealthcheckError as exc:
-            self.reload_state = (False, self.reload_state[1])
-            log.error(
-                "configuration reload rejected, the running one stays: %s",
-                exc,
-                extra={"event": "config_reload_failed", "error": str(exc)},
-            )
-            self.notifier.send(ready=1, status=self.status_line())
-            return False
-        old = self.config
-        needs_restart = [
-            name
-            for name in ("storage", "exporter", "alerting")
-            if getattr(new, name) != getattr(old, name)
-        ]
-        # Those sections belong to running parts (a file, a socket, senders): keep them.
-        self.config = replace(
-            new, storage=old.storage, exporter=old.exporter, alerting=old.alerting
-        )
-        endpoints = list(self.config.endpoints())
-        self.board.update(endpoints)
-        self.metrics.update(self.config)
-        if self.alerts is not None:
-            self.alerts.use_endpoints(endpoints)
-        if self.api is not None:
-            self.api.config = self.config
-        if self.prober is not None:
-            self.prober.use_secrets(Redactor(self.config.secrets))
-        added, removed, changed = (
-            self.scheduler.update(endpoints) if self.scheduler else (len(endpoints), 0, 0)
-        )
-        self.reload_state = (True, self._clock())
-        log.info(
-            "configuration reloaded: %d added, %d removed, %d changed%s",
-            added,
-            removed,
-            changed,
-            f"; {', '.join(needs_restart)} changes take effect on restart" if needs_restart else "",
-            extra={
-                "event": "config_reloaded",
-                "added": added,
-                "removed": removed,
-                "changed": changed,
-                "needs_restart": needs_restart,
-            },
-        )
-        self.notifier.send(ready=1, status=self.status_line())
-        return True
+        """SIGHUP: re-read the config file (see ConfigReload.request)."""
+        return await self.reloads.request()
 
     async def _supervise(self) -> None:
         """WATCHDOG=1 only while the scheduler's dispatcher wakes on time; STATUS= lines."""
@@ -427,6 +362,7 @@ class Daemon:
             self.not_ready,
             self.self_report,
         )
+        self.reloads.api = self.api
         server = await serve(
             build_app(self.api),
             self.config.exporter,
@@ -448,6 +384,7 @@ class Daemon:
         await self._open_storage()
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
             self.prober = prober
+            self.reloads.prober = prober
             self.scheduler = Scheduler(
                 endpoints,
                 prober.check,
@@ -455,6 +392,7 @@ class Daemon:
                 self.config.scheduler,
                 on_lag=self.metrics.observe_lag,
             )
+            self.reloads.scheduler = self.scheduler
             log.info(
                 "started: %d endpoints in %d regions%s",
                 len(endpoints),
