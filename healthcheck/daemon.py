@@ -8,31 +8,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
-from alerting.rules import SelfCheck
 from healthcheck.api import ApiState, build_app
-from healthcheck.config import load_config
 from healthcheck.connections import ConnectionGuard
-from healthcheck.errors import HealthcheckError, StorageError
+from healthcheck.errors import StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.fanout import Fanout, ResultSink
 from healthcheck.offload import Offload
 from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
-from healthcheck.process import usage
+from healthcheck.reload import ConfigReload
 from healthcheck.result import ProbeResult
-from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
+from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
+from healthcheck.self_health import STALL_AFTER, STATUS_EVERY, SelfHealth
 from healthcheck.serving import Server, serve
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
@@ -54,10 +51,6 @@ log = logging.getLogger("healthcheck.daemon")
 DRAIN_GRACE = 5.0
 # How long it waits for storage to flush on the way out.
 FLUSH_TIMEOUT = 10.0
-# STATUS= lines (and the watchdog, when its interval is shorter) this often.
-STATUS_EVERY = 10.0
-# A dispatcher silent this long (it wakes every HEARTBEAT) is wedged: no WATCHDOG=1, not ready.
-STALL_AFTER = 3 * HEARTBEAT
 
 __all__ = [
     "ALERT_TICK",
@@ -104,16 +97,8 @@ class Daemon:
         notifier: Notifier | None = None,
         shard: Shard | None = None,
     ) -> None:
-        self.config = config
-        self.config_path = config_path  # re-read on SIGHUP; None: nothing to reload
-        self.regions = regions  # a --region filter to apply again on reload
-        self.shard = shard  # and a --shard
+        self.shard = shard
         self.notifier = notifier or Notifier()
-        self.reload_state = (True, clock())
-        self._reloading = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP came while a reload ran: read the file again
-        self.reload_requests = 0  # SIGHUPs handled
-        self.reload_reads = 0  # times the file was read for them
         self.prober: Prober | None = None
         self.api: ApiState | None = None
         self.board = StatusBoard(config.endpoints())
@@ -140,7 +125,7 @@ class Daemon:
                 clock,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
                 uptime_24h=self._uptime_24h,
-                self_check=self._self_check,
+                self_check=lambda now: self.health.self_check(now),
                 database_created=lambda: storage.stats.replaced if storage else 0,
             )
         self.metrics = Metrics(config, self.board, self._gauges(), offload=self.helper)
@@ -150,9 +135,39 @@ class Daemon:
         if self.alerts is not None:
             sinks.append(self.alerts.observe)
         self.fanout = Fanout(sinks)
+        self.reloads = ConfigReload(
+            config,
+            config_path,
+            self.board,
+            self.metrics,
+            self.alerts,
+            self.notifier,
+            self.status_line,
+            clock,
+            regions,
+            shard,
+        )
+        self.health = SelfHealth(
+            self.board,
+            storage,
+            self.alerts,
+            config.alerting,
+            self.prober_faults,
+            self.reloads,
+            self.notifier,
+        )
         self._serve_http = serve_http
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.listening: tuple[str, int] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The running configuration; a reload replaces it."""
+        return self.reloads.config
+
+    @property
+    def reload_state(self) -> tuple[bool, float]:
+        """Whether the last reload applied, and when the running configuration was loaded."""
+        return self.reloads.state
 
     @property
     def evaluator(self) -> Evaluator | None:
@@ -175,171 +190,21 @@ class Daemon:
                 found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
         return found
 
-    def _self_check(self, now: float) -> SelfCheck:
-        """p99 schedule lag of the last 200 dispatches, seconds storage has been unwritable,
-        and the checks lately that failed for the prober's own trouble."""
-        stats = self.scheduler.stats if self.scheduler else None
-        enough = stats is not None and len(stats.lags) >= 20
-        lag_p99 = stats.lag_summary(200)["p99"] if stats is not None and enough else None
-        since = self.storage.stats.failing_since if self.storage else None
-        return SelfCheck(
-            lag_p99,
-            now - since if since is not None else None,
-            self.prober_faults.recent(now),
-            self.prober_faults.last,
-        )
-
     def self_report(self) -> dict[str, Any]:
-        """The daemon's own numbers for /api/v1/self: is it keeping up, and at what cost."""
-        stats = self.scheduler.stats if self.scheduler else SchedulerStats()
-        process = usage()
-        writer = self.storage
-        return {
-            "endpoints": len(self.board.endpoints),
-            "scheduler": {
-                "running": bool(self.scheduler and self.scheduler.running),
-                "dispatched": stats.dispatched,
-                "completed": stats.completed,
-                "skipped_overrun": stats.skipped_overrun,
-                "in_flight": self.scheduler.in_flight if self.scheduler else 0,
-                "heartbeat_age_seconds": self._heartbeat_age(),
-                "lag_seconds": stats.lag_summary(),
-            },
-            "reloads": {
-                "requested": self.reload_requests,
-                "read": self.reload_reads,
-                "running": self._reloading.locked(),
-            },
-            "process": {
-                "pid": os.getpid(),
-                "rss_bytes": process.rss_bytes,
-                "open_fds": process.open_fds,
-                "cpu_seconds": round(process.cpu_seconds, 3),
-                "asyncio_tasks": self._task_count(),
-            },
-            "storage": None
-            if writer is None
-            else {
-                "path": writer.path,
-                "written": writer.stats.written,
-                "dropped": writer.stats.dropped,
-                "queue_depth": writer.queue_depth,
-                "writable": writer.stats.writable,
-            },
-        }
+        """The daemon's own numbers for /api/v1/self (see SelfHealth.self_report)."""
+        return self.health.self_report()
 
     def status_line(self) -> str:
         """The one-line summary systemd shows (STATUS=)."""
-        parts = [self.board.summary()]
-        if (
-            self.storage is not None
-            and not self.storage.stats.writable
-            and self.storage.stats.failures
-        ):
-            parts.append("storage DOWN")
-        if self.alerts is not None:
-            firing = sum(self.alerts.firing().values())
-            parts.append(f"{firing} alerts firing")
-        if not self.reload_state[0]:
-            parts.append("last reload rejected")
-        return "; ".join(parts)
+        return self.health.status_line()
+
+    def not_ready(self) -> list[str]:
+        """Why the daemon cannot be relied on right now; empty when it can."""
+        return self.health.not_ready()
 
     async def reload(self) -> bool:
-        """SIGHUP: re-read the config. A bad one is logged and the old one keeps running;
-        endpoints that did not change keep their timers, results and alert state.
-
-        Requests that come while a reload runs fold into one more reload after it, which
-        reads the file as it is then: a burst of N SIGHUPs costs at most two reloads, not N
-        (10,000 endpoints take seconds of CPU to load). Returns whether this call applied a
-        configuration; False for one folded into the reload already running."""
-        if self.config_path is None:
-            log.warning(
-                "nothing to reload: no configuration file", extra={"event": "config_reload_skipped"}
-            )
-            return False
-        self.reload_requests += 1
-        self._reload_pending = True
-        if self._reloading.locked():
-            return False
-        applied = False
-        async with self._reloading:
-            while self._reload_pending:
-                self._reload_pending = False
-                self.reload_reads += 1
-                applied = await self._reload(self.config_path)
-        return applied
-
-    async def _reload(self, path: str) -> bool:
-        self.notifier.send(reloading=1, monotonic_usec=int(time.monotonic() * 1_000_000))
-        try:
-            new = await asyncio.to_thread(load_config, path)
-            if self.regions:
-                new = new.only_regions(self.regions)
-            if self.shard:
-                new = new.only_shard(self.shard)
-        except HealthcheckError as exc:
-            self.reload_state = (False, self.reload_state[1])
-            log.error(
-                "configuration reload rejected, the running one stays: %s",
-                exc,
-                extra={"event": "config_reload_failed", "error": str(exc)},
-            )
-            self.notifier.send(ready=1, status=self.status_line())
-            return False
-        old = self.config
-        needs_restart = [
-            name
-            for name in ("storage", "exporter", "alerting")
-            if getattr(new, name) != getattr(old, name)
-        ]
-        # Those sections belong to running parts (a file, a socket, senders): keep them.
-        self.config = replace(
-            new, storage=old.storage, exporter=old.exporter, alerting=old.alerting
-        )
-        endpoints = list(self.config.endpoints())
-        self.board.update(endpoints)
-        self.metrics.update(self.config)
-        if self.alerts is not None:
-            self.alerts.use_endpoints(endpoints)
-        if self.api is not None:
-            self.api.config = self.config
-        if self.prober is not None:
-            self.prober.use_secrets(Redactor(self.config.secrets))
-        added, removed, changed = (
-            self.scheduler.update(endpoints) if self.scheduler else (len(endpoints), 0, 0)
-        )
-        self.reload_state = (True, self._clock())
-        log.info(
-            "configuration reloaded: %d added, %d removed, %d changed%s",
-            added,
-            removed,
-            changed,
-            f"; {', '.join(needs_restart)} changes take effect on restart" if needs_restart else "",
-            extra={
-                "event": "config_reloaded",
-                "added": added,
-                "removed": removed,
-                "changed": changed,
-                "needs_restart": needs_restart,
-            },
-        )
-        self.notifier.send(ready=1, status=self.status_line())
-        return True
-
-    async def _supervise(self) -> None:
-        """WATCHDOG=1 only while the scheduler's dispatcher wakes on time; STATUS= lines."""
-        period = min(self.notifier.watchdog_interval or STATUS_EVERY, STATUS_EVERY)
-        while True:
-            age = self._heartbeat_age()
-            alive = age is not None and age < max(STALL_AFTER, period)
-            if alive and self.notifier.watchdog_interval is not None:
-                self.notifier.send(watchdog=1)
-            elif not alive:
-                log.warning(
-                    "the scheduler is not making progress", extra={"event": "scheduler_stalled"}
-                )
-            self.notifier.send(status=self.status_line())
-            await asyncio.sleep(period)
+        """SIGHUP: re-read the config file (see ConfigReload.request)."""
+        return await self.reloads.request()
 
     async def _open_storage(self) -> None:
         """Open (create, migrate) the database before saying READY; if it cannot be opened
@@ -369,10 +234,10 @@ class Daemon:
             alerts_firing=lambda: self.alerts.firing() if self.alerts else {},
             reload=lambda: self.reload_state,
             not_ready=self.not_ready,
-            heartbeat_age=self._heartbeat_age,
+            heartbeat_age=lambda: self.health.heartbeat_age(),
             dispatched=lambda: self.scheduler.stats.dispatched if self.scheduler else 0,
             missed=lambda: self.scheduler.stats.skipped_overrun if self.scheduler else 0,
-            asyncio_tasks=self._task_count,
+            asyncio_tasks=lambda: self.health.task_count(),
             prober_faults=lambda: self.prober_faults.total,
             connections=lambda: self.connections.open,
             connections_dropped=lambda: self.connections.evicted + self.connections.refused,
@@ -390,33 +255,6 @@ class Daemon:
             return
         self.fanout(result, status)
 
-    def _task_count(self) -> int:
-        """Tasks on the daemon's loop; /metrics renders in a worker thread, so name the loop."""
-        return len(asyncio.all_tasks(self._loop)) if self._loop is not None else 0
-
-    def _heartbeat_age(self) -> float | None:
-        beat = self.scheduler.heartbeat if self.scheduler else None
-        return None if beat is None else time.monotonic() - beat  # any thread may ask
-
-    def not_ready(self) -> list[str]:
-        """Why the daemon cannot be relied on right now; empty when it can."""
-        reasons = []
-        age = self._heartbeat_age()
-        if self.scheduler is None or not self.scheduler.running:
-            reasons.append("scheduler not running")
-        elif age is not None and age > STALL_AFTER:
-            reasons.append(f"scheduler stalled: no progress for {age:.0f}s")
-        if (
-            self.storage is not None
-            and self.storage.stats.failures
-            and not self.storage.stats.writable
-        ):
-            reasons.append(f"storage not writable: {self.storage.stats.last_error}")
-        if self.alerts is not None:
-            reasons.extend(self.alerts.not_ready())
-        reasons.extend(self.config.alerting.unrouted())
-        return reasons
-
     async def _start_http(self) -> Server:
         self.api = ApiState(
             self.config,
@@ -424,9 +262,10 @@ class Daemon:
             self.metrics,
             self.uptime,
             self.uptime.path,
-            self.not_ready,
-            self.self_report,
+            self.health.not_ready,
+            self.health.self_report,
         )
+        self.reloads.api = self.api
         server = await serve(
             build_app(self.api),
             self.config.exporter,
@@ -439,7 +278,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set; then finish in-flight checks (bounded) and flush storage."""
         endpoints = list(self.config.endpoints())
-        self._loop = asyncio.get_running_loop()
+        self.health.loop = asyncio.get_running_loop()
         tune_process()
         http = await self._start_http() if self._serve_http else None
         if self.storage is not None:
@@ -448,6 +287,7 @@ class Daemon:
         await self._open_storage()
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
             self.prober = prober
+            self.reloads.prober = prober
             self.scheduler = Scheduler(
                 endpoints,
                 prober.check,
@@ -455,6 +295,8 @@ class Daemon:
                 self.config.scheduler,
                 on_lag=self.metrics.observe_lag,
             )
+            self.reloads.scheduler = self.scheduler
+            self.health.scheduler = self.scheduler
             log.info(
                 "started: %d endpoints in %d regions%s",
                 len(endpoints),
@@ -469,7 +311,7 @@ class Daemon:
             for warning in self.config.alerting.unrouted():
                 log.warning(warning, extra={"event": "channel_unrouted"})
             background.append(asyncio.create_task(self.scheduler.run(), name="dispatcher"))
-            background.append(asyncio.create_task(self._supervise(), name="supervisor"))
+            background.append(asyncio.create_task(self.health.supervise(), name="supervisor"))
             if self.storage is not None:
                 background.append(asyncio.create_task(self.uptime.run(), name="uptime"))
             sending = None
