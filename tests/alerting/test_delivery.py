@@ -139,7 +139,10 @@ async def test_one_channel_down_does_not_delay_another(webhook, tmp_path) -> Non
     await sender.put([note("down", "a", "fired"), note("up", "a", "fired")])
     task = asyncio.create_task(sender.run())
     try:
-        async with asyncio.timeout(5):
+        # A sender that served channels in turn would hold "up" behind "down" for as long as
+        # "down" keeps refusing (its backoff grows): a generous deadline still tells the two
+        # apart, and a busy machine (Apprise loads on the first delivery) cannot miss it.
+        async with asyncio.timeout(30):
             while not webhook.received:
                 await asyncio.sleep(0.02)
     finally:
