@@ -19,12 +19,13 @@ from alerting.rules import SelfCheck
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
+from healthcheck.clock import LOOP, Clock, Timeline
 from healthcheck.result import ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 log = logging.getLogger("alerting.engine")
 
-# Alerts are evaluated (and grouped) once per tick.
+# Alerts are evaluated (and grouped) once per tick, by default.
 ALERT_TICK = 1.0
 # How long a stopping engine lets channels finish the delivery in hand.
 SENDER_GRACE = 15.0
@@ -43,17 +44,22 @@ class AlertEngine:
         endpoints: Iterable[Endpoint],
         settings: AlertingSettings,
         database_path: str,
-        clock: Callable[[], float],
+        clock: Clock,
         *,
+        tick: float = ALERT_TICK,
+        timeline: Timeline = LOOP,
         page_url: str | None = None,
         uptime_24h: Uptime24h | None = None,
         self_check: Callable[[float], SelfCheck] | None = None,
         database_created: Callable[[], int] = lambda: 0,
     ) -> None:
-        """`self_check(now)` reads the prober's own health before each evaluation;
+        """`clock` stamps alert state; evaluations run every `tick` seconds of `timeline`.
+        `self_check(now)` reads the prober's own health before each evaluation;
         `database_created()` counts the times the database file was created anew."""
         self.settings = settings
         self._clock = clock
+        self._tick = tick
+        self._timeline = timeline
         self._self_check = self_check
         self._database_created = database_created
         self.channels = build_channels(settings.channels, generator_url=page_url)
@@ -111,7 +117,7 @@ class AlertEngine:
         )
         self.sender.wake()
         while True:
-            await asyncio.sleep(ALERT_TICK)
+            await self._timeline.sleep(self._tick)
             try:
                 await self.evaluate_once()
             except Exception:  # keep alerting alive; the next tick tries again

@@ -17,6 +17,7 @@ from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
 from healthcheck.api import ApiState, build_app
+from healthcheck.clock import LOOP, Clock, Timeline
 from healthcheck.connections import ConnectionGuard
 from healthcheck.errors import StorageError
 from healthcheck.exporter import DaemonGauges, Metrics
@@ -24,7 +25,6 @@ from healthcheck.fanout import Fanout, ResultSink
 from healthcheck.offload import Offload
 from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
-from healthcheck.probes.base import Clock
 from healthcheck.reload import ConfigReload
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import Scheduler
@@ -96,8 +96,12 @@ class Daemon:
         regions: set[str] | None = None,
         notifier: Notifier | None = None,
         shard: Shard | None = None,
+        timeline: Timeline = LOOP,
     ) -> None:
+        """`clock` stamps results and alert state; the scheduler and the alert tick wait on
+        `timeline` (the event loop's clock): a test passes one manual clock as both."""
         self.shard = shard
+        self._timeline = timeline
         self.notifier = notifier or Notifier()
         self.prober: Prober | None = None
         self.api: ApiState | None = None
@@ -123,6 +127,7 @@ class Daemon:
                 config.alerting,
                 self.uptime.path,
                 clock,
+                timeline=timeline,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
                 uptime_24h=self._uptime_24h,
                 self_check=lambda now: self.health.self_check(now),
@@ -294,6 +299,7 @@ class Daemon:
                 [self.on_result],
                 self.config.scheduler,
                 on_lag=self.metrics.observe_lag,
+                timeline=self._timeline,
             )
             self.reloads.scheduler = self.scheduler
             self.health.scheduler = self.scheduler

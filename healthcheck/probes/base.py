@@ -8,7 +8,7 @@ import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,12 +16,11 @@ from typing import Any, ClassVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
+from healthcheck.clock import Clock as Clock  # re-exported: every probe kind takes one
 from healthcheck.conditions import ConditionContext
 from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
 from healthcheck.schema import Option
 from healthcheck.targets import Endpoint
-
-Clock = Callable[[], float]
 
 # The shortest attempt worth starting: below this a retry could only time out.
 MIN_ATTEMPT = 0.05
