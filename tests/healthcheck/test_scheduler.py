@@ -1,4 +1,8 @@
-"""The scheduler with real probes against loopback servers: isolation, spread, cap and rate."""
+"""The scheduler with real probes against loopback servers: isolation, spread, cap and rate.
+
+Timing is on a manual clock (tests/support/clock.py): the scheduler's due times and waits and
+the results' timestamps move only as the test advances it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import asyncio
 import itertools
 import json
 import time
+from typing import NamedTuple
 
 import pytest
 from aiohttp import web
+from clock import ManualClock
+from polling import until
 
 from healthcheck.config import parse_config
 from healthcheck.prober import Prober
@@ -54,43 +61,78 @@ async def server():
     await runner.cleanup()
 
 
-def fleet(endpoints: dict[str, str], interval: str, timeout: str, **scheduler: int):
+def fleet(endpoints: dict[str, str | dict], interval: str, timeout: str, **scheduler: int):
+    """Endpoints by name: a URL, or a URL with keys of its own."""
     document = {
         "defaults": {"interval": interval, "timeout": timeout, "retries": 0},
         "scheduler": scheduler,
         "regions": {
-            "r": {"endpoints": [{"name": name, "url": url} for name, url in endpoints.items()]}
+            "r": {
+                "endpoints": [
+                    {"name": name, **({"url": url} if isinstance(url, str) else url)}
+                    for name, url in endpoints.items()
+                ]
+            }
         },
     }
     return parse_config(json.dumps(document), "test", {})
 
 
-async def run_for(config, seconds: float) -> tuple[list[ProbeResult], Scheduler]:
+class Run(NamedTuple):
+    results: list[ProbeResult]
+    scheduler: Scheduler
+    beside: set[tuple[str, str]]  # (endpoint, another whose check was running as it began)
+
+
+async def run_for(config, seconds: float, hung: frozenset[str] = frozenset()) -> Run:
+    """Run the scheduler for `seconds` of a manual clock, which also stamps the results.
+
+    Each step of the clock waits for the checks it started (but those of `hung` endpoints)
+    to end, so a busy machine slows the test down and never changes what it sees.
+    """
+    clock = ManualClock()
     results: list[ProbeResult] = []
-    async with Prober() as prober:
+    checking: set[str] = set()
+    beside: set[tuple[str, str]] = set()
+    async with Prober(clock=clock) as prober:
+
+        async def check(endpoint):
+            beside.update((endpoint.name, other) for other in checking)
+            checking.add(endpoint.name)
+            try:
+                return await prober.check(endpoint)
+            finally:
+                checking.discard(endpoint.name)
+
         scheduler = Scheduler(
-            list(config.endpoints()), prober.check, [results.append], config.scheduler
+            list(config.endpoints()), check, [results.append], config.scheduler, timeline=clock
         )
+        clock.settle = lambda: checking <= hung
         task = asyncio.create_task(scheduler.run())
-        await asyncio.sleep(seconds)
+        await until(clock.sleeping)
+        await clock.advance(seconds)
         task.cancel()
-        await scheduler.drain(0.5)
-    return results, scheduler
+        await scheduler.drain(5.0)  # a hung check ends at its timeout
+    return Run(results, scheduler, beside)
 
 
 async def test_a_hung_endpoint_does_not_delay_another(server) -> None:
     url, _ = server
-    config = fleet({"stuck": f"{url}/hang", "fine": f"{url}/fast"}, "200ms", "190ms")
-    results, scheduler = await run_for(config, 2.0)
+    # Seconds of the manual clock, so a check's own (real) timeout can be generous: a busy
+    # machine's slow first check is no timeout. The hung one still ends, at 300 ms.
+    stuck_keys = {"url": f"{url}/hang", "timeout": "300ms"}
+    config = fleet({"stuck": stuck_keys, "fine": f"{url}/fast"}, "2s", "2s")
+    results, scheduler, beside = await run_for(config, 20.0, hung=frozenset({"stuck"}))
     fine = sorted(r.timestamp for r in results if r.endpoint == "fine")
     stuck = [r for r in results if r.endpoint == "stuck"]
     assert stuck and all(r.error == "timeout" for r in stuck)
-    # Every 200ms for 2s, whatever the hung endpoint is doing: ~10 checks, evenly spaced.
+    # Every 2s for 20s, whatever the hung endpoint is doing: ~10 checks, evenly spaced.
     assert len(fine) >= 7
     gaps = [b - a for a, b in itertools.pairwise(fine)]
-    assert max(gaps) < 0.4, gaps
+    assert max(gaps) < 4.0, gaps
     assert all(r.ok for r in results if r.endpoint == "fine")
     assert scheduler.stats.sink_errors == 0
+    assert ("fine", "stuck") in beside  # checked while a hung check was still running
 
 
 def test_spread_offsets_cover_the_interval_and_are_stable() -> None:
@@ -107,7 +149,7 @@ async def test_start_up_is_spread_not_a_burst(server) -> None:
     url, _ = server
     endpoints = {f"e{i}": f"{url}/fast" for i in range(20)}
     config = fleet(endpoints, "1s", "500ms")
-    results, _ = await run_for(config, 1.1)
+    results, _, _ = await run_for(config, 1.1)
     first = {}
     for result in sorted(results, key=lambda r: r.timestamp):
         first.setdefault(result.endpoint, result.timestamp)
@@ -150,9 +192,9 @@ async def test_checks_due_within_a_tick_start_together(server, tick) -> None:
     url, _ = server
     endpoints = {f"e{i}": f"{url}/fast" for i in range(40)}
     document = json.loads(json.dumps({"tick": f"{int(tick * 1000)}ms"}))
-    config = fleet(endpoints, "1s", "500ms", **document)
+    config = fleet(endpoints, "1s", "1s", **document)
     assert config.scheduler.tick == tick
-    results, scheduler = await run_for(config, 2.2)
+    results, scheduler, _ = await run_for(config, 2.2)
     assert len(results) >= 60 and all(r.ok for r in results)
     # Results of one batch carry the same wall-clock start to within a few ms.
     wakes = len({round(r.timestamp / 0.02) for r in results})
