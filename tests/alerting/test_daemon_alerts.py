@@ -1,13 +1,18 @@
-"""Alerting through a running daemon: real SMTP and webhook receivers, restarts, inhibition."""
+"""Alerting through a running daemon: real SMTP and webhook receivers, restarts, inhibition.
+
+Most run the daemon on a manual clock: its checks, alert ticks and holds happen as the test
+moves time on, and only delivery to the receivers is waited for in real time.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
+from contextlib import closing
 
 import pytest
 from aiohttp import web
+from clock import ManualClock
 from in_process import Running
 from polling import until
 
@@ -73,19 +78,37 @@ def titles(webhook) -> list[str]:
     return [r["body"]["title"] for r in webhook.received]
 
 
+def routed(db, channel: str = "slack") -> list[str]:
+    """Titles of every notification routed to `channel`, sent or not, oldest first: what the
+    receiver gets, and all it ever will."""
+    with closing(sqlite3.connect(db)) as connection:
+        rows = connection.execute(
+            "SELECT payload FROM outbox WHERE channel = ? ORDER BY id", [channel]
+        ).fetchall()
+    return [json.loads(payload)["title"] for (payload,) in rows]
+
+
+def critical(running: Running) -> int:
+    return running.daemon.evaluator.firing()["critical"]
+
+
 async def test_down_fires_to_slack_and_email_then_resolves(fleet, webhook, smtp, tmp_path) -> None:
     base, failing = fleet
     port, mailbox = smtp
     await webhook.up()
-    running = Running(config_for(base, webhook, port, str(tmp_path / "hc.db")))
+    clock = ManualClock()
+    running = Running(config_for(base, webhook, port, str(tmp_path / "hc.db")), clock)
     try:
+        await running.started()
         failing.add("/us-api")
+        await clock.advance_until(lambda: critical(running) == 1, step=0.5, within=30)
         await until(lambda: any("FIRING" in t for t in titles(webhook)))
         await until(lambda: mailbox.messages)
         assert titles(webhook)[0] == "[FIRING:critical] endpoint_down us/api"
         assert "us/api is down: HTTP 500" in webhook.received[0]["body"]["message"]
         assert "Subject: [FIRING:critical] endpoint_down us/api" in mailbox.messages[0]
         failing.clear()
+        await clock.advance_until(lambda: critical(running) == 0, step=0.5, within=30)
         await until(lambda: any("RESOLVED" in t for t in titles(webhook)))
         assert titles(webhook) == [
             "[FIRING:critical] endpoint_down us/api",
@@ -103,17 +126,24 @@ async def test_restart_mid_incident_neither_repages_nor_loses_the_resolve(
     base, failing = fleet
     port, _ = smtp
     await webhook.up()
-    config = config_for(base, webhook, port, str(tmp_path / "hc.db"))
+    db = tmp_path / "hc.db"
+    config = config_for(base, webhook, port, str(db))
     failing.add("/us-api")
-    first = Running(config)
+    clock = ManualClock()
+    first = Running(config, clock)
+    await first.started()
+    await clock.advance_until(lambda: critical(first) == 1, step=0.5, within=30)
     await until(lambda: titles(webhook) == ["[FIRING:critical] endpoint_down us/api"])
     await first.close()
-    second = Running(config)
+    second = Running(config, clock)
     try:
-        await asyncio.sleep(1.5)  # still failing, over several evaluations
+        await second.started()
+        await clock.advance(3.0)  # still failing, over three evaluations
+        assert routed(db) == ["[FIRING:critical] endpoint_down us/api"]  # no page again
         assert titles(webhook) == ["[FIRING:critical] endpoint_down us/api"]
-        assert second.daemon.evaluator.firing()["critical"] == 1
+        assert critical(second) == 1
         failing.clear()
+        await clock.advance_until(lambda: critical(second) == 0, step=0.5, within=30)
         await until(lambda: len(titles(webhook)) == 2)
         assert titles(webhook)[1] == "[RESOLVED:critical] endpoint_down us/api"
     finally:
@@ -126,29 +156,35 @@ async def test_regional_failure_absorbs_its_endpoints_into_one_message(
     base, failing = fleet
     port, _ = smtp
     await webhook.up()
+    db = tmp_path / "hc.db"
     config = config_for(
         base,
         webhook,
         port,
-        str(tmp_path / "hc.db"),
+        str(db),
         failure_threshold=8,
         regional_failure_for="200ms",
     )
-    running = Running(config)
+    clock = ManualClock()
+    running = Running(config, clock)
     try:
-        await asyncio.sleep(0.5)
+        await running.started()
+        await clock.advance(0.5)
         failing.update({"/eu-api", "/eu-web"})
-        await until(
-            lambda: running.daemon.evaluator.firing()["critical"] == 3
-        )  # region + 2 endpoints
-        await asyncio.sleep(1.2)
+        # region + 2 endpoints
+        await clock.advance_until(lambda: critical(running) == 3, step=0.5, within=30)
+        await clock.advance(2.0)  # two evaluations more
+        assert routed(db) == ["[FIRING:critical] regional_failure eu"]
+        await until(lambda: titles(webhook))
         sent = titles(webhook)
         assert sent == ["[FIRING:critical] regional_failure eu"], sent
         body = webhook.received[0]["body"]["message"]
         assert "all 2 endpoints down (api, web)" in body
         failing.clear()
+        await clock.advance_until(lambda: critical(running) == 0, step=0.5, within=30)
+        await clock.advance(2.0)
+        assert routed(db)[1:] == ["[RESOLVED:critical] regional_failure eu"]
         await until(lambda: len(titles(webhook)) >= 2)
-        await asyncio.sleep(1.2)
         assert titles(webhook)[1:] == ["[RESOLVED:critical] regional_failure eu"]
     finally:
         await running.close()
@@ -162,9 +198,12 @@ async def test_alerts_and_notifications_reach_metrics_and_the_api(
     base, failing = fleet
     port, _ = smtp
     await webhook.up()
-    running = Running(config_for(base, webhook, port, str(tmp_path / "hc.db")))
+    clock = ManualClock()
+    running = Running(config_for(base, webhook, port, str(tmp_path / "hc.db")), clock)
     try:
+        await running.started()
         failing.add("/us-api")
+        await clock.advance_until(lambda: critical(running) == 1, step=0.5, within=30)
         await until(lambda: titles(webhook))
         await until(
             lambda: (
