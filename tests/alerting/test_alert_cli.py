@@ -9,9 +9,10 @@ import sys
 
 import yaml
 from aiohttp import web
+from clock import ManualClock
+from in_process import Running
 
 from healthcheck.config import load_config
-from healthcheck.daemon import Daemon, open_writer
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -105,23 +106,20 @@ async def test_a_cli_silence_holds_back_a_running_daemons_alert(webhook, tmp_pat
         (1, "eu", True, "planned work")
     ]
 
-    config = load_config(config_path)
-    daemon = Daemon(config, open_writer(config.storage))
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
+    clock = ManualClock()  # after the silence was added: the daemon's clock reads later
+    running = Running(load_config(config_path), clock)
     try:
-        deadline = asyncio.get_running_loop().time() + 15
-        while daemon.evaluator is None or daemon.evaluator.firing()["critical"] < 1:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)  # evaluations pass: the silence holds it back
+        await running.started()
+        evaluator = running.daemon.evaluator
+        await clock.advance_until(lambda: evaluator.firing()["critical"] >= 1, step=0.5, within=30)
+        await clock.advance(3.0)  # three evaluations pass: the silence holds it back
         assert webhook.received == []
     finally:
-        stop.set()
-        await task
+        await running.close()
         await runner.cleanup()
     with sqlite3.connect(tmp_path / "hc.db") as db:
         history = db.execute("SELECT rule, target, to_state FROM alert_history").fetchall()
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)  # none to send
     assert ("endpoint_down", "eu/api", "firing") in history  # recorded, not sent
     code, out, _ = await cli("silence", "remove", "--config", config_path, "1")
     assert code == 0 and "silence 1 removed" in out
