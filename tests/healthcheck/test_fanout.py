@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 import aiohttp
+from clock import ManualClock
+from in_process import Running
 from polling import until
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthcheck.config import parse_config
-from healthcheck.daemon import Daemon, open_writer
 from healthcheck.result import ProbeResult, Status
 
 
@@ -44,18 +44,17 @@ async def test_a_raising_sink_skips_no_other(tmp_path, closed_port, webhook, cap
         {},
     )
     seen: list[tuple[ProbeResult, Status]] = []
-    daemon = Daemon(
-        config,
-        open_writer(config.storage),
-        extra_sinks=[broken_sink, lambda r, s: seen.append((r, s))],
-    )
-    stop = asyncio.Event()
     caplog.set_level(logging.ERROR, logger="healthcheck.fanout")
-    task = asyncio.create_task(daemon.run(stop))
+    clock = ManualClock()
+    running = Running(config, clock, extra_sinks=[broken_sink, lambda r, s: seen.append((r, s))])
+    daemon = running.daemon
     try:
+        await running.started()
         # Alerting comes after the broken sink, and still fires.
+        firing = daemon.evaluator.firing
+        await clock.advance_until(lambda: firing()["critical"] and len(seen) >= 5, 0.5, 30)
         await until(lambda: any("FIRING" in r["body"]["title"] for r in webhook.received))
-        await until(lambda: len(seen) >= 5 and daemon.storage.stats.written >= 5)
+        await until(lambda: daemon.storage.stats.written >= 5)
         host, port = daemon.listening
         async with (
             aiohttp.ClientSession() as session,
@@ -63,8 +62,7 @@ async def test_a_raising_sink_skips_no_other(tmp_path, closed_port, webhook, cap
         ):
             body = await response.text()
     finally:
-        stop.set()
-        await task
+        await running.close()
     assert all(status is Status.UNHEALTHY for _, status in seen)
     success = {
         tuple(sorted(sample.labels.items())): sample.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from clock import ManualClock
 from polling import until
@@ -18,13 +19,12 @@ class Running:
     it: each step of the clock lets the checks it started finish.
     """
 
-    def __init__(self, config: Config, clock: ManualClock | None = None) -> None:
-        writer = open_writer(config.storage)
-        if clock is None:
-            self.daemon = Daemon(config, writer)
-        else:
-            self.daemon = Daemon(config, writer, clock=clock, timeline=clock)
+    def __init__(self, config: Config, clock: ManualClock | None = None, **daemon: Any) -> None:
+        """`daemon`: more arguments for Daemon."""
+        if clock is not None:
+            daemon.update(clock=clock, timeline=clock)
             clock.settle = self.checks_done
+        self.daemon = Daemon(config, open_writer(config.storage), **daemon)
         self.clock = clock
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(self.daemon.run(self.stop))
