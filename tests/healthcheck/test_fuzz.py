@@ -135,9 +135,10 @@ def api_base(tmp_path_factory):
         config = parse_config(text, str(tmp / "regions.yaml"), {})
         daemon = Daemon(config, open_writer(config.storage))
         task = asyncio.create_task(daemon.run(stop))
-        while daemon.listening is None:
+        deadline = asyncio.get_running_loop().time() + 20
+        while daemon.listening is None or daemon.storage.stats.written < 3:  # some results
+            assert asyncio.get_running_loop().time() < deadline, "daemon did not get going"
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.6)  # some results stored
         host, port = daemon.listening
         found["base"] = f"http://{host}:{port}"
         ready.set()
