@@ -1,0 +1,51 @@
+"""The alert engine's loop: one evaluation per tick of its timeline, stamped by its clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from clock import ManualClock
+from polling import until
+
+from alerting.engine import AlertEngine
+from alerting.evaluator import ENDPOINT_DOWN
+from healthcheck.config import parse_config
+from healthcheck.result import ErrorClass, ProbeResult, Status
+
+
+async def test_alerts_are_evaluated_once_per_tick_of_the_timeline(tmp_path) -> None:
+    config = parse_config(
+        json.dumps(
+            {
+                "alerting": {"rules": {"failure_threshold": 2}},
+                "regions": {"eu": {"endpoints": [{"name": "api", "url": "http://x/"}]}},
+            }
+        ),
+        "test",
+        {},
+    )
+    clock = ManualClock()
+    engine = AlertEngine(
+        config.endpoints(),
+        config.alerting,
+        str(tmp_path / "hc.db"),
+        clock,
+        tick=5.0,
+        timeline=clock,
+    )
+    task = asyncio.create_task(engine.run())
+    try:
+        await until(clock.sleeping)  # stored state loaded, waiting for its first tick
+        for _ in range(2):
+            failed = ProbeResult("eu", "api", "http", False, 0.01, clock(), ErrorClass.TIMEOUT)
+            engine.observe(failed, Status.UNHEALTHY)
+        await clock.advance(4.9)
+        assert engine.firing()["critical"] == 0  # no tick yet: nothing judged
+        await clock.advance(0.1)
+        assert engine.firing()["critical"] == 1
+        state = engine.evaluator.alerts[(ENDPOINT_DOWN, "eu/api")]
+        assert state.last_change == clock()  # stamped by the engine's clock, at the tick
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
