@@ -76,7 +76,8 @@ class Scheduler:
         on_lag: Callable[[float], None] | None = None,
         timeline: Timeline = LOOP,
     ) -> None:
-        """Due times are kept, and waited for, on `timeline` (the event loop's clock)."""
+        """Due times are kept, and waited for, on `timeline` (the event loop's clock); the
+        rate limit and the heartbeat the watchdog reads stay on real time."""
         self._endpoints = {endpoint.id: endpoint for endpoint in endpoints}
         self._check = check
         self._sinks = list(sinks)
