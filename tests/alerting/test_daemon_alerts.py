@@ -211,6 +211,9 @@ async def test_alerts_and_notifications_reach_metrics_and_the_api(
                 and running.daemon.sender.stats["slack"].sent
             )
         )
+        # The pending count is refreshed on the sender's next pass, a while after the send.
+        counts = running.daemon.alerts.notification_counts
+        await until(lambda: counts()["slack"] == (1, 0, 0, 0))  # sent, failed, timed out, pending
         url = f"http://127.0.0.1:{running.daemon.listening[1]}"
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/metrics") as response:
