@@ -18,7 +18,12 @@ import yaml
 
 from healthcheck import safe_yaml, schema
 from healthcheck.alerting_section import overrides, read_alerting, read_overrides
-from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
+from healthcheck.conditions import (
+    PLACEHOLDERS,
+    Condition,
+    ConditionSyntaxError,
+    parse_condition,
+)
 from healthcheck.errors import ConfigError
 from healthcheck.probes.base import Probe
 from healthcheck.probes.registry import KINDS, probe_kind
@@ -98,7 +103,7 @@ class _Builder:
         # The same value is written once in `defaults` and read for every endpoint: at 100,000
         # endpoints re-reading durations and re-parsing conditions was 30 % of check-config.
         self.known: dict[tuple[Any, type, Any], Any] = {}
-        self.parsed: dict[str, Condition] = {}
+        self.parsed: dict[tuple[str, tuple[str, ...]], Condition] = {}
         # A value a region's endpoints inherit is one object for all of them: read it once.
         # `inherited` keeps each such object alive, so its id is not reused while cached.
         self.inherited: list[dict[str, Any]] = []
@@ -308,14 +313,16 @@ class _Builder:
         if not isinstance(raw, list):
             raise self.error(path, f"expected a list of condition strings, got {_kind_of(raw)}")
         parsed = []
+        # The common placeholders, then any the kind adds: each is known to the parser
+        known = (*PLACEHOLDERS, *sorted(probe.placeholders.difference(PLACEHOLDERS)))
         for index, text in enumerate(raw):
             item_path = f"{path}[{index}]"
             text = _plain(text)
             if not isinstance(text, str):
                 raise self.error(item_path, f"expected a condition string, got {_kind_of(text)}")
             try:
-                condition = self.parsed.get(text) or parse_condition(text)
-                self.parsed[text] = condition
+                condition = self.parsed.get((text, known)) or parse_condition(text, known)
+                self.parsed[text, known] = condition
             except ConditionSyntaxError as exc:
                 raise self.error(item_path, f"{exc} in {text!r}") from None
             unavailable = condition.placeholders - probe.placeholders

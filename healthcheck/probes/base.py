@@ -180,23 +180,33 @@ class Probe(ABC):
         context: ConditionContext,
         started: float,
         timestamp: float,
+        *,
+        latency: float | None = None,
+        verdict: tuple[ErrorClass, str] | None = None,
+        degraded: str | None = None,
         **fields: Any,
     ) -> ProbeResult:
-        """A result decided by the target's conditions (ok when there are none)."""
-        latency = time.perf_counter() - started
+        """A result decided by the target's conditions (ok when there are none), unless the
+        kind's own `verdict` (error class, text) failed it first; `latency` is from `started`
+        unless the kind measured it itself; `degraded` holds only for a result that is ok."""
+        if latency is None:
+            latency = time.perf_counter() - started
         context.response_time_ms = latency * 1000
         outcomes = tuple(condition.evaluate(context) for condition in target.conditions)
         failed = [outcome for outcome in outcomes if not outcome.passed]
+        if verdict is None and failed:
+            verdict = (ErrorClass.CONDITION_FAILED, describe_failed(failed))
         return ProbeResult(
             region=target.region,
             endpoint=target.name,
             kind=target.kind,
-            ok=not failed,
+            ok=verdict is None,
             latency=latency,
             timestamp=timestamp,
-            error=ErrorClass.CONDITION_FAILED if failed else None,
-            error_text=describe_failed(failed) if failed else None,
+            error=verdict[0] if verdict else None,
+            error_text=verdict[1] if verdict else None,
             conditions=outcomes,
+            degraded=degraded if verdict is None else None,
             **fields,
         )
 
