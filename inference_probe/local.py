@@ -16,6 +16,7 @@ from healthcheck.probes.base import Probe
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint
 from inference_probe.canary import CanaryWorker, WorkerDied
+from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
 
 log = logging.getLogger("inference_probe.local")
 
@@ -104,6 +105,9 @@ class OnnxProbe(Probe):
         ErrorClass.GPU_UNAVAILABLE,
         ErrorClass.CONDITION_FAILED,
     )
+    metrics = CANARY_METRICS
+    alert_rules = (CANARY_RULE,)
+    down_alertname = CANARY_DOWN
 
     def __init__(self, clock: Any = time.time) -> None:
         super().__init__(clock)

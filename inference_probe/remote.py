@@ -29,6 +29,7 @@ from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import Option, TlsOptions
 from healthcheck.secrets import reveal
 from healthcheck.targets import Endpoint
+from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
 from inference_probe.oip import (
     InferenceSettings,
     InvalidResponse,
@@ -79,6 +80,9 @@ class InferenceProbe(Probe):
         ErrorClass.WRONG_OUTPUT,
         ErrorClass.CONDITION_FAILED,
     )
+    metrics = CANARY_METRICS
+    alert_rules = (CANARY_RULE,)
+    down_alertname = CANARY_DOWN
     _session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes.plugin import AlertRule, KindMetrics
 from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
 from healthcheck.schema import Option
 from healthcheck.targets import Endpoint
@@ -53,8 +54,9 @@ NETWORK_ERRORS = (
 
 
 class Probe(ABC):
-    """A probe kind: subclasses set `kind`, `settings`, `options`, `placeholders`, `errors`,
-    `attempt`."""
+    """A probe kind, whole: subclasses set `kind`, `settings`, `options` (its config keys),
+    `placeholders`, `errors` and `attempt`; and, if the kind has its own, `metrics`,
+    `alert_rules` and `down_alertname` (healthcheck.probes.plugin)."""
 
     kind: ClassVar[str]
     settings: ClassVar[type]  # frozen dataclass built from `options`
@@ -63,6 +65,12 @@ class Probe(ABC):
     # Every error class a check of this kind can end with, so /metrics shows each at 0 from
     # the start and increase() sees the first error of every series.
     errors: ClassVar[tuple[ErrorClass, ...]] = (*NETWORK_ERRORS, ErrorClass.CONDITION_FAILED)
+    # The kind's own metric families and alert rules, beyond every kind's.
+    metrics: ClassVar[KindMetrics | None] = None
+    alert_rules: ClassVar[tuple[AlertRule, ...]] = ()
+    # The Alertmanager alertname of this kind's endpoint_down alert where Prometheus's rules
+    # name a failing check of the kind apart; None: HealthcheckEndpointDown.
+    down_alertname: ClassVar[str | None] = None
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
