@@ -26,7 +26,7 @@ from healthcheck.conditions import (
 )
 from healthcheck.errors import ConfigError
 from healthcheck.probes.base import Probe
-from healthcheck.probes.registry import KINDS, probe_kind
+from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
 from healthcheck.sections import SECTIONS
@@ -246,10 +246,10 @@ class _Builder:
                 f"{name!r} is not a valid name: use letters, digits, '-', '_', '.' (max 63)",
             )
         kind_name = _plain(raw.get("kind", "http"))
-        if not isinstance(kind_name, str) or kind_name not in KINDS:
+        if not isinstance(kind_name, str) or not is_kind(kind_name):
             raise self.error(
                 _join(path, "kind"),
-                f"unknown kind {kind_name!r}; expected one of {', '.join(sorted(KINDS))}",
+                f"unknown kind {kind_name!r}; expected one of {', '.join(known_kinds())}",
             )
         probe = probe_kind(kind_name)
         options = self.kinds.get(kind_name) or {**COMMON_OPTIONS, **probe.options}
