@@ -339,11 +339,9 @@ class _Builder:
     # -- checks --------------------------------------------------------------------------------
     def check_defaults(self, defaults: dict[str, Any], path: str) -> None:
         """Defaults take any key some kind takes; each value is checked where it is written."""
-        allowed: dict[str, Option] = dict(COMMON_OPTIONS)
-        for kind in KINDS:
-            for key, option in probe_kind(kind).options.items():
-                if option.default is not REQUIRED:
-                    allowed.setdefault(key, option)
+        allowed = _default_keys(list(KINDS))
+        if not allowed.keys() >= defaults.keys():  # maybe a key of a kind an entry point offers
+            allowed = _default_keys(known_kinds())
         self.refuse_unknown(defaults, allowed, path)
         for key, value in defaults.items():
             if key == "conditions":
@@ -457,6 +455,17 @@ def _plain(value: Any) -> Any:
 def _sub(path: str, key: str) -> str:
     """A sub-key path under `path`: `inputs[0].shape`, not `inputs.[0].shape`."""
     return f"{path}{key}" if key.startswith("[") else _join(path, key)
+
+
+def _default_keys(kinds: list[str]) -> dict[str, Option]:
+    """The keys a defaults section takes: the common ones, and those of these kinds that have a
+    default (the first kind's reader, where two kinds share a key)."""
+    allowed: dict[str, Option] = dict(COMMON_OPTIONS)
+    for kind in kinds:
+        for key, option in probe_kind(kind).options.items():
+            if option.default is not REQUIRED:
+                allowed.setdefault(key, option)
+    return allowed
 
 
 def _join(path: str, key: Any) -> str:

@@ -51,8 +51,12 @@ def is_kind(kind: str) -> bool:
 
 
 def known_kinds() -> list[str]:
-    """Every kind a configuration may name: registered, or offered by an entry point."""
-    return sorted({*KINDS, *(point.name for point in entry_points(group=ENTRY_POINTS))})
+    """Every kind a configuration may name: registered, or offered by an entry point (which
+    this registers)."""
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name not in KINDS:
+            register_kind(point.name, point.value)
+    return sorted(KINDS)
 
 
 @cache

@@ -132,7 +132,6 @@ async def test_once_checks_it_and_judges_its_placeholder(
                 "name": "asked",
                 "kind": "echo",
                 "address": echo_server,
-                "message": "hi",
                 "lines": 3,
                 "conditions": ["[ECHO] == hi", "[CONNECTED] == true"],
             },
@@ -144,7 +143,8 @@ async def test_once_checks_it_and_judges_its_placeholder(
             },
             {"name": "garbled", "kind": "echo", "address": garbling_server, "message": "hi"},
         ],
-        defaults={"interval": "10s", "timeout": "5s", "retries": 0},
+        # its keys are defaults too, once an entry point offers the kind
+        defaults={"interval": "10s", "timeout": "5s", "retries": 0, "message": "hi"},
     )
     done = await run_cli("--once", "--format", "json", "--config", str(config), env=plugin_env)
     assert done.code == 2, done.stderr
