@@ -493,28 +493,31 @@ class _ScrapeCollector:
             labels=(*ENDPOINT_LABELS, "error"),
         )
         # The kinds' own histograms, one family per name (kinds may share one)
-        kind_histograms: dict[str, tuple[HistogramMetricFamily, list[str]]] = {
-            declared.name: (
-                HistogramMetricFamily(declared.name, declared.help, labels=ENDPOINT_LABELS),
-                _le(declared.buckets),
-            )
-            for metrics in scrape.kinds.values()
-            for declared in metrics.histograms
-        }
+        kind_histograms: dict[str, HistogramMetricFamily] = {}
+        les: dict[tuple[float, ...], list[str]] = {}
+        for metrics in scrape.kinds.values():
+            for declared in metrics.histograms:
+                kind_histograms.setdefault(
+                    declared.name,
+                    HistogramMetricFamily(declared.name, declared.help, labels=ENDPOINT_LABELS),
+                )
+                les.setdefault(declared.buckets, _le(declared.buckets))
         for names, (counts, total), own, ok, failed, (classes, seen), _, _ in scrape.rows:
             labels = list(names)
             duration.add_metric(labels, _buckets(_DURATION_LE, counts), total)
             if own:
                 declaring = scrape.kinds[names[2]].histograms
                 for declared, (own_counts, own_total) in zip(declaring, own, strict=True):
-                    family, le = kind_histograms[declared.name]
-                    family.add_metric(labels, _buckets(le, own_counts), own_total)
+                    le = les[declared.buckets]
+                    kind_histograms[declared.name].add_metric(
+                        labels, _buckets(le, own_counts), own_total
+                    )
             checks.add_metric([*labels, "success"], ok)
             checks.add_metric([*labels, "failure"], failed)
             for error, count in zip(classes, seen, strict=True):
                 errors.add_metric([*labels, error], count)
         yield from (duration, checks, errors)
-        yield from (family for family, _ in kind_histograms.values())
+        yield from kind_histograms.values()
         lag = HistogramMetricFamily(
             "healthcheck_schedule_lag_seconds", "How late each check started after its due time"
         )

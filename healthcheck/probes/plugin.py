@@ -52,7 +52,7 @@ class KindMetrics:
     - `histograms`: counted per result, on the event loop (a few integer updates);
     - `reading`: what a scrape keeps of each endpoint's last result (plain data);
     - `gauges`: at render time, every endpoint's reading of the kind to its gauge families.
-      Families of one name from several kinds are rendered as one.
+      Families of one name from several kinds are rendered as one: they share its meaning.
     """
 
     histograms: tuple[Histogram, ...] = ()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,6 +43,8 @@ def is_kind(kind: str) -> bool:
     """Whether `kind` is registered, or an installed entry point offers it (then registered)."""
     if kind in KINDS:
         return True
+    from importlib.metadata import entry_points  # only here: a start-up cost every run avoids
+
     for point in entry_points(group=ENTRY_POINTS, name=kind):
         register_kind(kind, point.value)
         return True
@@ -53,6 +54,8 @@ def is_kind(kind: str) -> bool:
 def known_kinds() -> list[str]:
     """Every kind a configuration may name: registered, or offered by an entry point (which
     this registers)."""
+    from importlib.metadata import entry_points
+
     for point in entry_points(group=ENTRY_POINTS):
         if point.name not in KINDS:
             register_kind(point.name, point.value)
