@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from alerting import rules
 from alerting.settings import AlertingSettings
-from alerting.state import AlertState, Event, Phase, Verdict, step
-from healthcheck.result import CANARY_KINDS, ProbeResult, Status
+from alerting.state import AlertState, Event, Phase, Severity, Verdict, step
+from healthcheck.probes.plugin import AlertRule, Finding
+from healthcheck.probes.registry import find_kind
+from healthcheck.result import ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 ENDPOINT_DOWN = "endpoint_down"
@@ -26,7 +28,6 @@ HIGH_LATENCY = "high_latency"
 ERROR_RATE = "error_rate"
 UPTIME = "uptime"
 FLAPPING = "flapping"
-CANARY = "canary"
 DAEMON_HEALTH = "daemon_health"
 DAEMON = "healthcheck"  # the target of the daemon's self-check
 RULES = (
@@ -37,9 +38,8 @@ RULES = (
     ERROR_RATE,
     UPTIME,
     FLAPPING,
-    CANARY,
     DAEMON_HEALTH,
-)
+)  # and the rules each probe kind declares (Probe.alert_rules)
 UPTIME_EVERY = 30.0  # the 24h uptime moves slowly: judge it twice a minute
 
 Key = tuple[str, str]  # (rule, target)
@@ -95,6 +95,7 @@ class Evaluator:
         self._recent: dict[str, _Recent] = {}
         self._buffer: list[tuple[ProbeResult, Status]] = []
         self._next_uptime = 0.0
+        self._kind_rules: dict[str, tuple[AlertRule, ...]] = {}
         # Set by the daemon before each evaluation: (schedule lag p99 s, storage down for s).
         self.self_check: rules.SelfCheck | None = None
 
@@ -204,6 +205,14 @@ class Evaluator:
             self._step(key, verdict, hold, now, self.regions.get(key[1], ""), changes)
         return changes
 
+    def _rules_of(self, kind: str) -> tuple[AlertRule, ...]:
+        """The alert rules a probe kind declares, looked up once per kind."""
+        found = self._kind_rules.get(kind)
+        if found is None:
+            probe = find_kind(kind)
+            found = self._kind_rules[kind] = probe.alert_rules if probe is not None else ()
+        return found
+
     def _judge_result(
         self, result: ProbeResult, status: Status, endpoint: Endpoint, now: float, judge: _Judge
     ) -> None:
@@ -231,8 +240,9 @@ class Evaluator:
             rule_settings.success_threshold,
         )
         judge(ENDPOINT_DOWN, target, region, down)
-        if result.kind in CANARY_KINDS:
-            judge(CANARY, target, region, rules.canary(result, status is Status.DEGRADED))
+        for rule in self._rules_of(result.kind):
+            finding = rule.judge(result, status is Status.DEGRADED)
+            judge(rule.name, target, region, None if finding is None else _verdict(finding))
         if result.cert_expiry is not None:
             judge(
                 TLS_EXPIRY,
@@ -333,3 +343,7 @@ class Evaluator:
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
             self._active.discard(key)
+
+
+def _verdict(finding: Finding) -> Verdict:
+    return Verdict(finding.active, Severity(finding.severity), finding.text)

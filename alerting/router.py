@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from alerting.evaluator import (
-    CANARY,
     DAEMON_HEALTH,
     ENDPOINT_DOWN,
     ERROR_RATE,
@@ -31,7 +30,7 @@ from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, silenced
 from alerting.state import AlertState, Event, Phase, Severity
-from healthcheck.result import CANARY_KINDS
+from healthcheck.probes.registry import every_alert_rule, find_kind
 
 NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
 # The `alertname` each rule goes to Alertmanager as: the name of the Prometheus alert in
@@ -43,13 +42,12 @@ ALERTNAMES = {
     HIGH_LATENCY: "HealthcheckHighLatencyP95",
     UPTIME: "HealthcheckUptimeCritical",
     TLS_EXPIRY: "HealthcheckTLSCertExpiringSoon",
-    CANARY: "HealthcheckCanaryWrongOutput",
     ERROR_RATE: "HealthcheckErrorRate",
     FLAPPING: "HealthcheckFlapping",
     DAEMON_HEALTH: "HealthcheckDaemonHealth",
 }
-# Prometheus splits a failing check by kind: a canary that fails is HealthcheckCanaryFailing.
-CANARY_DOWN = "HealthcheckCanaryFailing"
+# A probe kind names its own rules' alertnames, and its endpoint_down's where Prometheus
+# splits a failing check by kind (Probe.alert_rules, Probe.down_alertname).
 HEADLINES = {
     Event.FIRED: "FIRING",
     Event.ESCALATED: "ESCALATED",
@@ -137,9 +135,14 @@ def route(
 
 def alertname(rule: str, kind: str | None) -> str:
     """The Alertmanager alertname of a rule's alert (an unknown rule keeps its own name)."""
-    if rule == ENDPOINT_DOWN and kind in CANARY_KINDS:
-        return CANARY_DOWN
-    return ALERTNAMES.get(rule, rule)
+    probe = find_kind(kind) if kind is not None else None
+    if probe is not None and rule == ENDPOINT_DOWN and probe.down_alertname is not None:
+        return probe.down_alertname
+    if rule in ALERTNAMES:
+        return ALERTNAMES[rule]
+    # A kind's own rule; without the endpoint's kind (gone from the config), any kind's.
+    declared = probe.alert_rules if probe is not None else every_alert_rule()
+    return next((r.alertname for r in declared if r.name == rule), rule)
 
 
 def still_firing(

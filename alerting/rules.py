@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alerting.state import Severity, Verdict
-from healthcheck.result import CANARY_KINDS, ProbeResult
+from healthcheck.result import ProbeResult
 
 DAY = 86400.0
 
@@ -166,24 +166,6 @@ def flapping(target: str, changes: int, threshold: int, window: float) -> Verdic
         Severity.WARNING,
         f"{target} is flapping: {changes} status changes in {minutes:g} minutes",
     )
-
-
-_CANARY_CRITICAL = frozenset({"wrong_output", "gpu_unavailable", "gpu_error"})
-
-
-def canary(result: ProbeResult, degraded: bool) -> Verdict | None:
-    """An inference canary: wrong output (silent corruption) or no GPU pages at once, without
-    waiting for a streak; a degraded canary (CPU fallback, slow) is a warning."""
-    if result.kind not in CANARY_KINDS:
-        return None
-    target = result.target_id
-    if result.error is not None and result.error.value in _CANARY_CRITICAL:
-        return Verdict(
-            True, Severity.CRITICAL, f"{target}: canary {result.error.value}: {result.error_text}"
-        )
-    if degraded:
-        return Verdict(True, Severity.WARNING, f"{target}: canary degraded")
-    return Verdict(False, Severity.WARNING, f"{target}: canary healthy")
 
 
 @dataclass(frozen=True, slots=True)

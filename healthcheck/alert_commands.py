@@ -13,6 +13,7 @@ from alerting.outbox import Notification
 from alerting.silences import Silence, add_stored, remove_stored, stored
 from healthcheck.durations import parse_duration
 from healthcheck.errors import ConfigError, DeliveryError
+from healthcheck.probes.registry import every_alert_rule
 from healthcheck.targets import Config
 from storage.schema import connect
 
@@ -87,7 +88,9 @@ def silence_add(
             f"--endpoint {endpoint!r} is not in the configuration", file=config.source
         )
     if rule is not None and rule not in RULES:
-        raise ConfigError(f"--rule {rule!r} is not a rule; rules are {', '.join(RULES)}")
+        rules = (*RULES, *(kind_rule.name for kind_rule in every_alert_rule()))
+        if rule not in rules:
+            raise ConfigError(f"--rule {rule!r} is not a rule; rules are {', '.join(rules)}")
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:

@@ -6,7 +6,7 @@ import contextlib
 import difflib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class ConditionContext:
     certificate_expiration_s: float | None = None  # seconds until the peer certificate expires
     ip: str | None = None
     dns_rcode: str | None = None
+    # The values of placeholders a probe kind declares beyond the ones above, by name
+    values: dict[str, Any] = field(default_factory=dict)
     _json: Any = field(default=_UNSET, repr=False)
 
     def body_json(self) -> Any:
@@ -125,9 +127,10 @@ class Condition:
         return ConditionOutcome(self.text, passed, ", ".join(seen))
 
 
-def parse_condition(text: str) -> Condition:
-    """Parse one condition; raise ConditionSyntaxError with the column of the problem."""
-    tree = _parse(text)
+def parse_condition(text: str, placeholders: Collection[str] = PLACEHOLDERS) -> Condition:
+    """Parse one condition, which may read `placeholders` (a kind adds its own to the common
+    ones); raise ConditionSyntaxError with the column of the problem."""
+    tree = _parse(text, placeholders)
     refs = [side for side in (tree.left, tree.right) if isinstance(side, _Ref)]
     return Condition(text, frozenset(ref.name for ref in refs), tree)
 
@@ -139,13 +142,13 @@ def evaluate_all(
     return tuple(condition.evaluate(context) for condition in conditions)
 
 
-def _parse(text: str) -> _Comparison:
+def _parse(text: str, placeholders: Collection[str] = PLACEHOLDERS) -> _Comparison:
     if not isinstance(text, str) or not text.strip():
         raise ConditionSyntaxError("empty condition; write one like [STATUS] == 200", 0)
     column, operator = _find_operator(text)
     right_start = column + len(operator)
-    left = _operand(text, 0, column, operator)
-    right = _operand(text, right_start, len(text), operator)
+    left = _operand(text, 0, column, operator, placeholders)
+    right = _operand(text, right_start, len(text), operator, placeholders)
     if not isinstance(left, _Ref) and not isinstance(right, _Ref):
         raise ConditionSyntaxError("no placeholder to check; put one like [STATUS] on a side", 0)
     matchers = [side for side in (left, right) if isinstance(side, _Matcher)]
@@ -183,7 +186,9 @@ def _find_operator(text: str) -> tuple[int, str]:
     return found
 
 
-def _operand(text: str, start: int, end: int, operator: str) -> _Operand:
+def _operand(
+    text: str, start: int, end: int, operator: str, placeholders: Collection[str]
+) -> _Operand:
     raw = text[start:end]
     source = raw.strip()
     column = start + len(raw) - len(raw.lstrip())
@@ -193,13 +198,13 @@ def _operand(text: str, start: int, end: int, operator: str) -> _Operand:
     if source.startswith("="):
         raise ConditionSyntaxError("unexpected '='; use a single operator", column)
     if placeholder := _PLACEHOLDER.match(source):
-        return _ref(placeholder, column, None, source)
+        return _ref(placeholder, column, None, source, placeholders)
     if match := _FUNCTION.match(source):
-        return _function(source, column, match.group(1))
+        return _function(source, column, match.group(1), placeholders)
     return _Literal(_ordinal(source, column, operator) if operator in _ORDERING else source)
 
 
-def _function(source: str, column: int, name: str) -> _Operand:
+def _function(source: str, column: int, name: str, placeholders: Collection[str]) -> _Operand:
     if name not in FUNCTIONS:
         known = ", ".join(f"{known}()" for known in FUNCTIONS)
         message = f"unknown function {_cut(name)}(); expected one of {known}"
@@ -224,15 +229,21 @@ def _function(source: str, column: int, name: str) -> _Operand:
     if not (placeholder := _PLACEHOLDER.match(argument)):
         message = f"{name}() takes a placeholder like [BODY].items"
         raise ConditionSyntaxError(message, argument_column)
-    return _ref(placeholder, argument_column, name, source)
+    return _ref(placeholder, argument_column, name, source, placeholders)
 
 
-def _ref(placeholder: re.Match[str], column: int, function: str | None, label: str) -> _Ref:
+def _ref(
+    placeholder: re.Match[str],
+    column: int,
+    function: str | None,
+    label: str,
+    placeholders: Collection[str],
+) -> _Ref:
     source, name, index = placeholder.string, placeholder[1].upper(), placeholder.end()
-    if name not in PLACEHOLDERS:
-        guess = difflib.get_close_matches(name, PLACEHOLDERS, n=1) if len(name) < 40 else []
+    if name not in placeholders:
+        guess = difflib.get_close_matches(name, placeholders, n=1) if len(name) < 40 else []
         hint = f"did you mean [{guess[0]}]? " if guess else ""
-        known = ", ".join(f"[{known}]" for known in PLACEHOLDERS)
+        known = ", ".join(f"[{known}]" for known in placeholders)
         message = f"unknown placeholder {_cut(source[:index])}; {hint}expected one of {known}"
         raise ConditionSyntaxError(message, column)
     path: list[str | int] = []
@@ -309,7 +320,8 @@ def _value(side: _Operand, context: ConditionContext) -> Any:
 
 
 def _read(ref: _Ref, context: ConditionContext) -> Any:
-    value = getattr(context, _FIELDS[ref.name])
+    field_name = _FIELDS.get(ref.name)
+    value = getattr(context, field_name) if field_name else context.values.get(ref.name)
     if value is None:
         raise _Unmet(f"[{ref.name}] has no value for this check")
     if ref.name == "CERTIFICATE_EXPIRATION":

@@ -18,10 +18,15 @@ import yaml
 
 from healthcheck import safe_yaml, schema
 from healthcheck.alerting_section import overrides, read_alerting, read_overrides
-from healthcheck.conditions import Condition, ConditionSyntaxError, parse_condition
+from healthcheck.conditions import (
+    PLACEHOLDERS,
+    Condition,
+    ConditionSyntaxError,
+    parse_condition,
+)
 from healthcheck.errors import ConfigError
 from healthcheck.probes.base import Probe
-from healthcheck.probes.registry import KINDS, probe_kind
+from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
 from healthcheck.sections import SECTIONS
@@ -98,7 +103,7 @@ class _Builder:
         # The same value is written once in `defaults` and read for every endpoint: at 100,000
         # endpoints re-reading durations and re-parsing conditions was 30 % of check-config.
         self.known: dict[tuple[Any, type, Any], Any] = {}
-        self.parsed: dict[str, Condition] = {}
+        self.parsed: dict[tuple[str, tuple[str, ...]], Condition] = {}
         # A value a region's endpoints inherit is one object for all of them: read it once.
         # `inherited` keeps each such object alive, so its id is not reused while cached.
         self.inherited: list[dict[str, Any]] = []
@@ -241,10 +246,10 @@ class _Builder:
                 f"{name!r} is not a valid name: use letters, digits, '-', '_', '.' (max 63)",
             )
         kind_name = _plain(raw.get("kind", "http"))
-        if not isinstance(kind_name, str) or kind_name not in KINDS:
+        if not isinstance(kind_name, str) or not is_kind(kind_name):
             raise self.error(
                 _join(path, "kind"),
-                f"unknown kind {kind_name!r}; expected one of {', '.join(sorted(KINDS))}",
+                f"unknown kind {kind_name!r}; expected one of {', '.join(known_kinds())}",
             )
         probe = probe_kind(kind_name)
         options = self.kinds.get(kind_name) or {**COMMON_OPTIONS, **probe.options}
@@ -308,14 +313,16 @@ class _Builder:
         if not isinstance(raw, list):
             raise self.error(path, f"expected a list of condition strings, got {_kind_of(raw)}")
         parsed = []
+        # The common placeholders, then any the kind adds: each is known to the parser
+        known = (*PLACEHOLDERS, *sorted(probe.placeholders.difference(PLACEHOLDERS)))
         for index, text in enumerate(raw):
             item_path = f"{path}[{index}]"
             text = _plain(text)
             if not isinstance(text, str):
                 raise self.error(item_path, f"expected a condition string, got {_kind_of(text)}")
             try:
-                condition = self.parsed.get(text) or parse_condition(text)
-                self.parsed[text] = condition
+                condition = self.parsed.get((text, known)) or parse_condition(text, known)
+                self.parsed[text, known] = condition
             except ConditionSyntaxError as exc:
                 raise self.error(item_path, f"{exc} in {text!r}") from None
             unavailable = condition.placeholders - probe.placeholders
@@ -332,11 +339,9 @@ class _Builder:
     # -- checks --------------------------------------------------------------------------------
     def check_defaults(self, defaults: dict[str, Any], path: str) -> None:
         """Defaults take any key some kind takes; each value is checked where it is written."""
-        allowed: dict[str, Option] = dict(COMMON_OPTIONS)
-        for kind in KINDS:
-            for key, option in probe_kind(kind).options.items():
-                if option.default is not REQUIRED:
-                    allowed.setdefault(key, option)
+        allowed = _default_keys(list(KINDS))
+        if not allowed.keys() >= defaults.keys():  # maybe a key of a kind an entry point offers
+            allowed = _default_keys(known_kinds())
         self.refuse_unknown(defaults, allowed, path)
         for key, value in defaults.items():
             if key == "conditions":
@@ -450,6 +455,17 @@ def _plain(value: Any) -> Any:
 def _sub(path: str, key: str) -> str:
     """A sub-key path under `path`: `inputs[0].shape`, not `inputs.[0].shape`."""
     return f"{path}{key}" if key.startswith("[") else _join(path, key)
+
+
+def _default_keys(kinds: list[str]) -> dict[str, Option]:
+    """The keys a defaults section takes: the common ones, and those of these kinds that have a
+    default (the first kind's reader, where two kinds share a key)."""
+    allowed: dict[str, Option] = dict(COMMON_OPTIONS)
+    for kind in kinds:
+        for key, option in probe_kind(kind).options.items():
+            if option.default is not REQUIRED:
+                allowed.setdefault(key, option)
+    return allowed
 
 
 def _join(path: str, key: Any) -> str:

@@ -30,21 +30,18 @@ from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
 from healthcheck.offload import Offload, OffloadError
-from healthcheck.probes.registry import KINDS, probe_kind
-from healthcheck.result import CANARY_KINDS, ProbeResult, Status
+from healthcheck.probes.plugin import ENDPOINT_LABELS, Gauges, KindMetrics, Reading
+from healthcheck.probes.registry import find_kind
+from healthcheck.result import ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
 log = logging.getLogger("healthcheck.exporter")
 
-# One inference: from a fraction of a millisecond (a small net on a GPU) to seconds.
-INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
 # 1 ms to 30 s, fit for loopback checks and slow far-away ones alike.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STATUSES = tuple(status.value for status in Status)
-ENDPOINT_LABELS = ("region", "endpoint", "kind")
 PHASES = ("dns", "connect", "first_byte", "total")
 
 
@@ -72,7 +69,7 @@ def _declared_errors(kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
     its endpoints (so a scrape pickles the names once per kind, not once per endpoint)."""
     found = _DECLARED.get(kind)
     if found is None:
-        probe = probe_kind(kind) if kind in KINDS else None
+        probe = find_kind(kind)
         names = tuple(error.value for error in probe.errors) if probe else ()
         found = _DECLARED[kind] = (names, {name: i for i, name in enumerate(names)})
     return found
@@ -94,15 +91,17 @@ class _EndpointSeries:
         "error_names",
         "errors",
         "failure",
-        "inference",
+        "histograms",
         "labels",
+        "metrics",
         "success",
     )
 
-    def __init__(self, labels: tuple[str, str, str], canary: bool) -> None:
+    def __init__(self, labels: tuple[str, str, str], metrics: KindMetrics | None) -> None:
         self.labels = labels
         self.duration = _Histogram(DURATION_BUCKETS)
-        self.inference = _Histogram(INFERENCE_BUCKETS) if canary else None
+        self.metrics = metrics  # the kind's own families
+        self.histograms = [_Histogram(h.buckets) for h in metrics.histograms] if metrics else []
         self.success = 0
         self.failure = 0
         self.error_names, self.error_index = _declared_errors(labels[2])
@@ -149,18 +148,18 @@ Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...
 
 
 # One endpoint in a scrape, a plain tuple (10,000 of them pickle in milliseconds; as objects,
-# several times slower): labels, duration (counts, sum), inference (counts, sum) or None,
-# successes, failures, ((error classes), (their counts)), the last check or None, and a
-# canary's last result details or None.
+# several times slower): labels, duration (counts, sum), the kind's own histograms ((counts,
+# sum) each, in the order it declares them), successes, failures, ((error classes), (their
+# counts)), the last check or None, and the kind's reading of the last result or None.
 Row = tuple[
     tuple[str, str, str],
     tuple[tuple[int, ...], float],
-    tuple[tuple[int, ...], float] | None,
+    tuple[tuple[tuple[int, ...], float], ...],
     int,
     int,
     tuple[tuple[str, ...], tuple[int, ...]],
     Last | None,
-    dict[str, Any] | None,
+    Any,
 ]
 
 
@@ -179,6 +178,7 @@ class Scrape:
     alerts_firing: dict[str, int] | None = None
     notifications: dict[str, tuple[int, int, int, int]] | None = None
     blackbox_names: bool = False
+    kinds: dict[str, KindMetrics] = field(default_factory=dict)  # the kinds' own families
 
 
 class Metrics:
@@ -209,7 +209,7 @@ class Metrics:
             labels = (endpoint.region, endpoint.name, endpoint.kind)
             kept = self._series.get(endpoint.id)
             if kept is None or kept.labels != labels:
-                kept = _EndpointSeries(labels, endpoint.kind in CANARY_KINDS)
+                kept = _EndpointSeries(labels, _kind_metrics(endpoint.kind))
             series[endpoint.id] = kept
         self._series = series
 
@@ -219,10 +219,13 @@ class Metrics:
         if series is None:
             return
         series.duration.observe(result.latency)
-        if series.inference is not None:
-            milliseconds = dict(result.details).get("inference_ms")
-            if isinstance(milliseconds, int | float):
-                series.inference.observe(milliseconds / 1000)
+        if series.metrics is not None:
+            for histogram, declared in zip(
+                series.histograms, series.metrics.histograms, strict=True
+            ):
+                value = declared.value(result)
+                if value is not None:
+                    histogram.observe(value)
         if result.ok:
             series.success += 1
         else:
@@ -251,10 +254,14 @@ class Metrics:
         """The records, the board's last results and the daemon's readings, copied now."""
         latest = self.board.latest
         rows = []
+        kinds: dict[str, KindMetrics] = {}
         for endpoint_id, series in list(self._series.items()):
             seen = latest.get(endpoint_id)
             last: Last | None = None
-            details = None
+            reading = None
+            metrics = series.metrics
+            if metrics is not None:
+                kinds[series.labels[2]] = metrics
             if seen is not None:
                 result, status = seen
                 phases = result.phases
@@ -267,18 +274,18 @@ class Metrics:
                     None if phases is None else tuple(getattr(phases, p) for p in PHASES),
                     result.latency,
                 )
-                if series.inference is not None:
-                    details = dict(result.details)
+                if metrics is not None and metrics.reading is not None:
+                    reading = metrics.reading(result)
             rows.append(
                 (
                     series.labels,
                     series.duration.copy(),
-                    None if series.inference is None else series.inference.copy(),
+                    tuple(histogram.copy() for histogram in series.histograms),
                     series.success,
                     series.failure,
                     (series.error_names, tuple(series.errors)),
                     last,
-                    details,
+                    reading,
                 )
             )
         scrape = Scrape(
@@ -287,6 +294,7 @@ class Metrics:
             self.lag.copy(),
             sla_target=self.config.sla_target,
             blackbox_names=self.config.exporter.blackbox_names,
+            kinds=kinds,
         )
         self._add_uptime(scrape)
         self._add_readings(scrape)
@@ -438,7 +446,6 @@ def _le(bounds: tuple[float, ...]) -> list[str]:
 
 
 _DURATION_LE = _le(DURATION_BUCKETS)
-_INFERENCE_LE = _le(INFERENCE_BUCKETS)
 _LAG_LE = _le(LAG_BUCKETS)
 
 
@@ -465,7 +472,7 @@ class _ScrapeCollector:
         yield from self._last_checks()
         if self.scrape.blackbox_names:
             yield from _blackbox(self.scrape.rows)
-        yield from _canaries(self.scrape.rows)
+        yield from _kinds_gauges(self.scrape)
         yield from self._regions()
         yield from self._uptime()
         yield from self._daemon()
@@ -485,21 +492,32 @@ class _ScrapeCollector:
             "Failed checks by error class",
             labels=(*ENDPOINT_LABELS, "error"),
         )
-        inference = HistogramMetricFamily(
-            "healthcheck_inference_duration_seconds",
-            "One canary inference of the fixed input (remote: the infer call)",
-            labels=ENDPOINT_LABELS,
-        )
-        for names, (counts, total), canary, ok, failed, (classes, seen), _, _ in scrape.rows:
+        # The kinds' own histograms, one family per name (kinds may share one)
+        kind_histograms: dict[str, HistogramMetricFamily] = {}
+        les: dict[tuple[float, ...], list[str]] = {}
+        for metrics in scrape.kinds.values():
+            for declared in metrics.histograms:
+                kind_histograms.setdefault(
+                    declared.name,
+                    HistogramMetricFamily(declared.name, declared.help, labels=ENDPOINT_LABELS),
+                )
+                les.setdefault(declared.buckets, _le(declared.buckets))
+        for names, (counts, total), own, ok, failed, (classes, seen), _, _ in scrape.rows:
             labels = list(names)
             duration.add_metric(labels, _buckets(_DURATION_LE, counts), total)
-            if canary is not None:
-                inference.add_metric(labels, _buckets(_INFERENCE_LE, canary[0]), canary[1])
+            if own:
+                declaring = scrape.kinds[names[2]].histograms
+                for declared, (own_counts, own_total) in zip(declaring, own, strict=True):
+                    le = les[declared.buckets]
+                    kind_histograms[declared.name].add_metric(
+                        labels, _buckets(le, own_counts), own_total
+                    )
             checks.add_metric([*labels, "success"], ok)
             checks.add_metric([*labels, "failure"], failed)
             for error, count in zip(classes, seen, strict=True):
                 errors.add_metric([*labels, error], count)
-        yield from (duration, checks, errors, inference)
+        yield from (duration, checks, errors)
+        yield from kind_histograms.values()
         lag = HistogramMetricFamily(
             "healthcheck_schedule_lag_seconds", "How late each check started after its due time"
         )
@@ -681,87 +699,33 @@ def _blackbox(rows: list[Row]) -> Iterator[Metric]:
     yield from (success, duration, http_status, expiry)
 
 
-_GPU_GAUGES = (
-    ("temperature_c", "healthcheck_gpu_temperature_celsius", "GPU core temperature"),
-    ("utilization", "healthcheck_gpu_utilization_ratio", "GPU busy share (0-1)"),
-    ("memory_used_bytes", "healthcheck_gpu_memory_used_bytes", "GPU memory in use"),
-    ("memory_total_bytes", "healthcheck_gpu_memory_total_bytes", "GPU memory in all"),
-    ("power_w", "healthcheck_gpu_power_watts", "GPU power draw"),
-    (
-        "ecc_uncorrected",
-        "healthcheck_gpu_ecc_uncorrected_errors",
-        "Volatile uncorrected ECC errors since the driver loaded",
-    ),
-)
-
-
-def _canaries(rows: list[Row]) -> Iterator[Metric]:
-    """Canary gauges from each canary's last result, and GPU gauges from the newest NVML
-    reading any local canary brought (several canaries on one host see the same GPUs)."""
-    max_error = GaugeMetricFamily(
-        "healthcheck_inference_max_abs_error",
-        "Largest difference between the canary's output and the expected (golden) output",
-        labels=ENDPOINT_LABELS,
-    )
-    provider = GaugeMetricFamily(
-        "healthcheck_inference_provider_info",
-        "1 for the execution provider the local canary actually ran on",
-        labels=(*ENDPOINT_LABELS, "provider"),
-    )
-    throughput = GaugeMetricFamily(
-        "healthcheck_inference_throughput_per_second",
-        "Inferences per second in the canary's back-to-back burst",
-        labels=ENDPOINT_LABELS,
-    )
-    device = GaugeMetricFamily(
-        "healthcheck_inference_gpu_device_info",
-        "1 for the GPU index the local canary ran on",
-        labels=(*ENDPOINT_LABELS, "gpu"),
-    )
-    gpus: dict[str, tuple[float, str, dict[str, Any]]] = {}
-    for row in rows:
-        names, last, found = row[0], row[6], row[7]
-        if found is None or last is None:
+def _kinds_gauges(scrape: Scrape) -> Iterator[Metric]:
+    """The gauge families the kinds render from their endpoints' readings: each gauges
+    function once, over the endpoints of every kind that declares it; families of one name
+    from several functions as one."""
+    readings: dict[Callable[[list[Reading]], Iterable[Gauges]], list[Reading]] = {}
+    for declared in scrape.kinds.values():
+        if declared.gauges is not None:
+            readings.setdefault(declared.gauges, [])
+    for row in scrape.rows:
+        names, last, reading = row[0], row[6], row[7]
+        metrics = scrape.kinds.get(names[2])
+        if metrics is None or metrics.gauges is None or last is None or reading is None:
             continue
-        labels = list(names)
-        timestamp = last[1]
-        error = found.get("max_abs_error")
-        if isinstance(error, int | float) and error != float("inf"):
-            max_error.add_metric(labels, error)
-        if isinstance(found.get("provider"), str):
-            provider.add_metric([*labels, found["provider"]], 1.0)
-        if isinstance(found.get("throughput_per_s"), int | float):
-            throughput.add_metric(labels, found["throughput_per_s"])
-        if isinstance(found.get("gpu_device"), int):
-            device.add_metric([*labels, str(found["gpu_device"])], 1.0)
-        for key, value in found.items():
-            if not key.startswith("gpu.") or key.count(".") != 2:
-                continue
-            index, field = key[4:].split(".")
-            seen = gpus.get(index)
-            if seen is None or seen[0] < timestamp:
-                name = found.get(f"gpu.{index}.name")
-                seen = gpus[index] = (timestamp, str(name or ""), {})
-            if seen[0] == timestamp:
-                seen[2][field] = value
-    yield from (max_error, provider, throughput, device)
-    throttled = GaugeMetricFamily(
-        "healthcheck_gpu_throttled",
-        "1 per harmful clock-throttle reason active on the GPU (thermal, power, hw_slowdown)",
-        labels=("gpu", "name", "reason"),
-    )
-    families = {
-        field: GaugeMetricFamily(name, text, labels=("gpu", "name"))
-        for field, name, text in _GPU_GAUGES
-    }
-    for index, (_, name, fields) in sorted(gpus.items()):
-        for field, family in families.items():
-            value = fields.get(field)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                family.add_metric([index, name], float(value))
-        reasons = fields.get("throttle")
-        if isinstance(reasons, str) and reasons not in ("", "none"):
-            for reason in reasons.split(","):
-                throttled.add_metric([index, name, reason], 1.0)
+        readings[metrics.gauges].append((names, last[1], reading))
+    families: dict[str, GaugeMetricFamily] = {}
+    for gauges, rows in readings.items():
+        for found in gauges(rows):
+            family = families.get(found.name)
+            if family is None:
+                family = families[found.name] = GaugeMetricFamily(
+                    found.name, found.help, labels=found.labels
+                )
+            for labels, value in found.samples:
+                family.add_metric(labels, value)
     yield from families.values()
-    yield throttled
+
+
+def _kind_metrics(kind: str) -> KindMetrics | None:
+    probe = find_kind(kind)
+    return probe.metrics if probe is not None else None

@@ -29,10 +29,6 @@ class ErrorClass(StrEnum):
     PROBER = "prober"
 
 
-# Probe kinds that are inference canaries: their own alert rule and metrics.
-CANARY_KINDS = frozenset({"onnx", "inference"})
-
-
 class Status(StrEnum):
     """How an endpoint or region is doing, worst last so max() picks the worst."""
 

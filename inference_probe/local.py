@@ -12,10 +12,11 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe, describe_failed
+from healthcheck.probes.base import Probe
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint
 from inference_probe.canary import CanaryWorker, WorkerDied
+from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
 
 log = logging.getLogger("inference_probe.local")
 
@@ -104,6 +105,9 @@ class OnnxProbe(Probe):
         ErrorClass.GPU_UNAVAILABLE,
         ErrorClass.CONDITION_FAILED,
     )
+    metrics = CANARY_METRICS
+    alert_rules = (CANARY_RULE,)
+    down_alertname = CANARY_DOWN
 
     def __init__(self, clock: Any = time.time) -> None:
         super().__init__(clock)
@@ -189,11 +193,16 @@ class OnnxProbe(Probe):
             return self._died(target, exc, started, timestamp, worker)
         if "error" in reply:
             return self._error(target, reply, started, timestamp, worker)
-        return self._judge(target, reply, timestamp, worker)
+        return self._judge(target, reply, started, timestamp, worker)
 
     # -- results -------------------------------------------------------------------------------
     def _judge(
-        self, target: Endpoint, reply: dict[str, Any], timestamp: float, worker: CanaryWorker
+        self,
+        target: Endpoint,
+        reply: dict[str, Any],
+        started: float,
+        timestamp: float,
+        worker: CanaryWorker,
     ) -> ProbeResult:
         s: OnnxSettings = target.settings
         providers = reply["providers"]
@@ -232,24 +241,15 @@ class OnnxProbe(Probe):
                 degraded = text
         elif device is not None and device.get("throttle"):
             degraded = f"GPU {s.device} throttled: {', '.join(device['throttle'])}"
-        latency = reply["latency"]
-        context = ConditionContext(response_time_ms=latency * 1000)
-        outcomes = tuple(condition.evaluate(context) for condition in target.conditions)
-        failed = [outcome for outcome in outcomes if not outcome.passed]
-        if error is None and failed:
-            error = (ErrorClass.CONDITION_FAILED, describe_failed(failed))
-        return ProbeResult(
-            region=target.region,
-            endpoint=target.name,
-            kind=target.kind,
-            ok=error is None,
-            latency=latency,
-            timestamp=timestamp,
-            error=error[0] if error else None,
-            error_text=error[1] if error else None,
-            conditions=outcomes,
+        return self.judged(
+            target,
+            ConditionContext(),
+            started,
+            timestamp,
+            latency=reply["latency"],  # the inference's, not the round trip to the worker
+            verdict=error,
+            degraded=degraded,
             details=tuple(details),
-            degraded=degraded if error is None else None,
         )
 
     def _failed(

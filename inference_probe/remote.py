@@ -17,12 +17,19 @@ import aiohttp
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import NETWORK_ERRORS, Probe
-from healthcheck.probes.http import USER_AGENT, classify_client_error
+from healthcheck.probes.http_client import (
+    BodyTooLarge,
+    classify_client_error,
+    client_session,
+    read_capped,
+    tls_context,
+)
 from healthcheck.probes.tls import TlsContexts
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import Option, TlsOptions
 from healthcheck.secrets import reveal
 from healthcheck.targets import Endpoint
+from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
 from inference_probe.oip import (
     InferenceSettings,
     InvalidResponse,
@@ -42,10 +49,6 @@ from inference_probe.oip import (
 )
 
 MAX_BODY = 16 * 1024 * 1024  # an infer answer bigger than this is not a canary's
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class InferenceProbe(Probe):
@@ -77,6 +80,9 @@ class InferenceProbe(Probe):
         ErrorClass.WRONG_OUTPUT,
         ErrorClass.CONDITION_FAILED,
     )
+    metrics = CANARY_METRICS
+    alert_rules = (CANARY_RULE,)
+    down_alertname = CANARY_DOWN
     _session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -91,12 +97,7 @@ class InferenceProbe(Probe):
             # Connections live across the three requests of one check, not between checks at
             # the default 30s interval, so a server's idle close never races a check.
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=5.0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT},
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+            self._session = client_session(connector)
         return self._session
 
     async def close(self) -> None:
@@ -121,11 +122,9 @@ class InferenceProbe(Probe):
         settings: InferenceSettings = target.settings
         started = time.perf_counter()
         timestamp = self.clock()
-        try:
-            tls = self._tls.context(settings.tls.verify, settings.tls.ca_file)
-        except OSError as exc:
-            text = f"cannot load ca_file {settings.tls.ca_file!r}: {exc.strerror or exc}"
-            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+        tls = tls_context(self._tls, settings.tls)
+        if isinstance(tls, str):
+            return self.failed(target, ErrorClass.TLS, tls, started, timestamp)
 
         try:
             for what, path in (
@@ -144,7 +143,7 @@ class InferenceProbe(Probe):
         except aiohttp.ClientError as exc:
             error, message = classify_client_error(exc)
             return self.failed(target, error, message, started, timestamp)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             text = f"answer is over the {MAX_BODY}-byte cap"
             return self.failed(target, ErrorClass.BODY_TOO_LARGE, text, started, timestamp)
 
@@ -193,14 +192,7 @@ class InferenceProbe(Probe):
             ssl=tls,
             server_hostname=settings.tls.server_name,
         ) as response:
-            if response.content_length is not None and response.content_length > MAX_BODY:
-                raise _BodyTooLarge
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > MAX_BODY:
-                    raise _BodyTooLarge
-            return response.status, bytes(body)
+            return response.status, await read_capped(response, MAX_BODY)
 
 
 def _worst(errors: Any) -> float | None:

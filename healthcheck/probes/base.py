@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random
 
 from healthcheck.clock import Clock as Clock  # re-exported: every probe kind takes one
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes.plugin import AlertRule, KindMetrics
 from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
 from healthcheck.schema import Option
 from healthcheck.targets import Endpoint
@@ -52,8 +53,9 @@ NETWORK_ERRORS = (
 
 
 class Probe(ABC):
-    """A probe kind: subclasses set `kind`, `settings`, `options`, `placeholders`, `errors`,
-    `attempt`."""
+    """A probe kind, whole: subclasses set `kind`, `settings`, `options` (its config keys),
+    `placeholders`, `errors` and `attempt`; and, if the kind has its own, `metrics`,
+    `alert_rules` and `down_alertname` (healthcheck.probes.plugin)."""
 
     kind: ClassVar[str]
     settings: ClassVar[type]  # frozen dataclass built from `options`
@@ -62,6 +64,12 @@ class Probe(ABC):
     # Every error class a check of this kind can end with, so /metrics shows each at 0 from
     # the start and increase() sees the first error of every series.
     errors: ClassVar[tuple[ErrorClass, ...]] = (*NETWORK_ERRORS, ErrorClass.CONDITION_FAILED)
+    # The kind's own metric families and alert rules, beyond every kind's.
+    metrics: ClassVar[KindMetrics | None] = None
+    alert_rules: ClassVar[tuple[AlertRule, ...]] = ()
+    # The Alertmanager alertname of this kind's endpoint_down alert where Prometheus's rules
+    # name a failing check of the kind apart; None: HealthcheckEndpointDown.
+    down_alertname: ClassVar[str | None] = None
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -179,23 +187,33 @@ class Probe(ABC):
         context: ConditionContext,
         started: float,
         timestamp: float,
+        *,
+        latency: float | None = None,
+        verdict: tuple[ErrorClass, str] | None = None,
+        degraded: str | None = None,
         **fields: Any,
     ) -> ProbeResult:
-        """A result decided by the target's conditions (ok when there are none)."""
-        latency = time.perf_counter() - started
+        """A result decided by the target's conditions (ok when there are none), unless the
+        kind's own `verdict` (error class, text) failed it first; `latency` is from `started`
+        unless the kind measured it itself; `degraded` holds only for a result that is ok."""
+        if latency is None:
+            latency = time.perf_counter() - started
         context.response_time_ms = latency * 1000
         outcomes = tuple(condition.evaluate(context) for condition in target.conditions)
         failed = [outcome for outcome in outcomes if not outcome.passed]
+        if verdict is None and failed:
+            verdict = (ErrorClass.CONDITION_FAILED, describe_failed(failed))
         return ProbeResult(
             region=target.region,
             endpoint=target.name,
             kind=target.kind,
-            ok=not failed,
+            ok=verdict is None,
             latency=latency,
             timestamp=timestamp,
-            error=ErrorClass.CONDITION_FAILED if failed else None,
-            error_text=describe_failed(failed) if failed else None,
+            error=verdict[0] if verdict else None,
+            error_text=verdict[1] if verdict else None,
             conditions=outcomes,
+            degraded=degraded if verdict is None else None,
             **fields,
         )
 

@@ -10,24 +10,23 @@ from typing import Any
 
 import aiohttp
 
-from healthcheck import __version__, schema
+from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import (
-    NETWORK_ERRORS,
-    PROGRESS,
-    Probe,
-    classify_exception,
-    resolve_failure,
+from healthcheck.probes.base import NETWORK_ERRORS, PROGRESS, Probe
+from healthcheck.probes.http_client import (
+    BodyTooLarge,
+    classify_client_error,
+    client_session,
+    read_capped,
+    tls_context,
 )
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
-from healthcheck.secrets import Secret, cut, reveal
+from healthcheck.secrets import Secret, reveal
 from healthcheck.targets import Endpoint
 
-USER_AGENT = f"healthcheck/{__version__}"
 DEFAULT_MAX_BODY = 1024 * 1024
-_CHUNK = 64 * 1024
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -129,13 +128,7 @@ class HttpProbe(Probe):
             connector = aiohttp.TCPConnector(
                 limit=0, force_close=not keepalive, enable_cleanup_closed=True
             )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trace_configs=[_trace_config()] if phases else None,
-                headers={"User-Agent": USER_AGENT},
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
+            session = client_session(connector, [_trace_config()] if phases else None)
             self._sessions[keepalive, phases] = session
         return session
 
@@ -149,12 +142,9 @@ class HttpProbe(Probe):
         started = time.perf_counter()
         timestamp = self.clock()
         clock = _PhaseClock()
-        try:
-            tls_context = self._tls.context(settings.tls.verify, settings.tls.ca_file)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            text = f"cannot load ca_file {settings.tls.ca_file!r}: {reason}"
-            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+        ssl_context = tls_context(self._tls, settings.tls)
+        if isinstance(ssl_context, str):
+            return self.failed(target, ErrorClass.TLS, ssl_context, started, timestamp)
         handshakes: list[ssl.SSLObject] = []
         recording = PEER_TLS.set(handshakes)
         try:
@@ -165,7 +155,7 @@ class HttpProbe(Probe):
                 data=settings.body.encode() if settings.body is not None else None,
                 allow_redirects=settings.follow_redirects,
                 max_redirects=settings.max_redirects,
-                ssl=tls_context,
+                ssl=ssl_context,
                 server_hostname=settings.tls.server_name,
                 trace_request_ctx=clock if settings.phases else None,
                 middlewares=_secret_headers_stay_home(settings),
@@ -173,28 +163,17 @@ class HttpProbe(Probe):
                 first_byte = time.perf_counter() - started
                 if (progress := PROGRESS.get()) is not None:
                     progress.http_status = response.status  # a body that never ends says so
-                length = response.content_length
-                if length is not None and length > settings.max_body:
+                try:
+                    body = await read_capped(response, settings.max_body)
+                except BodyTooLarge as exc:
                     return self.failed(
                         target,
                         ErrorClass.BODY_TOO_LARGE,
-                        f"body of {length} bytes is over the {settings.max_body}-byte cap",
+                        str(exc),
                         started,
                         timestamp,
                         http_status=response.status,
                     )
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(_CHUNK):
-                    body += chunk
-                    if len(body) > settings.max_body:
-                        return self.failed(
-                            target,
-                            ErrorClass.BODY_TOO_LARGE,
-                            f"body is over the {settings.max_body}-byte cap",
-                            started,
-                            timestamp,
-                            http_status=response.status,
-                        )
                 status = response.status
         except aiohttp.ClientError as exc:
             error, message = classify_client_error(exc)
@@ -213,7 +192,7 @@ class HttpProbe(Probe):
         now = self.clock()
         context = ConditionContext(
             status=status,
-            body=bytes(body),
+            body=body,
             connected=True,
             certificate_expiration_s=None if cert_expiry is None else cert_expiry - now,
         )
@@ -272,43 +251,3 @@ def _status_accepted(status: int, settings: HttpSettings, *, has_conditions: boo
     if settings.expected_status is not None:
         return status in settings.expected_status
     return has_conditions or 200 <= status < 300
-
-
-def classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorClass, str]:
-    """aiohttp's exceptions to our error classes, with messages free of URLs and secrets."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ErrorClass.DNS, resolve_failure(exc.host, exc.os_error)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return classify_exception(exc.certificate_error)
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return (
-            classify_exception(exc.os_error)
-            if hasattr(exc, "os_error")
-            else (
-                ErrorClass.TLS,
-                "TLS handshake failed",
-            )
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        error, message = classify_exception(exc.os_error)
-        return error, f"{message} ({exc.host}:{exc.port})"
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ErrorClass.TIMEOUT, "timed out waiting for the server"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ErrorClass.CONNECTION_RESET, "server closed the connection without a full response"
-    if isinstance(exc, aiohttp.ClientConnectionResetError):
-        return ErrorClass.CONNECTION_RESET, "connection reset by peer"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return classify_exception(exc)
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return ErrorClass.INVALID_RESPONSE, "too many redirects"
-    if isinstance(
-        exc, aiohttp.InvalidUrlRedirectClientError | aiohttp.NonHttpUrlRedirectClientError
-    ):
-        return ErrorClass.INVALID_RESPONSE, "redirected to a URL that is not http(s)"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return ErrorClass.CONNECTION_RESET, "response body was cut off"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        quoted = cut(str(exc.message), 120)  # marked: the Redactor takes off a secret's head
-        return ErrorClass.INVALID_RESPONSE, f"not a valid HTTP response ({quoted})"
-    return ErrorClass.INVALID_RESPONSE, type(exc).__name__

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from alerting.evaluator import (
-    CANARY,
     ENDPOINT_DOWN,
     ERROR_RATE,
     FLAPPING,
@@ -19,6 +18,7 @@ from alerting.evaluator import (
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
 from healthcheck.result import ErrorClass, ProbeResult, Status
+from inference_probe.canary_plugin import CANARY
 
 T0 = 1_800_000_000.0
 

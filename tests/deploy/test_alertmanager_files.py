@@ -17,9 +17,10 @@ from tools import require
 
 from alerting.delivery import AlertmanagerChannel
 from alerting.evaluator import Change
-from alerting.router import ALERTNAMES, CANARY_DOWN, route
+from alerting.router import ALERTNAMES, route
 from alerting.settings import AlertingSettings, ChannelSettings
 from alerting.state import AlertState, Event, Phase, Severity
+from healthcheck.probes.registry import KINDS, probe_kind
 from healthcheck.secrets import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,10 @@ def prometheus_alerts() -> dict[str, list[dict]]:
 
 def test_the_daemons_alertnames_are_prometheus_alertnames() -> None:
     """Renaming a Prometheus alert without the daemon's table would part the two paths."""
-    names = {*ALERTNAMES.values(), CANARY_DOWN} - DAEMON_ONLY
+    declared = [probe_kind(kind) for kind in KINDS]  # each kind's own (the canary's)
+    kinds = {probe.down_alertname for probe in declared if probe.down_alertname}
+    kinds |= {rule.alertname for probe in declared for rule in probe.alert_rules}
+    names = {*ALERTNAMES.values(), *kinds} - DAEMON_ONLY
     assert names <= set(prometheus_alerts())
 
 
