@@ -42,6 +42,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
+from storage.database_file import DatabaseFile
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
 
@@ -121,7 +122,7 @@ class Daemon:
             self.alerts = AlertEngine(
                 config.endpoints(),
                 config.alerting,
-                self.uptime.path,
+                DatabaseFile(self.uptime.path),
                 clock,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
                 uptime_24h=self._uptime_24h,
