@@ -12,6 +12,7 @@ from aiohttp import web
 
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -106,7 +107,7 @@ async def test_a_cli_silence_holds_back_a_running_daemons_alert(webhook, tmp_pat
     ]
 
     config = load_config(config_path)
-    daemon = Daemon(config, open_writer(config.storage))
+    daemon = Daemon(config, open_writer(config.storage), front=HttpFront)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:

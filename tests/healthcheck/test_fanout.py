@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 from healthcheck.result import ProbeResult, Status
 
 
@@ -48,6 +49,7 @@ async def test_a_raising_sink_skips_no_other(tmp_path, closed_port, webhook, cap
         config,
         open_writer(config.storage),
         extra_sinks=[broken_sink, lambda r, s: seen.append((r, s))],
+        front=HttpFront,
     )
     stop = asyncio.Event()
     caplog.set_level(logging.ERROR, logger="healthcheck.fanout")
