@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
@@ -164,11 +164,12 @@ class Daemon:
             self.uptime,
         )
         self.front = front(self) if front is not None else None
-        sinks: list[ResultSink] = [*extra_sinks]
-        if self.front is not None:
-            sinks.insert(0, self.front.observe)
+        sinks: list[ResultSink] = []
         if storage is not None:
-            sinks.insert(0, storage.submit)
+            sinks.append(storage.submit)
+        if self.front is not None:
+            sinks.append(self.front.observe)
+        sinks.extend(extra_sinks)
         if self.alerts is not None:
             sinks.append(self.alerts.observe)
         self.fanout = Fanout(sinks)
@@ -180,11 +181,6 @@ class Daemon:
         return self.configs.config
 
     @property
-    def reload_state(self) -> tuple[bool, float]:
-        """Whether the last reload applied, and when the running configuration was loaded."""
-        return self.reloads.state
-
-    @property
     def evaluator(self) -> Evaluator | None:
         return self.alerts.evaluator if self.alerts else None
 
@@ -192,17 +188,9 @@ class Daemon:
     def sender(self) -> Sender | None:
         return self.alerts.sender if self.alerts else None
 
-    def self_report(self) -> dict[str, Any]:
-        """The daemon's own numbers for /api/v1/self (see SelfHealth.self_report)."""
-        return self.health.self_report()
-
     def status_line(self) -> str:
         """The one-line summary systemd shows (STATUS=)."""
         return self.health.status_line()
-
-    def not_ready(self) -> list[str]:
-        """Why the daemon cannot be relied on right now; empty when it can."""
-        return self.health.not_ready()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file (see ConfigReload.request)."""
