@@ -297,6 +297,7 @@ class Metrics:
         scrape.endpoint_uptime, scrape.region_uptime = self._uptime[1], self._uptime[2]
 
     def _add_readings(self, scrape: Scrape, daemon: Readings) -> None:
+        """The daemon's own gauges and counters; a part that is not running has none."""
         connections = self.connections
         found = scrape.gauges
         found.append(
@@ -324,7 +325,7 @@ class Metrics:
                     age,
                 )
             )
-        readings = (
+        gauges = (
             ("healthcheck_probes_in_flight", "Checks running now", daemon.in_flight),
             ("healthcheck_asyncio_tasks", "Tasks on the daemon's event loop", daemon.asyncio_tasks),
             (
@@ -343,7 +344,7 @@ class Metrics:
                 connections.open if connections else None,
             ),
         )
-        found.extend((name, text, float(read)) for name, text, read in readings if read is not None)
+        found.extend((name, text, float(read)) for name, text, read in gauges if read is not None)
         if daemon.reload is not None:
             ok, when = daemon.reload
             found.append(
