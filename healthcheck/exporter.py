@@ -178,7 +178,7 @@ class Metrics:
         self.offload = offload
         self.lag = _Histogram(LAG_BUCKETS)
         self._series: dict[str, _EndpointSeries] = {}
-        self._uptime: tuple[object, list[Any], list[Any]] | None = None
+        self._uptime: tuple[object, Config, list[Any], list[Any]] | None = None
         self.update(config)
 
     def update(self, config: Config) -> None:
@@ -275,13 +275,21 @@ class Metrics:
         return scrape
 
     def _add_uptime(self, scrape: Scrape, readings: Readings) -> None:
+        """Stored uptime of the configured endpoints and regions: the database keeps those a
+        reload removed, whose series go with them."""
         report = readings.uptime
         if report is None:
             return
-        if self._uptime is None or self._uptime[0] is not report:  # flattened once per read
+        config = self.config
+        cached = self._uptime
+        if cached is None or cached[0] is not report or cached[1] is not config:  # once per read
+            configured = {series.labels[:2] for series in list(self._series.values())}
+            regions_configured = {region.name for region in config.regions}
             endpoints = []
             for target_id, windows in report.endpoints.items():
                 target = report.targets[target_id]
+                if (target.region, target.endpoint) not in configured:
+                    continue
                 for window, tally in windows.items():
                     if tally.ratio is not None:
                         endpoints.append(
@@ -290,11 +298,12 @@ class Metrics:
             regions = [
                 (region, window, tally.ratio)
                 for region, windows in report.regions.items()
+                if region in regions_configured
                 for window, tally in windows.items()
                 if tally.ratio is not None
             ]
-            self._uptime = (report, endpoints, regions)
-        scrape.endpoint_uptime, scrape.region_uptime = self._uptime[1], self._uptime[2]
+            cached = self._uptime = (report, config, endpoints, regions)
+        scrape.endpoint_uptime, scrape.region_uptime = cached[2], cached[3]
 
     def _add_readings(self, scrape: Scrape, daemon: Readings) -> None:
         """The daemon's own gauges and counters; a part that is not running has none."""
