@@ -31,7 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from alerting.outbox import Notification, Outbox, Pending
+from alerting.outbox import DatabaseFile, Notification, Outbox, Pending
 from alerting.settings import (
     ALIVE_RESENDS,
     DEFAULT_DELIVERY_TIMEOUT,
@@ -227,7 +227,7 @@ class ChannelStats:
 class Sender:
     """Drains the outbox channel by channel until cancelled."""
 
-    outbox_path: str
+    database_file: DatabaseFile  # the storage database the outbox table lives in
     channels: Mapping[str, Channel | AlertmanagerChannel]
     clock: Callable[[], float] = time.time  # when: stored and shown
     poll: float = 1.0
@@ -256,7 +256,7 @@ class Sender:
 
         def run() -> Any:
             if self._outbox is None:
-                self._outbox = Outbox(self.outbox_path)
+                self._outbox = Outbox(self.database_file)
             elif self._outbox.moved():
                 self._outbox, carried = self._outbox.reopened()
                 self.reopened += 1

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from alerting.delivery import ChannelStats, Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
-from alerting.outbox import Outbox
+from alerting.outbox import DatabaseFile, Outbox
 from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
 from alerting.settings import AlertingSettings
@@ -43,7 +43,7 @@ class AlertEngine:
         self,
         endpoints: Iterable[Endpoint],
         settings: AlertingSettings,
-        database_path: str,
+        database_file: DatabaseFile,
         clock: Clock,
         *,
         tick: float = ALERT_TICK,
@@ -63,7 +63,7 @@ class AlertEngine:
         self._self_check = self_check
         self._database_created = database_created
         self.channels = build_channels(settings.channels, generator_url=page_url)
-        self.sender = Sender(database_path, self.channels, clock=clock)
+        self.sender = Sender(database_file, self.channels, clock=clock)
         self.evaluator = Evaluator(
             {endpoint.id: endpoint for endpoint in endpoints}, settings, uptime_24h
         )

@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import sqlite_utils
 
 from healthcheck.errors import StorageError
-from storage.database_file import identity
-from storage.schema import connect
 
 SUPERSEDED = "superseded by a newer state of the same alert"
+
+
+class DatabaseFile(Protocol):
+    """The storage database the outbox table lives in; storage/ (a layer alerting does not
+    import) opens, creates and migrates it, and the wiring hands it in."""
+
+    @property
+    def path(self) -> str: ...
+
+    def open(self, *, create: bool = True) -> sqlite_utils.Database:
+        """Connect, creating and migrating the file when `create`."""
+        ...
+
+    def identity(self) -> Hashable | None:
+        """The file now at the path; None when there is none."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,23 +61,24 @@ class Pending:
 
 
 class Outbox:
-    def __init__(self, path: str, *, create: bool = True) -> None:
-        self.path = path
-        self.db: sqlite_utils.Database = connect(path, create=create)
-        self.identity = identity(path)
+    def __init__(self, database: DatabaseFile, *, create: bool = True) -> None:
+        self.database = database
+        self.path = database.path
+        self.db: sqlite_utils.Database = database.open(create=create)
+        self.identity = database.identity()
 
     def close(self) -> None:
         self.db.conn.close()
 
     def moved(self) -> bool:
         """The file at the path is not the one open here (removed, replaced, set aside)."""
-        return identity(self.path) != self.identity
+        return self.database.identity() != self.identity
 
     def reopened(self) -> tuple[Outbox, int]:
         """The outbox on the file now at the path, with this one's undelivered notifications
         carried over; this one is closed. Only the storage writer creates a lost file (it
         clears the old file's -wal and -shm first): until it has, this raises StorageError."""
-        if identity(self.path) is None:
+        if self.database.identity() is None:
             raise StorageError(f"{self.path} was removed; waiting for it to be created anew")
         try:
             rows = self.db.execute(
@@ -71,7 +87,7 @@ class Outbox:
             ).fetchall()
         except sqlite3.DatabaseError:  # overwritten: nothing left to carry (counted as -1)
             rows = None
-        new = Outbox(self.path, create=False)
+        new = Outbox(self.database, create=False)
         try:
             with new.db.conn:
                 new.db.execute("BEGIN IMMEDIATE")

@@ -23,6 +23,7 @@ from aiohttp import web
 from healthcheck.durations import parse_duration
 from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
+from healthcheck.running_config import RunningConfig
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
@@ -40,13 +41,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(slots=True)
 class ApiState:
-    config: Config
+    configs: RunningConfig  # read at each request: a reload publishes there
     board: StatusBoard
     metrics: Metrics
     uptime: UptimeCache
     storage_path: str
     not_ready: Callable[[], list[str]]  # reasons the daemon is not ready; empty when ready
     self_report: Callable[[], dict[str, Any]] | None = None  # the daemon's own numbers
+
+    @property
+    def config(self) -> Config:
+        return self.configs.config
 
 
 STATE = web.AppKey("state", ApiState)

@@ -195,10 +195,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.record:
         raise ConfigError("--record goes with --once (the daemon always stores its results)")
     from healthcheck.daemon import Daemon, open_writer
+    from healthcheck.front import HttpFront
 
     daemon = Daemon(
         config,
         open_writer(config.storage),
+        front=HttpFront,
         config_path=config.source,
         regions=set(args.region) if args.region else None,
         shard=_shard(args.shard) if args.shard else None,
@@ -406,10 +408,12 @@ async def _demo(args: argparse.Namespace) -> int:
         if args.once:
             return await _once(config, args.format)
         from healthcheck.daemon import Daemon
+        from healthcheck.front import HttpFront
         from storage.writer import StorageWriter
 
         scratch = tempfile.TemporaryDirectory(prefix="healthcheck-demo-")
-        daemon = Daemon(config, StorageWriter(os.path.join(scratch.name, "demo.db")))
+        writer = StorageWriter(os.path.join(scratch.name, "demo.db"))
+        daemon = Daemon(config, writer, front=HttpFront)
         printer = asyncio.create_task(_print_periodically(daemon, args.refresh, args.format))
         try:
             return await _run_daemon(daemon, args.duration)

@@ -1,6 +1,8 @@
-"""The long-running daemon: probes on schedule; each result to the board, storage, metrics.
+"""The long-running daemon: probes on schedule; each result to the board, storage, alerts and
+its front (healthcheck.front: /metrics, the JSON API and the status page, a layer above).
 
-It also serves /metrics, the JSON API and the status page from the same process.
+Wiring only: it builds the runtime parts, subscribes them to the running configuration, and
+starts and stops them in order.
 """
 
 from __future__ import annotations
@@ -10,27 +12,24 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
-from healthcheck.api import ApiState, build_app
 from healthcheck.clock import LOOP, Clock, Timeline
-from healthcheck.connections import ConnectionGuard
 from healthcheck.errors import StorageError
-from healthcheck.exporter import DaemonGauges, Metrics
 from healthcheck.fanout import Fanout, ResultSink
 from healthcheck.offload import Offload
 from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.reload import ConfigReload
-from healthcheck.result import ProbeResult
+from healthcheck.result import ProbeResult, Status
+from healthcheck.running_config import RunningConfig
 from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.self_health import STALL_AFTER, STATUS_EVERY, SelfHealth
-from healthcheck.serving import Server, serve
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard, StorageSettings
@@ -42,6 +41,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
+from storage.database_file import DatabaseFile
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
 
@@ -82,8 +82,23 @@ def open_writer(settings: StorageSettings) -> StorageWriter:
     return StorageWriter(storage_path(settings), retention, max_queue=settings.max_queue)
 
 
+class Front(Protocol):
+    """The serve layer's side of a daemon (healthcheck.front.HttpFront): it counts each result
+    for /metrics and serves HTTP. Built from the daemon's parts, so handed in as a factory."""
+
+    def observe(self, result: ProbeResult, status: Status) -> None: ...
+
+    def observe_lag(self, seconds: float) -> None: ...
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns where."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Daemon:
-    """Owns one configuration's prober, scheduler, board, storage, metrics and HTTP server."""
+    """Owns one configuration's prober, scheduler, board, storage and alerts, and its front."""
 
     def __init__(
         self,
@@ -91,7 +106,7 @@ class Daemon:
         storage: StorageWriter | None = None,
         extra_sinks: Sequence[ResultSink] = (),
         clock: Clock = time.time,
-        serve_http: bool = True,
+        front: Callable[[Daemon], Front] | None = None,
         config_path: str | None = None,
         regions: set[str] | None = None,
         notifier: Notifier | None = None,
@@ -103,11 +118,10 @@ class Daemon:
         self.shard = shard
         self._timeline = timeline
         self.notifier = notifier or Notifier()
-        self.prober: Prober | None = None
-        self.api: ApiState | None = None
+        self.configs = RunningConfig(config)
         self.board = StatusBoard(config.endpoints())
+        self.configs.subscribe(lambda new: self.board.update(new.endpoints()))
         self.prober_faults = ProberFaults()
-        self.connections = ConnectionGuard(config.exporter.max_connections, time.monotonic)
         self.storage = storage
         self._clock = clock
         self.scheduler: Scheduler | None = None
@@ -125,27 +139,19 @@ class Daemon:
             self.alerts = AlertEngine(
                 config.endpoints(),
                 config.alerting,
-                self.uptime.path,
+                DatabaseFile(self.uptime.path),
                 clock,
                 timeline=timeline,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
-                uptime_24h=self._uptime_24h,
+                uptime_24h=self.uptime.uptime_24h,
                 self_check=lambda now: self.health.self_check(now),
                 database_created=lambda: storage.stats.replaced if storage else 0,
             )
-        self.metrics = Metrics(config, self.board, self._gauges(), offload=self.helper)
-        sinks: list[ResultSink] = [self.metrics.observe, *extra_sinks]
-        if storage is not None:
-            sinks.insert(0, storage.submit)
-        if self.alerts is not None:
-            sinks.append(self.alerts.observe)
-        self.fanout = Fanout(sinks)
+            alerts = self.alerts
+            self.configs.subscribe(lambda new: alerts.use_endpoints(new.endpoints()))
         self.reloads = ConfigReload(
-            config,
+            self.configs,
             config_path,
-            self.board,
-            self.metrics,
-            self.alerts,
             self.notifier,
             self.status_line,
             clock,
@@ -160,19 +166,24 @@ class Daemon:
             self.prober_faults,
             self.reloads,
             self.notifier,
+            self.uptime,
         )
-        self._serve_http = serve_http
+        self.front = front(self) if front is not None else None
+        sinks: list[ResultSink] = []
+        if storage is not None:
+            sinks.append(storage.submit)
+        if self.front is not None:
+            sinks.append(self.front.observe)
+        sinks.extend(extra_sinks)
+        if self.alerts is not None:
+            sinks.append(self.alerts.observe)
+        self.fanout = Fanout(sinks)
         self.listening: tuple[str, int] | None = None
 
     @property
     def config(self) -> Config:
         """The running configuration; a reload replaces it."""
-        return self.reloads.config
-
-    @property
-    def reload_state(self) -> tuple[bool, float]:
-        """Whether the last reload applied, and when the running configuration was loaded."""
-        return self.reloads.state
+        return self.configs.config
 
     @property
     def evaluator(self) -> Evaluator | None:
@@ -182,30 +193,9 @@ class Daemon:
     def sender(self) -> Sender | None:
         return self.alerts.sender if self.alerts else None
 
-    def _uptime_24h(self) -> dict[str, tuple[float | None, float]]:
-        """(24h uptime, checks) per endpoint id, from the last stored-uptime snapshot."""
-        snapshot = self.uptime.snapshot
-        if snapshot is None:
-            return {}
-        report = snapshot.report
-        found = {}
-        for target_id, target in report.targets.items():
-            tally = report.endpoints.get(target_id, {}).get("24h")
-            if tally is not None:
-                found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
-        return found
-
-    def self_report(self) -> dict[str, Any]:
-        """The daemon's own numbers for /api/v1/self (see SelfHealth.self_report)."""
-        return self.health.self_report()
-
     def status_line(self) -> str:
         """The one-line summary systemd shows (STATUS=)."""
         return self.health.status_line()
-
-    def not_ready(self) -> list[str]:
-        """Why the daemon cannot be relied on right now; empty when it can."""
-        return self.health.not_ready()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file (see ConfigReload.request)."""
@@ -226,29 +216,6 @@ class Daemon:
                 extra={"event": "storage_open_failed", "path": storage.path},
             )
 
-    def _gauges(self) -> DaemonGauges:
-        writer = self.storage
-        return DaemonGauges(
-            in_flight=lambda: self.scheduler.in_flight if self.scheduler else 0,
-            storage_queue_depth=(lambda: writer.queue_depth) if writer else None,
-            storage_writable=(lambda: writer.stats.writable) if writer else None,
-            storage_dropped=(lambda: writer.stats.dropped) if writer else None,
-            storage_written=(lambda: writer.stats.written) if writer else None,
-            storage_replaced=(lambda: writer.stats.replaced) if writer else None,
-            uptime=lambda: self.uptime.snapshot.report if self.uptime.snapshot else None,
-            alerts_firing=lambda: self.alerts.firing() if self.alerts else {},
-            reload=lambda: self.reload_state,
-            not_ready=self.not_ready,
-            heartbeat_age=lambda: self.health.heartbeat_age(),
-            dispatched=lambda: self.scheduler.stats.dispatched if self.scheduler else 0,
-            missed=lambda: self.scheduler.stats.skipped_overrun if self.scheduler else 0,
-            asyncio_tasks=lambda: self.health.task_count(),
-            prober_faults=lambda: self.prober_faults.total,
-            connections=lambda: self.connections.open,
-            connections_dropped=lambda: self.connections.evicted + self.connections.refused,
-            notifications=lambda: self.alerts.notification_counts() if self.alerts else {},
-        )
-
     def on_result(self, result: ProbeResult) -> None:
         """Classify once, then fan out; nothing here may block the event loop. A check that
         failed for the prober's own trouble goes to none of them: it is no verdict."""
@@ -260,49 +227,33 @@ class Daemon:
             return
         self.fanout(result, status)
 
-    async def _start_http(self) -> Server:
-        self.api = ApiState(
-            self.config,
-            self.board,
-            self.metrics,
-            self.uptime,
-            self.uptime.path,
-            self.health.not_ready,
-            self.health.self_report,
-        )
-        self.reloads.api = self.api
-        server = await serve(
-            build_app(self.api),
-            self.config.exporter,
-            self.connections,
-            self.config.scheduler.max_concurrency,
-        )
-        self.listening = server.listening
-        return server
-
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set; then finish in-flight checks (bounded) and flush storage."""
         endpoints = list(self.config.endpoints())
         self.health.loop = asyncio.get_running_loop()
         tune_process()
-        http = await self._start_http() if self._serve_http else None
+        if self.front is not None:
+            self.listening = await self.front.start()
         if self.storage is not None:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
         await self._open_storage()
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
-            self.prober = prober
-            self.reloads.prober = prober
-            self.scheduler = Scheduler(
+            self.scheduler = scheduler = Scheduler(
                 endpoints,
                 prober.check,
                 [self.on_result],
                 self.config.scheduler,
-                on_lag=self.metrics.observe_lag,
+                on_lag=self.front.observe_lag if self.front is not None else None,
                 timeline=self._timeline,
             )
-            self.reloads.scheduler = self.scheduler
-            self.health.scheduler = self.scheduler
+            self.health.scheduler = scheduler
+
+            def follow(new: Config) -> None:
+                prober.use_secrets(Redactor(new.secrets))
+                scheduler.update(new.endpoints())
+
+            self.configs.subscribe(follow)
             log.info(
                 "started: %d endpoints in %d regions%s",
                 len(endpoints),
@@ -343,8 +294,9 @@ class Daemon:
                     await self.alerts.close(sending)
                 if self.storage is not None:
                     await asyncio.to_thread(self.storage.close, FLUSH_TIMEOUT)
-                if http is not None:
-                    await http.close()
+                self.configs.unsubscribe(follow)
+                if self.front is not None:
+                    await self.front.close()
                 self.helper.close()
                 stats = self.scheduler.stats
                 log.info(

@@ -29,9 +29,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
+from healthcheck.connections import ConnectionGuard
 from healthcheck.offload import Offload, OffloadError
 from healthcheck.probes.plugin import ENDPOINT_LABELS, Gauges, KindMetrics, Reading
 from healthcheck.probes.registry import find_kind
+from healthcheck.readings import Readings
 from healthcheck.result import ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
@@ -117,31 +119,6 @@ class _EndpointSeries:
         self.errors[index] += 1
 
 
-@dataclass(slots=True)
-class DaemonGauges:
-    """Readings of the daemon's own parts, supplied at scrape time (None: not running)."""
-
-    in_flight: Callable[[], int] | None = None
-    storage_queue_depth: Callable[[], int] | None = None
-    storage_writable: Callable[[], bool] | None = None
-    storage_dropped: Callable[[], int] | None = None
-    storage_written: Callable[[], int] | None = None
-    storage_replaced: Callable[[], int] | None = None
-    uptime: Callable[[], Any] | None = None  # -> UptimeReport or None
-    alerts_firing: Callable[[], dict[str, int]] | None = None  # severity -> count
-    # channel -> (sent, failed, timed out, pending)
-    notifications: Callable[[], dict[str, tuple[int, int, int, int]]] | None = None
-    reload: Callable[[], tuple[bool, float]] | None = None  # last reload ok, when (epoch s)
-    not_ready: Callable[[], list[str]] | None = None  # why /readyz says 503; empty: ready
-    heartbeat_age: Callable[[], float | None] | None = None  # s since the dispatcher woke
-    dispatched: Callable[[], int] | None = None  # checks started
-    missed: Callable[[], int] | None = None  # runs skipped: the previous check still running
-    asyncio_tasks: Callable[[], int] | None = None
-    prober_faults: Callable[[], int] | None = None  # checks failed for the prober's own trouble
-    connections: Callable[[], int] | None = None  # the exporter's open connections
-    connections_dropped: Callable[[], int] | None = None  # evicted or refused at the cap
-
-
 # The last check of an endpoint as /metrics shows it: (ok, started at, status, HTTP status,
 # cert expiry, (dns, connect, first_byte, total) or None, how long it took)
 Last = tuple[bool, float, str, int | None, float | None, tuple[float | None, ...] | None, float]
@@ -188,16 +165,20 @@ class Metrics:
         self,
         config: Config,
         board: StatusBoard,
-        gauges: DaemonGauges | None = None,
+        readings: Callable[[], Readings] | None = None,
+        connections: ConnectionGuard | None = None,
         offload: Offload | None = None,
     ) -> None:
+        """`readings()` gives the daemon's own numbers at scrape time; `connections`, the
+        HTTP server's (None: not running, and their series are left out)."""
         self.config = config
         self.board = board
-        self.gauges = gauges or DaemonGauges()
+        self.readings = readings
+        self.connections = connections
         self.offload = offload
         self.lag = _Histogram(LAG_BUCKETS)
         self._series: dict[str, _EndpointSeries] = {}
-        self._uptime: tuple[object, list[Any], list[Any]] | None = None
+        self._uptime: tuple[object, Config, list[Any], list[Any]] | None = None
         self.update(config)
 
     def update(self, config: Config) -> None:
@@ -296,19 +277,27 @@ class Metrics:
             blackbox_names=self.config.exporter.blackbox_names,
             kinds=kinds,
         )
-        self._add_uptime(scrape)
-        self._add_readings(scrape)
+        readings = self.readings() if self.readings is not None else Readings()
+        self._add_uptime(scrape, readings)
+        self._add_readings(scrape, readings)
         return scrape
 
-    def _add_uptime(self, scrape: Scrape) -> None:
-        source = self.gauges.uptime
-        report = source() if source else None
+    def _add_uptime(self, scrape: Scrape, readings: Readings) -> None:
+        """Stored uptime of the configured endpoints and regions: the database keeps those a
+        reload removed, whose series go with them."""
+        report = readings.uptime
         if report is None:
             return
-        if self._uptime is None or self._uptime[0] is not report:  # flattened once per read
+        config = self.config
+        cached = self._uptime
+        if cached is None or cached[0] is not report or cached[1] is not config:  # once per read
+            configured = {series.labels[:2] for series in list(self._series.values())}
+            regions_configured = {region.name for region in config.regions}
             endpoints = []
             for target_id, windows in report.endpoints.items():
                 target = report.targets[target_id]
+                if (target.region, target.endpoint) not in configured:
+                    continue
                 for window, tally in windows.items():
                     if tally.ratio is not None:
                         endpoints.append(
@@ -317,14 +306,16 @@ class Metrics:
             regions = [
                 (region, window, tally.ratio)
                 for region, windows in report.regions.items()
+                if region in regions_configured
                 for window, tally in windows.items()
                 if tally.ratio is not None
             ]
-            self._uptime = (report, endpoints, regions)
-        scrape.endpoint_uptime, scrape.region_uptime = self._uptime[1], self._uptime[2]
+            cached = self._uptime = (report, config, endpoints, regions)
+        scrape.endpoint_uptime, scrape.region_uptime = cached[2], cached[3]
 
-    def _add_readings(self, scrape: Scrape) -> None:
-        gauges = self.gauges
+    def _add_readings(self, scrape: Scrape, daemon: Readings) -> None:
+        """The daemon's own gauges and counters; a part that is not running has none."""
+        connections = self.connections
         found = scrape.gauges
         found.append(
             (
@@ -333,16 +324,16 @@ class Metrics:
                 len(self.board.endpoints),
             )
         )
-        if gauges.not_ready is not None:
+        if daemon.not_ready is not None:
             found.append(
                 (
                     "healthcheck_up",
                     "1 if the daemon is ready (scheduler progressing, storage writable), "
                     "as /readyz",
-                    0.0 if gauges.not_ready() else 1.0,
+                    0.0 if daemon.not_ready else 1.0,
                 )
             )
-        age = gauges.heartbeat_age() if gauges.heartbeat_age is not None else None
+        age = daemon.heartbeat_age
         if age is not None:
             found.append(
                 (
@@ -351,28 +342,28 @@ class Metrics:
                     age,
                 )
             )
-        readings = (
-            ("healthcheck_probes_in_flight", "Checks running now", gauges.in_flight),
-            ("healthcheck_asyncio_tasks", "Tasks on the daemon's event loop", gauges.asyncio_tasks),
+        gauges = (
+            ("healthcheck_probes_in_flight", "Checks running now", daemon.in_flight),
+            ("healthcheck_asyncio_tasks", "Tasks on the daemon's event loop", daemon.asyncio_tasks),
             (
                 "healthcheck_storage_queue_depth",
                 "Results waiting for the database",
-                gauges.storage_queue_depth,
+                daemon.storage_queue_depth,
             ),
             (
                 "healthcheck_storage_writable",
                 "1 if the last database write succeeded",
-                gauges.storage_writable,
+                daemon.storage_writable,
             ),
             (
                 "healthcheck_exporter_connections",
                 "Connections open to this HTTP server",
-                gauges.connections,
+                connections.open if connections else None,
             ),
         )
-        found.extend((name, text, float(read())) for name, text, read in readings if read)
-        if gauges.reload is not None:
-            ok, when = gauges.reload()
+        found.extend((name, text, float(read)) for name, text, read in gauges if read is not None)
+        if daemon.reload is not None:
+            ok, when = daemon.reload
             found.append(
                 (
                     "healthcheck_config_last_reload_successful",
@@ -391,41 +382,43 @@ class Metrics:
             (
                 "healthcheck_storage_dropped_results",
                 "Results dropped: storage queue full",
-                gauges.storage_dropped,
+                daemon.storage_dropped,
             ),
             (
                 "healthcheck_storage_written_results",
                 "Results written to the database",
-                gauges.storage_written,
+                daemon.storage_written,
             ),
             (
                 "healthcheck_storage_file_replaced",
                 "Times the database file was found removed, replaced or overwritten and made anew",
-                gauges.storage_replaced,
+                daemon.storage_replaced,
             ),
-            ("healthcheck_checks_dispatched", "Checks started by the scheduler", gauges.dispatched),
+            ("healthcheck_checks_dispatched", "Checks started by the scheduler", daemon.dispatched),
             (
                 "healthcheck_checks_missed",
                 "Scheduled runs skipped because the endpoint's previous check was still running",
-                gauges.missed,
+                daemon.missed,
             ),
             (
                 "healthcheck_prober_faults",
                 "Checks that could not be made for the prober's own trouble (file descriptors, "
                 "memory): no verdict about their targets",
-                gauges.prober_faults,
+                daemon.prober_faults,
             ),
             (
                 "healthcheck_exporter_connections_dropped",
                 "Connections to this HTTP server evicted or refused at its cap (a flood)",
-                gauges.connections_dropped,
+                connections.evicted + connections.refused if connections else None,
             ),
         )
-        scrape.counters.extend((name, text, float(read())) for name, text, read in counters if read)
-        if gauges.alerts_firing is not None:
-            scrape.alerts_firing = dict(gauges.alerts_firing())
-        if gauges.notifications is not None:
-            scrape.notifications = dict(gauges.notifications())
+        scrape.counters.extend(
+            (name, text, float(read)) for name, text, read in counters if read is not None
+        )
+        if daemon.alerts_firing is not None:
+            scrape.alerts_firing = dict(daemon.alerts_firing)
+        if daemon.notifications is not None:
+            scrape.notifications = dict(daemon.notifications)
 
 
 def render(scrape: Scrape, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:

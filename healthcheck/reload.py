@@ -1,4 +1,4 @@
-"""SIGHUP: re-read the config file and hand the new endpoints to the running parts.
+"""SIGHUP: re-read the config file and publish it to the parts that follow the running one.
 
 A bad file is logged and the old configuration keeps running; endpoints that did not change
 keep their timers, results and alert state.
@@ -11,16 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
-from alerting.engine import AlertEngine
 from healthcheck.config import load_config
 from healthcheck.errors import HealthcheckError
-from healthcheck.prober import Prober
 from healthcheck.probes.base import Clock
-from healthcheck.scheduler import Scheduler
-from healthcheck.secrets import Redactor
-from healthcheck.status import StatusBoard
+from healthcheck.running_config import RunningConfig, endpoint_changes
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard
 
@@ -28,45 +23,23 @@ from healthcheck.targets import Config, Shard
 log = logging.getLogger("healthcheck.daemon")
 
 
-class ReadsConfig(Protocol):
-    """The HTTP API's state (serve layer, above this one): it reads the running config."""
-
-    config: Config
-
-
-class RendersConfig(Protocol):
-    """The metrics sink (serve layer, above this one): it labels series from the config."""
-
-    def update(self, config: Config) -> None: ...
-
-
 class ConfigReload:
-    """Owns the running Config and applies a re-read one to the board, metrics, alerts, API,
-    prober and scheduler; the last three are set once `Daemon.run` starts them."""
+    """Reads the config file again on request and publishes it to the running configuration."""
 
     def __init__(
         self,
-        config: Config,
+        configs: RunningConfig,
         path: str | None,
-        board: StatusBoard,
-        metrics: RendersConfig,
-        alerts: AlertEngine | None,
         notifier: Notifier,
         status_line: Callable[[], str],
         clock: Clock,
         regions: set[str] | None = None,
         shard: Shard | None = None,
     ) -> None:
-        self.config = config
+        self.configs = configs
         self.path = path  # None: nothing to reload
         self.regions = regions  # a --region filter to apply again
         self.shard = shard  # and a --shard
-        self.board = board
-        self.metrics = metrics
-        self.alerts = alerts
-        self.api: ReadsConfig | None = None
-        self.prober: Prober | None = None
-        self.scheduler: Scheduler | None = None
         self.notifier = notifier
         self.status_line = status_line
         self.clock = clock
@@ -126,28 +99,16 @@ class ConfigReload:
         return True
 
     def _apply(self, new: Config) -> None:
-        old = self.config
+        old = self.configs.config
         needs_restart = [
             name
             for name in ("storage", "exporter", "alerting")
             if getattr(new, name) != getattr(old, name)
         ]
         # Those sections belong to running parts (a file, a socket, senders): keep them.
-        self.config = replace(
-            new, storage=old.storage, exporter=old.exporter, alerting=old.alerting
-        )
-        endpoints = list(self.config.endpoints())
-        self.board.update(endpoints)
-        self.metrics.update(self.config)
-        if self.alerts is not None:
-            self.alerts.use_endpoints(endpoints)
-        if self.api is not None:
-            self.api.config = self.config
-        if self.prober is not None:
-            self.prober.use_secrets(Redactor(self.config.secrets))
-        added, removed, changed = (
-            self.scheduler.update(endpoints) if self.scheduler else (len(endpoints), 0, 0)
-        )
+        kept = replace(new, storage=old.storage, exporter=old.exporter, alerting=old.alerting)
+        added, removed, changed = endpoint_changes(old.endpoints(), kept.endpoints())
+        self.configs.publish(kept)
         self.state = (True, self.clock())
         log.info(
             "configuration reloaded: %d added, %d removed, %d changed%s",

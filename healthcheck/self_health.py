@@ -1,5 +1,5 @@
-"""The daemon's view of itself: readiness, the /api/v1/self numbers, systemd's STATUS= and
-WATCHDOG=1."""
+"""The daemon's view of itself: readiness, the /api/v1/self numbers, the readings /metrics
+shows, systemd's STATUS= and WATCHDOG=1."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from alerting.rules import SelfCheck
 from healthcheck.alert_settings import AlertingSettings
 from healthcheck.prober_faults import ProberFaults
 from healthcheck.process import usage
+from healthcheck.readings import Readings
 from healthcheck.reload import ConfigReload
 from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
+from healthcheck.uptime_cache import UptimeCache
 from storage.writer import StorageWriter
 
 # The daemon's events, under the logger name operators already filter on.
@@ -42,6 +44,7 @@ class SelfHealth:
         prober_faults: ProberFaults,
         reloads: ConfigReload,
         notifier: Notifier,
+        uptime: UptimeCache,
     ) -> None:
         self.board = board
         self.storage = storage
@@ -50,6 +53,7 @@ class SelfHealth:
         self.prober_faults = prober_faults
         self.reloads = reloads
         self.notifier = notifier
+        self.uptime = uptime
         self.scheduler: Scheduler | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -132,6 +136,29 @@ class SelfHealth:
                 "writable": writer.stats.writable,
             },
         }
+
+    def readings(self) -> Readings:
+        """The numbers /metrics shows of the daemon's parts (a worker thread may ask)."""
+        scheduler, writer, alerts = self.scheduler, self.storage, self.alerts
+        snapshot = self.uptime.snapshot
+        return Readings(
+            in_flight=scheduler.in_flight if scheduler else 0,
+            dispatched=scheduler.stats.dispatched if scheduler else 0,
+            missed=scheduler.stats.skipped_overrun if scheduler else 0,
+            heartbeat_age=self.heartbeat_age(),
+            asyncio_tasks=self.task_count(),
+            not_ready=self.not_ready(),
+            reload=self.reloads.state,
+            prober_faults=self.prober_faults.total,
+            storage_queue_depth=writer.queue_depth if writer else None,
+            storage_writable=writer.stats.writable if writer else None,
+            storage_dropped=writer.stats.dropped if writer else None,
+            storage_written=writer.stats.written if writer else None,
+            storage_replaced=writer.stats.replaced if writer else None,
+            uptime=snapshot.report if snapshot else None,
+            alerts_firing=alerts.firing() if alerts else {},
+            notifications=alerts.notification_counts() if alerts else {},
+        )
 
     def status_line(self) -> str:
         """The one-line summary systemd shows (STATUS=)."""

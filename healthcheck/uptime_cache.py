@@ -60,6 +60,18 @@ class UptimeCache:
         self._lock = asyncio.Lock()
         self._history_lock = asyncio.Lock()
 
+    def uptime_24h(self) -> dict[str, tuple[float | None, float]]:
+        """(24h uptime, checks) per endpoint id, from the last snapshot, for alert rules."""
+        if self.snapshot is None:
+            return {}
+        report = self.snapshot.report
+        found = {}
+        for target_id, target in report.targets.items():
+            tally = report.endpoints.get(target_id, {}).get("24h")
+            if tally is not None:
+                found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
+        return found
+
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:
         """The latest snapshot, refreshed first when older than `max_age` seconds."""
         if self._stale(self.snapshot, max_age):

@@ -12,6 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from storage.schema import connect
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 
@@ -23,6 +28,20 @@ def identity(path: str) -> Identity | None:
     except FileNotFoundError:
         return None
     return (found.st_dev, found.st_ino)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseFile:
+    """The database at `path` as the alert outbox uses it: opened (created, migrated) here,
+    and told apart from a file put in its place."""
+
+    path: str
+
+    def open(self, *, create: bool = True) -> sqlite_utils.Database:
+        return connect(self.path, create=create)
+
+    def identity(self) -> Identity | None:
+        return identity(self.path)
 
 
 def gone(path: str, opened: Identity | None) -> str | None:

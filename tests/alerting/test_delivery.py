@@ -14,7 +14,7 @@ from alerting.delivery import UNKNOWN_RETRY, AlertmanagerChannel, Channel, Sende
 from alerting.outbox import Notification, Outbox
 from healthcheck.errors import DeliveryError, StorageError
 from healthcheck.secrets import Secret
-from storage.database_file import clear_the_way
+from storage.database_file import DatabaseFile, clear_the_way
 from storage.schema import connect
 
 
@@ -41,7 +41,7 @@ class Clock:
 async def test_email_arrives_with_subject_and_body(smtp, tmp_path) -> None:
     port, mailbox = smtp
     url = Secret(f"mailto://127.0.0.1:{port}?from=hc@example.com&to=ops@example.com&mode=insecure")
-    sender = Sender(str(tmp_path / "hc.db"), {"email": Channel("email", url)})
+    sender = Sender(DatabaseFile(str(tmp_path / "hc.db")), {"email": Channel("email", url)})
     await sender.put([note("email", "endpoint_down:eu/api", "fired")])
     await sender.drain_once()
     assert len(mailbox.messages) == 1
@@ -56,7 +56,11 @@ async def test_channel_down_then_up_loses_nothing_and_sends_current_state_once(
     clock = Clock()
     channel = Channel("slack", Secret(f"json://127.0.0.1:{webhook.port}/hook"))
     sender = Sender(
-        str(tmp_path / "hc.db"), {"slack": channel}, clock=clock, tries_now=1, monotonic=clock
+        DatabaseFile(str(tmp_path / "hc.db")),
+        {"slack": channel},
+        clock=clock,
+        tries_now=1,
+        monotonic=clock,
     )
     await sender.put([note("slack", "a", "fired"), note("slack", "b", "fired")])
     await sender.drain_once()  # the receiver is down
@@ -71,7 +75,7 @@ async def test_channel_down_then_up_loses_nothing_and_sends_current_state_once(
     assert sorted(messages) == ["a resolved", "b fired"]  # a's stale fired/reminder superseded
     await sender.drain_once()
     assert len(webhook.received) == 2  # nothing sent twice
-    outbox = Outbox(str(tmp_path / "hc.db"))
+    outbox = Outbox(DatabaseFile(str(tmp_path / "hc.db")))
     assert outbox.pending() == {}
     outbox.close()
 
@@ -81,7 +85,11 @@ async def test_a_wall_clock_stepped_back_does_not_silence_a_channel(webhook, tmp
     wall, monotonic = Clock(), Clock()
     channel = Channel("slack", Secret(f"json://127.0.0.1:{webhook.port}/hook"))
     sender = Sender(
-        str(tmp_path / "hc.db"), {"slack": channel}, clock=wall, tries_now=1, monotonic=monotonic
+        DatabaseFile(str(tmp_path / "hc.db")),
+        {"slack": channel},
+        clock=wall,
+        tries_now=1,
+        monotonic=monotonic,
     )
     await sender.put([note("slack", "a", "fired")])
     await sender.drain_once()  # the receiver is down: retry in 2 s
@@ -98,11 +106,11 @@ async def test_a_restart_resumes_the_outbox(webhook, tmp_path) -> None:
     await webhook.up()
     path = str(tmp_path / "hc.db")
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/x"))
-    first = Sender(path, {"hook": channel})
+    first = Sender(DatabaseFile(path), {"hook": channel})
     await first.database(
         Outbox.put, [note("hook", "k", "fired")], 0.0
     )  # queued, never sent: "crash"
-    second = Sender(path, {"hook": channel})
+    second = Sender(DatabaseFile(path), {"hook": channel})
     await second.drain_once()
     assert [r["body"]["message"] for r in webhook.received] == ["k fired"]
 
@@ -115,7 +123,7 @@ async def test_pagerduty_trigger_then_resolve_share_the_dedup_key(
     endpoint = f"http://127.0.0.1:{webhook.port}/v2/enqueue"
     monkeypatch.setitem(apprise_pagerduty.PAGERDUTY_API_LOOKUP, "us", endpoint)
     url = Secret("pagerduty://integrationkey0123@apikey0123/healthcheck")
-    sender = Sender(str(tmp_path / "hc.db"), {"pd": Channel("pd", url)})
+    sender = Sender(DatabaseFile(str(tmp_path / "hc.db")), {"pd": Channel("pd", url)})
     key = "endpoint_down:eu-west/api"
     await sender.put([note("pd", key, "fired")])
     await sender.drain_once()
@@ -135,7 +143,7 @@ async def test_one_channel_down_does_not_delay_another(webhook, tmp_path) -> Non
         "down": Channel("down", Secret("json://127.0.0.1:1/never")),
         "up": Channel("up", Secret(f"json://127.0.0.1:{webhook.port}/ok")),
     }
-    sender = Sender(str(tmp_path / "hc.db"), channels, poll=0.05)
+    sender = Sender(DatabaseFile(str(tmp_path / "hc.db")), channels, poll=0.05)
     await sender.put([note("down", "a", "fired"), note("up", "a", "fired")])
     task = asyncio.create_task(sender.run())
     try:
@@ -158,7 +166,7 @@ async def test_a_slow_receiver_gets_each_notification_once(webhook, tmp_path) ->
     clock = Clock()
     path = str(tmp_path / "hc.db")
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=2.0)
-    sender = Sender(path, {"hook": channel}, clock=clock, monotonic=clock)
+    sender = Sender(DatabaseFile(path), {"hook": channel}, clock=clock, monotonic=clock)
     await sender.put([note("hook", "a", "fired")])
     await sender.drain_once()  # times out
     await until(lambda: webhook.received)
@@ -167,7 +175,7 @@ async def test_a_slow_receiver_gets_each_notification_once(webhook, tmp_path) ->
         await sender.drain_once()
     assert [r["body"]["message"] for r in webhook.received] == ["a fired"]
     assert sender.stats["hook"].timeouts == 1 and sender.stats["hook"].failed == 0
-    outbox = Outbox(path)
+    outbox = Outbox(DatabaseFile(path))
     assert outbox.pending() == {"hook": 1}  # not given up: it is still owed
     outbox.close()
 
@@ -178,7 +186,9 @@ async def test_an_alertmanager_that_does_not_answer_gets_the_alert_once(webhook,
     clock = Clock()
     url = Secret(f"http://127.0.0.1:{webhook.port}")
     channel = AlertmanagerChannel("am", url, timeout=2.0)
-    sender = Sender(str(tmp_path / "hc.db"), {"am": channel}, clock=clock, monotonic=clock)
+    sender = Sender(
+        DatabaseFile(str(tmp_path / "hc.db")), {"am": channel}, clock=clock, monotonic=clock
+    )
     await sender.put([note("am", "a", "fired")])
     await sender.drain_once()
     await until(lambda: webhook.received)
@@ -197,19 +207,24 @@ async def test_an_unanswered_notification_is_retried_later_even_after_a_restart(
     clock = Clock()
     path = str(tmp_path / "hc.db")
     url = Secret(f"json://127.0.0.1:{webhook.port}/slow")
-    first = Sender(path, {"hook": Channel("hook", url, timeout=2.0)}, clock=clock, monotonic=clock)
+    first = Sender(
+        DatabaseFile(path),
+        {"hook": Channel("hook", url, timeout=2.0)},
+        clock=clock,
+        monotonic=clock,
+    )
     await first.put([note("hook", "a", "fired")])
     await first.drain_once()
     await until(lambda: webhook.received)
     webhook.answer()
-    second = Sender(path, {"hook": Channel("hook", url, timeout=2.0)}, clock=clock)
+    second = Sender(DatabaseFile(path), {"hook": Channel("hook", url, timeout=2.0)}, clock=clock)
     await second.drain_once()  # a restart does not resend it at once either
     assert len(webhook.received) == 1
     clock.now += UNKNOWN_RETRY + 1
     await second.drain_once()
     assert [r["body"]["message"] for r in webhook.received] == ["a fired", "a fired"]
     assert second.stats["hook"].sent == 1
-    outbox = Outbox(path)
+    outbox = Outbox(DatabaseFile(path))
     assert outbox.pending() == {}
     outbox.close()
 
@@ -221,7 +236,9 @@ async def test_a_hung_delivery_does_not_hold_the_next_alert_for_the_same_channel
     webhook.hang_on.add("a fired")
     # The timeout is far longer than the test: the first delivery hangs throughout.
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=300.0)
-    sender = Sender(str(tmp_path / "hc.db"), {"hook": channel}, poll=0.05, head_start=0.2)
+    sender = Sender(
+        DatabaseFile(str(tmp_path / "hc.db")), {"hook": channel}, poll=0.05, head_start=0.2
+    )
     task = asyncio.create_task(sender.run())
     try:
         await sender.put([note("hook", "a", "fired")])
@@ -242,7 +259,9 @@ async def test_a_resolve_waits_for_its_own_alert_still_in_flight(webhook, tmp_pa
     await webhook.up()
     webhook.hang_on.add("a fired")
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=300.0)
-    sender = Sender(str(tmp_path / "hc.db"), {"hook": channel}, poll=0.05, head_start=0.2)
+    sender = Sender(
+        DatabaseFile(str(tmp_path / "hc.db")), {"hook": channel}, poll=0.05, head_start=0.2
+    )
     task = asyncio.create_task(sender.run())
     try:
         await sender.put([note("hook", "a", "fired")])
@@ -274,7 +293,9 @@ async def test_undelivered_notifications_follow_a_database_file_created_anew(
     path = str(tmp_path / "hc.db")
     channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/x"))
     clock = Clock()
-    sender = Sender(path, {"hook": channel}, clock=clock, tries_now=1, monotonic=clock)
+    sender = Sender(
+        DatabaseFile(path), {"hook": channel}, clock=clock, tries_now=1, monotonic=clock
+    )
     await sender.put([note("hook", "k", "fired")])
     await sender.drain_once()  # the receiver is down: kept
     os.remove(path)

@@ -12,6 +12,7 @@ from alerting.engine import AlertEngine
 from alerting.evaluator import ENDPOINT_DOWN
 from healthcheck.config import parse_config
 from healthcheck.result import ErrorClass, ProbeResult, Status
+from storage.database_file import DatabaseFile
 
 
 async def test_alerts_are_evaluated_once_per_tick_of_the_timeline(tmp_path) -> None:
@@ -29,7 +30,7 @@ async def test_alerts_are_evaluated_once_per_tick_of_the_timeline(tmp_path) -> N
     engine = AlertEngine(
         config.endpoints(),
         config.alerting,
-        str(tmp_path / "hc.db"),
+        DatabaseFile(str(tmp_path / "hc.db")),
         clock,
         tick=5.0,
         timeline=clock,

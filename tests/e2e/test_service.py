@@ -14,6 +14,7 @@ from polling import until
 
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 from healthcheck.systemd_notify import Notifier
 
 
@@ -160,7 +161,7 @@ async def test_the_watchdog_stops_when_the_scheduler_is_wedged(fleet, tmp_path) 
     write_config(config_path, fleet, [{"name": "a", "url": f"{fleet.http}/ok"}])
     config = load_config(config_path)
     notifier = Notifier({"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
-    daemon = Daemon(config, open_writer(config.storage), notifier=notifier)
+    daemon = Daemon(config, open_writer(config.storage), notifier=notifier, front=HttpFront)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:

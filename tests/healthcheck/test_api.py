@@ -14,6 +14,7 @@ from aiohttp import web
 
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 
 
 async def _ok(_r: web.Request) -> web.Response:
@@ -53,7 +54,7 @@ async def start_daemon(tmp_path, target_url):
             **extra,
         }
         config = parse_config(json.dumps(document), "test", {"API_TOKEN": "s3cret-token-value"})
-        daemon = Daemon(config, open_writer(config.storage))
+        daemon = Daemon(config, open_writer(config.storage), front=HttpFront)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
         started.append((daemon, stop, task))

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon, open_writer
 from healthcheck.errors import ConfigError
+from healthcheck.front import HttpFront
 
 # Keys the loader knows, so generated documents get past the first "unknown key" most of the time.
 KEYS = [
@@ -133,7 +134,7 @@ def api_base(tmp_path_factory):
             }
         )
         config = parse_config(text, str(tmp / "regions.yaml"), {})
-        daemon = Daemon(config, open_writer(config.storage))
+        daemon = Daemon(config, open_writer(config.storage), front=HttpFront)
         task = asyncio.create_task(daemon.run(stop))
         deadline = asyncio.get_running_loop().time() + 20
         while daemon.listening is None or daemon.storage.stats.written < 3:  # some results

@@ -9,8 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthcheck.config import parse_config
-from healthcheck.exporter import DaemonGauges, Metrics, render
+from healthcheck.exporter import Metrics, render
 from healthcheck.offload import Offload
+from healthcheck.readings import Readings
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.status import StatusBoard
 from storage.rollup import Tally
@@ -104,9 +105,38 @@ def test_a_reload_keeps_counts_of_kept_endpoints_and_drops_removed_ones(metrics:
     assert not [key for key in found if ("region", "eu") in key[1]]
 
 
+def test_stored_uptime_of_a_removed_endpoint_goes_with_its_series(metrics: Metrics) -> None:
+    """The database keeps a removed endpoint's results; /metrics no longer shows its uptime."""
+    report = UptimeReport(
+        {1: Target(1, "us", "api", "http"), 2: Target(2, "eu", "api", "http")},
+        {1: {"24h": Tally(checks=4, successes=3)}, 2: {"24h": Tally(checks=2, successes=1)}},
+        {"us": {"24h": Tally(checks=4, successes=3)}, "eu": {"24h": Tally(checks=2, successes=1)}},
+    )
+    metrics.readings = lambda: Readings(uptime=report)
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    assert (
+        value(
+            found,
+            "healthcheck_uptime_ratio",
+            region="eu",
+            endpoint="api",
+            kind="http",
+            window="24h",
+        )
+        == 0.5
+    )
+    document = {"regions": {"us": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:1/"}]}}}
+    metrics.update(parse_config(json.dumps(document), "test"))
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    us = {"region": "us", "endpoint": "api", "kind": "http"}
+    assert value(found, "healthcheck_uptime_ratio", **us, window="24h") == 0.75
+    assert value(found, "healthcheck_region_uptime_ratio", region="us", window="24h") == 0.75
+    assert not [key for key in found if ("region", "eu") in key[1]]
+
+
 def test_notifications_count_timeouts_apart_from_refusals(metrics: Metrics) -> None:
     """A timeout may have reached the receiver; a refusal did not: they are told apart."""
-    metrics.gauges = DaemonGauges(notifications=lambda: {"slack": (5, 1, 2, 3)})
+    metrics.readings = lambda: Readings(notifications={"slack": (5, 1, 2, 3)})
     found = samples(render(metrics.snapshot(), None)[0].decode())
     total = "healthcheck_notifications_total"
     assert value(found, total, channel="slack", result="sent") == 5
@@ -212,7 +242,7 @@ def test_every_endpoint_series_carries_region_endpoint_and_kind(metrics: Metrics
     report = UptimeReport(
         {1: Target(1, "us", "api", "http")}, {1: {"24h": Tally(checks=4, successes=3)}}
     )
-    metrics.gauges = DaemonGauges(uptime=lambda: report)
+    metrics.readings = lambda: Readings(uptime=report)
     found = samples(render(metrics.snapshot(), None)[0].decode())
     us = {"region": "us", "endpoint": "api", "kind": "http"}
 

@@ -15,6 +15,7 @@ from tools import require
 
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 from healthcheck.result import ProbeResult, Status
 
 CANARIES = [
@@ -38,7 +39,10 @@ async def test_canary_metrics_on_a_real_scrape(tmp_path) -> None:
     config = parse_config(config_text(tmp_path), str(tmp_path / "regions.yaml"), {})
     seen: list[tuple[ProbeResult, Status]] = []
     daemon = Daemon(
-        config, open_writer(config.storage), extra_sinks=[lambda r, s: seen.append((r, s))]
+        config,
+        open_writer(config.storage),
+        extra_sinks=[lambda r, s: seen.append((r, s))],
+        front=HttpFront,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon
+from healthcheck.front import HttpFront
 from inference_probe import build_models
 
 
@@ -62,7 +63,9 @@ async def test_http_checks_stay_on_time_while_the_canary_hangs_and_crashes(tmp_p
     (tmp_path / "regions.yaml").write_text(text)
     config = parse_config(text, str(tmp_path / "regions.yaml"), {})
     results: list = []
-    daemon = Daemon(config, None, extra_sinks=[lambda result, status: results.append(result)])
+    daemon = Daemon(
+        config, None, extra_sinks=[lambda result, status: results.append(result)], front=HttpFront
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:

@@ -9,6 +9,7 @@ from clock import ManualClock
 from polling import until
 
 from healthcheck.daemon import Daemon, open_writer
+from healthcheck.front import HttpFront
 from healthcheck.targets import Config
 
 
@@ -24,6 +25,7 @@ class Running:
         if clock is not None:
             daemon.update(clock=clock, timeline=clock)
             clock.settle = self.checks_done
+        daemon.setdefault("front", HttpFront)
         self.daemon = Daemon(config, open_writer(config.storage), **daemon)
         self.clock = clock
         self.stop = asyncio.Event()

@@ -1,0 +1,66 @@
+"""The daemon's HTTP front: /metrics, the JSON API and the status page, behind a connection cap.
+
+Built from the parts of a `Daemon` (the runtime layer, below this one) and handed to it as its
+`front`: the daemon feeds it results and schedule lag, and starts and stops its server.
+"""
+
+from __future__ import annotations
+
+import time
+
+from healthcheck.api import ApiState, build_app
+from healthcheck.connections import ConnectionGuard
+from healthcheck.daemon import Daemon
+from healthcheck.exporter import Metrics
+from healthcheck.result import ProbeResult, Status
+from healthcheck.serving import Server, serve
+
+
+class HttpFront:
+    """The metrics sink, the API state and the server of one daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        configs = daemon.configs
+        config = configs.config
+        self.configs = configs
+        self.connections = ConnectionGuard(config.exporter.max_connections, time.monotonic)
+        self.metrics = Metrics(
+            config,
+            daemon.board,
+            daemon.health.readings,
+            self.connections,
+            offload=daemon.helper,
+        )
+        configs.subscribe(self.metrics.update)
+        self.api = ApiState(
+            configs,
+            daemon.board,
+            self.metrics,
+            daemon.uptime,
+            daemon.uptime.path,
+            daemon.health.not_ready,
+            daemon.health.self_report,
+        )
+        self._server: Server | None = None
+
+    def observe(self, result: ProbeResult, status: Status) -> None:
+        """The result sink: counted for /metrics."""
+        self.metrics.observe(result, status)
+
+    def observe_lag(self, seconds: float) -> None:
+        self.metrics.observe_lag(seconds)
+
+    async def start(self) -> tuple[str, int]:
+        """Listen on the exporter's address; returns where."""
+        config = self.configs.config
+        self._server = await serve(
+            build_app(self.api),
+            config.exporter,
+            self.connections,
+            config.scheduler.max_concurrency,
+        )
+        return self._server.listening
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
