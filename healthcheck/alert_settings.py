@@ -10,6 +10,7 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 DEFAULT_ROUTES = {
@@ -153,11 +154,11 @@ class Silence:
             return False
         return self.weekly is None or self.weekly.covers(now)
 
-    def matches(self, rule: str, target: str, region: str) -> bool:
-        endpoint = target.split("/", 1)[1] if "/" in target else None
+    def matches(self, rule: str, endpoint: EndpointId | None, region: str) -> bool:
+        """`endpoint`: the endpoint an alert is about; None for a region's or the daemon's."""
         return (
             (self.region is None or self.region == region)
-            and (self.endpoint is None or self.endpoint == endpoint)
+            and (self.endpoint is None or (endpoint is not None and self.endpoint == endpoint.name))
             and (self.rule is None or self.rule == rule)
         )
 

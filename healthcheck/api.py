@@ -23,6 +23,7 @@ from aiohttp import web
 from healthcheck.durations import parse_duration
 from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
+from healthcheck.result import EndpointId
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
@@ -209,13 +210,13 @@ async def api_status(request: web.Request) -> web.Response:
     snapshot = await state.uptime.get()
     history = await state.uptime.history()
     report = snapshot.report if snapshot else None
-    ids = {(t.region, t.endpoint): i for i, t in report.targets.items()} if report else {}
+    ids = report.ids() if report else {}
     regions = []
     statuses = []
     for region in state.config.regions:
         rows, known = [], []
         for endpoint in region.endpoints:
-            target_id = ids.get((region.name, endpoint.name))
+            target_id = ids.get(endpoint.id)
             latest = state.board.latest.get(endpoint.id)
             result, status = latest if latest else (None, None)
             if latest:
@@ -377,7 +378,8 @@ async def api_results(request: web.Request) -> web.Response:
     region = request.query.get("region")
     endpoint = request.query.get("endpoint")
     if endpoint is not None and "/" in endpoint:
-        region, _, endpoint = endpoint.partition("/")
+        wanted = EndpointId.parse(endpoint)
+        region, endpoint = wanted.region, wanted.name
     known = {(e.region, e.name) for e in state.config.endpoints()}
     if region is not None and region not in {r for r, _ in known}:
         raise BadRequest(f"unknown region {region!r}")

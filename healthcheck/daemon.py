@@ -26,7 +26,7 @@ from healthcheck.prober import Prober
 from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
 from healthcheck.reload import ConfigReload
-from healthcheck.result import ProbeResult
+from healthcheck.result import EndpointId, ProbeResult
 from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.self_health import STALL_AFTER, STATUS_EVERY, SelfHealth
@@ -177,7 +177,7 @@ class Daemon:
     def sender(self) -> Sender | None:
         return self.alerts.sender if self.alerts else None
 
-    def _uptime_24h(self) -> dict[str, tuple[float | None, float]]:
+    def _uptime_24h(self) -> dict[EndpointId, tuple[float | None, float]]:
         """(24h uptime, checks) per endpoint id, from the last stored-uptime snapshot."""
         snapshot = self.uptime.snapshot
         if snapshot is None:
@@ -187,7 +187,7 @@ class Daemon:
         for target_id, target in report.targets.items():
             tally = report.endpoints.get(target_id, {}).get("24h")
             if tally is not None:
-                found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
+                found[target.endpoint_id] = (tally.ratio, tally.checks)
         return found
 
     def self_report(self) -> dict[str, Any]:

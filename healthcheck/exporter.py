@@ -31,7 +31,7 @@ from prometheus_client.utils import floatToGoString
 from healthcheck import __version__
 from healthcheck.offload import Offload, OffloadError
 from healthcheck.probes.registry import KINDS, probe_kind
-from healthcheck.result import CANARY_KINDS, ProbeResult, Status
+from healthcheck.result import CANARY_KINDS, EndpointId, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
@@ -196,7 +196,7 @@ class Metrics:
         self.gauges = gauges or DaemonGauges()
         self.offload = offload
         self.lag = _Histogram(LAG_BUCKETS)
-        self._series: dict[str, _EndpointSeries] = {}
+        self._series: dict[EndpointId, _EndpointSeries] = {}
         self._uptime: tuple[object, list[Any], list[Any]] | None = None
         self.update(config)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from healthcheck.alert_settings import AlertingSettings, AlertOverrides
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ class Endpoint:
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
 
     @property
-    def id(self) -> str:
-        return f"{self.region}/{self.name}"
+    def id(self) -> EndpointId:
+        return EndpointId(self.region, self.name)
 
     @property
     def budget(self) -> float:
@@ -109,8 +110,9 @@ class Shard:
             raise ValueError(f"--shard takes K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
         return shard
 
-    def owns(self, endpoint_id: str) -> bool:
-        digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
+    def owns(self, endpoint_id: EndpointId) -> bool:
+        text = str(endpoint_id).encode()
+        digest = hashlib.blake2b(text, digest_size=8, person=b"shard").digest()
         return int.from_bytes(digest) % self.count == self.index - 1
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Probe, describe_failed
-from healthcheck.result import ErrorClass, ProbeResult
+from healthcheck.result import EndpointId, ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint
 from inference_probe.canary import CanaryWorker, WorkerDied
 
@@ -107,7 +107,7 @@ class OnnxProbe(Probe):
 
     def __init__(self, clock: Any = time.time) -> None:
         super().__init__(clock)
-        self._workers: dict[str, CanaryWorker] = {}
+        self._workers: dict[EndpointId, CanaryWorker] = {}
 
     @classmethod
     def resolve(cls, settings: OnnxSettings, base_dir: Path) -> OnnxSettings:
@@ -145,7 +145,7 @@ class OnnxProbe(Probe):
         if worker is None or worker.spec != spec:  # new, or changed by a reload
             if worker is not None:
                 worker.close()
-            worker = self._workers[target.id] = CanaryWorker(target.id, spec)
+            worker = self._workers[target.id] = CanaryWorker(str(target.id), spec)
         return worker
 
     async def run(self, target: Endpoint) -> ProbeResult:
@@ -279,7 +279,11 @@ class OnnxProbe(Probe):
             "canary %s: %s; a fresh worker starts with the next check",
             target.id,
             exc,
-            extra={"event": "canary_worker_died", "endpoint": target.id, "exitcode": exc.exitcode},
+            extra={
+                "event": "canary_worker_died",
+                "endpoint": str(target.id),
+                "exitcode": exc.exitcode,
+            },
         )
         if exc.by_daemon:  # the prober's own doing: no verdict about the canary
             text = f"{exc}; a fresh worker starts with the next check"
