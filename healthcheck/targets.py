@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from healthcheck.alert_settings import AlertingSettings, AlertOverrides
 from healthcheck.result import EndpointId
@@ -13,6 +13,21 @@ from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
     from healthcheck.conditions import Condition
+
+
+S = TypeVar("S", bound="ProbeSettings")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """What every probe kind's own frozen settings dataclass derives from (HttpSettings,
+    TcpSettings, ...): the keys of its kind, already validated."""
+
+    def narrow(self, kind: type[S]) -> S:
+        """These settings as `kind`, the probe kind's own type; TypeError for another's."""
+        if not isinstance(self, kind):
+            raise TypeError(f"{type(self).__name__} settings, not {kind.__name__}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +43,7 @@ class Endpoint:
     latency_warning: float | None
     latency_critical: float | None
     conditions: tuple[Condition, ...]
-    settings: Any  # the kind's own frozen settings dataclass (HttpSettings, TcpSettings, ...)
+    settings: ProbeSettings  # the kind's own: narrow() to its type
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
 
     @property

@@ -14,7 +14,7 @@ from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Probe, describe_failed
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 from inference_probe.canary import CanaryWorker, WorkerDied
 
 log = logging.getLogger("inference_probe.local")
@@ -29,7 +29,7 @@ Detail = tuple[str, str | float | int | bool | None]
 
 
 @dataclass(frozen=True, slots=True)
-class OnnxSettings:
+class OnnxSettings(ProbeSettings):
     model: str
     golden: str | None
     require_gpu: bool
@@ -110,7 +110,8 @@ class OnnxProbe(Probe):
         self._workers: dict[EndpointId, CanaryWorker] = {}
 
     @classmethod
-    def resolve(cls, settings: OnnxSettings, base_dir: Path) -> OnnxSettings:
+    def resolve(cls, resolved: ProbeSettings, base_dir: Path) -> OnnxSettings:
+        settings = resolved.narrow(OnnxSettings)
         if settings.model.startswith("builtin:"):
             model = MODELS / f"{settings.model[8:]}.onnx"
         else:
@@ -129,7 +130,7 @@ class OnnxProbe(Probe):
         self._workers.clear()
 
     def _worker(self, target: Endpoint) -> CanaryWorker:
-        s = target.settings
+        s = target.settings.narrow(OnnxSettings)
         spec = {
             "model": s.model,
             "golden": s.golden,
@@ -154,7 +155,7 @@ class OnnxProbe(Probe):
         worker = self._worker(target)
         if not worker.loaded:
             started, timestamp = time.perf_counter(), self.clock()
-            limit = target.settings.load_timeout
+            limit = target.settings.narrow(OnnxSettings).load_timeout
             try:
                 async with asyncio.timeout(limit):
                     reply = await worker.call({"op": "load"})
@@ -195,7 +196,7 @@ class OnnxProbe(Probe):
     def _judge(
         self, target: Endpoint, reply: dict[str, Any], timestamp: float, worker: CanaryWorker
     ) -> ProbeResult:
-        s: OnnxSettings = target.settings
+        s = target.settings.narrow(OnnxSettings)
         providers = reply["providers"]
         provider = providers[0] if providers else "none"
         on_gpu = provider in GPU_PROVIDERS
@@ -262,7 +263,7 @@ class OnnxProbe(Probe):
         worker: CanaryWorker,
     ) -> ProbeResult:
         details: tuple[Detail, ...] = (
-            ("model", Path(target.settings.model).stem),
+            ("model", Path(target.settings.narrow(OnnxSettings).model).stem),
             ("worker_starts", worker.starts),
         )
         return self.failed(target, error, text, started, timestamp, details=details)

@@ -14,6 +14,7 @@ from healthcheck import schema
 from healthcheck.result import ErrorClass
 from healthcheck.schema import FieldError, TlsOptions
 from healthcheck.secrets import Secret
+from healthcheck.targets import ProbeSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +60,7 @@ class Tolerance:
 
 
 @dataclass(frozen=True, slots=True)
-class InferenceSettings:
+class InferenceSettings(ProbeSettings):
     url: str
     model_name: str
     inputs: tuple[TensorInput, ...]
