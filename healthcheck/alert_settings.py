@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from healthcheck.result import EndpointId
@@ -113,10 +112,11 @@ class AlertOverrides:
     """Per-endpoint changes to the rule settings; `enabled: false` mutes the endpoint."""
 
     enabled: bool = True
-    changes: tuple[tuple[str, Any], ...] = ()
+    changes: tuple[tuple[str, float], ...] = ()  # OVERRIDABLE rule settings, all numbers
 
     def apply(self, rules: RuleSettings) -> RuleSettings:
-        return replace(rules, **dict(self.changes)) if self.changes else rules
+        # By name: each value was read by its own key's reader (an int where the field is).
+        return replace(rules, **dict(self.changes)) if self.changes else rules  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
