@@ -27,7 +27,7 @@ from healthcheck.result import EndpointId
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
-from storage.rollup import bucket_of
+from storage.rollup import Tally, bucket_of
 from storage.uptime import WINDOWS, Day, StorageReader, alert_rows, result_page
 
 log = logging.getLogger("healthcheck.api")
@@ -199,7 +199,7 @@ def _empty_days(now: float) -> list[Day]:
     return [Day(first + i * 86400, 0, 0) for i in range(HISTORY_DAYS)]
 
 
-def _ratios(windows: dict[str, Any] | None) -> dict[str, float | None]:
+def _ratios(windows: dict[str, Tally] | None) -> dict[str, float | None]:
     windows = windows or {}
     return {w: (None if w not in windows else windows[w].ratio) for w in WINDOWS}
 
@@ -289,7 +289,7 @@ async def api_sla(request: web.Request) -> web.Response:
     report = snapshot.report if snapshot else None
     target = state.config.sla_target
 
-    def verdict(tally: Any) -> dict[str, Any]:
+    def verdict(tally: Tally | None) -> dict[str, Any]:
         uptime = tally.ratio if tally is not None else None
         budget = None if uptime is None else 1 - (1 - uptime) / (1 - target) if target < 1 else None
         return {

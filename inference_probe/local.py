@@ -12,7 +12,7 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe, describe_failed
+from healthcheck.probes.base import Clock, Probe, describe_failed
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint, ProbeSettings
 from inference_probe.canary import CanaryWorker, WorkerDied
@@ -42,7 +42,7 @@ class OnnxSettings(ProbeSettings):
     threads: int
 
 
-def _model(value: Any) -> str:
+def _model(value: object) -> str:
     text = schema.text(value)
     if text.startswith("builtin:") and text[8:] not in BUILTIN:
         raise ValueError(
@@ -52,7 +52,7 @@ def _model(value: Any) -> str:
     return text
 
 
-def _providers(value: Any) -> tuple[str, ...]:
+def _providers(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError("expected a list of onnxruntime execution providers, in order")
     names = tuple(schema.text(item) for item in value)
@@ -64,12 +64,12 @@ def _providers(value: Any) -> tuple[str, ...]:
     return names
 
 
-def _tolerance(value: Any) -> dict[str, float]:
+def _tolerance(value: object) -> dict[str, float]:
     read = schema.sub_mapping(value, {"atol": _non_negative, "rtol": _non_negative})
     return {"atol": 1e-4, "rtol": 1e-3, **read}
 
 
-def _non_negative(value: Any) -> float:
+def _non_negative(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"expected a number >= 0, got {value!r}")
     return float(value)
@@ -105,7 +105,7 @@ class OnnxProbe(Probe):
         ErrorClass.CONDITION_FAILED,
     )
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)
         self._workers: dict[EndpointId, CanaryWorker] = {}
 
