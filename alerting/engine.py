@@ -20,7 +20,7 @@ from alerting.settings import AlertingSettings
 from alerting.silences import Silence, stored
 from alerting.store import forget, load_states, save_changes
 from healthcheck.clock import LOOP, Clock, Timeline
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 log = logging.getLogger("alerting.engine")
@@ -33,7 +33,7 @@ SENDER_GRACE = 15.0
 SILENCES_EVERY = 5.0
 
 # (24h uptime, checks) per endpoint id.
-Uptime24h = Callable[[], Mapping[str, tuple[float | None, float]]]
+Uptime24h = Callable[[], Mapping[EndpointId, tuple[float | None, float]]]
 
 
 class AlertEngine:

@@ -18,7 +18,7 @@ from alerting.settings import AlertingSettings
 from alerting.state import AlertState, Event, Phase, Severity, Verdict, step
 from healthcheck.probes.plugin import AlertRule, Finding
 from healthcheck.probes.registry import find_kind
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 ENDPOINT_DOWN = "endpoint_down"
@@ -64,6 +64,7 @@ class Change:
     event: Event | None
     region: str
     kind: str | None = None  # the endpoint's probe kind; None for a region or the daemon
+    endpoint: EndpointId | None = None  # the endpoint an endpoint alert is about
 
 
 @dataclass(slots=True)
@@ -79,9 +80,9 @@ class _Recent:
 class Evaluator:
     def __init__(
         self,
-        endpoints: Mapping[str, Endpoint],
+        endpoints: Mapping[EndpointId, Endpoint],
         settings: AlertingSettings,
-        uptime: Callable[[], Mapping[str, tuple[float | None, float]]] | None = None,
+        uptime: Callable[[], Mapping[EndpointId, tuple[float | None, float]]] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.settings = settings
@@ -91,8 +92,9 @@ class Evaluator:
         self.verdicts: dict[Key, tuple[Verdict, float]] = {}  # last verdict and its hold
         self._active: set[Key] = set()  # keys whose last verdict is active
         self.regions: dict[str, str] = {}  # target -> region
-        self.latest: dict[str, ProbeResult] = {}
-        self._recent: dict[str, _Recent] = {}
+        self._ids: dict[str, EndpointId] = {}  # target -> endpoint, for endpoint alerts
+        self.latest: dict[EndpointId, ProbeResult] = {}
+        self._recent: dict[EndpointId, _Recent] = {}
         self._buffer: list[tuple[ProbeResult, Status]] = []
         self._next_uptime = 0.0
         self._kind_rules: dict[str, tuple[AlertRule, ...]] = {}
@@ -100,14 +102,14 @@ class Evaluator:
         self.self_check: rules.SelfCheck | None = None
 
     @property
-    def endpoints(self) -> dict[str, Endpoint]:
+    def endpoints(self) -> dict[EndpointId, Endpoint]:
         return self._endpoints
 
     @endpoints.setter
-    def endpoints(self, endpoints: Mapping[str, Endpoint]) -> None:
+    def endpoints(self, endpoints: Mapping[EndpointId, Endpoint]) -> None:
         """Also index endpoints by region: a region's failure is judged each tick it reports."""
         self._endpoints = dict(endpoints)
-        self._members: dict[str, list[str]] = {}
+        self._members: dict[str, list[EndpointId]] = {}
         for endpoint in self._endpoints.values():
             self._members.setdefault(endpoint.region, []).append(endpoint.id)
 
@@ -118,10 +120,13 @@ class Evaluator:
             self.alerts[key] = state
             self.notified[key] = notified
             rule, target = key
-            region = target.split("/", 1)[0]
-            self.regions[target] = region
+            endpoint_id = _endpoint_of(target)
+            self.regions[target] = endpoint_id.region if endpoint_id else target
+            if endpoint_id is None:
+                continue
+            self._ids[target] = endpoint_id
             if rule == ENDPOINT_DOWN and state.phase is Phase.FIRING:
-                recent = self._recent.setdefault(target, _Recent())
+                recent = self._recent.setdefault(endpoint_id, _Recent())
                 recent.streak.down = True
 
     def observe(self, result: ProbeResult, status: Status) -> None:
@@ -142,9 +147,8 @@ class Evaluator:
         found = []
         for key, state in self.alerts.items():
             if state.phase is Phase.FIRING and self.notified.get(key, False):
-                endpoint = self._endpoints.get(key[1])
-                kind = endpoint.kind if endpoint is not None else None
-                found.append(Change(state, None, self.regions.get(key[1], ""), kind))
+                endpoint_id, kind = self._endpoint_kind(key[1])
+                found.append(Change(state, None, self.regions.get(key[1], ""), kind, endpoint_id))
         return found
 
     def evaluate(self, now: float) -> list[Change]:
@@ -217,12 +221,12 @@ class Evaluator:
         self, result: ProbeResult, status: Status, endpoint: Endpoint, now: float, judge: _Judge
     ) -> None:
         """The per-check rules: down, TLS expiry, error rate, latency, flapping."""
-        target, region = endpoint.id, endpoint.region
-        self.latest[target] = result
+        target, region = self._target(endpoint.id), endpoint.region
+        self.latest[endpoint.id] = result
         if not endpoint.alerts.enabled:
             return  # muted: still counts towards its region, never alerts on its own
         rule_settings = endpoint.alerts.apply(self.settings.rules)
-        recent = self._recent.setdefault(target, _Recent())
+        recent = self._recent.setdefault(endpoint.id, _Recent())
         recent.checks.append((result.timestamp, result.ok, result.latency))
         horizon = now - max(rule_settings.error_rate_window, rule_settings.latency_window)
         while recent.checks and recent.checks[0][0] < horizon:
@@ -300,9 +304,10 @@ class Evaluator:
         )
 
     def _judge_uptime(self, judge: _Judge) -> None:
-        for target, (ratio, checks) in self.uptime().items() if self.uptime else ():
-            endpoint = self.endpoints.get(target)
+        for endpoint_id, (ratio, checks) in self.uptime().items() if self.uptime else ():
+            endpoint = self.endpoints.get(endpoint_id)
             if endpoint is not None and endpoint.alerts.enabled:
+                target = self._target(endpoint_id)
                 rule_settings = endpoint.alerts.apply(self.settings.rules)
                 verdict = rules.uptime_below(
                     target,
@@ -324,8 +329,7 @@ class Evaluator:
         changes: list[Change],
     ) -> None:
         rule, target = key
-        endpoint = self._endpoints.get(target)
-        kind = endpoint.kind if endpoint is not None else None
+        endpoint_id, kind = self._endpoint_kind(target)
         before = self.alerts.get(key)
         repeat = self.settings.repeat.get(verdict.severity.value)
         after, event = step(
@@ -335,15 +339,35 @@ class Evaluator:
             self.alerts.pop(key, None)
             self.notified.pop(key, None)
             if before is not None:
-                changes.append(Change(before, None, region, kind))  # forgotten pending alert
+                changes.append(Change(before, None, region, kind, endpoint_id))  # forgotten pending
             return
         self.alerts[key] = after
         if event is not None or after.phase is not (before.phase if before else None):
-            changes.append(Change(after, event, region, kind))
+            changes.append(Change(after, event, region, kind, endpoint_id))
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
             self._active.discard(key)
 
+    def _target(self, endpoint_id: EndpointId) -> str:
+        """An endpoint's alert target: its id as people and Alertmanager see it."""
+        target = str(endpoint_id)
+        self._ids[target] = endpoint_id
+        return target
+
+    def _endpoint_kind(self, target: str) -> tuple[EndpointId | None, str | None]:
+        """The endpoint an alert target names, and its probe kind while it is configured."""
+        endpoint_id = self._ids.get(target)
+        endpoint = self._endpoints.get(endpoint_id) if endpoint_id is not None else None
+        return endpoint_id, endpoint.kind if endpoint is not None else None
+
 
 def _verdict(finding: Finding) -> Verdict:
     return Verdict(finding.active, Severity(finding.severity), finding.text)
+
+
+def _endpoint_of(target: str) -> EndpointId | None:
+    """The endpoint of a stored alert target; None for a region's or the daemon's."""
+    try:
+        return EndpointId.parse(target)
+    except ValueError:
+        return None

@@ -108,14 +108,14 @@ def route(
             if not told.get(key, False):
                 continue  # nobody was told it fired
         elif _absorbed(change, alerts) or silenced(
-            silences, change.state.rule, change.state.target, change.region, now
+            silences, change.state.rule, change.endpoint, change.region, now
         ):
             told.setdefault(key, False)  # recorded in the history, not sent
             continue
         else:
             if not told.get(key, False) and change.event is Event.REMINDER:
                 # Held back until now (silenced, absorbed): people hear it as a new firing.
-                change = Change(change.state, Event.FIRED, change.region, change.kind)
+                change = replace(change, event=Event.FIRED)
             told[key] = True
         for channel in settings.routes.get(change.state.severity.value, ()):
             if channel in per_alert_channels:
@@ -152,7 +152,7 @@ def still_firing(
     labels and start as their firing, nothing new for people (no event, not in the outbox)."""
     return [
         replace(
-            _one(channel, Change(c.state, Event.FIRED, c.region, c.kind), settings, now),
+            _one(channel, replace(c, event=Event.FIRED), settings, now),
             event="resend",
         )
         for c in firing
@@ -171,8 +171,8 @@ def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
     ]
     if change.region:
         labels.append(["region", change.region])
-    if "/" in state.target:
-        labels.append(["endpoint", state.target.split("/", 1)[1]])
+    if change.endpoint is not None:
+        labels.append(["endpoint", change.endpoint.name])
     if change.kind:
         labels.append(["kind", change.kind])
     if settings.vantage:

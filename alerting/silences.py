@@ -18,6 +18,8 @@ from healthcheck.alerting_section import read_silence, read_silences
 if TYPE_CHECKING:
     import sqlite_utils
 
+    from healthcheck.result import EndpointId
+
 __all__ = [
     "Silence",
     "Weekly",
@@ -30,8 +32,10 @@ __all__ = [
 ]
 
 
-def silenced(silences: Iterable[Silence], rule: str, target: str, region: str, now: float) -> bool:
-    return any(s.active(now) and s.matches(rule, target, region) for s in silences)
+def silenced(
+    silences: Iterable[Silence], rule: str, endpoint: EndpointId | None, region: str, now: float
+) -> bool:
+    return any(s.active(now) and s.matches(rule, endpoint, region) for s in silences)
 
 
 # -- stored (CLI) ------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 DEFAULT_ROUTES = {
@@ -112,10 +112,11 @@ class AlertOverrides:
     """Per-endpoint changes to the rule settings; `enabled: false` mutes the endpoint."""
 
     enabled: bool = True
-    changes: tuple[tuple[str, Any], ...] = ()
+    changes: tuple[tuple[str, float], ...] = ()  # OVERRIDABLE rule settings, all numbers
 
     def apply(self, rules: RuleSettings) -> RuleSettings:
-        return replace(rules, **dict(self.changes)) if self.changes else rules
+        # By name: each value was read by its own key's reader (an int where the field is).
+        return replace(rules, **dict(self.changes)) if self.changes else rules  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +154,11 @@ class Silence:
             return False
         return self.weekly is None or self.weekly.covers(now)
 
-    def matches(self, rule: str, target: str, region: str) -> bool:
-        endpoint = target.split("/", 1)[1] if "/" in target else None
+    def matches(self, rule: str, endpoint: EndpointId | None, region: str) -> bool:
+        """`endpoint`: the endpoint an alert is about; None for a region's or the daemon's."""
         return (
             (self.region is None or self.region == region)
-            and (self.endpoint is None or self.endpoint == endpoint)
+            and (self.endpoint is None or (endpoint is not None and self.endpoint == endpoint.name))
             and (self.rule is None or self.rule == rule)
         )
 

@@ -23,11 +23,12 @@ from aiohttp import web
 from healthcheck.durations import parse_duration
 from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
+from healthcheck.result import EndpointId
 from healthcheck.running_config import RunningConfig
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
-from storage.rollup import bucket_of
+from storage.rollup import Tally, bucket_of
 from storage.uptime import WINDOWS, Day, StorageReader, alert_rows, result_page
 
 log = logging.getLogger("healthcheck.api")
@@ -203,7 +204,7 @@ def _empty_days(now: float) -> list[Day]:
     return [Day(first + i * 86400, 0, 0) for i in range(HISTORY_DAYS)]
 
 
-def _ratios(windows: dict[str, Any] | None) -> dict[str, float | None]:
+def _ratios(windows: dict[str, Tally] | None) -> dict[str, float | None]:
     windows = windows or {}
     return {w: (None if w not in windows else windows[w].ratio) for w in WINDOWS}
 
@@ -214,13 +215,13 @@ async def api_status(request: web.Request) -> web.Response:
     snapshot = await state.uptime.get()
     history = await state.uptime.history()
     report = snapshot.report if snapshot else None
-    ids = {(t.region, t.endpoint): i for i, t in report.targets.items()} if report else {}
+    ids = report.ids() if report else {}
     regions = []
     statuses = []
     for region in state.config.regions:
         rows, known = [], []
         for endpoint in region.endpoints:
-            target_id = ids.get((region.name, endpoint.name))
+            target_id = ids.get(endpoint.id)
             latest = state.board.latest.get(endpoint.id)
             result, status = latest if latest else (None, None)
             if latest:
@@ -293,7 +294,7 @@ async def api_sla(request: web.Request) -> web.Response:
     report = snapshot.report if snapshot else None
     target = state.config.sla_target
 
-    def verdict(tally: Any) -> dict[str, Any]:
+    def verdict(tally: Tally | None) -> dict[str, Any]:
         uptime = tally.ratio if tally is not None else None
         budget = None if uptime is None else 1 - (1 - uptime) / (1 - target) if target < 1 else None
         return {
@@ -382,7 +383,8 @@ async def api_results(request: web.Request) -> web.Response:
     region = request.query.get("region")
     endpoint = request.query.get("endpoint")
     if endpoint is not None and "/" in endpoint:
-        region, _, endpoint = endpoint.partition("/")
+        wanted = EndpointId.parse(endpoint)
+        region, endpoint = wanted.region, wanted.name
     known = {(e.region, e.name) for e in state.config.endpoints()}
     if region is not None and region not in {r for r, _ in known}:
         raise BadRequest(f"unknown region {region!r}")

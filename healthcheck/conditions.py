@@ -8,12 +8,12 @@ import json
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from healthcheck.durations import format_duration, parse_duration
 from healthcheck.result import ConditionOutcome
 
-_UNSET: Any = object()
+# What a JSON body parses to; every value a condition reads is one of these.
+Json = None | bool | int | float | str | list["Json"] | dict[str, "Json"]
 _FIELDS = {  # placeholder -> the ConditionContext field it reads
     "STATUS": "status",
     "RESPONSE_TIME": "response_time_ms",
@@ -56,12 +56,14 @@ class ConditionContext:
     ip: str | None = None
     dns_rcode: str | None = None
     # The values of placeholders a probe kind declares beyond the ones above, by name
-    values: dict[str, Any] = field(default_factory=dict)
-    _json: Any = field(default=_UNSET, repr=False)
+    values: dict[str, Json] = field(default_factory=dict)
+    _json: Json | ValueError = field(default=None, repr=False)
+    _parsed: bool = field(default=False, repr=False)
 
-    def body_json(self) -> Any:
+    def body_json(self) -> Json:
         """The body parsed as JSON once, or raise ValueError if it is not JSON."""
-        if self._json is _UNSET:
+        if not self._parsed:
+            self._parsed = True
             try:
                 self._json = json.loads(self.body or b"")
             except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
@@ -300,7 +302,7 @@ def _milliseconds(text: str) -> float | None:
         return None
 
 
-def _value(side: _Operand, context: ConditionContext) -> Any:
+def _value(side: _Operand, context: ConditionContext) -> Json | _Matcher:
     """What an operand stands for in this check; a matcher stands for itself."""
     if not isinstance(side, _Ref):
         return side.value if isinstance(side, _Literal) else side
@@ -319,26 +321,30 @@ def _value(side: _Operand, context: ConditionContext) -> Any:
     return len(value) if isinstance(value, str | list | dict) else len(_text(value))
 
 
-def _read(ref: _Ref, context: ConditionContext) -> Any:
+def _read(ref: _Ref, context: ConditionContext) -> Json:
     field_name = _FIELDS.get(ref.name)
-    value = getattr(context, field_name) if field_name else context.values.get(ref.name)
+    value: Json | bytes = (
+        getattr(context, field_name) if field_name else context.values.get(ref.name)
+    )
     if value is None:
         raise _Unmet(f"[{ref.name}] has no value for this check")
-    if ref.name == "CERTIFICATE_EXPIRATION":
+    if isinstance(value, bytes):  # [BODY]
+        if not ref.path:
+            return value.decode("utf-8", errors="replace").strip()
+        try:
+            node = context.body_json()
+        except ValueError:
+            raise _Unmet("[BODY] is not valid JSON") from None
+        for step in ref.path:
+            if isinstance(node, list) and isinstance(step, int) and step < len(node):
+                node = node[step]
+                continue
+            if not (isinstance(node, dict) and isinstance(step, str) and step in node):
+                raise _Unmet(f"{_path(ref)} does not exist in the body")
+            node = node[step]
+        return node
+    if ref.name == "CERTIFICATE_EXPIRATION" and isinstance(value, int | float):
         return value * 1000  # in ms, so it compares with durations like 48h
-    if ref.name != "BODY":
-        return value
-    if not ref.path:
-        return bytes(value).decode("utf-8", errors="replace").strip()
-    try:
-        value = context.body_json()
-    except ValueError:
-        raise _Unmet("[BODY] is not valid JSON") from None
-    for step in ref.path:
-        in_list = isinstance(value, list) and isinstance(step, int) and step < len(value)
-        if not in_list and not (isinstance(value, dict) and step in value):
-            raise _Unmet(f"{_path(ref)} does not exist in the body")
-        value = value[step]
     return value
 
 
@@ -347,7 +353,7 @@ def _path(ref: _Ref) -> str:
     return f"[{ref.name}]" + "".join(steps)
 
 
-def _holds(tree: _Comparison, left: Any, right: Any) -> bool:
+def _holds(tree: _Comparison, left: Json | _Matcher, right: Json | _Matcher) -> bool:
     if tree.operator in _ORDERING:
         a, b = _measure(tree.left, left, tree.operator), _measure(tree.right, right, tree.operator)
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[tree.operator]
@@ -362,7 +368,7 @@ def _holds(tree: _Comparison, left: Any, right: Any) -> bool:
     return matched if tree.operator == "==" else not matched
 
 
-def _measure(side: _Operand, value: Any, operator: str) -> int | float:
+def _measure(side: _Operand, value: Json | _Matcher, operator: str) -> int | float:
     """A value as a number for <, <=, >, >=; text like 5m counts as a duration in ms."""
     number = _number(value)
     if number is None and isinstance(value, str) and value[:1].isdigit():
@@ -373,12 +379,12 @@ def _measure(side: _Operand, value: Any, operator: str) -> int | float:
     return number
 
 
-def _equal(a: Any, b: Any) -> bool:
+def _equal(a: object, b: object) -> bool:
     x, y = _number(a), _number(b)
     return x == y if x is not None and y is not None else _text(a) == _text(b)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """Values as Gatus compares them: JSON's true/false/null, JSON text for lists and objects."""
     if isinstance(value, str):
         return value
@@ -392,13 +398,13 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _show(ref: _Ref, value: Any) -> str:
+def _show(ref: _Ref, value: object) -> str:
     """A value for a detail: strings quoted, times as durations, cut to about 80 characters."""
-    timed = ref.function is None and isinstance(value, int | float) and abs(value) < 1e15
-    if timed and ref.name == "RESPONSE_TIME":
-        return f"{_text(round(value, 3))}ms"
-    if timed and ref.name == "CERTIFICATE_EXPIRATION":
-        return ("-" if value < 0 else "") + format_duration(abs(value) / 1000)
+    if ref.function is None and isinstance(value, int | float) and abs(value) < 1e15:
+        if ref.name == "RESPONSE_TIME":
+            return f"{_text(round(value, 3))}ms"
+        if ref.name == "CERTIFICATE_EXPIRATION":
+            return ("-" if value < 0 else "") + format_duration(abs(value) / 1000)
     return _cut(repr(value[: _SHOWN + 1]) if isinstance(value, str) else _text(value))
 
 

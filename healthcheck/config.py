@@ -30,7 +30,7 @@ from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
 from healthcheck.sections import SECTIONS
-from healthcheck.targets import Config, Endpoint, ExporterSettings, Region
+from healthcheck.targets import Config, Endpoint, ExporterSettings, ProbeSettings, Region
 
 DEFAULT_LATENCY = {"warning": 0.1, "critical": 0.5}
 
@@ -361,7 +361,7 @@ class _Builder:
                 f"({critical * 1000:g}ms)",
             )
 
-    def resolve_files(self, settings: Any, path: str) -> Any:
+    def resolve_files(self, settings: ProbeSettings, path: str) -> ProbeSettings:
         """A CA file must exist; a relative path is taken from the config file's folder."""
         tls = getattr(settings, "tls", None)
         if tls is None or not tls.ca_file:
@@ -369,7 +369,8 @@ class _Builder:
         ca_path = self.base_dir / tls.ca_file
         if not ca_path.is_file():
             raise self.error(_join(path, "tls.ca_file"), f"no such file: {ca_path}")
-        return replace(settings, tls=replace(tls, ca_file=str(ca_path)))
+        # Any kind with a `tls` block (http, tls, inference): the key is read by name.
+        return replace(settings, **{"tls": replace(tls, ca_file=str(ca_path))})
 
     def refuse_unknown(
         self, raw: dict[str, Any], allowed: Any, path: str, kind: str | None = None

@@ -34,7 +34,7 @@ from healthcheck.offload import Offload, OffloadError
 from healthcheck.probes.plugin import ENDPOINT_LABELS, Gauges, KindMetrics, Reading
 from healthcheck.probes.registry import find_kind
 from healthcheck.readings import Readings
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
@@ -177,7 +177,7 @@ class Metrics:
         self.connections = connections
         self.offload = offload
         self.lag = _Histogram(LAG_BUCKETS)
-        self._series: dict[str, _EndpointSeries] = {}
+        self._series: dict[EndpointId, _EndpointSeries] = {}
         self._uptime: tuple[object, Config, list[Any], list[Any]] | None = None
         self.update(config)
 

@@ -6,6 +6,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class EndpointId:
+    """Which endpoint: its region and its name, unique within the region. Outside the code
+    (API JSON, metric and alert labels, CLI output, stored data) it is written `region/name`."""
+
+    region: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.region}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> EndpointId:
+        """`region/name` from outside (an API query, stored alert state) back into an id: the
+        region is what comes before the first `/`. ValueError when there is no `/` (a region
+        alone, the daemon's own alert target)."""
+        region, slash, name = text.partition("/")
+        if not slash:
+            raise ValueError(f"not region/endpoint: {text!r}")
+        return cls(region, name)
+
+
 class ErrorClass(StrEnum):
     """Why a check failed, as a small closed set users can alert and graph on."""
 
@@ -87,5 +109,5 @@ class ProbeResult:
     degraded: str | None = None
 
     @property
-    def target_id(self) -> str:
-        return f"{self.region}/{self.endpoint}"
+    def target_id(self) -> EndpointId:
+        return EndpointId(self.region, self.endpoint)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from asyncio_throttle.throttler import Throttler
 
 from healthcheck.clock import LOOP, Timeline
-from healthcheck.result import ProbeResult
+from healthcheck.result import EndpointId, ProbeResult
 from healthcheck.targets import Endpoint, SchedulerSettings
 
 log = logging.getLogger("healthcheck.scheduler")
@@ -31,7 +31,7 @@ Sink = Callable[[ProbeResult], None]
 
 def spread_offset(endpoint: Endpoint) -> float:
     """A stable place in the interval for this endpoint, so starts never burst together."""
-    digest = hashlib.blake2b(endpoint.id.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(str(endpoint.id).encode(), digest_size=8).digest()
     return int.from_bytes(digest) / 2**64 * endpoint.interval
 
 
@@ -86,14 +86,14 @@ class Scheduler:
         self._timeline = timeline
         self._cap = asyncio.Semaphore(settings.max_concurrency)
         self._throttler = Throttler(rate_limit=settings.rate_limit, period=1.0)
-        self._heap: list[tuple[float, int, str]] = []
+        self._heap: list[tuple[float, int, EndpointId]] = []
         self._sequence = 0
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[EndpointId, asyncio.Task[None]] = {}
         self.stats = SchedulerStats()
         self._on_lag = on_lag
         self.running = False
         self.heartbeat: float | None = None  # time.monotonic() of the dispatcher's last wake
-        self._on_heap: set[str] = set()
+        self._on_heap: set[EndpointId] = set()
 
     @property
     def in_flight(self) -> int:

@@ -25,13 +25,13 @@ class Option:
     help: str = ""
 
 
-def _type_name(value: Any) -> str:
+def _type_name(value: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     if isinstance(value, Secret):
         return value.reveal()
     if not isinstance(value, str):
@@ -39,16 +39,18 @@ def text(value: Any) -> str:
     return value
 
 
-def secret(value: Any) -> Secret:
+def secret(value: object) -> Secret:
     """Any text kept as a Secret, whether or not it came from the environment."""
     return value if isinstance(value, Secret) else Secret(text(value))
 
 
-def ratio(value: Any) -> float:
+def ratio(value: object) -> float:
     """`99.9%`, `99.9` (taken as percent when above 1) or `0.999` to a ratio in (0, 1]."""
     raw = text(value).strip() if isinstance(value, str | Secret) else value
     percent = isinstance(raw, str) and raw.endswith("%")
     try:
+        if not isinstance(raw, str | bytes | int | float):
+            raise TypeError(raw)
         number = float(raw.rstrip("%") if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
         raise ValueError(f"expected a ratio like 99.9% or 0.999, got {value!r}") from None
@@ -63,7 +65,7 @@ DAY = 86400.0
 LONGEST = 7 * DAY  # a duration key with no limit of its own: alert windows, holds, reminders
 
 
-def duration(value: Any) -> float:
+def duration(value: object) -> float:
     """`30s`, `5m`, `250ms`; a bare number is taken as seconds; at most a week."""
     return _duration(value, LONGEST)
 
@@ -73,7 +75,7 @@ def duration_up_to(maximum: float) -> Reader:
     return lambda value: _duration(value, maximum)
 
 
-def _duration(value: Any, maximum: float) -> float:
+def _duration(value: object, maximum: float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 30s, 5m or 250ms, got {value!r}")
     seconds = float(value) if isinstance(value, int | float) else parse_duration(text(value))
@@ -86,13 +88,13 @@ def _duration(value: Any, maximum: float) -> float:
     return seconds
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     shown = repr(value)
     return shown if len(shown) <= 40 else f"{shown[:37]}..."
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
-    def read(value: Any) -> int:
+    def read(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected a whole number, got {_type_name(value)} {value!r}")
         if minimum is not None and value < minimum:
@@ -104,14 +106,14 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
     return read
 
 
-def boolean(value: Any) -> bool:
+def boolean(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {_type_name(value)} {value!r}")
     return value
 
 
 def choice(*allowed: str) -> Callable[[Any], str]:
-    def read(value: Any) -> str:
+    def read(value: object) -> str:
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         chosen: str = value  # equal to one of `allowed`
@@ -132,7 +134,7 @@ _SIZE_UNITS = {
 }
 
 
-def size(value: Any) -> int:
+def size(value: object) -> int:
     """Bytes: an integer, or `512KiB`, `1MiB`, `10MB`."""
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -146,7 +148,7 @@ def size(value: Any) -> int:
     return number
 
 
-def http_url(value: Any) -> str:
+def http_url(value: object) -> str:
     url = text(value)
     try:
         parts = urlsplit(url)
@@ -162,12 +164,12 @@ def http_url(value: Any) -> str:
     return url
 
 
-def listen_address(value: Any) -> tuple[str, int]:
+def listen_address(value: object) -> tuple[str, int]:
     """Like `address`, but port 0 (any free port) is allowed: the daemon logs the one it got."""
     return address(value, lowest_port=0)
 
 
-def address(value: Any, lowest_port: int = 1) -> tuple[str, int]:
+def address(value: object, lowest_port: int = 1) -> tuple[str, int]:
     """`host:port` or `[v6addr]:port` to (host, port)."""
     raw = text(value).strip()
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^\s:/\[\]]+):(\d+)", raw)
@@ -180,14 +182,14 @@ def address(value: Any, lowest_port: int = 1) -> tuple[str, int]:
     return host, port
 
 
-def hostname(value: Any) -> str:
+def hostname(value: object) -> str:
     name = text(value).strip()
     if not name or len(name) > 253 or not re.fullmatch(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:]+", name):
         raise ValueError(f"expected a host name like api.example.com, got {value!r}")
     return name
 
 
-def headers(value: Any) -> dict[str, str | Secret]:
+def headers(value: object) -> dict[str, str | Secret]:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping of header names to values, got {_type_name(value)}")
     result: dict[str, str | Secret] = {}
@@ -208,7 +210,7 @@ def reveal_text(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
 
 
-def status_codes(value: Any) -> tuple[int, ...]:
+def status_codes(value: object) -> tuple[int, ...]:
     items = value if isinstance(value, list) else [value]
     codes = []
     for item in items:
@@ -221,7 +223,7 @@ def status_codes(value: Any) -> tuple[int, ...]:
 
 
 def optional(reader: Reader) -> Reader:
-    def read(value: Any) -> Any:
+    def read(value: object) -> Any:
         return None if value is None else reader(value)
 
     return read
@@ -245,7 +247,7 @@ class FieldError(ValueError):
         super().__init__(f"{key}: {message}")
 
 
-def sub_mapping(value: Any, keys: Mapping[str, Reader]) -> dict[str, Any]:
+def sub_mapping(value: object, keys: Mapping[str, Reader]) -> dict[str, Any]:
     """Read a nested mapping key by key; unknown keys are refused by name."""
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping with keys {', '.join(keys)}, got {_type_name(value)}")
@@ -271,7 +273,7 @@ _TLS_KEYS: dict[str, Reader] = {
 }
 
 
-def tls_options(value: Any) -> TlsOptions:
+def tls_options(value: object) -> TlsOptions:
     return TlsOptions(**sub_mapping(value, _TLS_KEYS))
 
 

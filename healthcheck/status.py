@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.targets import Endpoint
 
 log = logging.getLogger("healthcheck.status")
@@ -94,7 +94,7 @@ class StatusBoard:
 
     def __init__(self, endpoints: Iterable[Endpoint]) -> None:
         self.endpoints = {endpoint.id: endpoint for endpoint in endpoints}
-        self.latest: dict[str, tuple[ProbeResult, Status]] = {}
+        self.latest: dict[EndpointId, tuple[ProbeResult, Status]] = {}
 
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """A reloaded configuration: removed endpoints are forgotten, the rest keep state."""

@@ -35,10 +35,10 @@ class StoredStatus:
         self.now = now
         self.uptime: UptimeReport = reader.uptime(now, WINDOWS)
         latest = reader.latest(now)
-        ids = {(t.region, t.endpoint): t.id for t in self.uptime.targets.values()}
+        ids = self.uptime.ids()
         self.rows: list[tuple[str, str, str, dict[str, Tally], Latest | None]] = []
         for endpoint in config.endpoints():
-            target_id = ids.get((endpoint.region, endpoint.name))
+            target_id = ids.get(endpoint.id)
             windows = self.uptime.endpoints.get(target_id, {}) if target_id is not None else {}
             newest = latest.get(target_id) if target_id is not None else None
             self.rows.append((endpoint.region, endpoint.name, endpoint.kind, windows, newest))

@@ -5,13 +5,29 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from healthcheck.alert_settings import AlertingSettings, AlertOverrides
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 if TYPE_CHECKING:
     from healthcheck.conditions import Condition
+
+
+S = TypeVar("S", bound="ProbeSettings")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """What every probe kind's own frozen settings dataclass derives from (HttpSettings,
+    TcpSettings, ...): the keys of its kind, already validated."""
+
+    def narrow(self, kind: type[S]) -> S:
+        """These settings as `kind`, the probe kind's own type; TypeError for another's."""
+        if not isinstance(self, kind):
+            raise TypeError(f"{type(self).__name__} settings, not {kind.__name__}")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +43,12 @@ class Endpoint:
     latency_warning: float | None
     latency_critical: float | None
     conditions: tuple[Condition, ...]
-    settings: Any  # the kind's own frozen settings dataclass (HttpSettings, TcpSettings, ...)
+    settings: ProbeSettings  # the kind's own: narrow() to its type
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
 
     @property
-    def id(self) -> str:
-        return f"{self.region}/{self.name}"
+    def id(self) -> EndpointId:
+        return EndpointId(self.region, self.name)
 
     @property
     def budget(self) -> float:
@@ -109,8 +125,9 @@ class Shard:
             raise ValueError(f"--shard takes K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
         return shard
 
-    def owns(self, endpoint_id: str) -> bool:
-        digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
+    def owns(self, endpoint_id: EndpointId) -> bool:
+        text = str(endpoint_id).encode()
+        digest = hashlib.blake2b(text, digest_size=8, person=b"shard").digest()
         return int.from_bytes(digest) % self.count == self.index - 1
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from healthcheck.errors import StorageError
 from healthcheck.offload import Offload, OffloadError
+from healthcheck.result import EndpointId
 from storage.uptime import Day, StorageReader, UptimeReport, daily_history
 
 log = logging.getLogger("healthcheck.uptime")
@@ -60,7 +61,7 @@ class UptimeCache:
         self._lock = asyncio.Lock()
         self._history_lock = asyncio.Lock()
 
-    def uptime_24h(self) -> dict[str, tuple[float | None, float]]:
+    def uptime_24h(self) -> dict[EndpointId, tuple[float | None, float]]:
         """(24h uptime, checks) per endpoint id, from the last snapshot, for alert rules."""
         if self.snapshot is None:
             return {}
@@ -69,7 +70,7 @@ class UptimeCache:
         for target_id, target in report.targets.items():
             tally = report.endpoints.get(target_id, {}).get("24h")
             if tally is not None:
-                found[f"{target.region}/{target.endpoint}"] = (tally.ratio, tally.checks)
+                found[target.endpoint_id] = (tally.ratio, tally.checks)
         return found
 
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:

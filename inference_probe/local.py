@@ -12,9 +12,9 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
-from healthcheck.probes.base import Probe
-from healthcheck.result import ErrorClass, ProbeResult
-from healthcheck.targets import Endpoint
+from healthcheck.probes.base import Clock, Probe
+from healthcheck.result import EndpointId, ErrorClass, ProbeResult
+from healthcheck.targets import Endpoint, ProbeSettings
 from inference_probe.canary import CanaryWorker, WorkerDied
 from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
 
@@ -30,7 +30,7 @@ Detail = tuple[str, str | float | int | bool | None]
 
 
 @dataclass(frozen=True, slots=True)
-class OnnxSettings:
+class OnnxSettings(ProbeSettings):
     model: str
     golden: str | None
     require_gpu: bool
@@ -43,7 +43,7 @@ class OnnxSettings:
     threads: int
 
 
-def _model(value: Any) -> str:
+def _model(value: object) -> str:
     text = schema.text(value)
     if text.startswith("builtin:") and text[8:] not in BUILTIN:
         raise ValueError(
@@ -53,7 +53,7 @@ def _model(value: Any) -> str:
     return text
 
 
-def _providers(value: Any) -> tuple[str, ...]:
+def _providers(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError("expected a list of onnxruntime execution providers, in order")
     names = tuple(schema.text(item) for item in value)
@@ -65,12 +65,12 @@ def _providers(value: Any) -> tuple[str, ...]:
     return names
 
 
-def _tolerance(value: Any) -> dict[str, float]:
+def _tolerance(value: object) -> dict[str, float]:
     read = schema.sub_mapping(value, {"atol": _non_negative, "rtol": _non_negative})
     return {"atol": 1e-4, "rtol": 1e-3, **read}
 
 
-def _non_negative(value: Any) -> float:
+def _non_negative(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"expected a number >= 0, got {value!r}")
     return float(value)
@@ -109,12 +109,13 @@ class OnnxProbe(Probe):
     alert_rules = (CANARY_RULE,)
     down_alertname = CANARY_DOWN
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)
-        self._workers: dict[str, CanaryWorker] = {}
+        self._workers: dict[EndpointId, CanaryWorker] = {}
 
     @classmethod
-    def resolve(cls, settings: OnnxSettings, base_dir: Path) -> OnnxSettings:
+    def resolve(cls, resolved: ProbeSettings, base_dir: Path) -> OnnxSettings:
+        settings = resolved.narrow(OnnxSettings)
         if settings.model.startswith("builtin:"):
             model = MODELS / f"{settings.model[8:]}.onnx"
         else:
@@ -133,7 +134,7 @@ class OnnxProbe(Probe):
         self._workers.clear()
 
     def _worker(self, target: Endpoint) -> CanaryWorker:
-        s = target.settings
+        s = target.settings.narrow(OnnxSettings)
         spec = {
             "model": s.model,
             "golden": s.golden,
@@ -149,7 +150,7 @@ class OnnxProbe(Probe):
         if worker is None or worker.spec != spec:  # new, or changed by a reload
             if worker is not None:
                 worker.close()
-            worker = self._workers[target.id] = CanaryWorker(target.id, spec)
+            worker = self._workers[target.id] = CanaryWorker(str(target.id), spec)
         return worker
 
     async def run(self, target: Endpoint) -> ProbeResult:
@@ -158,7 +159,7 @@ class OnnxProbe(Probe):
         worker = self._worker(target)
         if not worker.loaded:
             started, timestamp = time.perf_counter(), self.clock()
-            limit = target.settings.load_timeout
+            limit = target.settings.narrow(OnnxSettings).load_timeout
             try:
                 async with asyncio.timeout(limit):
                     reply = await worker.call({"op": "load"})
@@ -204,7 +205,7 @@ class OnnxProbe(Probe):
         timestamp: float,
         worker: CanaryWorker,
     ) -> ProbeResult:
-        s: OnnxSettings = target.settings
+        s = target.settings.narrow(OnnxSettings)
         providers = reply["providers"]
         provider = providers[0] if providers else "none"
         on_gpu = provider in GPU_PROVIDERS
@@ -262,7 +263,7 @@ class OnnxProbe(Probe):
         worker: CanaryWorker,
     ) -> ProbeResult:
         details: tuple[Detail, ...] = (
-            ("model", Path(target.settings.model).stem),
+            ("model", Path(target.settings.narrow(OnnxSettings).model).stem),
             ("worker_starts", worker.starts),
         )
         return self.failed(target, error, text, started, timestamp, details=details)
@@ -279,7 +280,11 @@ class OnnxProbe(Probe):
             "canary %s: %s; a fresh worker starts with the next check",
             target.id,
             exc,
-            extra={"event": "canary_worker_died", "endpoint": target.id, "exitcode": exc.exitcode},
+            extra={
+                "event": "canary_worker_died",
+                "endpoint": str(target.id),
+                "exitcode": exc.exitcode,
+            },
         )
         if exc.by_daemon:  # the prober's own doing: no verdict about the canary
             text = f"{exc}; a fresh worker starts with the next check"

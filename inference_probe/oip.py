@@ -14,6 +14,7 @@ from healthcheck import schema
 from healthcheck.result import ErrorClass
 from healthcheck.schema import FieldError, TlsOptions
 from healthcheck.secrets import Secret
+from healthcheck.targets import ProbeSettings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +60,7 @@ class Tolerance:
 
 
 @dataclass(frozen=True, slots=True)
-class InferenceSettings:
+class InferenceSettings(ProbeSettings):
     url: str
     model_name: str
     inputs: tuple[TensorInput, ...]
@@ -88,7 +89,7 @@ def _nested(prefix: str, exc: FieldError) -> FieldError:
     return FieldError(f"{prefix}{separator}{exc.key}", exc.message)
 
 
-def _number(value: Any) -> float:
+def _number(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string, not a float
@@ -99,14 +100,14 @@ def _number(value: Any) -> float:
     raise ValueError(f"expected a number, got {value!r}")
 
 
-def _non_negative(value: Any) -> float:
+def _non_negative(value: object) -> float:
     number = _number(value)
     if not 0 <= number < math.inf:
         raise ValueError(f"must be a finite number of at least 0, got {value!r}")
     return number
 
 
-def read_tolerance(value: Any) -> Tolerance:
+def read_tolerance(value: object) -> Tolerance:
     """`{atol: 1e-3, rtol: 1e-3}`, or one number for both."""
     if isinstance(value, Mapping):
         keys = {"atol": _non_negative, "rtol": _non_negative}
@@ -115,20 +116,20 @@ def read_tolerance(value: Any) -> Tolerance:
     return Tolerance(atol=number, rtol=number)
 
 
-def read_name(value: Any) -> str:
+def read_name(value: object) -> str:
     name = schema.text(value)
     if not name or "/" in name or any(ch.isspace() for ch in name):
         raise ValueError(f"expected a name without '/' or spaces, got {value!r}")
     return name
 
 
-def read_version(value: Any) -> str:
+def read_version(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
     return read_name(value)
 
 
-def _shape(value: Any) -> tuple[int, ...]:
+def _shape(value: object) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
     ):
@@ -138,14 +139,14 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _flatten(value: Any) -> list[Any]:
+def _flatten(value: object) -> list[Any]:
     """Nested lists in row-major order, as the protocol allows for `data`."""
     if not isinstance(value, list):
         return [value]
     return [item for part in value for item in _flatten(part)]
 
 
-def _data(value: Any) -> list[Any]:
+def _data(value: object) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError(f"expected a list of values, got {value!r}")
     return _flatten(value)
@@ -184,7 +185,7 @@ def _missing(fields: Mapping[str, Any], required: tuple[str, ...], what: str) ->
             raise FieldError(key, f"missing: {what} needs {', '.join(required)}")
 
 
-def read_input(value: Any) -> TensorInput:
+def read_input(value: object) -> TensorInput:
     fields = schema.sub_mapping(value, _INPUT_KEYS)
     _missing(fields, tuple(_INPUT_KEYS), "an input")
     read = _element_reader(fields["datatype"])
@@ -198,7 +199,7 @@ def read_input(value: Any) -> TensorInput:
     return TensorInput(fields["name"], fields["datatype"], fields["shape"], tuple(data))
 
 
-def read_expected(value: Any) -> ExpectedOutput:
+def read_expected(value: object) -> ExpectedOutput:
     fields = schema.sub_mapping(value, _EXPECTED_KEYS)
     _missing(fields, ("name", "data"), "an expected output")
     data = []
@@ -213,7 +214,7 @@ def read_expected(value: Any) -> ExpectedOutput:
 
 
 def list_of(read: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
-    def read_all(value: Any) -> tuple[Any, ...]:
+    def read_all(value: object) -> tuple[Any, ...]:
         if not isinstance(value, list) or not value:
             raise ValueError(f"expected a list of at least one {what}")
         items, names = [], set()
@@ -233,7 +234,7 @@ def list_of(read: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any,
     return read_all
 
 
-def read_headers(value: Any) -> tuple[tuple[str, str | Secret], ...]:
+def read_headers(value: object) -> tuple[tuple[str, str | Secret], ...]:
     return tuple(schema.headers(value).items())
 
 

@@ -115,11 +115,11 @@ class InferenceProbe(Probe):
         **fields: Any,
     ) -> ProbeResult:
         """Every failure names the model, the base class's timeouts and network errors too."""
-        fields.setdefault("details", _details(target.settings))
+        fields.setdefault("details", _details(target.settings.narrow(InferenceSettings)))
         return super().failed(target, error, text, started, timestamp, **fields)
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
-        settings: InferenceSettings = target.settings
+        settings = target.settings.narrow(InferenceSettings)
         started = time.perf_counter()
         timestamp = self.clock()
         tls = tls_context(self._tls, settings.tls)

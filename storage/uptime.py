@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from healthcheck.result import Status
+from healthcheck.result import EndpointId, Status
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
 
@@ -51,10 +51,16 @@ def _ceil(ts: float, width: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """An endpoint as storage knows it: `id` is its row in the targets table."""
+
     id: int
     region: str
     endpoint: str
     kind: str
+
+    @property
+    def endpoint_id(self) -> EndpointId:
+        return EndpointId(self.region, self.endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,10 @@ class UptimeReport:
     endpoints: dict[int, dict[str, Tally]] = field(default_factory=dict)
     regions: dict[str, dict[str, Tally]] = field(default_factory=dict)
     overall: dict[str, Tally] = field(default_factory=dict)
+
+    def ids(self) -> dict[EndpointId, int]:
+        """Each stored endpoint's row id, to look a configured endpoint up by."""
+        return {target.endpoint_id: row for row, target in self.targets.items()}
 
 
 class StorageReader:

@@ -23,7 +23,7 @@ from pathlib import Path
 import sqlite_utils
 
 from healthcheck.errors import StorageError
-from healthcheck.result import ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status
 from storage.database_file import Identity, clear_the_way, gone, identity, overwritten
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, ROLLUP_TABLES, connect
@@ -93,7 +93,7 @@ class StorageWriter:
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
         self._db: sqlite_utils.Database | None = None
         self._identity: Identity | None = None  # the file opened last (None: none yet)
-        self._target_ids: dict[tuple[str, str], int] = {}
+        self._target_ids: dict[EndpointId, int] = {}
         self._next_prune = 0.0
         self._closing = threading.Event()
 
@@ -319,7 +319,7 @@ class _FileGone(Exception):
 def write_batch(
     db: sqlite_utils.Database,
     batch: Sequence[tuple[ProbeResult, Status]],
-    target_ids: dict[tuple[str, str], int],
+    target_ids: dict[EndpointId, int],
 ) -> None:
     """Insert raw rows and add the batch to the hourly and daily rollups (one transaction)."""
     rows = []
@@ -392,10 +392,8 @@ def _upsert_sql(table: str) -> str:
 _UPSERT = {table: _upsert_sql(table) for table in ROLLUP_TABLES}
 
 
-def _target_id(
-    db: sqlite_utils.Database, result: ProbeResult, cache: dict[tuple[str, str], int]
-) -> int:
-    key = (result.region, result.endpoint)
+def _target_id(db: sqlite_utils.Database, result: ProbeResult, cache: dict[EndpointId, int]) -> int:
+    key = result.target_id
     found = cache.get(key)
     if found is None:
         db.execute(
@@ -403,7 +401,7 @@ def _target_id(
             [result.region, result.endpoint, result.kind],
         )
         found = db.execute(
-            "SELECT id FROM targets WHERE region = ? AND endpoint = ?", list(key)
+            "SELECT id FROM targets WHERE region = ? AND endpoint = ?", [key.region, key.name]
         ).fetchone()[0]
         cache[key] = found
     return found

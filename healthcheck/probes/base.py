@@ -21,7 +21,7 @@ from healthcheck.conditions import ConditionContext
 from healthcheck.probes.plugin import AlertRule, KindMetrics
 from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
 from healthcheck.schema import Option
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 
 # The shortest attempt worth starting: below this a retry could only time out.
 MIN_ATTEMPT = 0.05
@@ -58,7 +58,7 @@ class Probe(ABC):
     `alert_rules` and `down_alertname` (healthcheck.probes.plugin)."""
 
     kind: ClassVar[str]
-    settings: ClassVar[type]  # frozen dataclass built from `options`
+    settings: ClassVar[type[ProbeSettings]]  # frozen dataclass built from `options`
     options: ClassVar[Mapping[str, Option]]
     placeholders: ClassVar[frozenset[str]]  # condition placeholders this kind can fill
     # Every error class a check of this kind can end with, so /metrics shows each at 0 from
@@ -75,7 +75,7 @@ class Probe(ABC):
         self.clock = clock
 
     @classmethod
-    def resolve(cls, settings: Any, base_dir: Path) -> Any:
+    def resolve(cls, settings: ProbeSettings, base_dir: Path) -> ProbeSettings:
         """Settings with files found relative to the config's folder; raise schema.FieldError
         (naming the key) for a file that is missing or unreadable."""
         return settings

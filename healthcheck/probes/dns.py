@@ -11,13 +11,13 @@ from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Probe, resolve_failure
 from healthcheck.result import ErrorClass, ProbeResult
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 
 FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 
 @dataclass(frozen=True, slots=True)
-class DnsSettings:
+class DnsSettings(ProbeSettings):
     hostname: str
     family: str = "any"
 
@@ -36,7 +36,7 @@ class DnsProbe(Probe):
     placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "IP", "BODY", "DNS_RCODE"})
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
-        settings: DnsSettings = target.settings
+        settings = target.settings.narrow(DnsSettings)
         started = time.perf_counter()
         timestamp = self.clock()
         loop = asyncio.get_running_loop()

@@ -24,14 +24,14 @@ from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
 from healthcheck.secrets import Secret, reveal
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 
 DEFAULT_MAX_BODY = 1024 * 1024
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True, slots=True)
-class HttpSettings:
+class HttpSettings(ProbeSettings):
     url: str
     method: str = "GET"
     headers: tuple[tuple[str, str | Secret], ...] = ()
@@ -138,7 +138,7 @@ class HttpProbe(Probe):
         self._sessions.clear()
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
-        settings: HttpSettings = target.settings
+        settings = target.settings.narrow(HttpSettings)
         started = time.perf_counter()
         timestamp = self.clock()
         clock = _PhaseClock()

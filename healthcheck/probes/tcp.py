@@ -10,11 +10,11 @@ from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Probe
 from healthcheck.result import ProbeResult
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 
 
 @dataclass(frozen=True, slots=True)
-class TcpSettings:
+class TcpSettings(ProbeSettings):
     address: tuple[str, int]
 
 
@@ -25,7 +25,7 @@ class TcpProbe(Probe):
     placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "IP"})
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
-        host, port = target.settings.address
+        host, port = target.settings.narrow(TcpSettings).address
         started = time.perf_counter()
         timestamp = self.clock()
         _, writer = await asyncio.open_connection(host, port)

@@ -15,7 +15,7 @@ from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import Clock, Probe
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 
 _DAY = 86400.0
 
@@ -81,7 +81,7 @@ def peer_expiry(ssl_object: ssl.SSLObject) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class TlsSettings:
+class TlsSettings(ProbeSettings):
     address: tuple[str, int]
     tls: TlsOptions = field(default_factory=TlsOptions)
 
@@ -108,7 +108,7 @@ class TlsProbe(Probe):
         self.contexts = TlsContexts()
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
-        settings: TlsSettings = target.settings
+        settings = target.settings.narrow(TlsSettings)
         host, port = settings.address
         started = time.perf_counter()
         timestamp = self.clock()

@@ -17,7 +17,7 @@ from alerting.evaluator import (
 )
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
-from healthcheck.result import ErrorClass, ProbeResult, Status
+from healthcheck.result import EndpointId, ErrorClass, ProbeResult, Status
 from inference_probe.canary_plugin import CANARY
 
 T0 = 1_800_000_000.0
@@ -223,5 +223,6 @@ def test_latency_guards_are_settings() -> None:
 )
 def test_one_failure_never_fires_the_uptime_rule(ratio, checks, expected) -> None:
     config = evaluator()
-    ev = Evaluator(config.endpoints, config.settings, lambda: {"us/api": (ratio, checks)})
+    uptime = {EndpointId("us", "api"): (ratio, checks)}
+    ev = Evaluator(config.endpoints, config.settings, lambda: uptime)
     assert [e for e in fired(ev, T0) if e[0] == UPTIME] == expected

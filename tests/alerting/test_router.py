@@ -15,6 +15,7 @@ from alerting.settings import AlertingSettings, ChannelSettings
 from alerting.silences import Silence, Weekly, read_silence
 from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck import schema
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 SETTINGS = AlertingSettings(
@@ -127,10 +128,10 @@ def test_silenced_alerts_are_held_then_fire_when_the_silence_ends() -> None:
 
 def test_silences_match_by_region_endpoint_and_rule() -> None:
     s = Silence("x", region="eu", endpoint="api", rule=ENDPOINT_DOWN)
-    assert s.matches(ENDPOINT_DOWN, "eu/api", "eu")
-    assert not s.matches(ENDPOINT_DOWN, "eu/web", "eu")
-    assert not s.matches("tls_expiry", "eu/api", "eu")
-    assert not s.matches(ENDPOINT_DOWN, "us/api", "us")
+    assert s.matches(ENDPOINT_DOWN, EndpointId("eu", "api"), "eu")
+    assert not s.matches(ENDPOINT_DOWN, EndpointId("eu", "web"), "eu")
+    assert not s.matches("tls_expiry", EndpointId("eu", "api"), "eu")
+    assert not s.matches(ENDPOINT_DOWN, EndpointId("us", "api"), "us")
 
 
 def at(text: str, zone: str = "Europe/Berlin") -> float:
@@ -287,7 +288,9 @@ def test_alertmanager_labels_are_those_of_prometheus_alert_for_the_same_conditio
     so do the daemon's, so Alertmanager groups and inhibits across both paths."""
     settings = AlertingSettings(channels=SETTINGS.channels, vantage="eu-west-1a")
     state = alert(rule, target)
-    routed = route([Change(state, Event.FIRED, region, kind)], {}, {}, settings, {"pagerduty"}, NOW)
+    endpoint = EndpointId.parse(target) if "/" in target else None
+    change = Change(state, Event.FIRED, region, kind, endpoint)
+    routed = route([change], {}, {}, settings, {"pagerduty"}, NOW)
     paged = next(n for n in routed.notifications if n.channel == "pagerduty")
     assert dict(paged.labels) == {**expected, "severity": "critical", "vantage": "eu-west-1a"}
 

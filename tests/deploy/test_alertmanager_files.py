@@ -21,6 +21,7 @@ from alerting.router import ALERTNAMES, route
 from alerting.settings import AlertingSettings, ChannelSettings
 from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck.probes.registry import KINDS, probe_kind
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,8 +86,10 @@ async def from_daemon(url: str, rule: str, target: str, severity: str, kind: str
     )
     now = time.time()
     state = AlertState(rule, target, Phase.FIRING, Severity(severity), now - 30, now, "down", now)
-    region = target.split("/")[0]
-    routed = route([Change(state, Event.FIRED, region, kind)], {}, {}, settings, {"am"}, now)
+    endpoint = EndpointId.parse(target) if "/" in target else None
+    region = endpoint.region if endpoint else target
+    change = Change(state, Event.FIRED, region, kind, endpoint)
+    routed = route([change], {}, {}, settings, {"am"}, now)
     [notification] = routed.notifications
     await AlertmanagerChannel("am", Secret(url)).deliver(notification)
 

@@ -11,6 +11,7 @@ import yaml
 
 from healthcheck.config import load_config, parse_config
 from healthcheck.errors import ConfigError
+from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_defaults_merge_global_region_endpoint() -> None:
     assert api.settings.method == "HEAD"
     assert api.settings.max_body == 1024 * 1024 and api.settings.tls.verify is True
     assert (db.interval, db.timeout, db.settings.address) == (10.0, 2.0, ("db.eu", 5432))
-    assert api.id == "eu/api"
+    assert api.id == EndpointId("eu", "api") and str(api.id) == "eu/api"
 
 
 def test_environment_interpolation_makes_secrets() -> None:
