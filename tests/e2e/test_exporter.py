@@ -247,7 +247,8 @@ async def test_blackbox_names_carry_over_dashboards_made_for_blackbox_exporter(
     """exporter.blackbox_names: probe_success, probe_duration_seconds, probe_http_status_code
     and probe_ssl_earliest_cert_expiry, with blackbox_exporter's meanings, per endpoint."""
     document = {
-        "defaults": {"interval": "250ms", "timeout": "200ms", "retries": 0},
+        # A timeout no busy machine reaches by accident: "web" must read up, not slow.
+        "defaults": {"interval": "5s", "timeout": "5s", "retries": 0},
         "exporter": {"listen": "127.0.0.1:0", "blackbox_names": True},
         "regions": {
             "us": {
