@@ -4,8 +4,9 @@ Each notification is tried a few times at once (tenacity, jittered exponential b
 the channel still refuses it stays in the outbox with a later `next_attempt`, growing to
 five minutes, and is marked sent only once the channel accepted it.
 
-A delivery the channel does not answer within its timeout may have arrived: it is not tried
-again for UNKNOWN_RETRY, and it never holds the channel's other notifications while it hangs.
+A delivery the channel does not answer within its timeout, or one cut off as the daemon stops,
+may have arrived: it is not tried again for UNKNOWN_RETRY, and it never holds the channel's
+other notifications while it hangs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import aiohttp
 import apprise
 from tenacity import (
     AsyncRetrying,
+    retry_if_exception_type,
     retry_if_not_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -451,7 +453,12 @@ class Sender:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.tries_now),
                 wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-                retry=retry_if_not_exception_type(DeliveryTimeout),
+                # Only a refusal: tenacity's attempt catches BaseException too, and a cancel
+                # (the daemon stopping past its grace) tried again sent a page that had reached
+                # the receiver a second time. A cut-off delivery may have arrived: the cancel
+                # propagates, and the retry time stored before the send holds.
+                retry=retry_if_exception_type(DeliveryError)
+                & retry_if_not_exception_type(DeliveryTimeout),
                 reraise=True,
             ):
                 with attempt:

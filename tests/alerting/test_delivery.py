@@ -199,6 +199,30 @@ async def test_an_alertmanager_that_does_not_answer_gets_the_alert_once(webhook,
     assert sender.stats["am"].timeouts == 1 and sender.stats["am"].failed == 0
 
 
+async def test_a_delivery_cut_off_by_a_shutdown_is_not_sent_again(webhook, tmp_path) -> None:
+    """Cancelled past the daemon's grace while the receiver holds the request: it may have
+    arrived, so it is not tried again then, nor at once after the restart, but stays owed."""
+    await webhook.up()
+    webhook.hang_on.add("a fired")
+    clock = Clock()
+    path = str(tmp_path / "hc.db")
+    channel = Channel("hook", Secret(f"json://127.0.0.1:{webhook.port}/slow"), timeout=300.0)
+    sender = Sender(DatabaseFile(path), {"hook": channel}, clock=clock, poll=0.05)
+    task = asyncio.create_task(sender.run())
+    await sender.put([note("hook", "a", "fired")])
+    await until(lambda: webhook.received)
+    task.cancel()
+    webhook.answer()  # a second try, were one made, would be answered at once
+    await asyncio.gather(task, return_exceptions=True)  # run() awaits what it cancelled
+    assert [r["body"]["message"] for r in webhook.received] == ["a fired"]
+    restarted = Sender(DatabaseFile(path), {"hook": channel}, clock=clock, monotonic=clock)
+    await restarted.drain_once()
+    assert len(webhook.received) == 1
+    outbox = Outbox(DatabaseFile(path))
+    assert outbox.pending() == {"hook": 1}
+    outbox.close()
+
+
 async def test_an_unanswered_notification_is_retried_later_even_after_a_restart(
     webhook, tmp_path
 ) -> None:
