@@ -26,8 +26,11 @@ from healthcheck.targets import Endpoint, SchedulerSettings
 log = logging.getLogger("healthcheck.once")
 
 START = 4  # checks at a time before the loop has said anything
-# A tick later than this halves the pace; one within SLACK (the selector's rounding) grows it.
+# A tick later than this, on a process busy on its CPU, halves the pace; one within SLACK (the
+# selector's rounding) grows it. Late but mostly off the CPU is the machine's doing (another
+# process had the core): fewer checks would not make it sooner, so the pace holds.
 LATE = 0.002
+BUSY = 0.5
 
 
 class Pace:
@@ -39,9 +42,10 @@ class Pace:
         self.peak = self.limit
         self.room = asyncio.Event()  # set when a check ends or the limit grows
 
-    def tick(self, late: float) -> None:
+    def tick(self, late: float, busy: float) -> None:
         if late > LATE:
-            self.limit = max(1, self.limit // 2)
+            if busy > BUSY:
+                self.limit = max(1, self.limit // 2)
         elif late <= SLACK and self.limit < self.cap:
             self.limit = min(self.cap, self.limit + max(1, self.limit // 8))
             self.peak = max(self.peak, self.limit)
@@ -53,6 +57,7 @@ async def check_all(
 ) -> list[ProbeResult]:
     """Every endpoint once, results in input order; checks spoiled by the prober's own trouble
     or lateness made again once, at most a quarter as many at a time as the round reached."""
+    prober.lag.longest = prober.lag.period  # the pace listens to every tick: keep them coming
     pace = Pace(settings.max_concurrency)
     results = await _round(endpoints, prober, pace, settings.rate_limit)
     again = [i for i, result in enumerate(results) if _spoiled(result, endpoints[i])]
