@@ -1,11 +1,14 @@
-"""How late the prober's event loop ran while a check was in flight: our lateness, not the target's.
+"""How late the prober's event loop ran as a check completed: our lateness, not the target's.
 
 A check's latency is read when its task runs again, so time the loop spent on other work (other
-checks, a collection, a core taken by another process) reads as the target's. While any check is
-in flight a timer is due every PERIOD to LONGEST; how late it fires, past the selector's own
-millisecond rounding (SLACK), is time the loop was not serving anything. A check asks for that
-lateness over its own span and carries it as `details.loop_lag_ms`; status judges latency with
-it taken off.
+checks, a collection, a core taken by another process) just as the answer came reads as the
+target's. While any check is in flight a timer is due every PERIOD to LONGEST; how late it
+fires, past the selector's own millisecond rounding (SLACK), is time the loop was not serving
+anything. A check takes the run of late ticks it completed in (back to the last on-time tick,
+within its own span) as `details.loop_lag_ms`; status judges latency with it taken off. A late
+stretch the loop recovered from before the answer came is not counted: a slow target that was
+still thinking through it answered no later for it (the demo's slow endpoint, served on the
+prober's own loop, waits through the loading of TLS contexts and must still read degraded).
 
 The period doubles while ticks come on time and drops back to PERIOD at a late one: a wake of an
 otherwise idle loop costs CPU. A sparse daemon (20 checks/s of a 50 ms target, a loaded 2-core
@@ -32,7 +35,7 @@ SLACK = 0.001
 # Less than this over a check is not worth a word; more is "late by more than a few ms".
 NOTED = 0.003
 DETAIL = "loop_lag_ms"
-_KEPT = 4096  # late ticks remembered; a check looks back over its own span only
+_KEPT = 4096  # ticks remembered; a check looks back to the last on-time one
 
 
 class LoopLag:
@@ -50,7 +53,8 @@ class LoopLag:
         self._next = period  # the period now
         self._marks = (0.0, 0.0)  # loop time, process CPU time at the last tick
         self._users = 0
-        self._late: deque[tuple[float, float]] = deque(maxlen=_KEPT)  # (fired at, late by)
+        # (fired at, late by beyond SLACK: 0.0 for a tick on time)
+        self._ticks: deque[tuple[float, float]] = deque(maxlen=_KEPT)
 
     def begin(self) -> float:
         """A check starts: tick while it runs. Returns its start on the loop's clock."""
@@ -79,26 +83,27 @@ class LoopLag:
             self._handle = None
 
     def since(self, start: float, now: float) -> float:
-        """Lateness between `start` and `now`: each late tick's, clipped to the span, and the
-        pending tick's if it is overdue already (the loop is late right now)."""
+        """The lateness the loop is in at `now`, back to its last on-time tick and no further
+        than `start`: the pending tick's if it is overdue, and the late ticks just before."""
         total = 0.0
-        for fired, late in reversed(self._late):
-            if fired <= start:
-                break
-            total += min(late, fired - start)
         overdue = now - self._due - SLACK
         if self._handle is not None and overdue > 0:
-            total += min(overdue, now - start)
-        return total
+            total += overdue
+        for fired, late in reversed(self._ticks):
+            if fired <= start or not late:
+                break
+            total += min(late, fired - start)
+        return min(total, now - start)
 
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
         late = now - self._due
         if late > SLACK:
-            self._late.append((now, late - SLACK))
+            self._ticks.append((now, late - SLACK))
             self._next = self.period
         else:
+            self._ticks.append((now, 0.0))
             self._next = min(self.longest, self._next * 2)
         if self.on_tick is not None:
             cpu = time.process_time()

@@ -74,7 +74,13 @@ class Prober:
         lateness during the check goes with it (`details.loop_lag_ms`)."""
         probe = self._probes.get(target.kind) or await self._probe(target.kind)
         result = await self._timed(probe, target)
-        if self._recheck_lagged and not result.ok and result.details and lag_of(result):
+        if (
+            self._recheck_lagged
+            and not result.ok
+            and result.details
+            and lag_of(result)
+            and result.latency + target.budget <= target.interval  # never past its next slot
+        ):
             result = await self._timed(probe, target)  # once: its verdict stands, lag or not
         return self.scrub(result)
 
