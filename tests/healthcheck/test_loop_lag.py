@@ -112,7 +112,8 @@ async def test_a_slow_target_is_still_degraded_with_the_lag_taken_off(blocking_t
     """The target takes 0.25 s of its own, then our loop is blocked 0.3 s: only the lag is
     forgiven, and 0.25 s is over the 0.1 s warning."""
     target = blocking_target(blocks=None, delay=0.25)
-    config = one_endpoint(f"{target.url}/ok")
+    # critical far off: a busy core may stretch the target's 0.25 s, never shrink it
+    config = one_endpoint(f"{target.url}/ok", latency={"warning": "100ms", "critical": "60s"})
     endpoint = next(iter(config.endpoints()))
     async with Prober() as prober:
         result = await prober.check(endpoint)
