@@ -14,7 +14,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -23,11 +22,10 @@ from healthcheck.config import load_config
 from healthcheck.durations import format_duration
 from healthcheck.errors import ConfigError, HealthcheckError, StorageError
 from healthcheck.logs import setup_logging
+from healthcheck.once import check_all
 from healthcheck.prober import Prober
-from healthcheck.prober_faults import is_prober_fault
 from healthcheck.report import Report
 from healthcheck.result import ProbeResult
-from healthcheck.scheduler import check_once
 from healthcheck.secrets import Redactor
 from healthcheck.targets import Config, Shard
 
@@ -274,18 +272,10 @@ def _shard(text: str) -> Shard:
 
 
 async def _probe_all(config: Config) -> list[ProbeResult]:
-    """Every endpoint once; checks spoiled by the prober's own trouble (out of file
-    descriptors) are made again, a quarter as many at a time, before anything is judged."""
-    endpoints = list(config.endpoints())
-    async with Prober(Redactor(config.secrets)) as prober:
-        results = await check_once(endpoints, prober.check, config.scheduler)
-        again = [i for i, result in enumerate(results) if is_prober_fault(result)]
-        if again:
-            fewer = replace(config.scheduler, max_concurrency=max(1, len(again) // 4))
-            retried = await check_once([endpoints[i] for i in again], prober.check, fewer)
-            for i, result in zip(again, retried, strict=True):
-                results[i] = result
-        return results
+    """Every endpoint once, paced by the loop (healthcheck/once.py); checks spoiled by the
+    prober's own trouble or lateness are made again, fewer at a time, before anything is judged."""
+    async with Prober(Redactor(config.secrets), recheck_lagged=False) as prober:
+        return await check_all(list(config.endpoints()), prober, config.scheduler)
 
 
 async def _once(config: Config, fmt: str, record: bool = False) -> int:

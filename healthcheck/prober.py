@@ -8,6 +8,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
+from healthcheck.loop_lag import LoopLag, lag_of, noted
 from healthcheck.probes.base import Clock, Probe
 from healthcheck.probes.registry import probe_kind
 from healthcheck.result import ProbeResult
@@ -19,8 +20,17 @@ class Prober:
     """Owns one instance of each probe kind it has been asked to check, and checks any endpoint
     with the right one."""
 
-    def __init__(self, redactor: Redactor | None = None, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        redactor: Redactor | None = None,
+        clock: Clock = time.time,
+        recheck_lagged: bool = True,
+    ) -> None:
         self._clock = clock
+        self.lag = LoopLag()
+        # A check that failed while its loop ran late is made once more, at once; --once
+        # instead makes its lagged checks again after the round, fewer at a time.
+        self._recheck_lagged = recheck_lagged
         self._probes: dict[str, Probe] = {}
         self._starting: dict[str, asyncio.Future[Probe]] = {}
         self._redact = redactor or Redactor()
@@ -35,6 +45,7 @@ class Prober:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        self.lag.stop()
         for probe in self._probes.values():
             await probe.close()
 
@@ -59,9 +70,27 @@ class Prober:
 
     async def check(self, target: Endpoint) -> ProbeResult:
         """One check of one endpoint; secrets are scrubbed at the source from every text the
-        result carries (error, condition texts and what they saw, string details)."""
+        result carries (error, condition texts and what they saw, string details). The loop's
+        lateness during the check goes with it (`details.loop_lag_ms`)."""
         probe = self._probes.get(target.kind) or await self._probe(target.kind)
-        return self.scrub(await probe.run(target))
+        result = await self._timed(probe, target)
+        if (
+            self._recheck_lagged
+            and not result.ok
+            and result.details
+            and lag_of(result)
+            and result.latency + target.budget <= target.interval  # never past its next slot
+        ):
+            result = await self._timed(probe, target)  # once: its verdict stands, lag or not
+        return self.scrub(result)
+
+    async def _timed(self, probe: Probe, target: Endpoint) -> ProbeResult:
+        start = self.lag.begin()
+        try:
+            result = await probe.run(target)
+        finally:
+            lag = self.lag.end(start)
+        return noted(result, lag)
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
         redact = self._redact

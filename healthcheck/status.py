@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from healthcheck.loop_lag import lag_of
 from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.targets import Endpoint
 
@@ -13,12 +14,14 @@ log = logging.getLogger("healthcheck.status")
 
 
 def classify(result: ProbeResult, endpoint: Endpoint) -> Status:
-    """Failure or latency over critical is unhealthy; success over warning is degraded."""
+    """Failure or latency over critical is unhealthy; success over warning is degraded. The
+    latency judged is the target's: the time our own loop ran late is not its (loop_lag)."""
     if not result.ok:
         return Status.UNHEALTHY
-    if endpoint.latency_critical is not None and result.latency > endpoint.latency_critical:
+    latency = _target_latency(result)
+    if endpoint.latency_critical is not None and latency > endpoint.latency_critical:
         return Status.UNHEALTHY
-    if endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
+    if endpoint.latency_warning is not None and latency > endpoint.latency_warning:
         return Status.DEGRADED
     if result.degraded is not None:
         return Status.DEGRADED
@@ -28,15 +31,27 @@ def classify(result: ProbeResult, endpoint: Endpoint) -> Status:
 def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
     """Why a successful check is not healthy, for people reading output."""
     limit = None
-    if endpoint.latency_critical is not None and result.latency > endpoint.latency_critical:
+    latency = _target_latency(result)
+    if endpoint.latency_critical is not None and latency > endpoint.latency_critical:
         limit = ("critical", endpoint.latency_critical)
-    elif endpoint.latency_warning is not None and result.latency > endpoint.latency_warning:
+    elif endpoint.latency_warning is not None and latency > endpoint.latency_warning:
         limit = ("warning", endpoint.latency_warning)
     if not result.ok:
         return None
     if limit is None:
         return result.degraded
-    return f"latency {result.latency * 1000:.0f}ms over {limit[0]} {limit[1] * 1000:g}ms"
+    lagged = f" (less {(result.latency - latency) * 1000:.0f}ms our loop ran late)"
+    return (
+        f"latency {latency * 1000:.0f}ms{lagged if latency < result.latency else ''} "
+        f"over {limit[0]} {limit[1] * 1000:g}ms"
+    )
+
+
+def _target_latency(result: ProbeResult) -> float:
+    """The check's latency less the time the prober's loop ran late meanwhile."""
+    if not result.details:  # the common case: nothing noted
+        return result.latency
+    return max(0.0, result.latency - lag_of(result))
 
 
 @dataclass(frozen=True, slots=True)

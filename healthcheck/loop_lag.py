@@ -1,0 +1,129 @@
+"""How late the prober's event loop ran as a check completed: our lateness, not the target's.
+
+A check's latency is read when its task runs again, so time the loop spent on other work (other
+checks, a collection, a core taken by another process) just as the answer came reads as the
+target's. While any check is in flight a timer is due every PERIOD to LONGEST; how late it
+fires, past the selector's own millisecond rounding (SLACK), is time the loop was not serving
+anything. A check takes the run of late ticks it completed in (back to the last on-time tick,
+within its own span) as `details.loop_lag_ms`; status judges latency with it taken off. A late
+stretch the loop recovered from before the answer came is not counted: a slow target that was
+still thinking through it answered no later for it (the demo's slow endpoint, served on the
+prober's own loop, waits through the loading of TLS contexts and must still read degraded).
+
+The period doubles while ticks come on time and drops back to PERIOD at a late one: a wake of an
+otherwise idle loop costs CPU. A sparse daemon (20 checks/s of a 50 ms target, a loaded 2-core
+VM) went from 1.8 ms of CPU per check to 4.1 ms with a steady 2 ms tick, 2.3 ms with a steady
+10 ms one, and 2.2-2.5 ms with this one (4-5 ticks a check: the load made many ticks late); at
+200 checks/s it was within noise. Lateness longer than LONGEST is always seen (all but up to
+LONGEST of it); shorter, only where a tick fell due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+
+from healthcheck.result import ProbeResult
+
+PERIOD = 0.002
+LONGEST = 0.05
+# epoll waits in whole milliseconds, rounded up: an idle loop fires a timer up to 1 ms late.
+SLACK = 0.001
+# Less than this over a check is not worth a word; more is "late by more than a few ms".
+NOTED = 0.003
+DETAIL = "loop_lag_ms"
+_KEPT = 4096  # ticks remembered; a check looks back to the last on-time one
+
+
+class LoopLag:
+    """Times the running loop while checks are in flight (`begin` ... `end`), idle otherwise."""
+
+    def __init__(self, period: float = PERIOD, longest: float = LONGEST) -> None:
+        self.period = period
+        self.longest = longest  # = period: a steady tick, for a pace that listens to each
+        # Called with each tick's lateness in seconds and the share of the time since the last
+        # tick this process was on a CPU (a pace for --once listens here).
+        self.on_tick: Callable[[float, float], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._next = period  # the period now
+        self._marks = (0.0, 0.0)  # loop time, process CPU time at the last tick
+        self._users = 0
+        # (fired at, late by beyond SLACK: 0.0 for a tick on time)
+        self._ticks: deque[tuple[float, float]] = deque(maxlen=_KEPT)
+
+    def begin(self) -> float:
+        """A check starts: tick while it runs. Returns its start on the loop's clock."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._users += 1
+        if self._handle is None or self._loop is not loop:
+            self._loop = loop
+            self._due = now + self._next
+            self._handle = loop.call_at(self._due, self._tick)
+            self._marks = (now, time.process_time())
+        return now
+
+    def end(self, start: float) -> float:
+        """A check begun at `start` is over: the seconds its loop ran late meanwhile."""
+        assert self._loop is not None  # begin() came first
+        lag = self.since(start, self._loop.time())
+        self._users -= 1
+        if self._users == 0:
+            self.stop()
+        return lag
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def since(self, start: float, now: float) -> float:
+        """The lateness the loop is in at `now`, back to its last on-time tick and no further
+        than `start`: the pending tick's if it is overdue, and the late ticks just before."""
+        total = 0.0
+        overdue = now - self._due - SLACK
+        if self._handle is not None and overdue > 0:
+            total += overdue
+        for fired, late in reversed(self._ticks):
+            if fired <= start or not late:
+                break
+            total += min(late, fired - start)
+        return min(total, now - start)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        late = now - self._due
+        if late > SLACK:
+            self._ticks.append((now, late - SLACK))
+            self._next = self.period
+        else:
+            self._ticks.append((now, 0.0))
+            self._next = min(self.longest, self._next * 2)
+        if self.on_tick is not None:
+            cpu = time.process_time()
+            since, cpu_then = self._marks
+            self._marks = (now, cpu)
+            self.on_tick(late, (cpu - cpu_then) / (now - since) if now > since else 1.0)
+        self._due = now + self._next
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+
+def noted(result: ProbeResult, lag: float) -> ProbeResult:
+    """`result` with its loop's lateness in its details, when that is more than noise."""
+    if lag <= NOTED:
+        return result
+    return replace(result, details=(*result.details, (DETAIL, round(lag * 1000, 1))))
+
+
+def lag_of(result: ProbeResult) -> float:
+    """Seconds the loop ran late during this check (0.0 when none was noted)."""
+    for key, value in result.details:
+        if key == DETAIL and isinstance(value, int | float):
+            return float(value) / 1000
+    return 0.0
