@@ -235,18 +235,20 @@ def delayed_target(delay_s: float):
 
 # -- the API clients -----------------------------------------------------------------------------
 def _api_clients(base: str, clients: int, stop: multiprocessing.synchronize.Event, out) -> None:
-    """`clients` tasks, each reading /api/v1/results then /metrics until `stop`; sends back
-    per path: requests, failures, and every answer's seconds."""
+    """`clients` tasks, each reading /api/v1/results then /metrics until `stop` (requests in
+    flight then are dropped, not waited for); sends back per path: failures (an error status,
+    or no answer within Prometheus's default scrape timeout of 10 s) and every answer's
+    seconds."""
 
     async def run() -> dict:
         took: dict[str, list[float]] = {"/api/v1/results": [], "/metrics": []}
         failed: Counter[str] = Counter()
-        timeout = aiohttp.ClientTimeout(total=30)
+        timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=clients)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
             async def client() -> None:
-                while not stop.is_set():
+                while True:
                     for path in took:
                         began = time.perf_counter()
                         try:
@@ -260,7 +262,11 @@ def _api_clients(base: str, clients: int, stop: multiprocessing.synchronize.Even
                             continue
                         took[path].append(time.perf_counter() - began)
 
-            await asyncio.gather(*(client() for _ in range(clients)))
+            tasks = [asyncio.create_task(client()) for _ in range(clients)]
+            await asyncio.to_thread(stop.wait)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         return {"took": took, "failed": dict(failed)}
 
     out.send(asyncio.run(run()))
@@ -493,6 +499,7 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
                 await asyncio.to_thread(wait_http, f"http://127.0.0.1:{bb_port}/metrics")
                 await asyncio.to_thread(wait_http, f"{prom}/-/ready")
                 others = {"blackbox_exporter": bb.pid, "prometheus": prometheus.pid}
+            print(f"... warm-up, {args.warmup:g}s", file=sys.stderr, flush=True)
             await asyncio.sleep(args.warmup)
 
             for name in ("quiet", "api_load"):
@@ -500,6 +507,7 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
                     continue
                 window = Window(name)
                 clients = args.clients if name == "api_load" else 0
+                print(f"... {name} window, {args.window:g}s", file=sys.stderr, flush=True)
                 await _measure(window, daemon.pid, others, base, args.window, clients)
                 run.windows.append(window)
             # Nothing ends the last window before its checks are in: wait out one timeout.
@@ -561,6 +569,18 @@ def timed_scrape(url: str) -> float | None:
     return time.perf_counter() - began
 
 
+def patient_scrape(url: str, limit: float = 180.0) -> tuple[str, float]:
+    """/metrics once the daemon answers (it may still be busy with the clients' backlog):
+    the body, and how long that took."""
+    began = time.monotonic()
+    while True:
+        try:
+            return scrape(url), time.monotonic() - began
+        except OSError:
+            if time.monotonic() - began > limit:
+                raise
+
+
 async def _measure(
     window: Window, daemon: int, others: dict[str, int], base: str, seconds: float, clients: int
 ) -> None:
@@ -610,11 +630,9 @@ async def _measure(
             **client_figures(report, window.end - window.start),
         }
     took = [await task for task in scrapes]
-    last: dict = {}
-    hist1: dict[str, float] = {}
-    with contextlib.suppress(OSError):  # a daemon still busy with the clients' backlog
-        last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
-        hist1 = lag_histogram(await asyncio.to_thread(scrape, f"{base}/metrics"))
+    body, drained = await asyncio.to_thread(patient_scrape, f"{base}/metrics")
+    hist1 = lag_histogram(body)
+    last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
     cpu, shares = tree1.since(tree0)
     scheduler0, scheduler1 = first.get("scheduler", {}), last.get("scheduler", {})
     window.ours = {
@@ -628,9 +646,11 @@ async def _measure(
             "over_10s": sum(t is not None and t > 10 for t in took),
             "seconds": [None if t is None else round(t, 2) for t in took],
         },
+        # How long after the window (and the clients) ended /metrics answered again.
+        "metrics_answered_after_s": round(drained, 2),
     }
     # From just before the clients start to just after they stop: a few quiet seconds in it.
-    if hist1.get("+Inf", 0) - hist0.get("+Inf", 0):
+    if hist1.get("+Inf", 0) > hist0.get("+Inf", 0):
         window.ours["lag_p50_ms"] = round(1000 * histogram_quantile(0.5, hist0, hist1), 2)
         window.ours["lag_p99_ms"] = round(1000 * histogram_quantile(0.99, hist0, hist1), 2)
     if others:
