@@ -463,6 +463,7 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
                 started(
                     [sys.executable, "-m", "healthcheck", "run", "--config", str(config)],
                     workdir / "daemon.log",
+                    stop_wait=60.0,  # a swamped daemon still flushes its results before it exits
                 )
             )
             base = f"http://127.0.0.1:{listen}"
@@ -502,14 +503,16 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
             print(f"... warm-up, {args.warmup:g}s", file=sys.stderr, flush=True)
             await asyncio.sleep(args.warmup)
 
-            for name in ("quiet", "api_load"):
-                if name == "api_load" and args.clients <= 0:
-                    continue
-                window = Window(name)
-                clients = args.clients if name == "api_load" else 0
-                print(f"... {name} window, {args.window:g}s", file=sys.stderr, flush=True)
-                await _measure(window, daemon.pid, others, base, args.window, clients)
-                run.windows.append(window)
+            meter = Meter(daemon.pid, others, base, patience=max(120.0, args.window))
+            print(f"... quiet window, {args.window:g}s", file=sys.stderr, flush=True)
+            run.windows.append(await quiet_window(meter, args.window))
+            if args.clients > 0:
+                print(
+                    f"... {args.clients} API clients for {args.window:g}s, then as long without",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                run.windows += await load_windows(meter, args.window, args.clients)
             # Nothing ends the last window before its checks are in: wait out one timeout.
             await asyncio.sleep(min(args.interval, 2.0) + 0.5)
             held_requests = await asyncio.to_thread(held)
@@ -569,95 +572,140 @@ def timed_scrape(url: str) -> float | None:
     return time.perf_counter() - began
 
 
-def patient_scrape(url: str, limit: float = 180.0) -> tuple[str, float]:
+def patient_scrape(url: str, limit: float) -> tuple[str | None, float]:
     """/metrics once the daemon answers (it may still be busy with the clients' backlog):
-    the body, and how long that took."""
+    the body (None if not within `limit` seconds), and how long that took."""
     began = time.monotonic()
     while True:
         try:
             return scrape(url), time.monotonic() - began
         except OSError:
             if time.monotonic() - began > limit:
-                raise
+                return None, time.monotonic() - began
 
 
-async def _measure(
-    window: Window, daemon: int, others: dict[str, int], base: str, seconds: float, clients: int
-) -> None:
-    """CPU of our process tree and of blackbox_exporter and Prometheus over the window, with
-    `clients` API clients running through it (in a process of their own); the schedule lag
-    from the daemon's histogram; /metrics scraped every 15 s as Prometheus would, each scrape
-    timed (under API load one can take longer than Prometheus's 10 s scrape timeout)."""
-    hist0 = lag_histogram(await asyncio.to_thread(scrape, f"{base}/metrics"))
-    first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
-    load = None
-    if clients:
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_api_clients, args=(base, clients, stop, writer), daemon=True
+class Meter:
+    """Measures the daemon window after window: CPU of its whole process tree and of
+    blackbox_exporter and Prometheus, RSS, the schedule lag from the daemon's histogram
+    (between the /metrics scrapes that bound the window), and /metrics scraped every 15 s
+    as Prometheus would, each scrape timed."""
+
+    def __init__(self, daemon: int, others: dict[str, int], base: str, patience: float) -> None:
+        self.daemon, self.others, self.base, self.patience = daemon, others, base, patience
+        self.hist: dict[str, float] | None = None
+        self.tree: TreeCpu | None = None
+        self.cpu: dict[str, float] = {}
+
+    async def histogram(self) -> float:
+        """Scrape /metrics for the lag histogram, waiting for the daemon; seconds waited."""
+        body, waited = await asyncio.to_thread(
+            patient_scrape, f"{self.base}/metrics", self.patience
         )
-        process.start()
-        writer.close()
-        await asyncio.sleep(2.0)  # started, imported, every client connected
-        load = process, stop, reader, cpu_of(process.pid)
-    tree0 = TreeCpu.read(daemon)
-    cpu0 = {name: cpu_of(pid) for name, pid in others.items()}
-    window.start = time.time()
-    began = time.monotonic()
-    next_scrape = began + SCRAPE_EVERY
-    scrapes = []
-    rss_max = 0
-    while (now := time.monotonic()) < began + seconds:
-        await asyncio.sleep(min(1.0, began + seconds - now))
-        rss_max = max(rss_max, await asyncio.to_thread(tree_rss, daemon))
-        if time.monotonic() >= next_scrape:  # the daemon pays for a scrape, as in production
-            scrapes.append(asyncio.create_task(asyncio.to_thread(timed_scrape, f"{base}/metrics")))
-            next_scrape += SCRAPE_EVERY
-    window.end = time.time()
-    tree1 = TreeCpu.read(daemon)
-    cpu1 = {name: cpu_of(pid) for name, pid in others.items()}
-    if load is not None:
-        process, stop, reader, client_cpu0 = load
-        client_cpu = cpu_of(process.pid) - client_cpu0
-        stop.set()
-        report = await asyncio.to_thread(reader.recv)
-        await asyncio.to_thread(process.join, 10)
-        window.api_clients = {
-            "clients": clients,
-            "cpu_s": round(client_cpu, 2),
-            **client_figures(report, window.end - window.start),
+        self.hist = None if body is None else lag_histogram(body)
+        return waited
+
+    def begin(self, window: Window) -> None:
+        self.tree = TreeCpu.read(self.daemon)
+        self.cpu = {name: cpu_of(pid) for name, pid in self.others.items()}
+        window.start = time.time()
+
+    async def run(self, window: Window, seconds: float) -> list[asyncio.Task]:
+        """Sample for `seconds`; the scrapes started (still running ones included)."""
+        began = time.monotonic()
+        next_scrape = began + SCRAPE_EVERY
+        scrapes = []
+        rss_max = 0
+        while (now := time.monotonic()) < began + seconds:
+            await asyncio.sleep(min(1.0, began + seconds - now))
+            rss_max = max(rss_max, await asyncio.to_thread(tree_rss, self.daemon))
+            if time.monotonic() >= next_scrape:  # the daemon pays for it, as in production
+                url = f"{self.base}/metrics"
+                scrapes.append(asyncio.create_task(asyncio.to_thread(timed_scrape, url)))
+                next_scrape += SCRAPE_EVERY
+        window.end = time.time()
+        tree = TreeCpu.read(self.daemon)
+        cpu = {name: cpu_of(pid) for name, pid in self.others.items()}
+        assert self.tree is not None
+        total, shares = tree.since(self.tree)
+        window.ours = {
+            "cpu_s": round(total, 2),
+            "processes": shares,
+            "rss_mb_max_all_processes": round(rss_max / 2**20, 1),
         }
-    took = [await task for task in scrapes]
-    body, drained = await asyncio.to_thread(patient_scrape, f"{base}/metrics")
-    hist1 = lag_histogram(body)
-    last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
-    cpu, shares = tree1.since(tree0)
-    scheduler0, scheduler1 = first.get("scheduler", {}), last.get("scheduler", {})
-    window.ours = {
-        "cpu_s": round(cpu, 2),
-        "processes": shares,
-        "missed": scheduler1.get("skipped_overrun", 0) - scheduler0.get("skipped_overrun", 0),
-        "rss_mb_max_all_processes": round(rss_max / 2**20, 1),
-        "scrapes": {
+        if self.others:
+            window.blackbox = {
+                "cpu_s": cpu["blackbox_exporter"] - self.cpu["blackbox_exporter"],
+                "prometheus_cpu_s": cpu["prometheus"] - self.cpu["prometheus"],
+            }
+        self.tree, self.cpu = tree, cpu
+        return scrapes
+
+    async def end(self, window: Window, scrapes: list[asyncio.Task], hist0: dict | None) -> None:
+        """The window's scrapes and lag, once the next histogram has been read."""
+        took = [await task for task in scrapes]
+        window.ours["scrapes"] = {
             "n": len(took),
             "failed": sum(t is None for t in took),
             "over_10s": sum(t is not None and t > 10 for t in took),
             "seconds": [None if t is None else round(t, 2) for t in took],
-        },
-        # How long after the window (and the clients) ended /metrics answered again.
-        "metrics_answered_after_s": round(drained, 2),
-    }
-    # From just before the clients start to just after they stop: a few quiet seconds in it.
-    if hist1.get("+Inf", 0) > hist0.get("+Inf", 0):
-        window.ours["lag_p50_ms"] = round(1000 * histogram_quantile(0.5, hist0, hist1), 2)
-        window.ours["lag_p99_ms"] = round(1000 * histogram_quantile(0.99, hist0, hist1), 2)
-    if others:
-        window.blackbox = {
-            "cpu_s": cpu1["blackbox_exporter"] - cpu0["blackbox_exporter"],
-            "prometheus_cpu_s": cpu1["prometheus"] - cpu0["prometheus"],
         }
+        hist1 = self.hist
+        if hist0 and hist1 and hist1.get("+Inf", 0) > hist0.get("+Inf", 0):
+            window.ours["lag_p50_ms"] = round(1000 * histogram_quantile(0.5, hist0, hist1), 2)
+            window.ours["lag_p99_ms"] = round(1000 * histogram_quantile(0.99, hist0, hist1), 2)
+
+
+async def quiet_window(meter: Meter, seconds: float) -> Window:
+    window = Window("quiet")
+    await meter.histogram()
+    hist0 = meter.hist
+    meter.begin(window)
+    scrapes = await meter.run(window, seconds)
+    await meter.histogram()
+    await meter.end(window, scrapes, hist0)
+    return window
+
+
+async def load_windows(meter: Meter, seconds: float, clients: int) -> list[Window]:
+    """API load for `seconds`, then as long again after the clients left: how long the
+    daemon took to answer /metrics again, and whether its verdicts came back."""
+    loaded, after = Window("api_load"), Window("after_load")
+    await meter.histogram()
+    hist0 = meter.hist
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_api_clients, args=(meter.base, clients, stop, writer), daemon=True
+    )
+    process.start()
+    writer.close()
+    await asyncio.sleep(2.0)  # started, imported, every client connected
+    client_cpu0 = cpu_of(process.pid)
+    meter.begin(loaded)
+    scrapes = await meter.run(loaded, seconds)
+    client_cpu = cpu_of(process.pid) - client_cpu0
+    stop.set()
+    meter.begin(after)
+    # The lag histogram of the load window is read as soon as /metrics answers again.
+    drained = asyncio.create_task(meter.histogram())
+    report = await asyncio.to_thread(reader.recv)
+    await asyncio.to_thread(process.join, 10)
+    loaded.api_clients = {
+        "clients": clients,
+        "cpu_s": round(client_cpu, 2),
+        **client_figures(report, loaded.end - loaded.start),
+    }
+    after_scrapes = await meter.run(after, seconds)
+    waited = await drained
+    loaded.ours["metrics_answered_again_after_s"] = (
+        round(waited, 2) if meter.hist is not None else None
+    )
+    await meter.end(loaded, scrapes, hist0)
+    hist_drained = meter.hist
+    await meter.histogram()
+    await meter.end(after, after_scrapes, hist_drained)
+    return [loaded, after]
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -691,7 +739,7 @@ def describe(run: Run) -> str:
         lines.append(
             f"  healthcheck: {o.get('checks')} checks, statuses {o.get('statuses')}, "
             f"false verdicts {o.get('false_verdicts')}, over warning {o.get('over_warning')}, "
-            f"lag p50/p99 {o.get('lag_p50_ms')}/{o.get('lag_p99_ms')} ms, missed {o.get('missed')}"
+            f"lag p50/p99 {o.get('lag_p50_ms')}/{o.get('lag_p99_ms')} ms"
         )
         lines.append(
             f"  healthcheck CPU {o.get('cpu_ms_per_check')} ms per check, all "
@@ -699,6 +747,11 @@ def describe(run: Run) -> str:
             f"RSS all processes max {o.get('rss_mb_max_all_processes')} MB; "
             f"our scrapes of /metrics took {o.get('scrapes', {}).get('seconds')} s"
         )
+        if "metrics_answered_again_after_s" in o:
+            lines.append(
+                "  after the clients left, /metrics answered again after "
+                f"{o['metrics_answered_again_after_s']} s (None: not within the patience)"
+            )
         if b:
             lines.append(
                 f"  blackbox_exporter: {b.get('probes')} probes, failed {b.get('failed')}, over "

@@ -44,7 +44,7 @@ def test_accuracy_run_reports_every_figure(tmp_path) -> None:
     run = json.loads(out.read_text())
     assert run["machine"]["cores"] and run["machine"]["cpu"] and run["machine"]["python"]
     assert run["machine"]["loadavg_start"] and run["machine"]["loadavg_end"]
-    assert [w["name"] for w in run["windows"]] == ["quiet", "api_load"]
+    assert [w["name"] for w in run["windows"]] == ["quiet", "api_load", "after_load"]
     for window in run["windows"]:
         ours = window["ours"]
         assert ours["checks"] > 0 and "healthy" in ours["statuses"]
@@ -59,6 +59,7 @@ def test_accuracy_run_reports_every_figure(tmp_path) -> None:
                 "blackbox"
             ].keys()
             assert "p99" in window["blackbox"]["delayed_error_ms"]
+    assert "metrics_answered_again_after_s" in run["windows"][1]["ours"]
     clients = run["windows"][1]["api_clients"]
     assert clients["clients"] == 2
     assert clients["/api/v1/results"]["requests"] > 0 and clients["/metrics"]["requests"] > 0
