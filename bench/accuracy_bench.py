@@ -150,6 +150,14 @@ class TreeCpu:
         return sum(self.seconds.values()) - sum(before.seconds.values()), shares
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def tree_rss(root: int) -> int:
     total = 0
     for pid in process_tree(root):
@@ -311,6 +319,7 @@ class Window:
     blackbox: dict = field(default_factory=dict)
     server: dict = field(default_factory=dict)
     api_clients: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -595,6 +604,7 @@ class Meter:
         self.hist: dict[str, float] | None = None
         self.tree: TreeCpu | None = None
         self.cpu: dict[str, float] = {}
+        self.ticks = (0, 0)
 
     async def histogram(self) -> float:
         """Scrape /metrics for the lag histogram, waiting for the daemon; seconds waited."""
@@ -607,6 +617,7 @@ class Meter:
     def begin(self, window: Window) -> None:
         self.tree = TreeCpu.read(self.daemon)
         self.cpu = {name: cpu_of(pid) for name, pid in self.others.items()}
+        self.ticks = machine_ticks()
         window.start = time.time()
 
     async def run(self, window: Window, seconds: float) -> list[asyncio.Task]:
@@ -615,9 +626,11 @@ class Meter:
         next_scrape = began + SCRAPE_EVERY
         scrapes = []
         rss_max = 0
+        loads = []
         while (now := time.monotonic()) < began + seconds:
             await asyncio.sleep(min(1.0, began + seconds - now))
             rss_max = max(rss_max, await asyncio.to_thread(tree_rss, self.daemon))
+            loads.append(os.getloadavg()[0])
             if time.monotonic() >= next_scrape:  # the daemon pays for it, as in production
                 url = f"{self.base}/metrics"
                 scrapes.append(asyncio.create_task(asyncio.to_thread(timed_scrape, url)))
@@ -625,6 +638,13 @@ class Meter:
         window.end = time.time()
         tree = TreeCpu.read(self.daemon)
         cpu = {name: cpu_of(pid) for name, pid in self.others.items()}
+        ticks = machine_ticks()
+        busy, total = ticks[0] - self.ticks[0], ticks[1] - self.ticks[1]
+        # How busy the whole (shared) machine was: other people's work shows up here.
+        window.machine = {
+            "cpu_busy": round(busy / total, 3) if total else None,
+            "loadavg_1m_min_max": [round(min(loads), 2), round(max(loads), 2)] if loads else [],
+        }
         assert self.tree is not None
         total, shares = tree.since(self.tree)
         window.ours = {
@@ -637,7 +657,7 @@ class Meter:
                 "cpu_s": cpu["blackbox_exporter"] - self.cpu["blackbox_exporter"],
                 "prometheus_cpu_s": cpu["prometheus"] - self.cpu["prometheus"],
             }
-        self.tree, self.cpu = tree, cpu
+        self.tree, self.cpu, self.ticks = tree, cpu, ticks
         return scrapes
 
     async def end(self, window: Window, scrapes: list[asyncio.Task], hist0: dict | None) -> None:
@@ -729,7 +749,10 @@ def describe(run: Run) -> str:
     ]
     for w in run.windows:
         o, b = w.ours, w.blackbox
-        lines.append(f"[{w.name}] error (measured - D) p50 / p99 / max:")
+        lines.append(
+            f"[{w.name}] machine CPU busy {w.machine.get('cpu_busy')}, load average (1 min) "
+            f"{w.machine.get('loadavg_1m_min_max')}; error (measured - D) p50 / p99 / max:"
+        )
         lines.append(f"  healthcheck       {e(o.get('delayed_error_ms'))}")
         if b:
             lines.append(f"  blackbox_exporter {e(b.get('delayed_error_ms'))}")

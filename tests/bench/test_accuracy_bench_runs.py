@@ -46,6 +46,7 @@ def test_accuracy_run_reports_every_figure(tmp_path) -> None:
     assert run["machine"]["loadavg_start"] and run["machine"]["loadavg_end"]
     assert [w["name"] for w in run["windows"]] == ["quiet", "api_load", "after_load"]
     for window in run["windows"]:
+        assert window["machine"]["cpu_busy"] is not None and window["machine"]["loadavg_1m_min_max"]
         ours = window["ours"]
         assert ours["checks"] > 0 and "healthy" in ours["statuses"]
         assert ours["false_verdicts"] >= 0 and ours["over_warning"] >= 0
