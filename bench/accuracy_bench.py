@@ -512,7 +512,7 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
             print(f"... warm-up, {args.warmup:g}s", file=sys.stderr, flush=True)
             await asyncio.sleep(args.warmup)
 
-            meter = Meter(daemon.pid, others, base, patience=max(120.0, args.window))
+            meter = Meter(daemon.pid, others, base, patience=max(20.0, 2 * args.window))
             print(f"... quiet window, {args.window:g}s", file=sys.stderr, flush=True)
             run.windows.append(await quiet_window(meter, args.window))
             if args.clients > 0:
