@@ -2,8 +2,8 @@
 beside blackbox_exporter probing the same target in the same run; then the same while 50
 clients read the daemon's API.
 
-    .venv/bin/python bench/accuracy_bench.py --json accuracy.json      # 1,000 + 50, ~3 minutes
-    .venv/bin/python bench/accuracy_bench.py --endpoints 500 --interval 1 --clients 50
+    .venv/bin/python bench/accuracy_bench.py --json accuracy.json      # 1,000 + 50, 4-9 minutes
+    .venv/bin/python bench/accuracy_bench.py --endpoints 500 --interval 1
     .venv/bin/python bench/accuracy_bench.py --endpoints 5 --delayed 2 --interval 1 \\
         --warmup 2 --window 3 --clients 2 --no-blackbox                  # a look, ~20 s
 
@@ -13,18 +13,20 @@ the bench's own (its own process, a thread per connection) that answers each req
 D ms after it has read it, and records how long it really held each one. The real
 `healthcheck run` (storage, metrics scraped every 15 s, alert evaluation to a loopback webhook)
 probes all of them; blackbox_exporter, scheduled by a real Prometheus at the same interval,
-probes the same N + K. After a warm-up, two windows of the same length:
+probes the same N + K. After a warm-up, three windows of the same length:
 
 - quiet: nothing else asks the daemon anything;
-- API load: C client tasks (a process of their own) read `/api/v1/results` then `/metrics`,
-  again and again, as fast as the daemon answers.
+- api_load: C client tasks (a process of their own) read `/api/v1/results` then `/metrics`,
+  again and again, as fast as the daemon answers (10 s at most, as Prometheus waits);
+- after_load: the clients are gone; does the daemon come back?
 
 Per window: the error (measured - D) of every check of a delayed endpoint, p50/p99/max, ours
 from the daemon's SQLite file (read after it stopped and flushed), blackbox's from Prometheus
 (`probe_duration_seconds`, and its `processing` phase); how many checks of these all-healthy
 endpoints came out degraded or unhealthy (false verdicts), and, for both, how many took longer
 than the warning threshold; CPU of every process of ours (the daemon's whole process tree from
-/proc, children that exited included) per check, beside blackbox_exporter's and Prometheus's.
+/proc, children that exited included) per check, beside blackbox_exporter's and Prometheus's;
+how busy the whole machine was (other people's work on a shared machine is in every figure).
 """
 
 from __future__ import annotations
