@@ -1,12 +1,15 @@
-"""Shared real things for tests: a trustme CA, free loopback ports, a webhook receiver."""
+"""Shared real things for tests: a trustme CA, free loopback ports, a webhook receiver and an
+SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass, field
 
 import pytest
 import trustme
-from webhook import Webhook
+from aiosmtpd.controller import Controller
+from webhook import Webhook, free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,23 @@ async def webhook():
     hook = Webhook()
     yield hook
     await hook.down()
+
+
+@dataclass
+class Mailbox:
+    messages: list[str] = field(default_factory=list)
+
+    async def handle_DATA(self, _server, _session, envelope) -> str:
+        self.messages.append(envelope.content.decode())
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on 127.0.0.1; yields (port, mailbox)."""
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, mailbox
+    controller.stop()
