@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from alerting.state import Severity, Verdict
 from healthcheck.result import ProbeResult
+from healthcheck.result import regional_failure as all_down
 
 DAY = 86400.0
 
@@ -53,7 +54,7 @@ def regional_failure(region: str, latest: Iterable[ProbeResult]) -> Verdict:
     """Every endpoint of the region failing its last check (the rule's `for` adds the 30 s)."""
     results = list(latest)
     down = [r for r in results if not r.ok]
-    active = bool(results) and len(down) == len(results)
+    active = all_down(r.ok for r in results)
     names = ", ".join(sorted(r.endpoint for r in down))
     return Verdict(
         active,

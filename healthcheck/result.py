@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -111,3 +112,13 @@ class ProbeResult:
     @property
     def target_id(self) -> EndpointId:
         return EndpointId(self.region, self.endpoint)
+
+
+def regional_failure(oks: Iterable[bool]) -> bool:
+    """Every endpoint of a region failing its last check (`oks`: one per endpoint checked): the
+    one definition the status board and the regional alert rule share."""
+    checked = down = 0
+    for ok in oks:
+        checked += 1
+        down += not ok
+    return checked > 0 and down == checked

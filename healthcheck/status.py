@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from healthcheck.loop_lag import lag_of
-from healthcheck.result import EndpointId, ProbeResult, Status
+from healthcheck.result import EndpointId, ProbeResult, Status, regional_failure
 from healthcheck.targets import Endpoint
 
 log = logging.getLogger("healthcheck.status")
@@ -74,14 +74,12 @@ def summarize_region(name: str, checks: Iterable[tuple[bool, Status]]) -> Region
     """From (ok, status) per endpoint: every endpoint down is a regional failure (unhealthy);
     anything short of all-healthy is degraded, so one bad endpoint does not read as all down."""
     counts = {Status.HEALTHY: 0, Status.DEGRADED: 0, Status.UNHEALTHY: 0}
-    down = 0
-    total = 0
-    for ok, status in checks:
+    checked = list(checks)
+    for _ok, status in checked:
         counts[status] += 1
-        down += not ok
-        total += 1
-    regional_failure = total > 0 and down == total
-    if regional_failure or (total and counts[Status.UNHEALTHY] == total):
+    total = len(checked)
+    all_down = regional_failure(ok for ok, _status in checked)
+    if all_down or (total and counts[Status.UNHEALTHY] == total):
         status = Status.UNHEALTHY
     elif counts[Status.HEALTHY] == total:
         status = Status.HEALTHY
@@ -90,7 +88,7 @@ def summarize_region(name: str, checks: Iterable[tuple[bool, Status]]) -> Region
     return RegionStatus(
         name,
         status,
-        regional_failure,
+        all_down,
         counts[Status.HEALTHY],
         counts[Status.DEGRADED],
         counts[Status.UNHEALTHY],
