@@ -27,7 +27,6 @@ from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.probes.base import Clock
 from healthcheck.reload import ConfigReload
 from healthcheck.result import ProbeResult
-from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.self_health import STALL_AFTER, STATUS_EVERY, SelfHealth
 from healthcheck.serving import Server, serve
@@ -42,6 +41,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
+from healthcheck.workers import Dispatcher, dispatcher
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
 
@@ -106,7 +106,7 @@ class Daemon:
         self.connections = ConnectionGuard(config.exporter.max_connections, time.monotonic)
         self.storage = storage
         self._clock = clock
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Dispatcher | None = None
         # Uptime reads and /metrics renders run in a helper process: at 10,000 endpoints each
         # is seconds of Python that would take the GIL from the probing loop.
         self.helper = Offload("healthcheck helper")
@@ -288,12 +288,15 @@ class Daemon:
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
             self.prober = prober
             self.reloads.prober = prober
-            self.scheduler = Scheduler(
+            # Probe worker processes, or with `scheduler.workers: 1` this loop (workers.py).
+            self.scheduler = dispatcher(
                 endpoints,
                 prober.check,
                 [self.on_result],
                 self.config.scheduler,
+                lambda: self.config.secrets,
                 on_lag=self.metrics.observe_lag,
+                clock=self._clock,
             )
             self.reloads.scheduler = self.scheduler
             self.health.scheduler = self.scheduler

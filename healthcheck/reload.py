@@ -18,11 +18,11 @@ from healthcheck.config import load_config
 from healthcheck.errors import HealthcheckError
 from healthcheck.prober import Prober
 from healthcheck.probes.base import Clock
-from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.targets import Config, Shard
+from healthcheck.workers import Dispatcher
 
 # The daemon's events, under the logger name operators already filter on.
 log = logging.getLogger("healthcheck.daemon")
@@ -66,7 +66,7 @@ class ConfigReload:
         self.alerts = alerts
         self.api: ReadsConfig | None = None
         self.prober: Prober | None = None
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Dispatcher | None = None
         self.notifier = notifier
         self.status_line = status_line
         self.clock = clock

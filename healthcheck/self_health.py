@@ -15,9 +15,10 @@ from healthcheck.alert_settings import AlertingSettings
 from healthcheck.prober_faults import ProberFaults
 from healthcheck.process import usage
 from healthcheck.reload import ConfigReload
-from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
+from healthcheck.scheduler import HEARTBEAT, SchedulerStats
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
+from healthcheck.workers import Dispatcher, workers_report
 from storage.writer import StorageWriter
 
 # The daemon's events, under the logger name operators already filter on.
@@ -50,7 +51,7 @@ class SelfHealth:
         self.prober_faults = prober_faults
         self.reloads = reloads
         self.notifier = notifier
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Dispatcher | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def heartbeat_age(self) -> float | None:
@@ -109,6 +110,7 @@ class SelfHealth:
                 "in_flight": self.scheduler.in_flight if self.scheduler else 0,
                 "heartbeat_age_seconds": self.heartbeat_age(),
                 "lag_seconds": stats.lag_summary(),
+                "workers": workers_report(self.scheduler),
             },
             "reloads": {
                 "requested": self.reloads.requests,

@@ -52,6 +52,7 @@ class SchedulerSettings:
     rate_limit: int = 2000  # probe starts per second, across all endpoints
     jitter: float = 0.1  # fraction of the interval each run may move by, so probes never align
     tick: float = 0.05  # checks due within half of this of each other start in one loop wake
+    workers: int | None = None  # probe worker processes; None: one per core (1: in-process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,13 @@ class ExporterSettings:
         return self.bearer_token is not None or self.username is not None
 
 
+def shard_slot(endpoint_id: str, count: int) -> int:
+    """Which of `count` shares (0-based) an endpoint id falls in: `--shard` and the probe
+    workers split by this same hash."""
+    digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
+    return int.from_bytes(digest) % count
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """`--shard K/N`: this daemon checks the endpoints whose id hashes to K of N (1-based).
@@ -110,8 +118,7 @@ class Shard:
         return shard
 
     def owns(self, endpoint_id: str) -> bool:
-        digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
-        return int.from_bytes(digest) % self.count == self.index - 1
+        return shard_slot(endpoint_id, self.count) == self.index - 1
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
