@@ -135,10 +135,13 @@ class WorkerPool:
 
     @property
     def heartbeat(self) -> float | None:
-        """The oldest heartbeat of the workers that are running; one being (re)started is the
-        pool's business (START_GRACE), not a stall."""
+        """The oldest of the pool's own watch loop's and its running workers' heartbeats: both
+        wake every HEARTBEAT. A worker being (re)started is the pool's business (START_GRACE),
+        not a stall."""
+        if self._beat is None:
+            return None
         beats = [w.heartbeat for w in self.workers if w.ready and w.heartbeat is not None]
-        return min(beats) if beats else self._beat
+        return min([self._beat, *beats])
 
     def update(self, endpoints: Iterable[Endpoint]) -> tuple[int, int, int]:
         """Hand each worker its share of a reloaded set; each worker's Scheduler keeps the

@@ -39,6 +39,7 @@ def config_for(base: str, webhook, smtp_port: int, db: str, **rules):
         json.dumps(
             {
                 "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+                "scheduler": {"workers": 1},
                 "storage": {"path": db},
                 "exporter": {"listen": "127.0.0.1:0"},
                 "alerting": {
@@ -136,7 +137,8 @@ async def test_regional_failure_absorbs_its_endpoints_into_one_message(
     )
     running = Running(config)
     try:
-        await asyncio.sleep(0.5)
+        # Every endpoint checked (healthy) first, however long the probe workers take to start.
+        await until(lambda: len(running.daemon.board.latest) == 3, 60)
         failing.update({"/eu-api", "/eu-web"})
         await until(
             lambda: running.daemon.evaluator.firing()["critical"] == 3
