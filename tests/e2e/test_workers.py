@@ -179,6 +179,8 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
         assert len(pids) == 2 and pids <= children(daemon.process.pid)
+        for pid in pids:  # endpoints and secrets reach a worker over its socket only
+            assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         assert [w["endpoints"] for w in daemon.workers] == [
             sum(1 for n in names if shard_slot(f"r/{n}", 2) == k) for k in (0, 1)
         ]
@@ -302,3 +304,50 @@ async def test_one_worker_checks_in_the_daemons_own_process(
             daemon.process.kill()
     await daemon.log.closed()
     assert daemon.log.other == []
+
+
+async def test_a_wedged_worker_is_killed_and_restarted(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
+    """A worker that stops waking (SIGSTOP here, a hung loop in life) is replaced."""
+    names = [f"e{i}" for i in range(6)]
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, None, 2, names)
+    daemon = await start(start_daemon, follow_log, config)
+    try:
+        await daemon.until_workers_run()
+        frozen = daemon.workers[0]["pid"]
+        os.kill(frozen, signal.SIGSTOP)
+        await until(lambda: daemon.log.events("probe_worker_wedged"), START)
+        await daemon.until_workers_run(restarts=1)
+        assert frozen not in {w["pid"] for w in daemon.workers}
+        before = stored(tmp_path / "hc.db")
+        await until(
+            lambda: all(stored(tmp_path / "hc.db").get(n, 0) > before.get(n, 0) for n in names),
+            START,
+        )
+        await daemon.stop()
+    finally:
+        if daemon.process.returncode is None:
+            daemon.process.kill()
+    await daemon.log.closed()
+    assert not alive(frozen)
+    assert [e["worker"] for e in daemon.log.events("probe_worker_died")] == [1]
+    assert all(e["status"] == "healthy" for e in daemon.log.events("status_change"))
+    assert daemon.log.other == []
+
+
+async def test_workers_end_with_a_daemon_killed_with_9(
+    start_daemon, follow_log, fleet, tmp_path
+) -> None:
+    """No orphans: a daemon that dies without draining its workers takes them with it."""
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, None, 2, ["a", "b"])
+    daemon = await start(start_daemon, follow_log, config)
+    try:
+        await daemon.until_workers_run()
+        pids = {w["pid"] for w in daemon.workers}
+    finally:
+        daemon.process.kill()
+        await daemon.process.wait()
+    await until(lambda: not any(alive(pid) for pid in pids), START)
