@@ -839,6 +839,13 @@ def main(argv: list[str] | None = None) -> int:
             run := asyncio.run(daemon_run(10000, 10.0, 60.0, 60.0, False, True, nginx))
         )
         print(describe(run), flush=True)
+        for workers in (1, 2):  # throughput against cores
+            figures[f"workers_{workers}"] = asdict(
+                run := asyncio.run(
+                    daemon_run(10000, 10.0, 30.0, 60.0, False, False, nginx, workers=workers)
+                )
+            )
+            print(describe(run), flush=True)
         for count in (1000, 10000):
             figures[f"once_{count}"] = once_run(count, nginx)
             print(f"--once {count}: {figures[f'once_{count}']}", flush=True)
