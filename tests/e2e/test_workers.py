@@ -194,6 +194,23 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
         report = await daemon.self_report()
         assert report["scheduler"]["dispatched"] >= len(names)
         assert report["scheduler"]["completed"] >= len(names)
+        # The daemon's own numbers are the workers' together.
+        assert report["scheduler"]["lag_seconds"]["p50"] is not None
+        assert report["scheduler"]["heartbeat_age_seconds"] is not None
+        own = {
+            line.split()[0]: float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith(
+                (
+                    "healthcheck_checks_dispatched_total ",
+                    "healthcheck_schedule_lag_seconds_count ",
+                    "healthcheck_scheduler_heartbeat_age_seconds ",
+                )
+            )
+        }
+        assert own["healthcheck_checks_dispatched_total"] >= len(names), own
+        assert own["healthcheck_schedule_lag_seconds_count"] >= len(names), own
+        assert own["healthcheck_scheduler_heartbeat_age_seconds"] < 60, own
         await daemon.stop()
     finally:
         if daemon.process.returncode is None:
