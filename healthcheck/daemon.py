@@ -41,7 +41,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
-from healthcheck.workers import Dispatcher, dispatcher
+from healthcheck.workers import Dispatcher, dispatcher, dispatching
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
 
@@ -321,7 +321,7 @@ class Daemon:
             if self.alerts is not None:
                 background.append(asyncio.create_task(self.alerts.run(), name="alerting"))
                 sending = asyncio.create_task(self.alerts.sender.run(), name="sender")
-            await asyncio.sleep(0)  # let the dispatcher start before saying ready
+            await dispatching(self.scheduler, stop)  # checks under way before saying ready
             freeze_startup_heap()
             self.notifier.send(ready=1, status=self.status_line())
             try:

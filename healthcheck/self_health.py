@@ -159,7 +159,7 @@ class SelfHealth:
             alive = age is not None and age < max(STALL_AFTER, period)
             if alive and self.notifier.watchdog_interval is not None:
                 self.notifier.send(watchdog=1)
-            elif not alive:
+            elif not alive and age is not None:  # None: not started yet (probe workers)
                 log.warning(
                     "the scheduler is not making progress", extra={"event": "scheduler_stalled"}
                 )

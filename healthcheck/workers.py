@@ -127,6 +127,8 @@ class WorkerPool:
         self.restarts = 0
         self._beat: float | None = None  # the pool's own last wake, before any worker beats
         self._stopping = asyncio.Event()
+        self._active = False  # run() is running
+        self.ready = asyncio.Event()  # every worker has started once: checks are dispatched
         self.update(endpoints)
 
     @property
@@ -136,9 +138,10 @@ class WorkerPool:
     @property
     def heartbeat(self) -> float | None:
         """The oldest of the pool's own watch loop's and its running workers' heartbeats: both
-        wake every HEARTBEAT. A worker being (re)started is the pool's business (START_GRACE),
-        not a stall."""
-        if self._beat is None:
+        wake every HEARTBEAT. None until every worker has started once (no WATCHDOG=1 before
+        READY=1); after that a worker being restarted is the pool's business (START_GRACE), not
+        a stall."""
+        if self._beat is None or not self.ready.is_set():
             return None
         beats = [w.heartbeat for w in self.workers if w.ready and w.heartbeat is not None]
         return min([self._beat, *beats])
@@ -163,8 +166,10 @@ class WorkerPool:
         return added, removed, changed
 
     async def run(self) -> None:
-        """Start the workers and watch them until cancelled; `drain` stops them."""
-        self.running = True
+        """Start the workers and watch them until cancelled; `drain` stops them. `running`
+        turns true once every worker has started (its first batch), not before: until then
+        no check of theirs is dispatched, and /readyz says so."""
+        self._active = True
         try:
             for worker in self.workers:
                 if worker.keeper is None:
@@ -179,7 +184,7 @@ class WorkerPool:
                     self._watch(now)
                 await asyncio.sleep(HEARTBEAT)
         finally:
-            self.running = False
+            self._active = self.running = False
 
     def _watch(self, now: float) -> None:
         """Kill a worker that stopped waking, or never started; its keeper restarts it."""
@@ -288,7 +293,11 @@ class WorkerPool:
 
     def _take(self, worker: Worker, batch: wire.Batch) -> None:
         events, heartbeat, skipped, lags = batch
-        worker.ready = True
+        if not worker.ready:
+            worker.ready = True
+            if not self.ready.is_set() and all(w.ready for w in self.workers):
+                self.ready.set()
+                self.running = self._active
         if heartbeat is not None:
             worker.heartbeat = heartbeat
         stats = self.stats
@@ -396,6 +405,20 @@ def dispatcher(
     if count == 1:
         return Scheduler(endpoints, check, sinks, settings, on_lag=on_lag)
     return WorkerPool(endpoints, sinks, settings, count, secrets, on_lag, clock)
+
+
+async def dispatching(running: Dispatcher, stop: asyncio.Event) -> None:
+    """Until checks are dispatched (every worker started), `stop` is set, or START_GRACE:
+    the daemon says READY=1 after this."""
+    if isinstance(running, Scheduler):
+        await asyncio.sleep(0)  # let the dispatcher start
+        return
+    waits = [asyncio.ensure_future(running.ready.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, timeout=START_GRACE, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def workers_report(running: Dispatcher | None) -> list[dict[str, Any]] | None:
