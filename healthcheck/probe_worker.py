@@ -22,6 +22,7 @@ from typing import Any
 from healthcheck import worker_wire as wire
 from healthcheck.logs import RedactingFilter, setup_logging
 from healthcheck.prober import Prober
+from healthcheck.probes.registry import probe_kind
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Scheduler
 from healthcheck.secrets import Redactor
@@ -95,6 +96,12 @@ async def serve(sock: socket.socket) -> None:
         return
     init: Init = wire.unpack_control(first[1])
     redacting = _logging(init)
+    # Import the probe kinds before the first check: a first import (aiohttp's client, ~0.5 s
+    # of CPU) in a thread beside the first checks takes the GIL from them, and a busy machine
+    # then saw them time out. The daemon counts this worker started once it beats.
+    for name in {endpoint.kind for endpoint in init.endpoints}:
+        with contextlib.suppress(LookupError, ImportError):  # the check itself will say
+            probe_kind(name)
     outbox = Outbox(writer)
     async with Prober(Redactor(init.secrets)) as prober:
 

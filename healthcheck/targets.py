@@ -91,11 +91,16 @@ class ExporterSettings:
         return self.bearer_token is not None or self.username is not None
 
 
-def shard_slot(endpoint_id: str, count: int) -> int:
-    """Which of `count` shares (0-based) an endpoint id falls in: `--shard` and the probe
-    workers split by this same hash."""
+def shard_hash(endpoint_id: str) -> int:
+    """A stable 64-bit hash of an endpoint id: `--shard` splits by it, and the probe workers
+    by its upper half (see healthcheck.workers.owner)."""
     digest = hashlib.blake2b(endpoint_id.encode(), digest_size=8, person=b"shard").digest()
-    return int.from_bytes(digest) % count
+    return int.from_bytes(digest)
+
+
+def shard_slot(endpoint_id: str, count: int) -> int:
+    """Which of `count` shards (0-based) an endpoint id falls in."""
+    return shard_hash(endpoint_id) % count
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from healthcheck.logs import JsonFormatter, TextFormatter
 from healthcheck.probe_worker import Init
 from healthcheck.result import CANARY_KINDS, ErrorClass, ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Check, Scheduler, SchedulerStats, Sink
-from healthcheck.targets import Endpoint, SchedulerSettings, shard_slot
+from healthcheck.targets import Endpoint, SchedulerSettings, shard_hash
 
 log = logging.getLogger("healthcheck.workers")
 
@@ -72,9 +72,13 @@ def worker_count(settings: SchedulerSettings) -> int:
 
 
 def owner(endpoint: Endpoint, count: int) -> int:
-    """The worker (0-based) that checks this endpoint: the `--shard` hash of its id. Canary
+    """The worker (0-based) that checks this endpoint, by the `--shard` hash of its id: its
+    upper half, as `--shard K/N` takes the whole, so one shard's endpoints still spread over
+    every worker (with the same bits, shard 2 of 4 would all land on worker 2 of 2). Canary
     kinds all go to the first, so one process holds the GPU canary's worker and model."""
-    return 0 if endpoint.kind in CANARY_KINDS else shard_slot(endpoint.id, count)
+    if endpoint.kind in CANARY_KINDS:
+        return 0
+    return (shard_hash(endpoint.id) >> 32) % count
 
 
 @dataclass(slots=True)

@@ -37,17 +37,24 @@ def test_default_is_one_worker_per_core_this_process_may_use() -> None:
     assert default_workers() == len(os.sched_getaffinity(0))
 
 
-def test_endpoints_go_to_workers_by_the_shard_hash_and_canaries_to_the_first() -> None:
+def test_endpoints_go_to_workers_by_a_stable_hash_and_canaries_to_the_first() -> None:
     config = config_with(
         None, {"canary": {"kind": "onnx", "model": "builtin:gemm", "require_gpu": False}}
     )
-    for endpoint in config.endpoints():
-        slot = owner(endpoint, 3)
-        if endpoint.kind == "onnx":
-            assert slot == 0
-        else:
-            assert Shard(slot + 1, 3).owns(endpoint.id)
-    assert {owner(e, 3) for e in config.endpoints()} == {0, 1, 2}
+    slots = {e.id: owner(e, 3) for e in config.endpoints()}
+    assert slots["r/canary"] == 0
+    assert set(slots.values()) == {0, 1, 2}
+    again = config_with(None, {"canary": {"kind": "onnx", "model": "builtin:gemm"}})
+    assert {e.id: owner(e, 3) for e in again.endpoints()} == slots
+
+
+@pytest.mark.parametrize(("shards", "workers"), [(2, 2), (4, 2), (3, 3), (2, 4)])
+def test_a_shards_endpoints_spread_over_every_worker(shards, workers) -> None:
+    """--shard K/N and the workers split by the same hash, but not by the same bits of it."""
+    config = config_with(None)
+    for k in range(1, shards + 1):
+        mine = config.only_shard(Shard(k, shards))
+        assert {owner(e, workers) for e in mine.endpoints()} == set(range(workers))
 
 
 @pytest.mark.parametrize(
