@@ -58,13 +58,20 @@ _BOOT = (
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+# The most workers `auto` starts. Each is ~38 MB of RSS before its endpoints (measured:
+# 2 workers took the daemon's processes from 145 to 220 MB): 16 would be 600 MB of the unit's
+# MemoryMax=1G, where one loop made the 1,000 checks/s of 10,000 endpoints every 10 s in
+# bench/scale_bench.py. Set `workers` for more.
+MAX_AUTO_WORKERS = 8
+
+
 def default_workers() -> int:
-    """One per core this process may run on."""
+    """One per core this process may run on, up to MAX_AUTO_WORKERS."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores)
+    return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
 def worker_count(settings: SchedulerSettings) -> int:

@@ -11,7 +11,7 @@ from healthcheck import worker_wire as wire
 from healthcheck.config import parse_config
 from healthcheck.result import ConditionOutcome, ErrorClass, Phases, ProbeResult
 from healthcheck.targets import Shard
-from healthcheck.workers import default_workers, owner, worker_count
+from healthcheck.workers import MAX_AUTO_WORKERS, default_workers, owner, worker_count
 
 
 def config_with(scheduler: dict | None, kinds: dict[str, dict] | None = None):
@@ -30,11 +30,11 @@ def config_with(scheduler: dict | None, kinds: dict[str, dict] | None = None):
 def test_workers_key(scheduler, count) -> None:
     settings = config_with(scheduler).scheduler
     assert settings.workers == count
-    assert worker_count(settings) == (count or len(os.sched_getaffinity(0)))
+    assert worker_count(settings) == (count or default_workers())
 
 
-def test_default_is_one_worker_per_core_this_process_may_use() -> None:
-    assert default_workers() == len(os.sched_getaffinity(0))
+def test_default_is_one_worker_per_core_this_process_may_use_up_to_a_cap() -> None:
+    assert default_workers() == min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
 
 
 def test_endpoints_go_to_workers_by_a_stable_hash_and_canaries_to_the_first() -> None:
