@@ -164,13 +164,13 @@ async def test_a_slow_loris_flood_blinds_no_probe_and_healthz_answers(
 async def test_checks_the_prober_cannot_make_are_no_verdict(
     tmp_path, follow_log, slow_target, start_daemon
 ) -> None:
-    """120 checks held open at once by a slow target, in two probe workers under 64 file
+    """~150 checks held open at once by a slow target, in two probe workers under 64 file
     descriptors each (the limit is per process): some cannot get a socket. Those are the
     prober's fault: no endpoint turns unhealthy, no failure is stored, and the daemon says it
     is short of descriptors."""
     config = tmp_path / "regions.yaml"
     database = tmp_path / "hc.db"
-    fleet = slow_fleet(slow_target, database, 120, scheduler={"workers": 2})
+    fleet = slow_fleet(slow_target, database, 200, scheduler={"workers": 2})
     config.write_text(yaml.safe_dump(fleet))
     process = await start_daemon(config, open_files=64)
     log = follow_log(process)
