@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale_bench.py                       # all runs, the README's table
     .venv/bin/python bench/scale_bench.py daemon --endpoints 10000 --interval 10 --no-blackbox
+    .venv/bin/python bench/scale_bench.py workers --endpoints 10000 --interval 10
     .venv/bin/python bench/scale_bench.py once --endpoints 1000
     .venv/bin/python bench/scale_bench.py detect
 
@@ -9,7 +10,8 @@ A target farm on loopback in its own process (Debian's nginx when installed, els
 multi-process aiohttp farm); the real `healthcheck run` as a subprocess with storage, metrics
 (scraped every 15 s like Prometheus would) and alert evaluation on, alerts going to a loopback
 webhook; in the same run the same targets probed by blackbox_exporter scheduled by a real
-Prometheus. CPU per probe for every process is read from /proc the same way.
+Prometheus. CPU per probe for every process is read from /proc the same way; ours counts the
+daemon and every process under it (probe workers, the helper).
 """
 
 from __future__ import annotations
@@ -70,6 +72,40 @@ def thread_cpu(pid: int) -> dict[str, float]:
         "user": int(fields[11]) / CLK_TCK,
         "system": int(fields[12]) / CLK_TCK,
     }
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and every live process under it: the daemon, its probe workers, its helper."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def family_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each process in `pid`'s family (one that just ended is left out)."""
+    seconds = {}
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            seconds[member] = cpu_seconds(member)
+    return seconds
+
+
+def family_rss(pid: int) -> int:
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(member)
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -272,6 +308,7 @@ def daemon_config(
     webhook_port: int | None,
     extra: dict | None = None,
     defaults: dict | None = None,
+    workers: int | None = None,
 ) -> Path:
     """The daemon's regions.yaml (JSON is YAML) for these URLs; `defaults` overrides keys of
     its `defaults` section (retries, timeout, ...)."""
@@ -291,7 +328,8 @@ def daemon_config(
             "latency": {"warning": "1s", "critical": "2s"},
         }
         | (defaults or {}),
-        "scheduler": {"max_concurrency": 2000, "rate_limit": 20000, "jitter": 0.1},
+        "scheduler": {"max_concurrency": 2000, "rate_limit": 20000, "jitter": 0.1}
+        | ({"workers": workers} if workers else {}),
         "storage": {"path": str(workdir / "healthcheck.db")},
         "exporter": {"listen": f"127.0.0.1:{listen_port}"},
         "regions": regions,
@@ -373,6 +411,8 @@ class DaemonRun:
     interval: float
     window_s: float
     planned_per_s: float
+    workers: int | None = None  # scheduler.workers; None: the default, one per core
+    processes: int = 0  # of ours: the daemon, its probe workers, its helper
     done_per_s: float = 0.0
     missed: int = 0
     dispatched: int = 0
@@ -451,6 +491,7 @@ async def daemon_run(
     profile: str | None = None,
     alerting: bool = True,
     scrape_every: float = SCRAPE_EVERY,
+    workers: int | None = None,
 ) -> DaemonRun:
     workdir = Path(tempfile.mkdtemp(prefix="hc-scale-"))
     receiver = Receiver()
@@ -467,8 +508,8 @@ async def daemon_run(
                 else None
             )
             webhook = receiver.port if alerting else None
-            config = daemon_config(urls, interval, workdir, listen, webhook, extra)
-            run = DaemonRun(farm, endpoints, interval, window, endpoints / interval)
+            config = daemon_config(urls, interval, workdir, listen, webhook, extra, workers=workers)
+            run = DaemonRun(farm, endpoints, interval, window, endpoints / interval, workers)
             with contextlib.ExitStack() as stack:
                 # pyinstrument samples the daemon's event loop thread from start to stop.
                 profiler = (
@@ -524,8 +565,9 @@ async def daemon_run(
                 hist0 = lag_histogram(await asyncio.to_thread(scrape, f"{base}/metrics"))
                 first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
                 db0 = _db_bytes(workdir)
-                for usage in (me, *others):
+                for usage in others:
                     usage.cpu_start = cpu_seconds(usage.pid)
+                ours0 = family_cpu(daemon.pid)  # every process of ours, workers and helper too
                 split0 = thread_cpu(daemon.pid)
                 started_at = time.monotonic()
                 wall0 = time.time()
@@ -538,7 +580,7 @@ async def daemon_run(
                     if lag["p99"] is not None:
                         p99s.append(lag["p99"])
                         maxes.append(lag["max"])
-                    run.rss_mb.append(round(rss_bytes(daemon.pid) / 2**20, 1))
+                    run.rss_mb.append(round(family_rss(daemon.pid) / 2**20, 1))
                     run.fds.append(open_fds(daemon.pid))
                     run.tasks.append(report["process"]["asyncio_tasks"])
                     for usage in others:
@@ -547,8 +589,11 @@ async def daemon_run(
                         await asyncio.to_thread(scrape, f"{base}/metrics")
                         next_scrape += scrape_every
                 last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
-                for usage in (me, *others):
+                for usage in others:
                     usage.cpu_end = cpu_seconds(usage.pid)
+                ours1 = family_cpu(daemon.pid)
+                me.cpu_end = sum(ours1[p] - ours0.get(p, 0.0) for p in ours1)
+                run.processes = len(ours1)
                 split1 = thread_cpu(daemon.pid)
                 run.cpu_split = {k: round(split1[k] - split0[k], 2) for k in split1}
                 elapsed = time.monotonic() - started_at
@@ -676,7 +721,8 @@ def describe(run: DaemonRun) -> str:
 
     lines = [
         f"daemon: {run.endpoints} endpoints every {run.interval:g}s, farm {run.farm}, "
-        f"window {run.window_s}s",
+        f"window {run.window_s}s, workers {run.workers or 'default'}, "
+        f"{run.processes} processes of ours (CPU and RSS are of all of them)",
         f"  probes/s planned {run.planned_per_s:.1f}, done {run.done_per_s}, "
         f"missed {run.missed}, stored {run.stored}",
         f"  CPU per probe: healthcheck {f(run.cpu_ms_per_probe, ' ms')} {run.cpu_split}"
@@ -716,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--warmup", type=float, default=15.0)
     d.add_argument("--window", type=float, default=60.0)
     d.add_argument("--no-blackbox", action="store_true")
+    d.add_argument("--workers", type=int, help="scheduler.workers (default: one per core)")
     d.add_argument("--no-alerting", action="store_true", help="to see what alerting costs")
     d.add_argument(
         "--scrape-every", type=float, default=SCRAPE_EVERY, help="seconds; 0: never scrape"
@@ -724,6 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         help="run the daemon under pyinstrument; its session here (pyinstrument --load FILE)",
     )
+    w = sub.add_parser("workers", help="throughput against cores: the same run, workers 1 vs 2")
+    w.add_argument("--endpoints", type=int, default=10000)
+    w.add_argument("--interval", type=float, default=10.0)
+    w.add_argument("--warmup", type=float, default=30.0)
+    w.add_argument("--window", type=float, default=60.0)
     o = sub.add_parser("once", help="--once wall time")
     o.add_argument("--endpoints", type=int, default=1000)
     sub.add_parser("detect", help="detection latency alone")
@@ -749,10 +801,27 @@ def main(argv: list[str] | None = None) -> int:
                 profile=args.profile and str(Path(args.profile).resolve()),
                 alerting=not args.no_alerting,
                 scrape_every=args.scrape_every,
+                workers=args.workers,
             )
         )
         print(describe(run))
         figures["daemon"] = asdict(run)
+    elif args.what == "workers":
+        for count in (1, 2):
+            run = asyncio.run(
+                daemon_run(
+                    args.endpoints,
+                    args.interval,
+                    args.warmup,
+                    args.window,
+                    False,
+                    False,
+                    nginx,
+                    workers=count,
+                )
+            )
+            print(describe(run), flush=True)
+            figures[f"workers_{count}"] = asdict(run)
     elif args.what == "once":
         figures["once"] = once_run(args.endpoints, nginx)
         print(figures["once"])
@@ -770,6 +839,13 @@ def main(argv: list[str] | None = None) -> int:
             run := asyncio.run(daemon_run(10000, 10.0, 60.0, 60.0, False, True, nginx))
         )
         print(describe(run), flush=True)
+        for workers in (1, 2):  # throughput against cores
+            figures[f"workers_{workers}"] = asdict(
+                run := asyncio.run(
+                    daemon_run(10000, 10.0, 30.0, 60.0, False, False, nginx, workers=workers)
+                )
+            )
+            print(describe(run), flush=True)
         for count in (1000, 10000):
             figures[f"once_{count}"] = once_run(count, nginx)
             print(f"--once {count}: {figures[f'once_{count}']}", flush=True)

@@ -27,7 +27,6 @@ from healthcheck.prober_faults import ProberFaults, is_prober_fault
 from healthcheck.reload import ConfigReload
 from healthcheck.result import ProbeResult, Status
 from healthcheck.running_config import RunningConfig
-from healthcheck.scheduler import Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.self_health import STALL_AFTER, STATUS_EVERY, SelfHealth
 from healthcheck.status import StatusBoard
@@ -41,6 +40,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
+from healthcheck.workers import Dispatcher, dispatcher, dispatching
 from storage.database_file import DatabaseFile
 from storage.schema import connect
 from storage.writer import Retention, StorageWriter, default_path
@@ -124,7 +124,7 @@ class Daemon:
         self.prober_faults = ProberFaults()
         self.storage = storage
         self._clock = clock
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Dispatcher | None = None
         # Uptime reads and /metrics renders run in a helper process: at 10,000 endpoints each
         # is seconds of Python that would take the GIL from the probing loop.
         self.helper = Offload("healthcheck helper")
@@ -239,12 +239,15 @@ class Daemon:
         background: list[asyncio.Task[None]] = []
         await self._open_storage()
         async with Prober(Redactor(self.config.secrets), self._clock) as prober:
-            self.scheduler = scheduler = Scheduler(
+            # Probe worker processes, or with `scheduler.workers: 1` this loop (workers.py).
+            self.scheduler = scheduler = dispatcher(
                 endpoints,
                 prober.check,
                 [self.on_result],
                 self.config.scheduler,
+                lambda: self.config.secrets,
                 on_lag=self.front.observe_lag if self.front is not None else None,
+                clock=self._clock,
                 timeline=self._timeline,
             )
             self.health.scheduler = scheduler
@@ -275,7 +278,7 @@ class Daemon:
             if self.alerts is not None:
                 background.append(asyncio.create_task(self.alerts.run(), name="alerting"))
                 sending = asyncio.create_task(self.alerts.sender.run(), name="sender")
-            await asyncio.sleep(0)  # let the dispatcher start before saying ready
+            await dispatching(self.scheduler, stop)  # checks under way before saying ready
             freeze_startup_heap()
             self.notifier.send(ready=1, status=self.status_line())
             try:

@@ -100,6 +100,15 @@ def _tick(value: Any) -> float:
     return seconds
 
 
+def _workers(value: Any) -> int | None:
+    """A number of probe worker processes from 1 to 1024, or `auto` (one per core)."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise ValueError(f"expected a number of workers from 1 to 1024, or auto; got {value!r}")
+    return value
+
+
 def _fraction(maximum: float) -> schema.Reader:
     def read(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -119,6 +128,7 @@ SECTIONS: dict[str, Section] = {
             "rate_limit": Key(schema.integer(1, 1_000_000), "rate_limit"),
             "jitter": Key(_fraction(0.5), "jitter"),
             "tick": Key(_tick, "tick"),
+            "workers": Key(_workers, "workers"),
         },
     ),
     "storage": Section(

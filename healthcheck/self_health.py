@@ -16,10 +16,11 @@ from healthcheck.prober_faults import ProberFaults
 from healthcheck.process import usage
 from healthcheck.readings import Readings
 from healthcheck.reload import ConfigReload
-from healthcheck.scheduler import HEARTBEAT, Scheduler, SchedulerStats
+from healthcheck.scheduler import HEARTBEAT, SchedulerStats
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.uptime_cache import UptimeCache
+from healthcheck.workers import Dispatcher, workers_report
 from storage.writer import StorageWriter
 
 # The daemon's events, under the logger name operators already filter on.
@@ -54,7 +55,7 @@ class SelfHealth:
         self.reloads = reloads
         self.notifier = notifier
         self.uptime = uptime
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Dispatcher | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def heartbeat_age(self) -> float | None:
@@ -113,6 +114,7 @@ class SelfHealth:
                 "in_flight": self.scheduler.in_flight if self.scheduler else 0,
                 "heartbeat_age_seconds": self.heartbeat_age(),
                 "lag_seconds": stats.lag_summary(),
+                "workers": workers_report(self.scheduler),
             },
             "reloads": {
                 "requested": self.reloads.requests,
@@ -184,7 +186,7 @@ class SelfHealth:
             alive = age is not None and age < max(STALL_AFTER, period)
             if alive and self.notifier.watchdog_interval is not None:
                 self.notifier.send(watchdog=1)
-            elif not alive:
+            elif not alive and age is not None:  # None: not started yet (probe workers)
                 log.warning(
                     "the scheduler is not making progress", extra={"event": "scheduler_stalled"}
                 )

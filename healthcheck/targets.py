@@ -68,6 +68,7 @@ class SchedulerSettings:
     rate_limit: int = 2000  # probe starts per second, across all endpoints
     jitter: float = 0.1  # fraction of the interval each run may move by, so probes never align
     tick: float = 0.05  # checks due within half of this of each other start in one loop wake
+    workers: int | None = None  # probe worker processes; None: one per core (1: in-process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,20 @@ class ExporterSettings:
         return self.bearer_token is not None or self.username is not None
 
 
+def shard_hash(endpoint_id: EndpointId) -> int:
+    """A stable 64-bit hash of an endpoint id (of its `region/name`, so the split is the one
+    every release made): `--shard` splits by it, and the probe workers by its upper half (see
+    healthcheck.workers.owner)."""
+    text = str(endpoint_id).encode()
+    digest = hashlib.blake2b(text, digest_size=8, person=b"shard").digest()
+    return int.from_bytes(digest)
+
+
+def shard_slot(endpoint_id: EndpointId, count: int) -> int:
+    """Which of `count` shards (0-based) an endpoint id falls in."""
+    return shard_hash(endpoint_id) % count
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """`--shard K/N`: this daemon checks the endpoints whose id hashes to K of N (1-based).
@@ -126,9 +141,7 @@ class Shard:
         return shard
 
     def owns(self, endpoint_id: EndpointId) -> bool:
-        text = str(endpoint_id).encode()
-        digest = hashlib.blake2b(text, digest_size=8, person=b"shard").digest()
-        return int.from_bytes(digest) % self.count == self.index - 1
+        return shard_slot(endpoint_id, self.count) == self.index - 1
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

@@ -108,6 +108,7 @@ class OnnxProbe(Probe):
     metrics = CANARY_METRICS
     alert_rules = (CANARY_RULE,)
     down_alertname = CANARY_DOWN
+    one_process = True
 
     def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)

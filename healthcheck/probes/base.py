@@ -55,7 +55,7 @@ NETWORK_ERRORS = (
 class Probe(ABC):
     """A probe kind, whole: subclasses set `kind`, `settings`, `options` (its config keys),
     `placeholders`, `errors` and `attempt`; and, if the kind has its own, `metrics`,
-    `alert_rules` and `down_alertname` (healthcheck.probes.plugin)."""
+    `alert_rules`, `down_alertname` (healthcheck.probes.plugin) and `one_process`."""
 
     kind: ClassVar[str]
     settings: ClassVar[type[ProbeSettings]]  # frozen dataclass built from `options`
@@ -70,6 +70,9 @@ class Probe(ABC):
     # The Alertmanager alertname of this kind's endpoint_down alert where Prometheus's rules
     # name a failing check of the kind apart; None: HealthcheckEndpointDown.
     down_alertname: ClassVar[str | None] = None
+    # Every check of this kind runs in one probe worker process (the first), for a kind whose
+    # checks share a costly resource there (the ONNX canary's worker, model and GPU).
+    one_process: ClassVar[bool] = False
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock

@@ -44,6 +44,7 @@ def config_for(base: str, webhook, smtp_port: int, db: str, **rules):
         json.dumps(
             {
                 "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+                "scheduler": {"workers": 1},
                 "storage": {"path": db},
                 "exporter": {"listen": "127.0.0.1:0"},
                 "alerting": {

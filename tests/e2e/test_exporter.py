@@ -333,9 +333,23 @@ async def test_a_real_prometheus_scrapes_and_answers_queries(daemon_url, tmp_pat
         assert rate
 
 
+async def until_all_checked(url: str, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{url}/api/v1/status") as response:
+                regions = (await response.json())["regions"]
+            rows = [row for region in regions for row in region["endpoints"]]
+            if rows and all(row["status"] != "unknown" for row in rows):
+                return
+            assert asyncio.get_running_loop().time() < deadline, rows
+            await asyncio.sleep(0.1)
+
+
 async def test_the_status_page_renders_the_running_daemon(daemon_url, tmp_path) -> None:
     chromium = find_chromium()
-    await asyncio.sleep(1.0)
+    # Every endpoint checked once, however long the probe workers take to start.
+    await until_all_checked(daemon_url)
     dom = await dump_dom(chromium, tmp_path / "profile", f"{daemon_url}/")
     page = RenderedPage(dom)
     assert sorted(page.regions) == ["eu-west", "us-west"]  # the page puts the worst first

@@ -36,8 +36,8 @@ async def slow_target():
     await runner.cleanup()
 
 
-def slow_fleet(url: str, database) -> dict:
-    """60 endpoints on the slow page, with latency limits it stays within."""
+def slow_fleet(url: str, database, endpoints: int = 60, **extra) -> dict:
+    """`endpoints` endpoints on the slow page, with latency limits it stays within."""
     return {
         "defaults": {
             "interval": "2s",
@@ -47,7 +47,8 @@ def slow_fleet(url: str, database) -> dict:
         },
         "exporter": {"listen": "127.0.0.1:0"},
         "storage": {"path": str(database)},
-        "regions": {"r": {"endpoints": [{"name": f"e{i}", "url": url} for i in range(60)]}},
+        "regions": {"r": {"endpoints": [{"name": f"e{i}", "url": url} for i in range(endpoints)]}},
+        **extra,
     }
 
 
@@ -163,12 +164,14 @@ async def test_a_slow_loris_flood_blinds_no_probe_and_healthz_answers(
 async def test_checks_the_prober_cannot_make_are_no_verdict(
     tmp_path, follow_log, slow_target, start_daemon
 ) -> None:
-    """60 checks held open at once by a slow target, under 64 file descriptors: some cannot
-    get a socket. Those are the prober's fault: no endpoint turns unhealthy, no failure is
-    stored, and the daemon says it is short of descriptors."""
+    """~150 checks held open at once by a slow target, in two probe workers under 64 file
+    descriptors each (the limit is per process): some cannot get a socket. Those are the
+    prober's fault: no endpoint turns unhealthy, no failure is stored, and the daemon says it
+    is short of descriptors."""
     config = tmp_path / "regions.yaml"
     database = tmp_path / "hc.db"
-    config.write_text(yaml.safe_dump(slow_fleet(slow_target, database)))
+    fleet = slow_fleet(slow_target, database, 200, scheduler={"workers": 2})
+    config.write_text(yaml.safe_dump(fleet))
     process = await start_daemon(config, open_files=64)
     log = follow_log(process)
     try:

@@ -45,6 +45,9 @@ async def start_daemon(tmp_path, target_url):
     async def start(**extra) -> str:
         document = {
             "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+            # Checks on this loop, as the targets are: with probe workers, a 90 ms timeout ran
+            # in another process while this loop served the target and spawned the workers.
+            "scheduler": {"workers": 1},
             "storage": {"path": str(tmp_path / "hc.db")},
             "exporter": {"listen": "127.0.0.1:0", **extra.pop("exporter", {})},
             "regions": {

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import yaml
 from aiohttp import web
+from polling import until
 
 from healthcheck.config import parse_config
 from healthcheck.daemon import Daemon
@@ -70,6 +71,8 @@ async def test_http_checks_stay_on_time_while_the_canary_hangs_and_crashes(tmp_p
     task = asyncio.create_task(daemon.run(stop))
     try:
         await asyncio.sleep(2.0)  # the slow model loads, then its checks hang and get killed
+        # However long the probe workers take to start on a busy machine.
+        await until(lambda: [r for r in results if r.endpoint == "conv" and r.ok], 60)
         conv = [r for r in results if r.endpoint == "conv" and r.ok]
         assert conv, "the conv canary never answered"
         os.kill(dict(conv[-1].details)["worker_pid"], signal.SIGKILL)  # a crash, mid-run

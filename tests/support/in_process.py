@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from clock import ManualClock
@@ -17,12 +18,14 @@ class Running:
     """`Daemon.run` as a task on this loop, with its storage writer, until close().
 
     Given a manual clock, the daemon stamps with it and its scheduler and alert tick wait on
-    it: each step of the clock lets the checks it started finish.
+    it: each step of the clock lets the checks it started finish. The checks then run on this
+    loop (`scheduler.workers: 1`): probe worker processes keep their own, real, time.
     """
 
     def __init__(self, config: Config, clock: ManualClock | None = None, **daemon: Any) -> None:
         """`daemon`: more arguments for Daemon."""
         if clock is not None:
+            config = replace(config, scheduler=replace(config.scheduler, workers=1))
             daemon.update(clock=clock, timeline=clock)
             clock.settle = self.checks_done
         daemon.setdefault("front", HttpFront)

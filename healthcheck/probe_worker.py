@@ -1,0 +1,189 @@
+"""One probe worker process: its event loop does nothing but schedule and probe.
+
+Started by the daemon's WorkerPool as `python -m healthcheck.probe_worker FD`, FD being its
+end of a socketpair. Endpoints and secrets come down that socket, never in argv or the
+environment; results go up it in batches. The worker ignores the terminal's and the service
+manager's signals (the daemon stops it, after draining) and ends when the daemon goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from healthcheck import worker_wire as wire
+from healthcheck.logs import RedactingFilter, setup_logging
+from healthcheck.prober import Prober
+from healthcheck.probes.registry import probe_kind
+from healthcheck.result import ProbeResult
+from healthcheck.scheduler import HEARTBEAT, Scheduler
+from healthcheck.secrets import Redactor
+from healthcheck.targets import Endpoint, SchedulerSettings
+from healthcheck.tuning import freeze_startup_heap, tune_process
+
+log = logging.getLogger("healthcheck.workers")
+
+# Results that end within this long of each other cross to the daemon in one batch. At 2,000
+# checks/s that is ~40 results a frame; the daemon sees a result at most this much later.
+FLUSH_AFTER = 0.02
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    """The first message: who this worker is, what it checks and how it logs."""
+
+    index: int
+    endpoints: list[Endpoint]
+    secrets: frozenset[str]
+    settings: SchedulerSettings
+    log_format: str | None  # json or text, as the daemon logs; None: the daemon set none up
+    log_level: int
+
+
+class Outbox:
+    """Collects check starts and results, and sends them up as one batch a little later."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._events: list[str | tuple[Any, ...]] = []
+        self._lags: list[float] = []
+        self._skipped_sent = 0
+        self._flush: asyncio.TimerHandle | None = None
+        self.scheduler: Scheduler | None = None
+
+    def started(self, endpoint: Endpoint) -> None:
+        self._add(str(endpoint.id))
+
+    def result(self, result: ProbeResult) -> None:
+        self._add(wire.encode_result(result))
+
+    def lag(self, seconds: float) -> None:
+        self._lags.append(seconds)
+
+    def _add(self, event: str | tuple[Any, ...]) -> None:
+        self._events.append(event)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
+
+    def flush(self) -> None:
+        """Send what there is, with the dispatcher's heartbeat; a closed socket sends nothing."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        scheduler = self.scheduler
+        skipped = scheduler.stats.skipped_overrun if scheduler else 0
+        heartbeat = scheduler.heartbeat if scheduler else None
+        batch = (self._events, heartbeat, skipped - self._skipped_sent, self._lags)
+        self._events, self._lags, self._skipped_sent = [], [], skipped
+        if not self._writer.is_closing():
+            self._writer.write(wire.pack_batch(batch))
+
+
+async def serve(sock: socket.socket) -> None:
+    """Probe what the daemon says until it says stop or goes away."""
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+    first = await wire.read_frame(reader)
+    if first is None or first[0] != wire.INIT:
+        return
+    init: Init = wire.unpack_control(first[1])
+    redacting = _logging(init)
+    # Import the probe kinds before the first check: a first import (aiohttp's client, ~0.5 s
+    # of CPU) in a thread beside the first checks takes the GIL from them, and a busy machine
+    # then saw them time out. The daemon counts this worker started once it beats.
+    for name in {endpoint.kind for endpoint in init.endpoints}:
+        with contextlib.suppress(LookupError, ImportError):  # the check itself will say
+            probe_kind(name)
+    outbox = Outbox(writer)
+    async with Prober(Redactor(init.secrets)) as prober:
+
+        async def check(endpoint: Endpoint) -> ProbeResult:
+            outbox.started(endpoint)
+            return await prober.check(endpoint)
+
+        scheduler = Scheduler(
+            init.endpoints, check, [outbox.result], init.settings, on_lag=outbox.lag
+        )
+        outbox.scheduler = scheduler
+        dispatcher = asyncio.create_task(scheduler.run(), name="dispatcher")
+        beat = asyncio.create_task(_beat(outbox), name="heartbeat")
+        await asyncio.sleep(0)
+        freeze_startup_heap()
+        grace = 0.0  # the daemon gone: stop at once
+        while (message := await wire.read_frame(reader)) is not None:
+            kind, payload = message
+            if kind == wire.ENDPOINTS:
+                endpoints, secrets = wire.unpack_control(payload)
+                prober.use_secrets(Redactor(secrets))
+                if redacting is not None:
+                    redacting.redactor = Redactor(secrets)
+                scheduler.update(endpoints)
+            elif kind == wire.STOP:
+                grace = wire.unpack_control(payload)
+                break
+        for task in (dispatcher, beat):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await scheduler.drain(grace)
+        outbox.flush()
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
+
+
+async def _beat(outbox: Outbox) -> None:
+    """A batch at least every HEARTBEAT, so the daemon sees a quiet worker is alive."""
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        outbox.flush()
+
+
+def _logging(init: Init) -> RedactingFilter | None:
+    """Log as the daemon does, to the same stderr; the filter scrubs this worker's secrets."""
+    if init.log_format is None:
+        return None
+    handler = setup_logging(
+        logging.getLevelName(init.log_level), init.log_format, Redactor(init.secrets)
+    )
+    return next(f for f in handler.filters if isinstance(f, RedactingFilter))
+
+
+def _detach() -> None:
+    """Signals for the daemon's process group are the daemon's to act on: it drains and stops
+    this worker. If the daemon dies without that, the kernel kills this worker (Linux)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def main(argv: list[str]) -> int:
+    _detach()
+    sock = socket.socket(fileno=int(argv[0]))
+    tune_process()
+    started = time.monotonic()
+    try:
+        asyncio.run(serve(sock))
+    except (ConnectionError, OSError) as exc:
+        log.warning(
+            "probe worker lost the daemon after %.0fs: %s",
+            time.monotonic() - started,
+            exc,
+            extra={"event": "probe_worker_orphaned"},
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""Probe workers' pure parts: the `scheduler.workers` key, who checks what, the wire encoding."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from healthcheck import worker_wire as wire
+from healthcheck.config import parse_config
+from healthcheck.result import ConditionOutcome, ErrorClass, Phases, ProbeResult
+from healthcheck.targets import Shard
+from healthcheck.workers import MAX_AUTO_WORKERS, default_workers, owner, worker_count
+
+
+def config_with(scheduler: dict | None, kinds: dict[str, dict] | None = None):
+    endpoints = [{"name": f"e{i}", "url": "http://127.0.0.1:1/"} for i in range(40)]
+    endpoints += [{"name": name, **spec} for name, spec in (kinds or {}).items()]
+    document: dict = {"regions": {"r": {"endpoints": endpoints}}}
+    if scheduler is not None:
+        document["scheduler"] = scheduler
+    return parse_config(json.dumps(document), "test")
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "count"),
+    [(None, None), ({"workers": "auto"}, None), ({"workers": 1}, 1), ({"workers": 3}, 3)],
+)
+def test_workers_key(scheduler, count) -> None:
+    settings = config_with(scheduler).scheduler
+    assert settings.workers == count
+    assert worker_count(settings) == (count or default_workers())
+
+
+def test_default_is_one_worker_per_core_this_process_may_use_up_to_a_cap() -> None:
+    assert default_workers() == min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
+
+
+def test_endpoints_go_to_workers_by_a_stable_hash_and_canaries_to_the_first() -> None:
+    config = config_with(
+        None, {"canary": {"kind": "onnx", "model": "builtin:gemm", "require_gpu": False}}
+    )
+    slots = {e.id: owner(e, 3) for e in config.endpoints()}
+    assert slots["r/canary"] == 0
+    assert set(slots.values()) == {0, 1, 2}
+    again = config_with(None, {"canary": {"kind": "onnx", "model": "builtin:gemm"}})
+    assert {e.id: owner(e, 3) for e in again.endpoints()} == slots
+
+
+@pytest.mark.parametrize(("shards", "workers"), [(2, 2), (4, 2), (3, 3), (2, 4)])
+def test_a_shards_endpoints_spread_over_every_worker(shards, workers) -> None:
+    """--shard K/N and the workers split by the same hash, but not by the same bits of it."""
+    config = config_with(None)
+    for k in range(1, shards + 1):
+        mine = config.only_shard(Shard(k, shards))
+        assert {owner(e, workers) for e in mine.endpoints()} == set(range(workers))
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        ProbeResult("r", "e", "http", ok=True, latency=0.012, timestamp=1_700_000_000.25),
+        ProbeResult(
+            "eu-west",
+            "api",
+            "http",
+            ok=False,
+            latency=0.5,
+            timestamp=1_700_000_001.0,
+            error=ErrorClass.CONDITION_FAILED,
+            error_text="[BODY].status == UP: saw DOWN",
+            http_status=200,
+            phases=Phases(dns=0.001, connect=0.002, tls=None, first_byte=0.4, total=0.5),
+            conditions=(
+                ConditionOutcome("[STATUS] == 200", True),
+                ConditionOutcome("[BODY].status == UP", False, "DOWN"),
+            ),
+            attempts=2,
+            cert_expiry=1_800_000_000.0,
+            details=(("loop_lag_ms", 3.5), ("provider", "CPU"), ("gpu", None), ("n", 2)),
+            degraded="on CPU",
+        ),
+    ],
+)
+def test_a_result_crosses_the_wire_unchanged(result) -> None:
+    batch = (["r/e", wire.encode_result(result)], 123.5, 2, [0.001, 0.02])
+    payload = wire.pack_batch(batch)
+    kind, body = payload[4], payload[5:]
+    assert kind == wire.BATCH
+    events, heartbeat, skipped, lags = wire.unpack_batch(body)
+    assert events[0] == "r/e" and (heartbeat, skipped, lags) == (123.5, 2, [0.001, 0.02])
+    assert wire.decode_result(events[1]) == result
