@@ -81,7 +81,10 @@ class Prober:
             and lag_of(result)
             and result.latency + target.budget <= target.interval  # never past its next slot
         ):
+            first = result
             result = await self._timed(probe, target)  # once: its verdict stands, lag or not
+            # Both looks are attempts of this one check, as its retries are
+            result = replace(result, attempts=first.attempts + result.attempts)
         return self.scrub(result)
 
     async def _timed(self, probe: Probe, target: Endpoint) -> ProbeResult:

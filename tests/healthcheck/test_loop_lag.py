@@ -140,6 +140,7 @@ async def test_a_failure_while_the_loop_was_late_is_made_once_more_and_not_forev
     assert not result.ok and result.http_status == 500
     assert lag_of(result) > 0
     assert len(target.hits) == 2  # the check, and one more: its verdict stands
+    assert result.attempts == 2  # and the result says so
 
 
 async def test_a_lagged_success_is_not_made_again_by_the_daemons_prober(blocking_target) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from healthcheck import worker_wire as wire
 from healthcheck.config import parse_config
-from healthcheck.result import ConditionOutcome, ErrorClass, Phases, ProbeResult
+from healthcheck.result import ConditionOutcome, EndpointId, ErrorClass, Phases, ProbeResult
 from healthcheck.targets import Shard
 from healthcheck.workers import MAX_AUTO_WORKERS, default_workers, owner, worker_count
 
@@ -42,7 +42,7 @@ def test_endpoints_go_to_workers_by_a_stable_hash_and_canaries_to_the_first() ->
         None, {"canary": {"kind": "onnx", "model": "builtin:gemm", "require_gpu": False}}
     )
     slots = {e.id: owner(e, 3) for e in config.endpoints()}
-    assert slots["r/canary"] == 0
+    assert slots[EndpointId("r", "canary")] == 0
     assert set(slots.values()) == {0, 1, 2}
     again = config_with(None, {"canary": {"kind": "onnx", "model": "builtin:gemm"}})
     assert {e.id: owner(e, 3) for e in again.endpoints()} == slots

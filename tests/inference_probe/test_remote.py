@@ -104,7 +104,10 @@ async def test_server_not_ready(
     assert result.error is ErrorClass.NOT_READY
     assert result.error_text == f"server not ready: GET /v2/health/ready answered {answer}"
     assert details(result) == {"model": "canary"}
-    assert server.paths() == ["GET /v2/health/ready"]  # nothing is sent to a server not ready
+    # Nothing but readiness is asked of a server not ready (asked twice when our own loop ran
+    # late during the first: a failure made while lagged is made once more, loop_lag.py).
+    assert set(server.paths()) == {"GET /v2/health/ready"}
+    assert len(server.paths()) == result.attempts
 
 
 async def test_model_not_ready_names_the_model(
