@@ -58,6 +58,11 @@ class SharedRenders:
         self._done: dict[Variant, tuple[float, Body]] = {}  # the last body, when it was made
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        """Scrapes waiting for a render now."""
+        return self._waiting
+
     async def scrape(self, accept: str | None, gzipped: bool) -> Body:
         """The body for a scrape with this Accept header; ServerBusy when too many wait."""
         variant = (choose_encoder(accept or "")[1], gzipped)
