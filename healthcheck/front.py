@@ -19,9 +19,10 @@ from healthcheck.shared_renders import SharedRenders
 
 # The server's own threads, apart from the default executor the rest of the daemon uses:
 # renders wait in one for the helper process's one pipe (one variant at a time is all it
-# serves); storage reads hold the GIL for their rows, so two at a time on a 2-core machine.
+# serves); storage reads hold the GIL the probing loop needs while they build their rows, so
+# one at a time.
 RENDER_THREADS, RENDERS_QUEUED = 1, 3
-READ_THREADS, READS_QUEUED = 2, 8
+READ_THREADS, READS_QUEUED = 1, 8
 
 
 class HttpFront:
