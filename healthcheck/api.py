@@ -25,6 +25,8 @@ from healthcheck.errors import StorageError
 from healthcheck.exporter import Metrics
 from healthcheck.result import EndpointId
 from healthcheck.running_config import RunningConfig
+from healthcheck.server_threads import ServerBusy, ServerThreads, ServingCounts
+from healthcheck.shared_renders import SharedRenders
 from healthcheck.status import StatusBoard, latency_note, summarize_region, worst
 from healthcheck.targets import Config, ExporterSettings
 from healthcheck.uptime_cache import HISTORY_DAYS, UptimeCache
@@ -48,6 +50,9 @@ class ApiState:
     uptime: UptimeCache
     storage_path: str
     not_ready: Callable[[], list[str]]  # reasons the daemon is not ready; empty when ready
+    renders: SharedRenders  # /metrics: concurrent scrapes share one render
+    reads: ServerThreads  # the server's own threads for storage reads, bounded
+    counts: ServingCounts  # what the bounds did, for /metrics
     self_report: Callable[[], dict[str, Any]] | None = None  # the daemon's own numbers
 
     @property
@@ -92,6 +97,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         paths = sorted(r.resource.canonical for r in request.app.router.routes() if r.resource)
         api = [path for path in paths if path.startswith("/api/")]
         return web.json_response({"error": message, "paths": api}, status=exc.status)
+    except ServerBusy as exc:
+        # Bounded work: past the bound a 503, not a place in a queue. It is sent when asking
+        # again makes sense (Retry-After): sent at once, 50 clients that retry at once made
+        # 170 refused scrapes a second, and serving them cost the probing loop +70 ms at p50.
+        request.app[STATE].counts.busy += 1
+        await asyncio.sleep(exc.retry_after)
+        return web.json_response(
+            {"error": str(exc)},
+            status=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     except web.HTTPException:
         raise
     except Exception:
@@ -150,9 +166,7 @@ async def status_page(_request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
-    body, content_type = await asyncio.to_thread(
-        state.metrics.render, request.headers.get("Accept"), gzipped
-    )
+    body, content_type = await state.renders.scrape(request.headers.get("Accept"), gzipped)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
@@ -315,7 +329,10 @@ async def api_sla(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def _read(state: ApiState, query: Callable[[StorageReader], Any]) -> Any:
+async def _read(request: web.Request, query: Callable[[StorageReader], Any]) -> Any:
+    """A storage read in the server's own threads; 503 when they are at their bound."""
+    state, request_path = request.app[STATE], request.path
+
     def run() -> Any:
         reader = StorageReader(state.storage_path, state.config.storage.retention_raw)
         try:
@@ -324,7 +341,7 @@ async def _read(state: ApiState, query: Callable[[StorageReader], Any]) -> Any:
             reader.close()
 
     try:
-        return await asyncio.to_thread(run)
+        return await state.reads.run(request_path, run)
     except StorageError as exc:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"error": f"storage unavailable: {exc}"}),
@@ -334,10 +351,9 @@ async def _read(state: ApiState, query: Callable[[StorageReader], Any]) -> Any:
 
 async def api_alerts(request: web.Request) -> web.Response:
     _only(request, "state", "severity")
-    state = request.app[STATE]
     wanted_state = _choice(request, "state", ALERT_STATES)
     severity = _choice(request, "severity", SEVERITIES)
-    rows = await _read(state, lambda reader: alert_rows(reader, wanted_state, severity))
+    rows = await _read(request, lambda reader: alert_rows(reader, wanted_state, severity))
     for row in rows:
         row["since"] = _iso(row["since"])
         row["last_change"] = _iso(row["last_change"])
@@ -397,7 +413,7 @@ async def api_results(request: web.Request) -> web.Response:
     limit = _positive_int(request, "limit", 100, MAX_PAGE)
     cursor = _positive_int(request, "cursor", None, 2**62)
     rows = await _read(
-        state,
+        request,
         lambda reader: result_page(
             reader, region=region, endpoint=endpoint, since=since_ts, before_id=cursor, limit=limit
         ),

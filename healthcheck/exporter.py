@@ -35,6 +35,7 @@ from healthcheck.probes.plugin import ENDPOINT_LABELS, Gauges, KindMetrics, Read
 from healthcheck.probes.registry import find_kind
 from healthcheck.readings import Readings
 from healthcheck.result import EndpointId, ProbeResult, Status
+from healthcheck.server_threads import ServingCounts
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 
@@ -168,14 +169,16 @@ class Metrics:
         readings: Callable[[], Readings] | None = None,
         connections: ConnectionGuard | None = None,
         offload: Offload | None = None,
+        serving: ServingCounts | None = None,
     ) -> None:
-        """`readings()` gives the daemon's own numbers at scrape time; `connections`, the
-        HTTP server's (None: not running, and their series are left out)."""
+        """`readings()` gives the daemon's own numbers at scrape time; `connections` and
+        `serving`, the HTTP server's (None: not running, and their series are left out)."""
         self.config = config
         self.board = board
         self.readings = readings
         self.connections = connections
         self.offload = offload
+        self.serving = serving
         self.lag = _Histogram(LAG_BUCKETS)
         self._series: dict[EndpointId, _EndpointSeries] = {}
         self._uptime: tuple[object, Config, list[Any], list[Any]] | None = None
@@ -315,7 +318,7 @@ class Metrics:
 
     def _add_readings(self, scrape: Scrape, daemon: Readings) -> None:
         """The daemon's own gauges and counters; a part that is not running has none."""
-        connections = self.connections
+        connections, serving = self.connections, self.serving
         found = scrape.gauges
         found.append(
             (
@@ -410,6 +413,23 @@ class Metrics:
                 "healthcheck_exporter_connections_dropped",
                 "Connections to this HTTP server evicted or refused at its cap (a flood)",
                 connections.evicted + connections.refused if connections else None,
+            ),
+            (
+                "healthcheck_exporter_renders",
+                "/metrics renders made; concurrent scrapes share one",
+                serving.renders if serving else None,
+            ),
+            (
+                "healthcheck_exporter_scrapes_shared",
+                "Scrapes of /metrics answered with a render made for another, in progress or "
+                "finished within the last second",
+                serving.scrapes_shared if serving else None,
+            ),
+            (
+                "healthcheck_exporter_busy_responses",
+                "Requests answered 503 with Retry-After: the server's renders or storage reads "
+                "were at their bound",
+                serving.busy if serving else None,
             ),
         )
         scrape.counters.extend(

@@ -13,7 +13,16 @@ from healthcheck.connections import ConnectionGuard
 from healthcheck.daemon import Daemon
 from healthcheck.exporter import Metrics
 from healthcheck.result import ProbeResult, Status
+from healthcheck.server_threads import ServerThreads, ServingCounts
 from healthcheck.serving import Server, serve
+from healthcheck.shared_renders import SharedRenders
+
+# The server's own threads, apart from the default executor the rest of the daemon uses:
+# renders wait in one for the helper process's one pipe (one variant at a time is all it
+# serves); storage reads hold the GIL the probing loop needs while they build their rows, so
+# one at a time.
+RENDER_THREADS, RENDERS_QUEUED = 1, 3
+READ_THREADS, READS_QUEUED = 1, 8
 
 
 class HttpFront:
@@ -24,14 +33,18 @@ class HttpFront:
         config = configs.config
         self.configs = configs
         self.connections = ConnectionGuard(config.exporter.max_connections, time.monotonic)
+        self.counts = ServingCounts()
         self.metrics = Metrics(
             config,
             daemon.board,
             daemon.health.readings,
             self.connections,
             offload=daemon.helper,
+            serving=self.counts,
         )
         configs.subscribe(self.metrics.update)
+        self._render_threads = ServerThreads(RENDER_THREADS, RENDERS_QUEUED, "metrics-render")
+        self._read_threads = ServerThreads(READ_THREADS, READS_QUEUED, "api-read")
         self.api = ApiState(
             configs,
             daemon.board,
@@ -39,7 +52,10 @@ class HttpFront:
             daemon.uptime,
             daemon.uptime.path,
             daemon.health.not_ready,
-            daemon.health.self_report,
+            renders=SharedRenders(self.metrics.render, self._render_threads, self.counts),
+            reads=self._read_threads,
+            counts=self.counts,
+            self_report=daemon.health.self_report,
         )
         self._server: Server | None = None
 
@@ -64,3 +80,5 @@ class HttpFront:
     async def close(self) -> None:
         if self._server is not None:
             await self._server.close()
+        self._render_threads.close()
+        self._read_threads.close()

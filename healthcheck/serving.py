@@ -37,10 +37,14 @@ async def serve(
     app.middlewares.insert(0, connections.middleware)
     # keepalive_timeout: a connection's next request must have all its headers within
     # read_timeout of the connection or the last response, or it is closed (slow-loris);
-    # lingering_time: the same bound on a request body no handler reads.
+    # lingering_time: the same bound on a request body no handler reads;
+    # handler_cancellation: a client that hangs up takes its request's work with it (a
+    # /metrics render not yet begun, a storage read still queued), so abandoned requests
+    # do not pile up behind live ones.
     runner = web.AppRunner(
         app,
         access_log=None,
+        handler_cancellation=True,
         shutdown_timeout=2.0,
         keepalive_timeout=settings.read_timeout,
         lingering_time=settings.read_timeout,

@@ -58,8 +58,11 @@ class UptimeCache:
         self.clock = clock
         self.snapshot: UptimeSnapshot | None = None
         self._history: HistorySnapshot | None = None
-        self._lock = asyncio.Lock()
-        self._history_lock = asyncio.Lock()
+        # One read of each at a time, shared by whoever asks while it runs. A task, not a
+        # lock: the HTTP server cancels a request whose client hung up, and a read cancelled
+        # with it would leave its thread reading on while the next request started another.
+        self._refreshing: asyncio.Task[None] | None = None
+        self._reading_history: asyncio.Task[None] | None = None
 
     def uptime_24h(self) -> dict[EndpointId, tuple[float | None, float]]:
         """(24h uptime, checks) per endpoint id, from the last snapshot, for alert rules."""
@@ -76,9 +79,9 @@ class UptimeCache:
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:
         """The latest snapshot, refreshed first when older than `max_age` seconds."""
         if self._stale(self.snapshot, max_age):
-            async with self._lock:
-                if self._stale(self.snapshot, max_age):
-                    await self.refresh()
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(self.refresh())
+            await asyncio.shield(self._refreshing)
         return self.snapshot
 
     def _stale(self, snapshot: UptimeSnapshot | HistorySnapshot | None, max_age: float) -> bool:
@@ -104,16 +107,19 @@ class UptimeCache:
 
     async def history(self) -> dict[int, list[Day]]:
         """Per endpoint id, the last HISTORY_DAYS daily bars ({} while unreadable)."""
-        async with self._history_lock:
-            cached = self._history
-            if self._stale(cached, HISTORY_MAX_AGE):
-                now = self.clock()
-                try:
-                    days = await self._off_loop(read_days, now)
-                    self._history = cached = HistorySnapshot(now, days)
-                except StorageError as exc:
-                    log.debug("daily history not read: %s", exc)
+        if self._stale(self._history, HISTORY_MAX_AGE):
+            if self._reading_history is None or self._reading_history.done():
+                self._reading_history = asyncio.ensure_future(self._read_history())
+            await asyncio.shield(self._reading_history)
+        cached = self._history
         return cached.days if cached else {}
+
+    async def _read_history(self) -> None:
+        now = self.clock()
+        try:
+            self._history = HistorySnapshot(now, await self._off_loop(read_days, now))
+        except StorageError as exc:
+            log.debug("daily history not read: %s", exc)
 
     async def run(self, every: float = 15.0, share: float = 0.05) -> None:
         """Keep the snapshot fresh for scrapes, which must not wait on SQLite. A refresh that
