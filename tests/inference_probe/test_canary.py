@@ -37,6 +37,9 @@ async def test_http_checks_stay_on_time_while_the_canary_hangs_and_crashes(tmp_p
     text = yaml.safe_dump(
         {
             "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+            # The canary and the HTTP checks on one loop, the daemon's: isolation from a canary
+            # in the same process is what is tested (test_workers tests the processes apart).
+            "scheduler": {"workers": 1},
             "exporter": {"listen": "127.0.0.1:0"},
             "regions": {
                 "r": {
