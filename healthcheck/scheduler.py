@@ -203,13 +203,7 @@ class Scheduler:
             self._in_flight.pop(endpoint.id, None)
 
     def deliver(self, result: ProbeResult) -> None:
-        """Hand a result to every sink; a failing sink is logged and never stops the others."""
-        for sink in self._sinks:
-            try:
-                sink(result)
-            except Exception:
-                self.stats.sink_errors += 1
-                log.exception("a result sink failed", extra={"sink": repr(sink)})
+        deliver(self._sinks, result, self.stats)
 
     async def drain(self, grace: float) -> None:
         """Let in-flight checks finish for up to `grace` seconds, then cancel the rest."""
@@ -243,3 +237,14 @@ async def check_once(
         await throttler.acquire()
         tasks.append(asyncio.create_task(one(endpoint)))
     return list(await asyncio.gather(*tasks))
+
+
+def deliver(sinks: Iterable[Sink], result: ProbeResult, stats: SchedulerStats) -> None:
+    """Hand a result to every sink; a failing sink is logged (and counted in `stats`) and never
+    stops the others."""
+    for sink in sinks:
+        try:
+            sink(result)
+        except Exception:
+            stats.sink_errors += 1
+            log.exception("a result sink failed", extra={"sink": repr(sink)})

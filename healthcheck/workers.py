@@ -32,7 +32,7 @@ from healthcheck.logs import JsonFormatter, TextFormatter
 from healthcheck.probe_worker import Init
 from healthcheck.probes.registry import probe_kind
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
-from healthcheck.scheduler import HEARTBEAT, Check, Scheduler, SchedulerStats, Sink
+from healthcheck.scheduler import HEARTBEAT, Check, Scheduler, SchedulerStats, Sink, deliver
 from healthcheck.targets import Endpoint, SchedulerSettings, shard_hash
 
 log = logging.getLogger("healthcheck.workers")
@@ -356,13 +356,7 @@ class WorkerPool:
         return len(lost)
 
     def deliver(self, result: ProbeResult) -> None:
-        """Hand a result to every sink; a failing sink is logged and never stops the others."""
-        for sink in self._sinks:
-            try:
-                sink(result)
-            except Exception:
-                self.stats.sink_errors += 1
-                log.exception("a result sink failed", extra={"sink": repr(sink)})
+        deliver(self._sinks, result, self.stats)
 
     async def drain(self, grace: float) -> None:
         """Tell every worker to finish its checks within `grace` and send the results; kill
