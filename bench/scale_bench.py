@@ -123,7 +123,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, deadline: float = 30.0) -> None:
+class ServerExited(RuntimeError):
+    """The server waited for exited before it answered (e.g. its port was taken meanwhile)."""
+
+
+def wait_http(url: str, deadline: float = 30.0, process: subprocess.Popen | None = None) -> None:
     end = time.monotonic() + deadline
     while True:
         try:
@@ -132,6 +136,8 @@ def wait_http(url: str, deadline: float = 30.0) -> None:
                     return
         except OSError:
             pass
+        if process is not None and process.poll() is not None:
+            raise ServerExited(f"{url}: the server exited ({process.returncode}) before answering")
         if time.monotonic() > end:
             raise RuntimeError(f"{url} did not answer within {deadline:.0f}s")
         time.sleep(0.2)
@@ -220,15 +226,27 @@ def target_farm(workdir: Path, prefer_nginx: bool = True) -> Iterator[tuple[str,
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
     if prefer_nginx and nginx:
-        listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=4096;" for p in ports)
-        conf = workdir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=workdir, listens=listens))
-        argv = [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "nginx-error.log")]
-        with started(argv, workdir / "nginx.out") as process:
-            for port in ports:
-                wait_http(f"http://127.0.0.1:{port}/")
-            yield "nginx", ports, [process]
-        return
+        # A free port is only free until someone else binds it: nginx then exits at start, and
+        # the farm starts again on other ports.
+        for attempt in range(3):
+            if attempt:
+                ports = [free_port() for _ in range(FARM_PORTS)]
+            listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=4096;" for p in ports)
+            conf = workdir / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(dir=workdir, listens=listens))
+            log = str(workdir / "nginx-error.log")
+            argv = [nginx, "-p", str(workdir), "-c", str(conf), "-e", log]
+            with started(argv, workdir / "nginx.out") as process:
+                try:
+                    for port in ports:
+                        wait_http(f"http://127.0.0.1:{port}/", process=process)
+                except ServerExited as exited:
+                    if attempt == 2:
+                        errors = Path(log).read_text() if Path(log).exists() else ""
+                        raise ServerExited(f"{exited}; nginx said: {errors[-800:]}") from None
+                    continue
+                yield "nginx", ports, [process]
+                return
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
