@@ -45,6 +45,8 @@ class ErrorClass(StrEnum):
     WRONG_OUTPUT = "wrong_output"
     GPU_ERROR = "gpu_error"  # the GPU itself reports a fault (uncorrected ECC errors)
     NOT_READY = "not_ready"  # an inference server or model that says it is not ready
+    SERVICE_UNKNOWN = "service_unknown"  # a gRPC health service that does not know the name
+    RPC_STATUS = "rpc_status"  # a gRPC call answered with an error status (as http_status)
     NETWORK = "network"
     INTERNAL = "internal"
     # The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it
