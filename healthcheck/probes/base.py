@@ -33,6 +33,7 @@ class Progress:
     status line of a response notes it here, and a body that never ends reads as such."""
 
     http_status: int | None = None
+    awaiting: str | None = None  # what the attempt still waits for ("no message"), if it says
 
 
 # The running attempt's Progress; set around each attempt, as PEER_TLS is around a request.
@@ -150,8 +151,9 @@ class Probe(ABC):
                 return self.failed(
                     target, ErrorClass.TIMEOUT, text, started, timestamp, http_status=status
                 )
+            awaiting = progress.awaiting or "no answer"
             return self.failed(
-                target, ErrorClass.TIMEOUT, f"no answer within {allowed:.3g}s", started, timestamp
+                target, ErrorClass.TIMEOUT, f"{awaiting} within {allowed:.3g}s", started, timestamp
             )
         except Exception as exc:  # a probe must never raise to the scheduler
             error, message = classify_exception(exc)

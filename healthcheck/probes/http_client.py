@@ -19,7 +19,9 @@ CHUNK = 64 * 1024
 
 
 def client_session(
-    connector: aiohttp.BaseConnector, trace_configs: list[aiohttp.TraceConfig] | None = None
+    connector: aiohttp.BaseConnector,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+    middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = (),
 ) -> aiohttp.ClientSession:
     """A session as a probe needs it: no cookies kept between checks, our user agent, and no
     timeout of aiohttp's own (the attempt's budget bounds every request)."""
@@ -29,6 +31,7 @@ def client_session(
         trace_configs=trace_configs,
         headers={"User-Agent": USER_AGENT},
         timeout=aiohttp.ClientTimeout(total=None),
+        middlewares=middlewares,
     )
 
 

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "tls": "healthcheck.probes.tls:TlsProbe",
     "dns": "healthcheck.probes.dns:DnsProbe",
     "grpc": "healthcheck.probes.grpc_health:GrpcProbe",
+    "websocket": "healthcheck.probes.websocket:WebsocketProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }
