@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "dns": "healthcheck.probes.dns:DnsProbe",
     "grpc": "healthcheck.probes.grpc_health:GrpcProbe",
     "websocket": "healthcheck.probes.websocket:WebsocketProbe",
+    "udp": "healthcheck.probes.udp:UdpProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }
