@@ -9,7 +9,7 @@ import sys
 
 import yaml
 
-HEAVY = ("numpy", "onnxruntime", "apprise", "sqlite_utils")
+HEAVY = ("numpy", "onnxruntime", "apprise", "sqlite_utils", "grpc")
 
 # Runs `healthcheck ARGS` as `python -m healthcheck` does, then writes the heavy top-level
 # modules it ended up with to the file named by argv[1].
@@ -100,3 +100,11 @@ async def test_an_inference_config_loads_numpy_but_not_the_runtime(tmp_path) -> 
     config = write_config(tmp_path, [endpoint])
     done = await loaded(tmp_path, "check-config", "--config", config)
     assert done["code"] == 0 and "onnxruntime" not in done["heavy"]
+
+
+async def test_grpc_is_loaded_by_a_grpc_check_alone(tmp_path, closed_port) -> None:
+    config = write_config(
+        tmp_path, [{"name": "rpc", "kind": "grpc", "address": f"127.0.0.1:{closed_port}"}]
+    )
+    assert await loaded(tmp_path, "check-config", "--config", config) == {"code": 0, "heavy": []}
+    assert await loaded(tmp_path, "--once", "--config", config) == {"code": 2, "heavy": ["grpc"]}
