@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -293,3 +294,18 @@ async def test_the_daemon_counts_stores_and_serves_them(
     assert errors("ws-up", "websocket", "http_status") == 0
     assert TOKEN not in text
     assert log.other == []
+
+
+async def test_the_examples_in_regions_yaml_are_valid_uncommented(run_cli, tmp_path) -> None:
+    """regions.yaml shows each kind commented out (they need real hosts): uncommented, they
+    pass check-config as they are written."""
+    shipped = (Path(__file__).resolve().parents[2] / "regions.yaml").read_text()
+    example = re.compile(r"^      # (- \{name: (orders|feed|beacon)\b|   (service|send): )")
+    lines = [example.sub(r"      \1", line) for line in shipped.splitlines()]
+    (tmp_path / "regions.yaml").write_text("\n".join(lines))
+    (tmp_path / "internal-ca.pem").write_text("")  # its ca_file must exist
+
+    done = await run_cli("check-config", "--config", str(tmp_path / "regions.yaml"))
+
+    assert done.code == 0, done.stderr
+    assert "grpc 1" in done.stdout and "udp 1" in done.stdout and "websocket 1" in done.stdout
