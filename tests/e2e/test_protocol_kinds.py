@@ -163,7 +163,7 @@ async def test_once_checks_each_kind_against_its_server(run_cli, servers, tmp_pa
         "udp-closed": ("udp", "unhealthy", "connection_refused"),
     }
     assert results["grpc-pay"]["error_detail"] == "service 'shop.Pay' is NOT_SERVING"
-    assert results["grpc-tls"]["details"] == {"grpc_status": "SERVING"}
+    assert results["grpc-tls"]["details"]["grpc_status"] == "SERVING"
     assert results["ws-token"]["conditions"][0]["passed"] is False
     # the token went out (the server echoed it back into a failing condition's detail) ...
     assert "echo:" in results["ws-token"]["conditions"][0]["detail"]
