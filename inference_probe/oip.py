@@ -69,6 +69,7 @@ class InferenceSettings(ProbeSettings):
     headers: tuple[tuple[str, str | Secret], ...] = ()
     tls: TlsOptions = field(default_factory=TlsOptions)
     tolerance: Tolerance = field(default_factory=Tolerance)
+    protocol: str = "http"  # or "grpc": the protocol's gRPC binding (inference_probe.oip_grpc)
 
     @property
     def model_path(self) -> str:
@@ -307,6 +308,14 @@ def output_values(body: bytes, expected: ExpectedOutput) -> np.ndarray:
         shape = _shape(found.get("shape"))
     except ValueError:
         raise InvalidResponse(f"output {expected.name!r} has no valid 'shape'") from None
+    return checked_values(np.asarray(values, dtype=np.float64), shape, expected)
+
+
+def checked_values(
+    values: np.ndarray, shape: tuple[int, ...], expected: ExpectedOutput
+) -> np.ndarray:
+    """An output's values (float64, flattened) once its shape and count are what the expected
+    output says, whichever binding brought them; raise InvalidResponse."""
     if math.prod(shape) != len(values):
         raise InvalidResponse(
             f"output {expected.name!r} has shape {list(shape)} but {len(values)} values"
@@ -319,7 +328,7 @@ def output_values(body: bytes, expected: ExpectedOutput) -> np.ndarray:
         raise InvalidResponse(
             f"output {expected.name!r} has {len(values)} values, expected {len(expected.data)}"
         )
-    return np.asarray(values, dtype=np.float64)
+    return values
 
 
 def compare(actual: np.ndarray, expected: ExpectedOutput, tolerance: Tolerance) -> Comparison:

@@ -1,7 +1,8 @@
-"""Remote inference canary over the Open Inference Protocol (KServe v2, Triton HTTP).
+"""Remote inference canary over the Open Inference Protocol (KServe v2, Triton), over HTTP
+or (`protocol: grpc`) its gRPC binding (inference_probe.oip_grpc).
 
 One check asks the server and the model whether they are ready, sends one known request to
-`/infer` and compares the outputs with golden values within a tolerance.
+`/infer` (ModelInfer) and compares the outputs with golden values within a tolerance.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import importlib
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +28,7 @@ from healthcheck.probes.http_client import (
 )
 from healthcheck.probes.tls import TlsContexts
 from healthcheck.result import ErrorClass, ProbeResult
-from healthcheck.schema import Option, TlsOptions
+from healthcheck.schema import FieldError, Option, TlsOptions
 from healthcheck.secrets import reveal
 from healthcheck.targets import Endpoint
 from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
@@ -69,6 +71,9 @@ class InferenceProbe(Probe):
             list_of(read_expected, "output"), help="golden outputs: name, data, shape"
         ),
         "tolerance": Option(read_tolerance, Tolerance(), "atol and rtol, as numpy.allclose"),
+        "protocol": Option(
+            schema.choice("http", "grpc"), "http", "http, or grpc: the protocol's gRPC binding"
+        ),
     }
     placeholders = frozenset({"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED"})
     errors = (
@@ -78,6 +83,7 @@ class InferenceProbe(Probe):
         ErrorClass.INVALID_RESPONSE,
         ErrorClass.NOT_READY,
         ErrorClass.WRONG_OUTPUT,
+        ErrorClass.RPC_STATUS,
         ErrorClass.CONDITION_FAILED,
     )
     metrics = CANARY_METRICS
@@ -85,11 +91,23 @@ class InferenceProbe(Probe):
     down_alertname = CANARY_DOWN
     _session: aiohttp.ClientSession | None = None
 
+    @classmethod
+    def resolve(cls, settings: Any, base_dir: Path) -> Any:
+        oip = settings.narrow(InferenceSettings)
+        if oip.protocol == "grpc" and oip.url.startswith("https:") and not oip.tls.verify:
+            raise FieldError(
+                "tls.verify",
+                "over grpc the server's certificate is always verified (grpcio cannot skip "
+                "it); trust a private CA with tls.ca_file instead",
+            )
+        return settings
+
     async def start(self) -> None:
         # Comparing outputs needs numpy (~0.15 s to import): here, off the event loop, rather
         # than in the first check's answer; and never for a configuration without this kind.
         await asyncio.to_thread(importlib.import_module, "numpy")
         self._tls = TlsContexts()
+        self._roots: dict[str, bytes] = {}
         self._client()
 
     def _client(self) -> aiohttp.ClientSession:
@@ -122,6 +140,8 @@ class InferenceProbe(Probe):
         settings = target.settings.narrow(InferenceSettings)
         started = time.perf_counter()
         timestamp = self.clock()
+        if settings.protocol == "grpc":
+            return await self._attempt_grpc(target, settings, started, timestamp)
         tls = tls_context(self._tls, settings.tls)
         if isinstance(tls, str):
             return self.failed(target, ErrorClass.TLS, tls, started, timestamp)
@@ -147,18 +167,79 @@ class InferenceProbe(Probe):
             text = f"answer is over the {MAX_BODY}-byte cap"
             return self.failed(target, ErrorClass.BODY_TOO_LARGE, text, started, timestamp)
 
+        if not 200 <= status < 300:
+            text = f"HTTP {status} from POST {infer_path}{server_error(body)}"
+            details = _details(settings, infer_ms)
+            return self.failed(
+                target,
+                ErrorClass.HTTP_STATUS,
+                text,
+                started,
+                timestamp,
+                http_status=status,
+                details=details,
+            )
+        return self._judge_answer(
+            target,
+            settings,
+            lambda expected: output_values(body, expected),
+            body,
+            status,
+            (started, timestamp, infer_ms),
+        )
+
+    async def _attempt_grpc(
+        self, target: Endpoint, settings: InferenceSettings, started: float, timestamp: float
+    ) -> ProbeResult:
+        """The same check over the gRPC binding: ServerReady, ModelReady, ModelInfer."""
+        from inference_probe import oip_grpc  # grpcio only for a configuration that uses it
+
+        try:
+            roots = oip_grpc.root_certificates(settings.tls.ca_file, self._roots)
+        except OSError as exc:
+            text = f"cannot load ca_file {settings.tls.ca_file!r}: {exc.strerror or exc}"
+            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+        try:
+            async with oip_grpc.OipChannel(settings, roots) as channel:
+                problem = await channel.not_ready()
+                if problem:
+                    return self.failed(target, *problem, started, timestamp)
+                infer_started = time.perf_counter()
+                response = await channel.infer()
+                infer_ms = (time.perf_counter() - infer_started) * 1000
+                body = channel.as_json(response)
+        except oip_grpc.RpcFailure as exc:
+            return self.failed(target, exc.error, exc.text, started, timestamp)
+        return self._judge_answer(
+            target,
+            settings,
+            lambda expected: oip_grpc.output_values(response, expected),
+            body,
+            None,
+            (started, timestamp, infer_ms),
+        )
+
+    def _judge_answer(
+        self,
+        target: Endpoint,
+        settings: InferenceSettings,
+        values: Any,
+        body: bytes,
+        status: int | None,
+        times: tuple[float, float, float],
+    ) -> ProbeResult:
+        """Compare each expected output (`values(expected)` reads it from the answer) within
+        the tolerance, then judge the conditions."""
+        started, timestamp, infer_ms = times
+
         def failure(error: ErrorClass, text: str, *errors: float | None) -> ProbeResult:
             details = _details(settings, infer_ms, errors or None)
             return self.failed(
                 target, error, text, started, timestamp, http_status=status, details=details
             )
 
-        if not 200 <= status < 300:
-            return failure(
-                ErrorClass.HTTP_STATUS, f"HTTP {status} from POST {infer_path}{server_error(body)}"
-            )
         try:
-            actual = [output_values(body, expected) for expected in settings.expected]
+            actual = [values(expected) for expected in settings.expected]
         except InvalidResponse as exc:
             return failure(ErrorClass.INVALID_RESPONSE, str(exc))
         comparisons = [

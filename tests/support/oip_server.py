@@ -2,7 +2,8 @@
 
 It serves tiny ONNX models built here (Y = X @ W + B) and can be told to misbehave: a server
 or model that is not ready, a slow or failing /infer, an answer from the wrong weights, raw
-bytes instead of an answer, a bearer token to demand.
+bytes instead of an answer, a bearer token to demand. The same models and switches are served
+over the protocol's gRPC binding too, at `grpc_url`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import grpc
 import numpy as np
 import onnx
 import onnxruntime
 from aiohttp import web
 from onnx import TensorProto, helper
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+from inference_probe.oip_proto import grpc_predict_v2_pb2 as pb2
 
 # Y = X @ W + B for X = [1, 2, 3, 4] is [5.5, 5.0]: the canary's golden output.
 WEIGHTS = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]], dtype=np.float32)
@@ -123,9 +127,12 @@ class OipServer:
     infer_delay: float = 0.0  # seconds /infer waits before answering
     infer_error: str | None = None  # answer /infer with HTTP 500 {"error": infer_error}
     infer_body: bytes | None = None  # answer /infer with these bytes, status 200
+    raw_outputs: bool = True  # over gRPC: outputs as raw bytes (as Triton), else typed contents
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    grpc_url: str = ""  # http://127.0.0.1:port of the gRPC binding
     _runner: web.AppRunner | None = None
+    _grpc: grpc.aio.Server | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __aenter__(self) -> OipServer:
@@ -140,6 +147,10 @@ class OipServer:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
+        self._grpc = grpc.aio.server()
+        self._grpc.add_generic_rpc_handlers((self._grpc_service(),))
+        self.grpc_url = f"http://127.0.0.1:{self._grpc.add_insecure_port('127.0.0.1:0')}"
+        await self._grpc.start()
         return self
 
     async def __aexit__(
@@ -151,6 +162,90 @@ class OipServer:
         self._closing.set()  # a slow /infer still waiting gives up at once
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(None)
+
+    # -- the gRPC binding ----------------------------------------------------------------------
+    def _grpc_service(self) -> grpc.GenericRpcHandler:
+        calls = {
+            "ServerReady": (self._grpc_server_ready, pb2.ServerReadyRequest),
+            "ModelReady": (self._grpc_model_ready, pb2.ModelReadyRequest),
+            "ModelInfer": (self._grpc_infer, pb2.ModelInferRequest),
+        }
+        return grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService",
+            {
+                name: grpc.unary_unary_rpc_method_handler(
+                    self._grpc_call(name, handler),
+                    request_deserializer=request.FromString,
+                    response_serializer=lambda answer: answer.SerializeToString(),
+                )
+                for name, (handler, request) in calls.items()
+            },
+        )
+
+    def _grpc_call(self, name: str, handler: Any) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            authorization = dict(context.invocation_metadata() or ()).get("authorization")
+            self.seen.append(Seen("GRPC", name, authorization, request))
+            if self.token is not None and authorization != f"Bearer {self.token}":
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+            try:
+                return await handler(request)
+            except ProtocolError as exc:
+                code = {404: grpc.StatusCode.NOT_FOUND, 400: grpc.StatusCode.INVALID_ARGUMENT}
+                await context.abort(code.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+
+        return call
+
+    async def _grpc_server_ready(self, _request: Any) -> Any:
+        return pb2.ServerReadyResponse(ready=self.ready)
+
+    def _grpc_model(self, name: str, version: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ProtocolError(404, f"unknown model {name!r}")
+        if version and version not in model.versions:
+            raise ProtocolError(404, f"model {name!r} has no version {version!r}")
+        return model
+
+    async def _grpc_model_ready(self, request: Any) -> Any:
+        return pb2.ModelReadyResponse(ready=self._grpc_model(request.name, request.version).ready)
+
+    async def _grpc_infer(self, request: Any) -> Any:
+        model = self._grpc_model(request.model_name, request.model_version)
+        if self.infer_delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.infer_delay)
+        if self.infer_error is not None:
+            raise ProtocolError(500, self.infer_error)
+        if not model.ready:
+            raise ProtocolError(503, f"model {request.model_name!r} is not ready")
+        feeds = {}
+        for index, tensor in enumerate(request.inputs):
+            dtype = _DTYPES[tensor.datatype]
+            if request.raw_input_contents:
+                data = np.frombuffer(request.raw_input_contents[index], dtype=dtype)
+            else:
+                data = np.asarray(_typed(tensor.contents, tensor.datatype), dtype=dtype)
+            feeds[tensor.name] = data.reshape(tuple(tensor.shape))
+        wanted = [o.name for o in request.outputs] or [o.name for o in model.session.get_outputs()]
+        try:
+            results = await asyncio.to_thread(model.session.run, wanted, feeds)
+        except (InvalidArgument, Fail) as exc:
+            raise ProtocolError(400, str(exc)) from None
+        answer = pb2.ModelInferResponse(model_name=request.model_name, model_version="1")
+        for name, value in zip(wanted, results, strict=True):
+            datatype = _DATATYPES[value.dtype]
+            output = answer.outputs.add(name=name, datatype=datatype)
+            output.shape.extend(value.shape)
+            if self.raw_outputs:
+                answer.raw_output_contents.append(
+                    value.astype(value.dtype.newbyteorder("<")).tobytes()
+                )
+            else:
+                getattr(output.contents, _TYPED[datatype]).extend(value.ravel().tolist())
+        return answer
 
     def paths(self) -> list[str]:
         return [f"{seen.method} {seen.path}" for seen in self.seen]
@@ -242,3 +337,21 @@ def _feeds(body: Any, session: onnxruntime.InferenceSession) -> dict[str, np.nda
     if missing := expected - feeds.keys():
         raise ProtocolError(400, f"expected inference input {sorted(missing)[0]!r}")
     return feeds
+
+
+# Each datatype's field of InferTensorContents (the gRPC binding's typed data).
+_TYPED = {
+    "BOOL": "bool_contents",
+    **{f"INT{bits}": "int_contents" for bits in (8, 16, 32)},
+    "INT64": "int64_contents",
+    **{f"UINT{bits}": "uint_contents" for bits in (8, 16, 32)},
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _typed(contents: Any, datatype: str) -> list[Any]:
+    if datatype not in _TYPED:
+        raise ProtocolError(400, f"{datatype} has no typed contents; send raw bytes")
+    return list(getattr(contents, _TYPED[datatype]))
