@@ -309,3 +309,26 @@ async def test_the_examples_in_regions_yaml_are_valid_uncommented(run_cli, tmp_p
 
     assert done.code == 0, done.stderr
     assert "grpc 1" in done.stdout and "udp 1" in done.stdout and "websocket 1" in done.stdout
+
+
+async def test_once_runs_the_inference_canary_over_grpc(run_cli, tmp_path) -> None:
+    from oip_server import CANARY_INPUT, CANARY_OUTPUT, OipServer
+
+    async with OipServer() as server:
+        endpoint = {
+            "name": "triton",
+            "kind": "inference",
+            "protocol": "grpc",
+            "url": server.grpc_url,
+            "model_name": "canary",
+            "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": CANARY_INPUT}],
+            "expected": [{"name": "Y", "shape": [1, 2], "data": CANARY_OUTPUT}],
+        }
+        drifted = {**endpoint, "name": "drifted", "expected": [{"name": "Y", "data": [1, 1]}]}
+        config = write(tmp_path, [endpoint, drifted])
+        done = await run_cli("--once", "--format", "json", "--config", str(config))
+
+    assert done.code == 2, done.stderr
+    results = {r["endpoint"]: r for r in json.loads(done.stdout)["results"]}
+    assert (results["triton"]["ok"], results["triton"]["details"]["model"]) == (True, "canary")
+    assert results["drifted"]["error"] == "wrong_output"
