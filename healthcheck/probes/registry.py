@@ -24,6 +24,8 @@ KINDS: dict[str, str] = {
     "tcp": "healthcheck.probes.tcp:TcpProbe",
     "tls": "healthcheck.probes.tls:TlsProbe",
     "dns": "healthcheck.probes.dns:DnsProbe",
+    "icmp": "healthcheck.probes.icmp:IcmpProbe",
+    "starttls": "healthcheck.probes.starttls:StartTlsProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }
