@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from healthcheck import schema
+from healthcheck.probes import rdap
 from healthcheck.probes.base import NETWORK_ERRORS, Clock, Probe
+from healthcheck.probes.rdap import RdapOptions
 from healthcheck.probes.tls import TlsProbe
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
@@ -28,6 +30,7 @@ class StartTlsSettings(ProbeSettings):
     address: tuple[str, int]
     protocol: str
     tls: TlsOptions = field(default_factory=TlsOptions)
+    rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
 class _Dialogue:
@@ -141,6 +144,7 @@ class StartTlsProbe(Probe):
         "tls": schema.Option(
             schema.tls_options, TlsOptions(), help="verify, ca_file, server_name (SNI)"
         ),
+        "rdap": rdap.OPTION,
     }
     placeholders = TlsProbe.placeholders
     errors = (*NETWORK_ERRORS, ErrorClass.INVALID_RESPONSE, ErrorClass.CONDITION_FAILED)

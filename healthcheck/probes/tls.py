@@ -12,7 +12,9 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes import rdap
 from healthcheck.probes.base import Clock, Probe
+from healthcheck.probes.rdap import RdapOptions
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
 from healthcheck.targets import Endpoint, ProbeSettings
@@ -84,6 +86,7 @@ def peer_expiry(ssl_object: ssl.SSLObject) -> float | None:
 class TlsSettings(ProbeSettings):
     address: tuple[str, int]
     tls: TlsOptions = field(default_factory=TlsOptions)
+    rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
 class TlsProbe(Probe):
@@ -100,8 +103,11 @@ class TlsProbe(Probe):
         "tls": schema.Option(
             schema.tls_options, TlsOptions(), help="verify, ca_file, server_name (SNI)"
         ),
+        "rdap": rdap.OPTION,
     }
-    placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "CERTIFICATE_EXPIRATION", "IP"})
+    placeholders = frozenset(
+        {"CONNECTED", "RESPONSE_TIME", "CERTIFICATE_EXPIRATION", "IP", rdap.PLACEHOLDER}
+    )
 
     def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)
