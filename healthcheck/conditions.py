@@ -23,7 +23,9 @@ _FIELDS = {  # placeholder -> the ConditionContext field it reads
     "IP": "ip",
     "DNS_RCODE": "dns_rcode",
 }
-PLACEHOLDERS = tuple(_FIELDS)
+# The common ones: each kind's own placeholders are known only to its endpoints' conditions.
+# [DOMAIN_EXPIRATION] (several kinds, read over RDAP) comes in ConditionContext.values.
+PLACEHOLDERS = (*_FIELDS, "DOMAIN_EXPIRATION")
 # Placeholders whose value is in seconds: compared in ms with durations (48h), shown as one
 _SECONDS = frozenset({"CERTIFICATE_EXPIRATION", "DOMAIN_EXPIRATION"})
 FUNCTIONS = ("len", "has", "pat", "any")

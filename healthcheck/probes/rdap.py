@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from healthcheck import schema
+from healthcheck.secrets import Secret
 
 PLACEHOLDER = "DOMAIN_EXPIRATION"
 BOOTSTRAP = Path(__file__).with_name("data") / "rdap_dns.json"
@@ -50,7 +51,7 @@ _KEYS: dict[str, schema.Reader] = {
 
 def rdap_options(value: object) -> RdapOptions:
     """`rdap: https://rdap.example/` (the server) or `rdap: {server: ..., domain: ...}`."""
-    if isinstance(value, str):
+    if isinstance(value, str | Secret):
         return RdapOptions(server=schema.http_url(value))
     return RdapOptions(**schema.sub_mapping(value, _KEYS))
 
