@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import NETWORK_ERRORS, Clock, Probe, resolve_failure
+from healthcheck.probes.plugin import Gauges, KindMetrics, Reading
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint, ProbeSettings
 
@@ -37,6 +39,22 @@ class IcmpSettings(ProbeSettings):
     count: int = 3
 
 
+def packet_loss(result: ProbeResult) -> float | None:
+    """The last check's lost share of echo requests (0 to 1), for /metrics."""
+    loss = dict(result.details).get("packet_loss")
+    return loss / 100 if isinstance(loss, int | float) else None
+
+
+def loss_gauges(rows: list[Reading]) -> Iterator[Gauges]:
+    gauge = Gauges(
+        "healthcheck_icmp_packet_loss_ratio", "Share of the last check's echo requests lost"
+    )
+    for labels, _, value in rows:
+        if value is not None:
+            gauge.add(labels, value)
+    yield gauge
+
+
 class IcmpProbe(Probe):
     """Send `count` echo requests to `host`; latency is the mean round trip of the replies."""
 
@@ -48,6 +66,7 @@ class IcmpProbe(Probe):
     }
     placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "IP", "PACKET_LOSS"})
     errors = (*NETWORK_ERRORS, ErrorClass.CONDITION_FAILED)
+    metrics = KindMetrics(reading=packet_loss, gauges=loss_gauges)
 
     def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import ssl
@@ -22,9 +23,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from mail_servers import MailServer, mail_server, smtp_starttls
+from polling import until
+from prometheus_client.parser import text_string_to_metric_families
 from rdap_server import Registry, rdap_server
 from webhook import free_port
 
@@ -324,3 +328,69 @@ async def test_with_neither_socket_allowed_the_error_says_how_to_allow_one(share
         'ICMP not permitted: no unprivileged ICMP socket (net.ipv4.ping_group_range is "1 0", '
         "gid 65534 not in it) and no raw socket (needs root or CAP_NET_RAW)"
     )
+
+
+async def test_the_daemon_exports_and_serves_the_new_kinds(
+    start_daemon, follow_log, tmp_path, servers
+) -> None:
+    if not _may_ping():
+        pytest.skip("neither unprivileged ICMP nor raw sockets are allowed to this user")
+    config = write(
+        tmp_path / "regions.yaml",
+        [
+            {"name": "ping", "kind": "icmp", "host": "127.0.0.1", "count": 2},
+            {
+                "name": "pop3",
+                "kind": "starttls",
+                "protocol": "pop3",
+                "address": f"127.0.0.1:{servers['pop3']}",
+                "tls": {"ca_file": servers["ca_file"]},
+            },
+            {
+                "name": "domain",
+                "kind": "dns",
+                "hostname": "localhost",
+                "rdap": {"server": servers["rdap"].url, "domain": "example.com"},
+                "conditions": ["[DOMAIN_EXPIRATION] > 720h"],
+            },
+        ],
+        defaults={"interval": "1s", "timeout": "900ms", "retries": 0},
+        storage={"path": str(tmp_path / "hc.db")},
+        exporter={"listen": "127.0.0.1:0"},
+    )
+    process = await start_daemon(config)
+    log = follow_log(process)
+    try:
+        await until(lambda: log.events("listening"))
+        base = f"http://127.0.0.1:{log.port}"
+        async with aiohttp.ClientSession() as session:
+
+            async def statuses() -> dict[str, str]:
+                async with session.get(f"{base}/api/v1/status") as response:
+                    regions = (await response.json())["regions"]
+                return {e["endpoint"]: e["status"] for r in regions for e in r["endpoints"]}
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while set((seen := await statuses()).values()) != {"healthy"}:
+                assert asyncio.get_running_loop().time() < deadline, seen
+                await asyncio.sleep(0.1)
+            async with session.get(f"{base}/metrics") as response:
+                text = await response.text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 15)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+    def value(name: str, endpoint: str, kind: str, **labels: str) -> float:
+        key = {"region": "r", "endpoint": endpoint, "kind": kind, **labels}
+        return samples[name, tuple(sorted(key.items()))]
+
+    assert value("healthcheck_icmp_packet_loss_ratio", "ping", "icmp") == 0
+    assert value("healthcheck_checks_total", "pop3", "starttls", result="success") >= 1
+    assert value("healthcheck_check_errors_total", "pop3", "starttls", error="tls") == 0
+    assert value("healthcheck_checks_total", "domain", "dns", result="success") >= 1
+    assert servers["rdap"].asked == ["example.com"]  # kept, not asked every second
