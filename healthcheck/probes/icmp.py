@@ -26,8 +26,8 @@ from healthcheck.targets import Endpoint, ProbeSettings
 if TYPE_CHECKING:
     from icmplib import Host
 
-# Pause between two echo requests of one check, and the share of the attempt's timeout the
-# pings may use (the rest is for resolving the name and judging).
+# Pause between two echo requests of one check (less when many must fit in the timeout), and
+# the share of the attempt's timeout the pings may use (the rest: resolving, judging).
 GAP = 0.1
 SHARE = 0.9
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
@@ -82,11 +82,13 @@ class IcmpProbe(Probe):
         except socket.gaierror as exc:
             text = resolve_failure(settings.host, exc)
             return self.failed(target, ErrorClass.DNS, text, started, timestamp)
-        # Each request waits for its reply at most its share of the attempt's time.
-        budget = target.timeout * SHARE - GAP * (settings.count - 1)
-        wait = max(budget / settings.count, 0.01)
+        # The gaps take at most half the time; each request waits for its reply its share of
+        # the rest, so that a check with every reply lost still ends inside the timeout.
+        usable = target.timeout * SHARE
+        gap = min(GAP, usable / (2 * settings.count))
+        wait = (usable - gap * (settings.count - 1)) / settings.count
         try:
-            host = await self._ping(address, settings.count, wait)
+            host = await self._ping(address, settings.count, gap, wait)
         except PermissionError as exc:
             return self.failed(target, ErrorClass.PROBER, str(exc), started, timestamp)
         loss = round(host.packet_loss * 100, 1)
@@ -106,14 +108,14 @@ class IcmpProbe(Probe):
             target, context, started, timestamp, latency=host.avg_rtt / 1000, details=details
         )
 
-    async def _ping(self, address: str, count: int, wait: float) -> Host:
+    async def _ping(self, address: str, count: int, gap: float, wait: float) -> Host:
         from icmplib import SocketPermissionError, async_ping
 
         tries = (False, True) if self.privileged is None else (self.privileged,)
         for privileged in tries:
             try:
                 host = await async_ping(
-                    address, count=count, interval=GAP, timeout=wait, privileged=privileged
+                    address, count=count, interval=gap, timeout=wait, privileged=privileged
                 )
             except SocketPermissionError:
                 continue

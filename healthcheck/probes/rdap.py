@@ -63,13 +63,13 @@ OPTION = schema.Option(
 
 
 def host_of(settings: object) -> str | None:
-    """The name a check is about: a URL's host, a TLS server_name, an address's or a DNS
-    check's host name."""
+    """The name a check is about: a URL's host; else a TLS server_name, an address's host, or
+    a DNS check's host name."""
+    if url := getattr(settings, "url", None):
+        return urlsplit(str(url)).hostname
     tls = getattr(settings, "tls", None)
     if server_name := getattr(tls, "server_name", None):
         return str(server_name)
-    if url := getattr(settings, "url", None):
-        return urlsplit(str(url)).hostname
     address = getattr(settings, "address", None)
     if address:
         return str(address[0])
@@ -144,7 +144,8 @@ def _keep(key: tuple[str, str], done: asyncio.Future[float]) -> None:
 async def _ask(server: str, labels: list[str], exact: bool, timeout: float) -> float:
     import aiohttp  # only here: tls and dns checks import this module without needing it
 
-    shown = urlsplit(server).netloc
+    parts = urlsplit(server)  # named by host and port alone: never a user:password in it
+    shown = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
     names = (
         [".".join(labels)] if exact else [".".join(labels[-n:]) for n in range(2, len(labels) + 1)]
     )

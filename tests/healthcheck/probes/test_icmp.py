@@ -99,3 +99,11 @@ async def test_an_unknown_name_is_a_dns_error() -> None:
 
     assert result.error is ErrorClass.DNS
     assert result.error_text == "could not resolve no-such-host.invalid: no such host"
+
+
+async def test_many_requests_are_spaced_to_fit_in_the_timeout() -> None:
+    # 20 requests 0.1 s apart would need 1.9 s; the gaps shrink so that all fit in 1 s.
+    result = await IcmpProbe().run(icmp("127.0.0.1", count=20, timeout=1.0))
+
+    assert result.ok, result.error_text  # ended inside the timeout, with replies counted
+    assert dict(result.details)["sent"] == 20  # (a busy machine may be late with some)

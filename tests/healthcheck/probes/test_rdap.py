@@ -140,7 +140,7 @@ async def test_an_rdap_failure_fails_only_its_condition(registry, tls_port, ca_f
 
 
 async def test_an_unreachable_rdap_server_fails_only_its_condition(tls_port, ca_file, closed_port):
-    server = f"http://127.0.0.1:{closed_port}/"
+    server = f"http://probe:s3cret@127.0.0.1:{closed_port}/"
     target = tls_check(
         tls_port, ca_file, "www.shop.example.com", server, "[DOMAIN_EXPIRATION] > 720h"
     )
@@ -149,6 +149,7 @@ async def test_an_unreachable_rdap_server_fails_only_its_condition(tls_port, ca_
 
     assert result.error is ErrorClass.CONDITION_FAILED
     assert f"RDAP 127.0.0.1:{closed_port} could not be reached" in (result.error_text or "")
+    assert "s3cret" not in (result.error_text or "")  # the server is named by host and port
 
 
 async def test_an_answer_without_expiration_says_so(tls_port, ca_file):
