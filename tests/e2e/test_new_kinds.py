@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
 import ssl
 import sys
 import tempfile
@@ -237,7 +238,17 @@ async def test_config_errors_name_the_key(run_cli, tmp_path, endpoint, message) 
 
 # -- ICMP in a network namespace of its own ---------------------------------------------------
 
-NAMESPACES = os.geteuid() == 0 and all(map(shutil.which, ("unshare", "setpriv", "ip")))
+
+def _namespaces() -> bool:
+    """Whether this process may make network namespaces (root, and not in a container that
+    forbids it) and has the tools to set one up."""
+    if os.geteuid() != 0 or not all(map(shutil.which, ("unshare", "setpriv", "ip"))):
+        return False
+    made = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], check=False)
+    return made.returncode == 0
+
+
+NAMESPACES = _namespaces()
 
 
 async def _in_namespace(setup: str, config: Path, *, as_nobody: bool, env: dict[str, str]):
@@ -274,7 +285,9 @@ def shared_config():
     shutil.rmtree(folder)
 
 
-@pytest.mark.skipif(not NAMESPACES, reason="needs root, unshare, setpriv and ip")
+@pytest.mark.skipif(
+    not NAMESPACES, reason="needs root, network namespaces (unshare -n), setpriv and ip"
+)
 async def test_all_lost_is_a_timeout_with_full_loss_and_a_secret_host_stays_hidden(
     shared_config,
 ) -> None:
@@ -299,7 +312,9 @@ async def test_all_lost_is_a_timeout_with_full_loss_and_a_secret_host_stays_hidd
     assert hole["details"]["sent"] == 2 and hole["details"]["received"] == 0
 
 
-@pytest.mark.skipif(not NAMESPACES, reason="needs root, unshare, setpriv and ip")
+@pytest.mark.skipif(
+    not NAMESPACES, reason="needs root, network namespaces (unshare -n), setpriv and ip"
+)
 async def test_an_unprivileged_user_pings_where_the_group_range_allows(shared_config) -> None:
     config = write(
         shared_config / "regions.yaml",
@@ -313,7 +328,9 @@ async def test_an_unprivileged_user_pings_where_the_group_range_allows(shared_co
     assert rows["lo"]["ok"], rows["lo"]["error_detail"]
 
 
-@pytest.mark.skipif(not NAMESPACES, reason="needs root, unshare, setpriv and ip")
+@pytest.mark.skipif(
+    not NAMESPACES, reason="needs root, network namespaces (unshare -n), setpriv and ip"
+)
 async def test_with_neither_socket_allowed_the_error_says_how_to_allow_one(shared_config) -> None:
     config = write(
         shared_config / "regions.yaml", [{"name": "lo", "kind": "icmp", "host": "127.0.0.1"}]
