@@ -16,8 +16,8 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import ssl
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
