@@ -19,6 +19,7 @@ class MailServer:
 
     greeting: str | None = None  # None: the protocol's usual one
     offers_tls: bool = True
+    hang_up_first: int = 0  # connections closed before the greeting, as a server restarting
 
 
 async def _imap(
@@ -74,8 +75,14 @@ async def mail_server(
 ) -> AsyncIterator[int]:
     """An IMAP or POP3 server on 127.0.0.1 upgrading with `tls`; yields its port."""
     speak = PROTOCOLS[protocol]
+    hung_up = 0
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal hung_up
+        if hung_up < how.hang_up_first:
+            hung_up += 1
+            writer.close()
+            return
         # A client that hangs up (or fails the handshake) ends only its own session.
         with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
             await speak(reader, writer, tls, how)

@@ -154,6 +154,20 @@ async def test_a_wrong_server_name_fails_unless_verify_is_off(target, good_tls) 
     assert unverified.cert_expiry is not None  # read from the DER when not verified
 
 
+async def test_a_server_that_hangs_up_once_is_retried(endpoint, ca_file, good_tls) -> None:
+    async with mail_server(
+        "pop3", good_tls, MailServer(hang_up_first=2)
+    ) as port:  # once, then retried
+        settings = StartTlsSettings(("127.0.0.1", port), "pop3", TlsOptions(ca_file=ca_file))
+        once = await StartTlsProbe().run(endpoint("starttls", settings, timeout=10.0))
+        retried = await StartTlsProbe().run(endpoint("starttls", settings, timeout=10.0, retries=1))
+
+    assert once.error is ErrorClass.INVALID_RESPONSE
+    assert once.error_text == "POP3 server closed the connection, waiting for its greeting"
+    assert retried.ok, retried.error_text
+    assert retried.attempts == 2
+
+
 async def test_a_closed_port_is_refused(target, closed_port) -> None:
     result = await StartTlsProbe().run(target(closed_port, "smtp"))
 
