@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _common_options(sub, suppress=True, takes_config=name != "demo")
+        if name == "check-config":
+            sub.add_argument(
+                "config_file", nargs="?", default=None, help="configuration file (as -c FILE)"
+            )
         if name == "status":
             sub.add_argument("--db", default=None, help="database file (default: from config)")
         if name == "test-alert":
@@ -193,6 +197,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "demo":
         setup_logging(args.log_level, args.log_format)
         return asyncio.run(_demo(args))
+    if getattr(args, "config_file", None):
+        if args.config and args.config != args.config_file:
+            raise ConfigError(f"two configuration files: {args.config!r} and {args.config_file!r}")
+        args.config = args.config_file
     config = _load(args)
     if command == "check-config":
         return _check_config(config, args.format)
