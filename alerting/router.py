@@ -1,8 +1,8 @@
 """From alert events to notifications: routes by severity, inhibition, grouping.
 
-- A firing regional failure absorbs the endpoint-down alerts of its region: they are recorded,
-  listed in the regional alert, and not sent on their own.
-- A flapping endpoint's down/up flips are not sent; the flapping alert is, once.
+- An alert held behind a firing parent (alerting.holds: its region's failure, a dependency, its
+  own down alert, its flapping) is recorded, listed in the parent's notification, and not
+  sent on its own.
 - Events of one evaluation for one region go out as one message per channel, except to
   channels that track each alert on their own (PagerDuty, Alertmanager): one per alert.
 - A silenced alert is recorded but not sent; if it still fires when the silence ends, its next
@@ -26,10 +26,11 @@ from alerting.evaluator import (
     Change,
     Key,
 )
+from alerting.holds import describe
 from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, silenced
-from alerting.state import AlertState, Event, Phase, Severity
+from alerting.state import AlertState, Event, Severity
 from healthcheck.probes.registry import every_alert_rule, find_kind
 
 NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
@@ -62,22 +63,15 @@ class Routed:
     notified: dict[Key, bool]  # per alert: was its firing told to anyone
 
 
-def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
-    """Whether an endpoint alert is covered by a firing regional failure or flapping alert."""
-    if change.state.rule != ENDPOINT_DOWN:
-        return False
-    region = alerts.get((REGIONAL_FAILURE, change.region))
-    flapping = alerts.get((FLAPPING, change.state.target))
-    return any(a is not None and a.phase is Phase.FIRING for a in (region, flapping))
-
-
 def _line(change: Change, settings: AlertingSettings) -> str:
     state = change.state
     assert change.event is not None  # route() drops the changes without an event
     headline = f"{HEADLINES[change.event]} {state.severity.value}"
     runbook = runbook_url(state.rule, settings)
-    return f"{headline} {state.rule} {state.target}: {state.summary}" + (
-        f" (runbook: {runbook})" if runbook else ""
+    return (
+        f"{headline} {state.rule} {state.target}: {state.summary}"
+        + (f" (runbook: {runbook})" if runbook else "")
+        + (f"; {describe(change.held)}" if change.held else "")
     )
 
 
@@ -107,7 +101,7 @@ def route(
         if change.event is Event.RESOLVED:
             if not told.get(key, False):
                 continue  # nobody was told it fired
-        elif _absorbed(change, alerts) or silenced(
+        elif change.held_by is not None or silenced(
             silences, change.state.rule, change.endpoint, change.region, now
         ):
             told.setdefault(key, False)  # recorded in the history, not sent
@@ -186,6 +180,7 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
     resolved = change.event is Event.RESOLVED
     runbook = runbook_url(state.rule, settings)
     body = f"{state.summary}\nRunbook: {runbook}" if runbook else state.summary
+    body += f"\n{describe(change.held)}" if change.held else ""
     return Notification(
         channel=channel,
         dedup_key=state.key,
@@ -198,6 +193,7 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
         starts_at=state.since,
         ends_at=now if resolved else None,
         runbook_url=runbook,
+        held=list(change.held) or None,
     )
 
 
@@ -226,4 +222,5 @@ def _grouped(
         severity=(worst or Severity.INFO).value,
         event="grouped",
         starts_at=min(c.state.since for c in members),
+        held=[key for c in members for key in c.held] or None,
     )

@@ -7,8 +7,10 @@ rest judge from values handed in (the latest results of a region, a certificate'
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 
 from alerting.state import Severity, Verdict
 from healthcheck.result import ProbeResult
@@ -19,26 +21,51 @@ DAY = 86400.0
 
 @dataclass(slots=True)
 class Streak:
-    """Consecutive failures and successes of one endpoint, and whether it counts as down."""
+    """One endpoint's latest check outcomes (True: failed), newest last, and whether it
+    counts as down."""
 
-    failures: int = 0
-    successes: int = 0
+    recent: deque[bool] = field(default_factory=deque)
     down: bool = False
+
+    def failed_of_last(self, n: int) -> int:
+        return sum(islice(reversed(self.recent), n))
+
+    def passed_of_last(self, n: int) -> int:
+        return min(n, len(self.recent)) - self.failed_of_last(n)
+
+    def encode(self) -> str:
+        """The outcomes as text, oldest first (F failed, S passed): stored, so a restart
+        carries the window on."""
+        return "".join("F" if failed else "S" for failed in self.recent)
+
+    @classmethod
+    def decode(cls, text: str, down: bool) -> Streak:
+        return cls(deque(c == "F" for c in text), down)
 
 
 def endpoint_down(
-    streak: Streak, result: ProbeResult, failure_threshold: int = 3, success_threshold: int = 2
+    streak: Streak,
+    result: ProbeResult,
+    failure_threshold: int = 3,
+    success_threshold: int = 2,
+    failure_window: int | None = None,
+    success_window: int | None = None,
 ) -> Verdict:
-    """Down after N failed checks in a row; up again only after M successes in a row."""
+    """Down once `failure_threshold` of the last `failure_window` checks failed; up again only
+    once `success_threshold` of the last `success_window` passed. A window of None is its
+    threshold: that many in a row."""
+    recent = streak.recent
+    recent.append(not result.ok)
+    keep = max(failure_window or failure_threshold, success_window or success_threshold)
+    while len(recent) > keep:
+        recent.popleft()
     if result.ok:
-        streak.successes += 1
-        streak.failures = 0
-        if streak.down and streak.successes >= success_threshold:
+        window = success_window or success_threshold
+        if streak.down and streak.passed_of_last(window) >= success_threshold:
             streak.down = False
     else:
-        streak.failures += 1
-        streak.successes = 0
-        if streak.failures >= failure_threshold:
+        window = failure_window or failure_threshold
+        if streak.failed_of_last(window) >= failure_threshold:
             streak.down = True
     reason = result.error_text or (result.error.value if result.error else "failed")
     return Verdict(
