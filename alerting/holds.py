@@ -2,7 +2,13 @@
 
 An alert is *held* while one of its parents fires: it is still evaluated and recorded, listed
 in the parent's notification, and not sent on its own; should it still fire once no parent
-does, it goes out then. The parents, all one mechanism:
+does, it goes out then. An endpoint's down alert holds too while that endpoint's latest check
+failed, before it fires: a dependant whose own checks counted to its threshold a tick before
+its parent's is held until the parent fires (then listed in it) or passes a check (then it
+goes out on its own). A held down, error-rate or uptime alert counts the failures of the
+outage that held it: once its parent is over it goes out only if its own endpoint's latest check
+failed (still down, failing again), else it stays held until it resolves, unsent. The parents,
+all one mechanism:
 
 - an endpoint's down alert: its region's regional failure, each of its `depends_on` (another
   endpoint's down alert, or a bare region's regional failure), and its own flapping alert;
@@ -31,6 +37,9 @@ from alerting.state import AlertState, Event, Phase
 from healthcheck.targets import Endpoint
 
 TOLD = (Event.FIRED, Event.ESCALATED, Event.REMINDER)
+# Held alerts that count the failures of the outage that held them: once nothing holds them
+# they go out only if their endpoint fails again (its latest check failed) while they fire.
+COUNTS_FAILURES = frozenset({ENDPOINT_DOWN, ERROR_RATE, UPTIME})
 HELD_RULES = frozenset({ENDPOINT_DOWN, ERROR_RATE, UPTIME, HIGH_LATENCY})
 
 
@@ -52,16 +61,21 @@ def holder(
     key: Key,
     alerts: Mapping[Key, AlertState],
     endpoint_of: Callable[[str], Endpoint | None],
+    failing: Callable[[str], bool] = lambda target: False,
 ) -> Key | None:
-    """The firing alert at the top of the chain holding `key` back (the one people hear
-    of), or None when no parent of it fires."""
+    """The alert at the top of the chain holding `key` back (the one people hear of), or
+    None when no parent of it holds: fires, or (an endpoint's down alert) `failing(target)`,
+    its latest check failed."""
     seen = {key}
     top = None
     current = key
     while True:
         for parent in parents(current[0], current[1], endpoint_of(current[1])):
             state = alerts.get(parent)
-            if state is not None and state.phase is Phase.FIRING and parent not in seen:
+            if parent not in seen and (
+                (state is not None and state.phase is Phase.FIRING)
+                or (parent[0] == ENDPOINT_DOWN and failing(parent[1]))
+            ):
                 seen.add(parent)
                 top = current = parent
                 break
@@ -86,12 +100,23 @@ def hold(evaluator: Evaluator, changes: list[Change], now: float) -> list[Change
         endpoint_id = evaluator.endpoint_id(target)
         return evaluator.endpoints.get(endpoint_id) if endpoint_id is not None else None
 
+    def failing(target: str) -> bool:
+        endpoint = endpoint_of(target)
+        if endpoint is None or not endpoint.alerts.enabled:
+            return False  # a muted endpoint never fires: it holds nothing back
+        latest = evaluator.latest.get(endpoint.id)
+        return latest is not None and not latest.ok
+
     out: list[Change] = []
     seen: set[Key] = set()
     for change in changes:
         key = (change.state.rule, change.state.target)
         seen.add(key)
-        top = holder(key, alerts, endpoint_of) if change.state.phase is Phase.FIRING else None
+        top = (
+            holder(key, alerts, endpoint_of, failing)
+            if change.state.phase is Phase.FIRING
+            else None
+        )
         if top is None:
             held.pop(key, None)
         else:
@@ -100,11 +125,13 @@ def hold(evaluator: Evaluator, changes: list[Change], now: float) -> list[Change
         out.append(change)
     for key in [k for k in held if k not in seen]:
         state = alerts.get(key)
-        top = holder(key, alerts, endpoint_of) if state is not None else None
+        top = holder(key, alerts, endpoint_of, failing) if state is not None else None
         if state is None or state.phase is not Phase.FIRING:
             del held[key]
         elif top is not None:
             held[key] = top
+        elif key[0] in COUNTS_FAILURES and not failing(key[1]):
+            pass  # its endpoint's latest check passed: it counts the outage just over
         else:  # its parent stopped firing and it still does: people hear of it now
             del held[key]
             if evaluator.notified.get(key, False):
