@@ -18,7 +18,7 @@ from alerting.silences import Silence, Weekly, read_silence
 from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck import schema
 from healthcheck.config import parse_config
-from healthcheck.result import EndpointId
+from healthcheck.result import EndpointId, ErrorClass, ProbeResult, Status
 from healthcheck.secrets import Secret
 
 SETTINGS = AlertingSettings(
@@ -340,3 +340,80 @@ def test_runbook_base_links_each_notification_to_its_rules_runbook() -> None:
     assert "(runbook: https://wiki.example.com/runbooks/high_latency)" in grouped[0].body
     unset = run([down])
     assert all(n.runbook_url is None and "unbook" not in n.body for n in unset.notifications)
+
+
+def held_region():
+    """Region eu: api and web, down alerts after 3 failures; a 1 s regional failure."""
+    config = parse_config(
+        json.dumps(
+            {
+                "alerting": {"rules": {"failure_threshold": 3, "regional_failure_for": "1s"}},
+                "regions": {
+                    "eu": {
+                        "endpoints": [
+                            {"name": "api", "url": "http://x/"},
+                            {"name": "web", "url": "http://x/"},
+                        ]
+                    }
+                },
+            }
+        ),
+        "test",
+        {},
+    )
+    return Evaluator({e.id: e for e in config.endpoints()}, config.alerting)
+
+
+def tick(ev: Evaluator, now: float, **ok: bool) -> list[tuple[str, str, str, str | None]]:
+    """Feed one result per endpoint named, evaluate and hold; what changed (rule, target,
+    event, held_by), events only."""
+    for name, passed in ok.items():
+        error = None if passed else ErrorClass.TIMEOUT
+        ev.observe(ProbeResult("eu", name, "http", passed, 0.01, now, error), Status.HEALTHY)
+    return sorted(
+        (c.state.rule, c.state.target, c.event.value, c.held_by)
+        for c in hold(ev, ev.evaluate(now), now)
+        if c.event is not None
+    )
+
+
+def region_down(ev: Evaluator) -> list[tuple[str, str, str, str | None]]:
+    tick(ev, NOW, api=False, web=False)
+    assert tick(ev, NOW + 1, api=False, web=False) == [(REGIONAL_FAILURE, "eu", "fired", None)]
+    return tick(ev, NOW + 2, api=False, web=False)  # the endpoints' third failures
+
+
+def test_down_alerts_fired_under_a_regional_failure_are_held_and_listed() -> None:
+    ev = held_region()
+    assert region_down(ev) == [
+        (ENDPOINT_DOWN, "eu/api", "fired", "regional_failure:eu"),
+        (ENDPOINT_DOWN, "eu/web", "fired", "regional_failure:eu"),
+    ]
+    # Both back together: the region resolves, and neither endpoint is ever paged.
+    assert tick(ev, NOW + 3, api=True, web=True) == [(REGIONAL_FAILURE, "eu", "resolved", None)]
+    assert tick(ev, NOW + 4, api=True, web=True) == [
+        (ENDPOINT_DOWN, "eu/api", "resolved", None),
+        (ENDPOINT_DOWN, "eu/web", "resolved", None),
+    ]
+    assert ev.held == {}
+
+
+def test_a_held_down_alert_still_failing_is_paged_once_its_parent_resolves() -> None:
+    ev = held_region()
+    region_down(ev)
+    changes = [
+        Change(ev.alerts[key], Event.REMINDER, "eu")
+        for key in ((REGIONAL_FAILURE, "eu"), (ENDPOINT_DOWN, "eu/api"), (ENDPOINT_DOWN, "eu/web"))
+    ]
+    listed = hold(ev, changes, NOW + 2)
+    assert listed[0].held == ("endpoint_down:eu/api", "endpoint_down:eu/web")
+    assert [c.held_by for c in listed[1:]] == ["regional_failure:eu"] * 2
+    # web passes a check: the region is over; api's latest check failed: paged now, alone.
+    # web is recovering with it: held until it resolves, never paged.
+    assert tick(ev, NOW + 3, web=True) == [
+        (ENDPOINT_DOWN, "eu/api", "fired", None),
+        (REGIONAL_FAILURE, "eu", "resolved", None),
+    ]
+    assert ev.held == {(ENDPOINT_DOWN, "eu/web"): (REGIONAL_FAILURE, "eu")}
+    assert tick(ev, NOW + 4, web=True) == [(ENDPOINT_DOWN, "eu/web", "resolved", None)]
+    assert ev.held == {}
