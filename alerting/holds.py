@@ -123,12 +123,25 @@ def hold(evaluator: Evaluator, changes: list[Change], now: float) -> list[Change
             held[key] = top
             change = replace(change, held_by=_id(top))
         out.append(change)
+    still: dict[Key, bool] = {}  # per top this tick: does it still hold?
+
+    def holding(top: Key) -> bool:
+        if top not in still:
+            state = alerts.get(top)
+            still[top] = (state is not None and state.phase is Phase.FIRING) or (
+                top[0] == ENDPOINT_DOWN and failing(top[1])
+            )
+        return still[top]
+
     for key in [k for k in held if k not in seen]:
         state = alerts.get(key)
-        top = holder(key, alerts, endpoint_of, failing) if state is not None else None
         if state is None or state.phase is not Phase.FIRING:
             del held[key]
-        elif top is not None:
+            continue
+        if held[key] != key and holding(held[key]):
+            continue  # the common case, thousands at a time in a storm: one look per top
+        top = holder(key, alerts, endpoint_of, failing)
+        if top is not None:
             held[key] = top
         elif key[0] in COUNTS_FAILURES and not failing(key[1]):
             pass  # its endpoint's latest check passed: it counts the outage just over
@@ -140,11 +153,13 @@ def hold(evaluator: Evaluator, changes: list[Change], now: float) -> list[Change
             endpoint_id, kind = evaluator.endpoint_kind(key[1])
             region = evaluator.regions.get(key[1], "")
             out.append(Change(state, Event.FIRED, region, kind, endpoint_id))
-    if not held:
+    told = {(c.state.rule, c.state.target) for c in out if c.event in TOLD and c.held_by is None}
+    if not held or not told:
         return out
     behind: dict[Key, list[str]] = {}
     for key, top in held.items():
-        behind.setdefault(top, []).append(_id(key))
+        if top in told:
+            behind.setdefault(top, []).append(_id(key))
     return [
         replace(c, held=tuple(sorted(behind[(c.state.rule, c.state.target)])))
         if c.event in TOLD and c.held_by is None and (c.state.rule, c.state.target) in behind
