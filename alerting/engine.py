@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 from alerting.delivery import ChannelStats, Sender, build_channels, per_alert
 from alerting.evaluator import Evaluator
+from alerting.holds import hold
 from alerting.outbox import DatabaseFile, Outbox
 from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, stored
-from alerting.store import forget, load_states, save_changes
+from alerting.store import forget, load_states, load_windows, save_changes, save_windows
 from healthcheck.clock import LOOP, Clock, Timeline
 from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.targets import Endpoint
@@ -107,8 +108,10 @@ class AlertEngine:
 
     async def run(self) -> None:
         """Restore stored alert state, then evaluate every tick until cancelled."""
-        loaded = await self.sender.database(lambda outbox: load_states(outbox.db))
-        self.evaluator.restore(loaded)
+        loaded, windows = await self.sender.database(
+            lambda outbox: (load_states(outbox.db), load_windows(outbox.db))
+        )
+        self.evaluator.restore(loaded, windows)
         evaluator, settings = self.evaluator, self.settings
         # From now on (firing alerts restored after a restart too) Alertmanager channels post
         # them again every resend period.
@@ -133,7 +136,10 @@ class AlertEngine:
             self._unsaved.append(self._write_back(created, now))
         if self._self_check is not None:
             evaluator.self_check = self._self_check(now)
-        changes = evaluator.evaluate(now)
+        changes = hold(evaluator, evaluator.evaluate(now), now)
+        windows = evaluator.windows_to_store()
+        if windows:
+            self._unsaved.append(lambda outbox: save_windows(outbox.db, windows, now))
         if not changes:
             await self._save()
             return
@@ -159,6 +165,7 @@ class AlertEngine:
                 c.event,
                 evaluator.notified.get((c.state.rule, c.state.target), False),
                 c.region,
+                c.held_by,
             )
             for c in changes
             if (c.state.rule, c.state.target) in evaluator.alerts
@@ -198,8 +205,15 @@ class AlertEngine:
         stands now goes into the new file (the outbox carries its own undelivered rows over),
         so a restart neither forgets a firing alert nor pages it again."""
         evaluator = self.evaluator
+        evaluator.store_all_windows()
         alerts = [
-            (state, None, evaluator.notified.get(key, False), evaluator.regions.get(key[1], ""))
+            (
+                state,
+                None,
+                evaluator.notified.get(key, False),
+                evaluator.regions.get(key[1], ""),
+                f"{held[0]}:{held[1]}" if (held := evaluator.held.get(key)) else None,
+            )
             for key, state in evaluator.alerts.items()
         ]
 

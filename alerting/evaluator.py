@@ -71,9 +71,8 @@ class Change:
     labels: Labels = ()
     verdict: Verdict | None = None  # the judgement behind this step: its value and threshold
     latest: ProbeResult | None = None  # the endpoint's last check: its error, failed conditions
-    # Alerts of other targets held back because this one fires (alert dependencies): listed
-    # in this alert's notification. Empty until dependencies set it.
-    held_dependants: tuple[str, ...] = ()
+    held_by: str | None = None  # the firing alert (rule:target) that holds this one back
+    held: tuple[str, ...] = ()  # the alerts (rule:target) this one holds back
 
 
 @dataclass(slots=True)
@@ -98,6 +97,11 @@ class Evaluator:
         self.uptime = uptime
         self.alerts: dict[Key, AlertState] = {}
         self.notified: dict[Key, bool] = {}  # did people hear that it fired (not inhibited)?
+        # Firing alerts held back (alerting.holds), and the alert at the top that holds each.
+        self.held: dict[Key, Key] = {}
+        # Endpoints whose down window changed since it was last stored, and what was stored.
+        self._windows_changed: set[EndpointId] = set()
+        self._windows_stored: dict[EndpointId, str] = {}
         self.verdicts: dict[Key, tuple[Verdict, float]] = {}  # last verdict and its hold
         self._active: set[Key] = set()  # keys whose last verdict is active
         self.regions: dict[str, str] = {}  # target -> region
@@ -122,12 +126,27 @@ class Evaluator:
         for endpoint in self._endpoints.values():
             self._members.setdefault(endpoint.region, []).append(endpoint.id)
 
-    def restore(self, stored: Mapping[Key, tuple[AlertState, bool]]) -> None:
-        """Carry on after a restart: firing stays firing, and a down endpoint stays down
-        until it really recovers (no false resolve from an empty streak)."""
+    def restore(
+        self,
+        stored: Mapping[Key, tuple[AlertState, bool]],
+        windows: Mapping[str, tuple[str, bool]] | None = None,
+    ) -> None:
+        """Carry on after a restart: firing stays firing, each endpoint's down window goes on
+        where it was, and a down endpoint stays down until it really recovers (no false
+        resolve from an empty window). A firing alert nobody was told of is held until the
+        next evaluation sees whether something still holds it."""
+        for target, (outcomes, down) in (windows or {}).items():
+            window_of = _endpoint_of(target)
+            if window_of is not None:
+                self._recent.setdefault(window_of, _Recent()).streak = rules.Streak.decode(
+                    outcomes, down
+                )
+                self._windows_stored[window_of] = outcomes + ("!" if down else "")
         for key, (state, notified) in stored.items():
             self.alerts[key] = state
             self.notified[key] = notified
+            if state.phase is Phase.FIRING and not notified:
+                self.held[key] = key
             rule, target = key
             endpoint_id = _endpoint_of(target)
             self.regions[target] = endpoint_id.region if endpoint_id else target
@@ -250,7 +269,10 @@ class Evaluator:
             result,
             rule_settings.failure_threshold,
             rule_settings.success_threshold,
+            rule_settings.failure_window,
+            rule_settings.success_window,
         )
+        self._windows_changed.add(endpoint.id)
         judge(ENDPOINT_DOWN, target, region, down)
         for rule in self._rules_of(result.kind):
             finding = rule.judge(result, status is Status.DEGRADED)
@@ -326,6 +348,40 @@ class Evaluator:
                     rule_settings.uptime_min_checks,
                 )
                 judge(UPTIME, target, endpoint.region, verdict)
+
+    def windows_to_store(self) -> dict[str, tuple[str, bool] | None]:
+        """Per endpoint target, its down window as it changed since the last call (outcomes,
+        down), or None where nothing is worth keeping any more (all passed, up)."""
+        found: dict[str, tuple[str, bool] | None] = {}
+        for endpoint_id in self._windows_changed:
+            recent = self._recent.get(endpoint_id)
+            if recent is None:
+                continue
+            streak = recent.streak
+            worth = streak.down or any(streak.recent)
+            text = streak.encode() + ("!" if streak.down else "") if worth else ""
+            if text == self._windows_stored.get(endpoint_id, ""):
+                continue
+            found[str(endpoint_id)] = (streak.encode(), streak.down) if worth else None
+            if worth:
+                self._windows_stored[endpoint_id] = text
+            else:
+                self._windows_stored.pop(endpoint_id, None)
+        self._windows_changed.clear()
+        return found
+
+    def store_all_windows(self) -> None:
+        """The database file is new: the next windows_to_store() gives every window."""
+        self._windows_stored.clear()
+        self._windows_changed.update(self._recent)
+
+    def endpoint_id(self, target: str) -> EndpointId | None:
+        """The endpoint an alert target names; None for a region's or the daemon's."""
+        return self._ids.get(target) or _endpoint_of(target)
+
+    def change(self, state: AlertState, event: Event | None, region: str) -> Change:
+        """A change of this alert, with what is known of its target (see _change)."""
+        return self._change(state, event, region)
 
     def _step(
         self,

@@ -42,7 +42,7 @@ class AlertMessage:
     runbook: str | None = None
     labels: Labels = ()
     # Alerts held back because this one fires (alert dependencies): listed, never sent alone.
-    held_dependants: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # alerts (rule:target) held behind this one (alerting.holds)
 
     def title(self) -> str:
         """`[FIRING:critical] endpoint_down eu-west/api`, at most TITLE_LIMIT characters: a
@@ -80,14 +80,18 @@ class AlertMessage:
             lines.append(f"Runbook: {self.runbook}")
         if self.labels:
             lines.append("Labels: " + ", ".join(f"{k}={v}" for k, v in self.labels))
-        if self.held_dependants:
-            lines.append(
-                f"Held dependants ({len(self.held_dependants)}, not sent on their own): "
-                + ", ".join(self.held_dependants)
-            )
+        if self.held:
+            lines.append(describe(self.held))
         if self.vantage:
             lines.append(f"(seen from vantage {self.vantage})")
         return "\n".join(lines)
+
+
+def describe(held: list[str] | tuple[str, ...], shown: int = 10) -> str:
+    """The one line a notification gives the alerts held behind it."""
+    names = [key.replace(":", " ", 1) for key in held[:shown]]
+    more = f" and {len(held) - shown} more" if len(held) > shown else ""
+    return f"Also firing, held behind this alert: {len(held)} ({', '.join(names)}{more})"
 
 
 def endpoint_link(public_url: str | None, region: str, endpoint: str | None) -> str | None:

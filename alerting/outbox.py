@@ -51,6 +51,7 @@ class Notification:
     starts_at: float | None = None
     ends_at: float | None = None  # set when resolved
     runbook_url: str | None = None  # alerting.runbook_base/<rule>, when set
+    held: list[str] | None = None  # alerts (rule:target) held behind this one, not sent alone
 
 
 @dataclass(frozen=True, slots=True)

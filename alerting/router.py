@@ -1,9 +1,9 @@
 """From alert events to notifications: routes (by labels and facts, else by severity),
 inhibition, grouping.
 
-- A firing regional failure absorbs the endpoint-down alerts of its region: they are recorded,
-  listed in the regional alert, and not sent on their own.
-- A flapping endpoint's down/up flips are not sent; the flapping alert is, once.
+- An alert held behind a firing parent (alerting.holds: its region's failure, a dependency, its
+  own down alert, its flapping) is recorded, listed in the parent's notification, and not
+  sent on its own.
 - Events of one evaluation for one region go out as one message per channel, except to
   channels that track each alert on their own (PagerDuty, Alertmanager): one per alert.
 - A silenced alert is recorded but not sent; if it still fires when the silence ends, its next
@@ -31,7 +31,7 @@ from alerting.message import TITLE_LIMIT, AlertMessage, endpoint_link, shorten
 from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, silenced
-from alerting.state import AlertState, Event, Phase, Severity
+from alerting.state import AlertState, Event, Severity
 from healthcheck.probes.registry import every_alert_rule, find_kind
 
 NOTIFY_TYPES = {Severity.CRITICAL: "failure", Severity.WARNING: "warning", Severity.INFO: "info"}
@@ -62,15 +62,6 @@ HEADLINES = {
 class Routed:
     notifications: list[Notification]
     notified: dict[Key, bool]  # per alert: was its firing told to anyone
-
-
-def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
-    """Whether an endpoint alert is covered by a firing regional failure or flapping alert."""
-    if change.state.rule != ENDPOINT_DOWN:
-        return False
-    region = alerts.get((REGIONAL_FAILURE, change.region))
-    flapping = alerts.get((FLAPPING, change.state.target))
-    return any(a is not None and a.phase is Phase.FIRING for a in (region, flapping))
 
 
 def facts(change: Change) -> dict[str, str]:
@@ -114,7 +105,7 @@ def message(change: Change, settings: AlertingSettings, now: float) -> AlertMess
         link=endpoint_link(settings.public_url, change.region, endpoint) if change.region else None,
         runbook=runbook_url(state.rule, settings),
         labels=change.labels,
-        held_dependants=change.held_dependants,
+        held=change.held,
     )
 
 
@@ -144,7 +135,7 @@ def route(
         if change.event is Event.RESOLVED:
             if not told.get(key, False):
                 continue  # nobody was told it fired
-        elif _absorbed(change, alerts) or silenced(
+        elif change.held_by is not None or silenced(
             silences, change.state.rule, change.endpoint, change.region, now
         ):
             told.setdefault(key, False)  # recorded in the history, not sent
@@ -237,6 +228,7 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
         starts_at=state.since,
         ends_at=now if resolved else None,
         runbook_url=runbook,
+        held=list(change.held) or None,
     )
 
 
@@ -262,4 +254,5 @@ def _grouped(
         severity=(worst or Severity.INFO).value,
         event="grouped",
         starts_at=min(c.state.since for c in members),
+        held=[key for c in members for key in c.held] or None,
     )

@@ -7,8 +7,10 @@ rest judge from values handed in (the latest results of a region, a certificate'
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice, takewhile
 
 from alerting.state import Severity, Verdict
 from healthcheck.result import ProbeResult
@@ -19,33 +21,61 @@ DAY = 86400.0
 
 @dataclass(slots=True)
 class Streak:
-    """Consecutive failures and successes of one endpoint, and whether it counts as down."""
+    """One endpoint's latest check outcomes (True: failed), newest last, and whether it
+    counts as down."""
 
-    failures: int = 0
-    successes: int = 0
+    recent: deque[bool] = field(default_factory=deque)
     down: bool = False
+
+    def failed_of_last(self, n: int) -> int:
+        return sum(islice(reversed(self.recent), n))
+
+    def passed_of_last(self, n: int) -> int:
+        return min(n, len(self.recent)) - self.failed_of_last(n)
+
+    def encode(self) -> str:
+        """The outcomes as text, oldest first (F failed, S passed): stored, so a restart
+        carries the window on."""
+        return "".join("F" if failed else "S" for failed in self.recent)
+
+    @classmethod
+    def decode(cls, text: str, down: bool) -> Streak:
+        return cls(deque(c == "F" for c in text), down)
 
 
 def endpoint_down(
-    streak: Streak, result: ProbeResult, failure_threshold: int = 3, success_threshold: int = 2
+    streak: Streak,
+    result: ProbeResult,
+    failure_threshold: int = 3,
+    success_threshold: int = 2,
+    failure_window: int | None = None,
+    success_window: int | None = None,
 ) -> Verdict:
-    """Down after N failed checks in a row; up again only after M successes in a row."""
+    """Down once `failure_threshold` of the last `failure_window` checks failed; up again only
+    once `success_threshold` of the last `success_window` passed. A window of None is its
+    threshold: that many in a row."""
+    recent = streak.recent
+    recent.append(not result.ok)
+    keep = max(failure_window or failure_threshold, success_window or success_threshold)
+    while len(recent) > keep:
+        recent.popleft()
     if result.ok:
-        streak.successes += 1
-        streak.failures = 0
-        if streak.down and streak.successes >= success_threshold:
+        window = success_window or success_threshold
+        if streak.down and streak.passed_of_last(window) >= success_threshold:
             streak.down = False
     else:
-        streak.failures += 1
-        streak.successes = 0
-        if streak.failures >= failure_threshold:
+        window = failure_window or failure_threshold
+        if streak.failed_of_last(window) >= failure_threshold:
             streak.down = True
     reason = result.error_text or (result.error.value if result.error else "failed")
     if result.ok:
-        value = f"{streak.successes} good checks in a row"
+        window = success_window or success_threshold
+        value = _counted(streak, False, window, success_threshold, "good")
         threshold = f"{success_threshold} to clear"
     else:
-        value, threshold = f"{streak.failures} failed checks in a row", str(failure_threshold)
+        window = failure_window or failure_threshold
+        value = _counted(streak, True, window, failure_threshold, "failed")
+        threshold = str(failure_threshold)
     return Verdict(
         streak.down,
         Severity.CRITICAL,
@@ -224,3 +254,13 @@ def daemon_health(check: SelfCheck, lag_limit: float, storage_limit: float) -> V
         Severity.WARNING,
         "healthcheck itself: " + ("; ".join(problems) if problems else "healthy again"),
     )
+
+
+def _counted(streak: Streak, failed: bool, window: int, threshold: int, what: str) -> str:
+    """A streak's measure as a message shows it: "3 failed checks in a row" or, with a
+    window wider than its threshold, "3 failed of the last 5 checks"."""
+    if window == threshold:
+        in_a_row = len(list(takewhile(lambda outcome: outcome is failed, reversed(streak.recent))))
+        return f"{in_a_row} {what} checks in a row"
+    counted = streak.failed_of_last(window) if failed else streak.passed_of_last(window)
+    return f"{counted} {what} of the last {window} checks"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlite_utils
 
@@ -27,16 +27,44 @@ def load_states(db: sqlite_utils.Database) -> dict[tuple[str, str], tuple[AlertS
     return states
 
 
-def save_changes(
-    db: sqlite_utils.Database,
-    changes: Iterable[tuple[AlertState, Event | None, bool, str]],
-    now: float,
+def load_windows(db: sqlite_utils.Database) -> dict[str, tuple[str, bool]]:
+    """Each endpoint's stored down window: (outcomes, down) per target."""
+    rows = db.execute("SELECT target, outcomes, down FROM alert_window").fetchall()
+    return {target: (outcomes or "", bool(down)) for target, outcomes, down in rows}
+
+
+def save_windows(
+    db: sqlite_utils.Database, windows: Mapping[str, tuple[str, bool] | None], now: float
 ) -> None:
-    """Upsert each alert's state; record events in the history (one transaction)."""
+    """Store changed down windows; None forgets one (one transaction)."""
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        for state, event, notified, region in changes:
-            labels = json.dumps({"region": region, "notified": notified})
+        db.conn.executemany(
+            "INSERT INTO alert_window (target, outcomes, down, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (target) DO UPDATE SET outcomes = excluded.outcomes, "
+            "down = excluded.down, updated = excluded.updated",
+            [(t, w[0], int(w[1]), now) for t, w in windows.items() if w is not None],
+        )
+        db.conn.executemany(
+            "DELETE FROM alert_window WHERE target = ?",
+            [(t,) for t, w in windows.items() if w is None],
+        )
+
+
+def save_changes(
+    db: sqlite_utils.Database,
+    changes: Iterable[tuple[AlertState, Event | None, bool, str, str | None]],
+    now: float,
+) -> None:
+    """Upsert each alert's state; record events in the history (one transaction). Each:
+    (state, event, whether people were told it fired, region, the alert holding it back)."""
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        for state, event, notified, region, held_by in changes:
+            extra: dict[str, object] = {"region": region, "notified": notified}
+            if held_by is not None:
+                extra["suppressed_by"] = held_by
+            labels = json.dumps(extra)
             db.execute(
                 "INSERT INTO alert_state (rule, target, state, severity, since, last_change, "
                 "last_sent, summary, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

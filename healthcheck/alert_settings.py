@@ -92,6 +92,11 @@ class Routing:
 class RuleSettings:
     failure_threshold: int = 3
     success_threshold: int = 2
+    # Down when `failure_threshold` of the last `failure_window` checks failed, up again when
+    # `success_threshold` of the last `success_window` passed; None: the threshold itself, so
+    # the checks must come in a row.
+    failure_window: int | None = None
+    success_window: int | None = None
     regional_failure_for: float = 30.0
     tls_warning_days: float = 14.0
     tls_critical_days: float = 3.0
@@ -166,6 +171,8 @@ class AlertingSettings:
 OVERRIDABLE = (
     "failure_threshold",
     "success_threshold",
+    "failure_window",
+    "success_window",
     "tls_warning_days",
     "tls_critical_days",
     "uptime_warning",

@@ -150,6 +150,8 @@ def _match(value: Any) -> tuple[Matcher, ...]:
 _RULE_READERS: dict[str, schema.Reader] = {
     "failure_threshold": schema.integer(1, 1000),
     "success_threshold": schema.integer(1, 1000),
+    "failure_window": schema.integer(1, 1000),
+    "success_window": schema.integer(1, 1000),
     "regional_failure_for": schema.duration,
     "tls_warning_days": schema.integer(1, 365),
     "tls_critical_days": schema.integer(0, 365),
@@ -176,7 +178,26 @@ def read_overrides(value: Any) -> dict[str, Any]:
     """The `alerts:` mapping of a defaults block or an endpoint (merged down like latency)."""
     readers: dict[str, schema.Reader] = {"enabled": schema.boolean}
     readers.update({key: _RULE_READERS[key] for key in OVERRIDABLE})
-    return schema.sub_mapping(value, readers)
+    values = schema.sub_mapping(value, readers)
+    check_windows(values)
+    return values
+
+
+def check_windows(values: Mapping[str, Any], rules: RuleSettings | None = None) -> None:
+    """Refuse a failure or success window smaller than its threshold: of the keys written
+    together in `values`, or (given `rules`) of `values` over `rules`, as one endpoint gets."""
+
+    def get(key: str) -> Any:
+        return values.get(key, getattr(rules, key) if rules is not None else None)
+
+    for name in ("failure", "success"):
+        threshold, window = get(f"{name}_threshold"), get(f"{name}_window")
+        if threshold is not None and window is not None and window < threshold:
+            raise schema.FieldError(
+                f"{name}_window",
+                f"{window} is smaller than {name}_threshold ({threshold}): {threshold} of the "
+                f"last {window} checks can never happen; make the window at least {threshold}",
+            )
 
 
 def overrides(values: Mapping[str, Any]) -> AlertOverrides:
@@ -229,6 +250,10 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
                     f"(defined: {', '.join(channels) or 'none'})",
                 )
     rules = RuleSettings(**values.get("rules", {}))
+    try:
+        check_windows(values.get("rules", {}), RuleSettings())
+    except schema.FieldError as exc:
+        raise schema.FieldError(f"rules.{exc.key}", exc.message) from None
     if rules.tls_critical_days >= rules.tls_warning_days:
         raise schema.FieldError("rules.tls_critical_days", "must be below tls_warning_days")
     if rules.uptime_critical >= rules.uptime_warning:

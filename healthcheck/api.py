@@ -358,6 +358,8 @@ async def api_alerts(request: web.Request) -> web.Response:
         row["since"] = _iso(row["since"])
         row["last_change"] = _iso(row["last_change"])
         row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
+        # The firing alert (rule:target) this one is held behind, not sent on its own.
+        row["suppressed_by"] = row["labels"].pop("suppressed_by", None)
     return web.json_response({"alerts": rows})
 
 

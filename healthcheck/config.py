@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from healthcheck import safe_yaml, schema
-from healthcheck.alerting_section import overrides, read_alerting, read_overrides
+from healthcheck.alert_settings import RuleSettings
+from healthcheck.alerting_section import check_windows, overrides, read_alerting, read_overrides
 from healthcheck.conditions import (
     PLACEHOLDERS,
     Condition,
@@ -28,6 +29,7 @@ from healthcheck.errors import ConfigError
 from healthcheck.labels import frozen, read_labels
 from healthcheck.probes.base import Probe
 from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
+from healthcheck.result import EndpointId
 from healthcheck.schema import REQUIRED, FieldError, Option
 from healthcheck.secrets import Redactor, Secret
 from healthcheck.sections import SECTIONS
@@ -43,6 +45,9 @@ COMMON_OPTIONS: dict[str, Option] = {
     "conditions": Option(lambda v: v, ()),  # parsed per endpoint, with the kind's placeholders
     "alerts": Option(read_overrides, {}, "rule settings for this endpoint; enabled: false mutes"),
     "labels": Option(read_labels, {}, "labels for its alerts, routes and (some) metrics"),
+    "depends_on": Option(
+        lambda v: _dependencies(v), (), "region/endpoint or region names this endpoint needs"
+    ),
 }
 ENDPOINT_KEYS = {"name", "kind", "enabled"}
 # merged key by key down the levels
@@ -112,6 +117,9 @@ class _Builder:
         self.inherited: list[dict[str, Any]] = []
         self.read_once: dict[tuple[Any, int], Any] = {}
         self.kinds: dict[str, dict[str, Option]] = {}
+        self.rules = RuleSettings()  # alerting.rules, once read: endpoint overrides go over it
+        # Where each endpoint's depends_on was written, to name it in an error.
+        self.depends_at: dict[EndpointId, str] = {}
 
     def error(self, path: str, message: str) -> ConfigError:
         # A value that came from the environment may be echoed back: never show it.
@@ -181,6 +189,7 @@ class _Builder:
         alerting = self.read(read_alerting, data.get("alerting") or {}, "alerting")
         if exporter.public_url is not None:
             alerting = replace(alerting, public_url=exporter.public_url.rstrip("/"))
+        self.rules = alerting.rules
         defaults = self.mapping(data.get("defaults", {}), "defaults")
         self.check_defaults(defaults, "defaults")
         regions_raw = data.get("regions")
@@ -193,6 +202,7 @@ class _Builder:
             self.region(name, raw, defaults, _join("regions", name))
             for name, raw in regions_raw.items()
         )
+        self.check_dependencies(regions, regions_raw)
         return Config(
             source=self.source,
             regions=regions,
@@ -295,6 +305,17 @@ class _Builder:
                 f"timeout ({values['timeout']:g}s) is longer than the interval "
                 f"({values['interval']:g}s); checks of one endpoint must not overlap",
             )
+        if values["alerts"]:
+            try:
+                check_windows(values["alerts"], self.rules)
+            except FieldError as exc:
+                raise self.error(_join(path, f"alerts.{exc.key}"), exc.message) from None
+        depends_on = values["depends_on"]
+        if depends_on:
+            # `regions.eu.defaults.depends_on: [eu/db]` is everyone in eu but db itself.
+            if "depends_on" not in raw:
+                depends_on = tuple(d for d in depends_on if d != f"{region}/{name}")
+            self.depends_at[EndpointId(region, name)] = _join(path, "depends_on")
         settings = self.resolve_files(probe.settings(**{k: values[k] for k in probe.options}), path)
         try:
             settings = probe.resolve(settings, self.base_dir)
@@ -313,6 +334,7 @@ class _Builder:
             settings=settings,
             alerts=overrides(values["alerts"]) if values["alerts"] else _NO_OVERRIDES,
             labels=frozen(values["labels"]) if values["labels"] else (),
+            depends_on=depends_on,
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:
@@ -343,6 +365,44 @@ class _Builder:
         return tuple(parsed)
 
     # -- checks --------------------------------------------------------------------------------
+    def check_dependencies(self, regions: tuple[Region, ...], raw: dict[str, Any]) -> None:
+        """Every depends_on names an endpoint or a region of this file, and no chain of them
+        comes back to where it started."""
+        if not self.depends_at:
+            return
+        # Endpoints switched off (enabled: false) are known: they just never fire.
+        known = {
+            f"{name}/{_plain(item.get('name'))}"
+            for name, region in raw.items()
+            for item in region.get("endpoints", ())
+            if isinstance(item, dict)
+        }
+        edges: dict[str, tuple[str, ...]] = {}
+        for region in regions:
+            for endpoint in region.endpoints:
+                if not endpoint.depends_on:
+                    continue
+                path = self.depends_at[endpoint.id]
+                for index, name in enumerate(endpoint.depends_on):
+                    if name not in known and name not in raw:
+                        hint = difflib.get_close_matches(name, [*known, *raw], n=1)
+                        raise self.error(
+                            f"{path}[{index}]",
+                            f"{name!r} is neither a region nor a region/endpoint of this file"
+                            + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                        )
+                edges[str(endpoint.id)] = tuple(d for d in endpoint.depends_on if "/" in d)
+        done: set[str] = set()
+        for start in edges:
+            chain = _cycle(start, edges, done)
+            if chain:
+                where = self.depends_at[EndpointId.parse(chain[0])]
+                raise self.error(
+                    where,
+                    "dependency cycle: " + " -> ".join(chain) + " (each would hold the others' "
+                    "alerts, so none would ever page)",
+                )
+
     def check_defaults(self, defaults: dict[str, Any], path: str) -> None:
         """Defaults take any key some kind takes; each value is checked where it is written."""
         allowed = _default_keys(list(KINDS))
@@ -434,6 +494,50 @@ class _Builder:
 _MISSING: Any = object()
 _NO_OVERRIDES = overrides({})
 _PLAIN = (str, int, float, bool)
+
+
+def _dependencies(value: Any) -> tuple[str, ...]:
+    """A list of `region/endpoint` or bare `region` names."""
+    if not isinstance(value, list):
+        value = [value]
+    found = []
+    for index, item in enumerate(value):
+        name = _plain(item)
+        parts = name.split("/") if isinstance(name, str) else []
+        if not 1 <= len(parts) <= 2 or not all(_NAME.fullmatch(p) for p in parts):
+            raise FieldError(
+                f"[{index}]",
+                f"{name!r} is not region/endpoint or a region name (like eu-west/db or eu-west)",
+            )
+        if name not in found:
+            found.append(name)
+    return tuple(found)
+
+
+def _cycle(start: str, edges: dict[str, tuple[str, ...]], done: set[str]) -> list[str]:
+    """The first chain from `start` that comes back to an endpoint on it, as
+    [a, b, ..., a]; empty when none. `done`: endpoints already known to lead to no cycle."""
+    path: list[str] = []
+    on_path: set[str] = set()
+    stack: list[tuple[str, int]] = [(start, 0)]
+    while stack:
+        node, index = stack.pop()
+        if index == 0:
+            if node in on_path:
+                return [*path[path.index(node) :], node]
+            if node in done:
+                continue
+            path.append(node)
+            on_path.add(node)
+        targets = edges.get(node, ())
+        if index < len(targets):
+            stack.append((node, index + 1))
+            stack.append((targets[index], 0))
+        else:
+            path.pop()
+            on_path.discard(node)
+            done.add(node)
+    return []
 
 
 def _merge_levels(levels: list[dict[str, Any]], key: str) -> Any:

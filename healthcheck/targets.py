@@ -47,6 +47,10 @@ class Endpoint:
     settings: ProbeSettings  # the kind's own: narrow() to its type
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
     labels: Labels = ()  # the operator's (`labels:`), merged down; sorted by name
+    # What this endpoint needs to work: `region/endpoint` (that endpoint's down alert) or a
+    # bare `region` (that region's regional failure). While one fires, this endpoint's
+    # alerts are held behind it.
+    depends_on: tuple[str, ...] = ()
 
     @property
     def id(self) -> EndpointId:

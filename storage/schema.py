@@ -132,7 +132,15 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.table("silences").create_index(["ends"])
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
+def _v5(db: sqlite_utils.Database) -> None:
+    """Each endpoint's latest check outcomes for its down alert (alerts.failure_window), so
+    a restart goes on counting 3 of the last 5 where it was."""
+    db.table("alert_window").create(
+        {"target": str, "outcomes": str, "down": int, "updated": float}, pk="target"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -148,13 +148,13 @@ def test_held_dependants_are_listed_only_when_there_are_some() -> None:
     state = AlertState(ENDPOINT_DOWN, "eu/db", Phase.FIRING, Severity.CRITICAL, T0, T0, "x", T0)
     plain = Change(state, Event.FIRED, "eu", "tcp", EndpointId("eu", "db"))
     holding = Change(
-        state, Event.FIRED, "eu", "tcp", EndpointId("eu", "db"), held_dependants=("eu/api",)
+        state, Event.FIRED, "eu", "tcp", EndpointId("eu", "db"), held=("endpoint_down:eu/api",)
     )
     cfg = config()
     (alone,) = [n for n in sent(cfg, [plain]) if n.channel == "pagerduty"]
     (parent,) = [n for n in sent(cfg, [holding]) if n.channel == "pagerduty"]
-    assert "Held dependants" not in alone.body
-    assert "Held dependants (1, not sent on their own): eu/api" in parent.body
+    assert "held behind" not in alone.body
+    assert "Also firing, held behind this alert: 1 (endpoint_down eu/api)" in parent.body
 
 
 ROUTES = [

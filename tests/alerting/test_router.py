@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Change
+from alerting.evaluator import ENDPOINT_DOWN, FLAPPING, REGIONAL_FAILURE, Change, Evaluator
+from alerting.holds import hold
 from alerting.router import route
 from alerting.rules import error_rate, flapping, latency_p95, uptime_below
 from alerting.settings import AlertingSettings, ChannelSettings
 from alerting.silences import Silence, Weekly, read_silence
 from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck import schema
-from healthcheck.result import EndpointId
+from healthcheck.config import parse_config
+from healthcheck.result import EndpointId, ErrorClass, ProbeResult, Status
 from healthcheck.secrets import Secret
 
 SETTINGS = AlertingSettings(
@@ -38,6 +41,34 @@ def change(state: AlertState, event: Event, region: str = "eu") -> Change:
 def run(changes, alerts=None, notified=None, silences=()):
     alerts = alerts or {(c.state.rule, c.state.target): c.state for c in changes}
     return route(changes, alerts, notified or {}, SETTINGS, {"pagerduty"}, NOW, silences)
+
+
+def held(changes, endpoints, alerts=None):
+    """The changes as the engine routes them: passed through alerting.holds for an evaluator
+    that checks these endpoints (region/name)."""
+    config = parse_config(
+        json.dumps(
+            {
+                "regions": {
+                    region: {"endpoints": [{"name": n, "url": "http://x/"} for n in names]}
+                    for region, names in _by_region(endpoints).items()
+                }
+            }
+        ),
+        "test",
+        {},
+    )
+    ev = Evaluator({e.id: e for e in config.endpoints()}, SETTINGS)
+    ev.alerts.update(alerts or {(c.state.rule, c.state.target): c.state for c in changes})
+    return hold(ev, changes, NOW)
+
+
+def _by_region(endpoints):
+    found: dict[str, list[str]] = {}
+    for text in endpoints:
+        region, name = text.split("/")
+        found.setdefault(region, []).append(name)
+    return found
 
 
 def by_channel(routed) -> dict[str, list[str]]:
@@ -65,7 +96,7 @@ def test_a_regional_failure_absorbs_its_endpoint_alerts() -> None:
         change(api, Event.FIRED),
         change(other, Event.FIRED, "us"),
     ]
-    routed = run(changes)
+    routed = run(held(changes, ["eu/api", "us/api"]))
     titles = by_channel(routed)["pagerduty"]
     assert titles == [
         "[FIRING:critical] regional_failure eu",
@@ -83,10 +114,8 @@ def test_a_regional_failure_absorbs_its_endpoint_alerts() -> None:
 def test_flapping_absorbs_the_flips() -> None:
     flap = alert(FLAPPING, "eu/api", Severity.WARNING)
     down = alert(ENDPOINT_DOWN, "eu/api")
-    routed = run(
-        [change(down, Event.FIRED)],
-        alerts={(FLAPPING, "eu/api"): flap, (ENDPOINT_DOWN, "eu/api"): down},
-    )
+    alerts = {(FLAPPING, "eu/api"): flap, (ENDPOINT_DOWN, "eu/api"): down}
+    routed = run(held([change(down, Event.FIRED)], ["eu/api"], alerts), alerts=alerts)
     assert routed.notifications == []
 
 
@@ -311,3 +340,80 @@ def test_runbook_base_links_each_notification_to_its_rules_runbook() -> None:
     assert "Runbook: https://wiki.example.com/runbooks/high_latency" in grouped[0].body
     unset = run([down])
     assert all(n.runbook_url is None and "unbook" not in n.body for n in unset.notifications)
+
+
+def held_region():
+    """Region eu: api and web, down alerts after 3 failures; a 1 s regional failure."""
+    config = parse_config(
+        json.dumps(
+            {
+                "alerting": {"rules": {"failure_threshold": 3, "regional_failure_for": "1s"}},
+                "regions": {
+                    "eu": {
+                        "endpoints": [
+                            {"name": "api", "url": "http://x/"},
+                            {"name": "web", "url": "http://x/"},
+                        ]
+                    }
+                },
+            }
+        ),
+        "test",
+        {},
+    )
+    return Evaluator({e.id: e for e in config.endpoints()}, config.alerting)
+
+
+def tick(ev: Evaluator, now: float, **ok: bool) -> list[tuple[str, str, str, str | None]]:
+    """Feed one result per endpoint named, evaluate and hold; what changed (rule, target,
+    event, held_by), events only."""
+    for name, passed in ok.items():
+        error = None if passed else ErrorClass.TIMEOUT
+        ev.observe(ProbeResult("eu", name, "http", passed, 0.01, now, error), Status.HEALTHY)
+    return sorted(
+        (c.state.rule, c.state.target, c.event.value, c.held_by)
+        for c in hold(ev, ev.evaluate(now), now)
+        if c.event is not None
+    )
+
+
+def region_down(ev: Evaluator) -> list[tuple[str, str, str, str | None]]:
+    tick(ev, NOW, api=False, web=False)
+    assert tick(ev, NOW + 1, api=False, web=False) == [(REGIONAL_FAILURE, "eu", "fired", None)]
+    return tick(ev, NOW + 2, api=False, web=False)  # the endpoints' third failures
+
+
+def test_down_alerts_fired_under_a_regional_failure_are_held_and_listed() -> None:
+    ev = held_region()
+    assert region_down(ev) == [
+        (ENDPOINT_DOWN, "eu/api", "fired", "regional_failure:eu"),
+        (ENDPOINT_DOWN, "eu/web", "fired", "regional_failure:eu"),
+    ]
+    # Both back together: the region resolves, and neither endpoint is ever paged.
+    assert tick(ev, NOW + 3, api=True, web=True) == [(REGIONAL_FAILURE, "eu", "resolved", None)]
+    assert tick(ev, NOW + 4, api=True, web=True) == [
+        (ENDPOINT_DOWN, "eu/api", "resolved", None),
+        (ENDPOINT_DOWN, "eu/web", "resolved", None),
+    ]
+    assert ev.held == {}
+
+
+def test_a_held_down_alert_still_failing_is_paged_once_its_parent_resolves() -> None:
+    ev = held_region()
+    region_down(ev)
+    changes = [
+        Change(ev.alerts[key], Event.REMINDER, "eu")
+        for key in ((REGIONAL_FAILURE, "eu"), (ENDPOINT_DOWN, "eu/api"), (ENDPOINT_DOWN, "eu/web"))
+    ]
+    listed = hold(ev, changes, NOW + 2)
+    assert listed[0].held == ("endpoint_down:eu/api", "endpoint_down:eu/web")
+    assert [c.held_by for c in listed[1:]] == ["regional_failure:eu"] * 2
+    # web passes a check: the region is over; api's latest check failed: paged now, alone.
+    # web is recovering with it: held until it resolves, never paged.
+    assert tick(ev, NOW + 3, web=True) == [
+        (ENDPOINT_DOWN, "eu/api", "fired", None),
+        (REGIONAL_FAILURE, "eu", "resolved", None),
+    ]
+    assert ev.held == {(ENDPOINT_DOWN, "eu/web"): (REGIONAL_FAILURE, "eu")}
+    assert tick(ev, NOW + 4, web=True) == [(ENDPOINT_DOWN, "eu/web", "resolved", None)]
+    assert ev.held == {}

@@ -211,12 +211,15 @@ def test_an_older_file_is_migrated_forward_keeping_its_rows(store, db_path) -> N
         connection.execute("DROP INDEX idx_outbox_channel_sent_next_attempt")
         connection.execute("DROP INDEX idx_results_failures")
         connection.execute("DROP TABLE silences")
+        connection.execute("DROP TABLE alert_window")
         connection.execute("PRAGMA user_version = 1")
     db = connect(db_path)
     version = db.execute("PRAGMA user_version").fetchone()[0]
     indexes = {index.name for index in db["outbox"].indexes}
+    tables = set(db.table_names())
     db.conn.close()
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
+    assert "alert_window" in tables
     assert "idx_outbox_channel_dedup_key_id" in indexes
     assert "idx_results_failures" in {index.name for index in connect(db_path)["results"].indexes}
     assert count(db_path) == 1
