@@ -1,0 +1,533 @@
+"""The detail views of one endpoint and one region: their pages and the JSON behind them.
+
+    /endpoints/{region}/{name}                       the status page, opened on that endpoint
+    /regions/{region}                                the status page, opened on that region
+    /api/v1/endpoints/{region}/{name}                check config, last result, uptime vs SLA
+    /api/v1/endpoints/{region}/{name}/latency        p50/p95/p99 per bucket (?window=24h|7d|30d)
+    /api/v1/endpoints/{region}/{name}/events         status changes and alerts, newest first
+    /api/v1/regions/{region}[/latency|/events]       the same for a region
+
+Registered on the app `build_app` made, so the same auth and error handling apply. An unknown
+region or endpoint is a 404 that names neither; storage reads run in the server's read threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from healthcheck.api import STATE, ApiState, BadRequest, _iso, _only, _read
+from healthcheck.result import EndpointId, ProbeResult, Status
+from healthcheck.secrets import REDACTED, Redactor, Secret
+from healthcheck.status import latency_note, summarize_region
+from healthcheck.targets import Endpoint, Region
+from storage.detail import (
+    SERIES,
+    AlertEvent,
+    Change,
+    Point,
+    alert_events,
+    all_down_spans,
+    failed_checks,
+    latency_series,
+    latest_rows,
+    status_changes,
+)
+from storage.rollup import Tally
+from storage.uptime import WINDOWS, StorageReader
+
+EVENT_DAYS = 30  # alert history shown; status changes go as far back as raw rows are kept
+_USERINFO = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
+
+
+def add_detail_routes(app: web.Application) -> None:
+    app.router.add_get("/endpoints/{region}/{name}", endpoint_page)
+    app.router.add_get("/regions/{region}", region_page)
+    app.router.add_get("/api/v1/endpoints/{region}/{name}", api_endpoint)
+    app.router.add_get("/api/v1/endpoints/{region}/{name}/latency", api_endpoint_latency)
+    app.router.add_get("/api/v1/endpoints/{region}/{name}/events", api_endpoint_events)
+    app.router.add_get("/api/v1/regions/{region}", api_region)
+    app.router.add_get("/api/v1/regions/{region}/latency", api_region_latency)
+    app.router.add_get("/api/v1/regions/{region}/events", api_region_events)
+
+
+class _NotFound(web.HTTPClientError):
+    """404 naming nothing: an unknown region is not told apart from an unknown endpoint, and
+    (unlike an unknown path) no list of paths comes with it."""
+
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__(text='{"error": "not found"}', content_type="application/json")
+
+
+# -- pages ---------------------------------------------------------------------------------------
+_PAGES: dict[str, bytes] = {}
+
+
+def _page(base: str) -> bytes:
+    """The status page with a <base> that puts its relative API paths back at the root."""
+    if base not in _PAGES:
+        page = resources.files("healthcheck").joinpath("static/status.html").read_bytes()
+        _PAGES[base] = page.replace(b"<head>", f'<head>\n<base href="{base}">'.encode(), 1)
+    return _PAGES[base]
+
+
+async def endpoint_page(request: web.Request) -> web.Response:
+    _endpoint(request)
+    return web.Response(body=_page("../../"), content_type="text/html", charset="utf-8")
+
+
+async def region_page(request: web.Request) -> web.Response:
+    _region(request)
+    return web.Response(body=_page("../"), content_type="text/html", charset="utf-8")
+
+
+# -- lookups -------------------------------------------------------------------------------------
+def _region(request: web.Request) -> Region:
+    wanted = request.match_info["region"]
+    for region in request.app[STATE].config.regions:
+        if region.name == wanted:
+            return region
+    if request.path.startswith("/api/"):
+        raise _NotFound()
+    raise web.HTTPNotFound(text="not found")
+
+
+def _endpoint(request: web.Request) -> Endpoint:
+    region, name = request.match_info["region"], request.match_info["name"]
+    for endpoint in request.app[STATE].config.endpoints():
+        if endpoint.region == region and endpoint.name == name:
+            return endpoint
+    if request.path.startswith("/api/"):
+        raise _NotFound()
+    raise web.HTTPNotFound(text="not found")
+
+
+def _window(request: web.Request) -> str:
+    _only(request, "window")
+    window = request.query.get("window", "24h")
+    if window not in SERIES:
+        raise BadRequest(f"window must be one of {', '.join(SERIES)}, got {window!r}")
+    return window
+
+
+def _stored_ids(reader: StorageReader, ids: Sequence[EndpointId]) -> dict[EndpointId, int]:
+    rows = reader.db.execute("SELECT id, region, endpoint FROM targets").fetchall()
+    wanted = set(ids)
+    return {
+        EndpointId(region, name): row
+        for row, region, name in rows
+        if EndpointId(region, name) in wanted
+    }
+
+
+# -- shaping -------------------------------------------------------------------------------------
+def _shown(value: object, redact: Callable[[str], str]) -> object:
+    """A settings value as JSON people may read: secrets as ***, passwords in URLs too."""
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, str):
+        return _USERINFO.sub(rf"\1{REDACTED}@", redact(value))
+    if isinstance(value, enum.Enum):
+        return _shown(value.value, redact)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _shown(getattr(value, f.name), redact)
+            for f in dataclasses.fields(value)
+            if not f.name.startswith("_")
+        }
+    if isinstance(value, dict):
+        return {str(k): _shown(v, redact) for k, v in value.items()}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_shown(item, redact) for item in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def check_summary(endpoint: Endpoint, redact: Callable[[str], str]) -> dict[str, Any]:
+    return {
+        "kind": endpoint.kind,
+        "settings": _shown(endpoint.settings, redact),
+        "interval_s": endpoint.interval,
+        "timeout_s": endpoint.timeout,
+        "retries": endpoint.retries,
+        "thresholds": {
+            "warning_ms": _ms(endpoint.latency_warning),
+            "critical_ms": _ms(endpoint.latency_critical),
+        },
+        "conditions": [condition.text for condition in endpoint.conditions],
+    }
+
+
+def _result(
+    result: ProbeResult, status: Status, endpoint: Endpoint, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    phases = result.phases
+    text = result.error_text or latency_note(result, endpoint)
+    return {
+        "ts": _iso(result.timestamp),
+        "ok": result.ok,
+        "status": status.value,
+        "latency_ms": _ms(result.latency),
+        "http_status": result.http_status,
+        "error": result.error.value if result.error else None,
+        "error_detail": redact(text) if text else None,
+        "attempts": result.attempts,
+        "phases_ms": None
+        if phases is None
+        else {f.name: _ms(getattr(phases, f.name)) for f in dataclasses.fields(phases)},
+        "conditions": [
+            {
+                "condition": outcome.condition,
+                "passed": outcome.passed,
+                "detail": redact(outcome.detail) if outcome.detail else None,
+            }
+            for outcome in result.conditions
+        ],
+        "cert_expiry": _iso(result.cert_expiry),
+        "details": {key: _shown(value, redact) for key, value in result.details},
+        "degraded": redact(result.degraded) if result.degraded else None,
+        "source": "live",
+    }
+
+
+def _stored_result(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    """The newest stored check, when the daemon has not checked the endpoint since it started:
+    storage keeps no phases or condition outcomes."""
+    return {
+        "ts": _iso(row["ts"]),
+        "ok": bool(row["ok"]),
+        "status": row["status"],
+        "latency_ms": row["latency_ms"],
+        "http_status": row["http_status"],
+        "error": row["error"],
+        "error_detail": redact(row["error_text"]) if row["error_text"] else None,
+        "attempts": row["attempts"],
+        "phases_ms": None,
+        "conditions": [],
+        "cert_expiry": None,
+        "details": {},
+        "degraded": None,
+        "source": "stored",
+    }
+
+
+def _verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, Any]:
+    """Uptime per window against the SLA target, and the share of error budget left."""
+    found = {}
+    for window in WINDOWS:
+        tally = (windows or {}).get(window)
+        uptime = tally.ratio if tally is not None else None
+        budget = None if uptime is None or target >= 1 else 1 - (1 - uptime) / (1 - target)
+        found[window] = {
+            "uptime": uptime,
+            "checks": round(tally.checks) if tally is not None else 0,
+            "met": None if uptime is None else uptime >= target,
+            "error_budget_remaining": budget,
+        }
+    return found
+
+
+def _percentiles(windows: dict[str, Tally] | None) -> dict[str, Any]:
+    return {
+        window: {
+            f"p{round(q * 100)}_ms": None
+            if not windows or window not in windows
+            else windows[window].percentile(q)
+            for q in (0.5, 0.95, 0.99)
+        }
+        for window in WINDOWS
+    }
+
+
+def _point(point: Point) -> dict[str, Any]:
+    return {
+        "start": _iso(point.start),
+        "checks": point.checks,
+        "failures": point.failures,
+        "p50_ms": point.p50_ms,
+        "p95_ms": point.p95_ms,
+        "p99_ms": point.p99_ms,
+        "max_ms": point.max_ms,
+    }
+
+
+def _periods(
+    changes: Sequence[Change], now: float, redact: Callable[[str], str]
+) -> list[dict[str, Any]]:
+    """Each status an endpoint was in, from one change to the next (the last one lasts)."""
+    periods = []
+    for index, change in enumerate(changes):
+        end = changes[index + 1].ts if index + 1 < len(changes) else None
+        periods.append(
+            {
+                "type": "status",
+                "ts": _iso(change.ts),
+                "end": _iso(end),
+                "ongoing": end is None,
+                "duration_s": round((end if end is not None else now) - change.ts, 3),
+                "status": change.status,
+                "ok": change.ok,
+                "error": change.error,
+                "error_detail": redact(change.error_text) if change.error_text else None,
+                "http_status": change.http_status,
+            }
+        )
+    return periods
+
+
+def _alert(event: AlertEvent) -> dict[str, Any]:
+    return {
+        "type": "alert",
+        "ts": _iso(event.ts),
+        "rule": event.rule,
+        "target": event.target,
+        "event": event.event,
+        "state": event.state,
+        "severity": event.severity,
+        "summary": event.summary,
+        "delivered": any(d.sent is not None for d in event.deliveries)
+        if event.deliveries
+        else None,
+        "deliveries": [
+            {
+                "channel": d.channel,
+                "delivered": d.sent is not None,
+                "sent": _iso(d.sent),
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+            }
+            for d in event.deliveries
+        ],
+    }
+
+
+def _newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda item: item["ts"] or "", reverse=True)
+
+
+def _links(region: str, name: str | None = None) -> dict[str, str]:
+    path = f"{region}/{name}" if name is not None else region
+    kind = "endpoints" if name is not None else "regions"
+    return {"page": f"/{kind}/{path}", "api": f"/api/v1/{kind}/{path}"}
+
+
+# -- endpoint ------------------------------------------------------------------------------------
+async def api_endpoint(request: web.Request) -> web.Response:
+    _only(request)
+    endpoint = _endpoint(request)
+    state = request.app[STATE]
+    redact = Redactor(state.config.secrets)
+    now = state.uptime.clock()
+    snapshot = await state.uptime.get()
+    report = snapshot.report if snapshot else None
+    target_id = report.ids().get(endpoint.id) if report else None
+    windows = report.endpoints.get(target_id) if report and target_id is not None else None
+    latest = state.board.latest.get(endpoint.id)
+    last: dict[str, Any] | None
+    if latest is not None:
+        last = _result(latest[0], latest[1], endpoint, redact)
+    else:
+
+        def stored(reader: StorageReader) -> dict[str, Any] | None:
+            found = _stored_ids(reader, [endpoint.id]).get(endpoint.id)
+            return None if found is None else latest_rows(reader, found, now)
+
+        row = await _read(request, stored)
+        last = _stored_result(row, redact) if row else None
+    return web.json_response(
+        {
+            "region": endpoint.region,
+            "endpoint": endpoint.name,
+            "kind": endpoint.kind,
+            "status": last["status"] if last else "unknown",
+            "links": _links(endpoint.region, endpoint.name),
+            "check": check_summary(endpoint, redact),
+            "last_result": last,
+            "sla_target": state.config.sla_target,
+            "uptime": _verdicts(windows, state.config.sla_target),
+            "latency": _percentiles(windows),
+        }
+    )
+
+
+async def _latency(
+    request: web.Request, state: ApiState, ids: Sequence[EndpointId], window: str
+) -> dict[str, Any]:
+    now = state.uptime.clock()
+    width = SERIES[window][0]
+
+    def read(reader: StorageReader) -> tuple[list[Point], list[Any], bool]:
+        stored = list(_stored_ids(reader, ids).values())
+        points = latency_series(reader, stored, window, now)
+        failures, cut = failed_checks(reader, stored, points[0].start, now)
+        return points, failures, cut
+
+    points, failures, cut = await _read(request, read)
+    return {
+        "window": window,
+        "bucket_s": width,
+        "from": _iso(points[0].start),
+        "to": _iso(now),
+        "points": [_point(point) for point in points],
+        "failures": [
+            {
+                "ts": _iso(f.ts),
+                "latency_ms": f.latency_ms,
+                "error": f.error,
+                "error_detail": Redactor(state.config.secrets)(f.error_text)
+                if f.error_text
+                else None,
+            }
+            for f in failures
+        ],
+        "failures_truncated": cut,
+    }
+
+
+async def api_endpoint_latency(request: web.Request) -> web.Response:
+    endpoint = _endpoint(request)
+    window = _window(request)
+    state = request.app[STATE]
+    body = await _latency(request, state, [endpoint.id], window)
+    body["thresholds"] = check_summary(endpoint, str)["thresholds"]
+    return web.json_response({"region": endpoint.region, "endpoint": endpoint.name, **body})
+
+
+def _event_start(state: ApiState, now: float) -> float:
+    return now - min(state.config.storage.retention_raw, EVENT_DAYS * 86400.0)
+
+
+async def api_endpoint_events(request: web.Request) -> web.Response:
+    _only(request)
+    endpoint = _endpoint(request)
+    state = request.app[STATE]
+    redact = Redactor(state.config.secrets)
+    now = state.uptime.clock()
+    since = _event_start(state, now)
+
+    def read(reader: StorageReader) -> tuple[list[Change], list[AlertEvent]]:
+        stored = list(_stored_ids(reader, [endpoint.id]).values())
+        alerts = alert_events(reader, [str(endpoint.id)], now - EVENT_DAYS * 86400.0, now)
+        return status_changes(reader, stored, since, now), alerts
+
+    changes, alerts = await _read(request, read)
+    events = _periods(changes, now, redact) + [_alert(event) for event in alerts]
+    return web.json_response(
+        {
+            "region": endpoint.region,
+            "endpoint": endpoint.name,
+            "since": _iso(since),
+            "events": _newest_first(events),
+        }
+    )
+
+
+# -- region --------------------------------------------------------------------------------------
+async def api_region(request: web.Request) -> web.Response:
+    _only(request)
+    region = _region(request)
+    state = request.app[STATE]
+    snapshot = await state.uptime.get()
+    report = snapshot.report if snapshot else None
+    ids = report.ids() if report else {}
+    target = state.config.sla_target
+    rows, known = [], []
+    for endpoint in region.endpoints:
+        latest = state.board.latest.get(endpoint.id)
+        if latest is not None:
+            known.append((latest[0].ok, latest[1]))
+        target_id = ids.get(endpoint.id)
+        windows = report.endpoints.get(target_id) if report and target_id is not None else None
+        verdicts = _verdicts(windows, target)
+        rows.append(
+            {
+                "endpoint": endpoint.name,
+                "kind": endpoint.kind,
+                "status": latest[1].value if latest else "unknown",
+                "latency_ms": _ms(latest[0].latency) if latest else None,
+                "last_check": _iso(latest[0].timestamp) if latest else None,
+                "uptime": {window: verdicts[window]["uptime"] for window in WINDOWS},
+                "latency": _percentiles(windows),
+                "links": _links(region.name, endpoint.name),
+            }
+        )
+    summary = summarize_region(region.name, known) if known else None
+    windows = report.regions.get(region.name) if report else None
+    return web.json_response(
+        {
+            "region": region.name,
+            "status": summary.status.value if summary else "unknown",
+            "regional_failure": summary.regional_failure if summary else False,
+            "links": _links(region.name),
+            "sla_target": target,
+            "uptime": _verdicts(windows, target),
+            "latency": _percentiles(windows),
+            "endpoints": rows,
+        }
+    )
+
+
+async def api_region_latency(request: web.Request) -> web.Response:
+    region = _region(request)
+    window = _window(request)
+    state = request.app[STATE]
+    body = await _latency(request, state, [e.id for e in region.endpoints], window)
+    body["thresholds"] = {"warning_ms": None, "critical_ms": None}
+    return web.json_response({"region": region.name, **body})
+
+
+async def api_region_events(request: web.Request) -> web.Response:
+    """Regional failures (every endpoint failing at once, from the stored checks) and the
+    region's own alerts (the regional-failure rule's), newest first."""
+    _only(request)
+    region = _region(request)
+    state = request.app[STATE]
+    now = state.uptime.clock()
+    since = _event_start(state, now)
+    ids = [endpoint.id for endpoint in region.endpoints]
+
+    def read(reader: StorageReader) -> tuple[list[Change], list[AlertEvent], dict[int, str]]:
+        stored = _stored_ids(reader, ids)
+        names = {row: endpoint_id.name for endpoint_id, row in stored.items()}
+        alerts = alert_events(reader, [region.name], now - EVENT_DAYS * 86400.0, now)
+        return status_changes(reader, list(names), since, now), alerts, names
+
+    changes, alerts, names = await _read(request, read)
+    seen = sorted({change.target_id for change in changes})
+    events: list[dict[str, Any]] = []
+    for start, end in all_down_spans(changes, seen, now):
+        errors = sorted(
+            {
+                f"{names[c.target_id]}: {c.error}"
+                for c in changes
+                if not c.ok and c.error and start <= c.ts <= (end if end is not None else now)
+            }
+        )
+        events.append(
+            {
+                "type": "regional_failure",
+                "ts": _iso(start),
+                "end": _iso(end),
+                "ongoing": end is None,
+                "duration_s": round((end if end is not None else now) - start, 3),
+                "endpoints": [names[row] for row in seen],
+                "errors": errors,
+            }
+        )
+    events += [_alert(event) for event in alerts]
+    return web.json_response(
+        {"region": region.name, "since": _iso(since), "events": _newest_first(events)}
+    )
