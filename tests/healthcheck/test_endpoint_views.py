@@ -7,6 +7,8 @@ import asyncio
 import json
 import struct
 import time
+from datetime import UTC, datetime
+from importlib import resources
 
 import aiohttp
 import pytest
@@ -21,6 +23,7 @@ from healthcheck.front import HttpFront
 
 PROBE_TOKEN = "probe-secret-token-4711"
 API_TOKEN = "api-secret-token-0815"
+PAGE = resources.files("healthcheck").joinpath("static/status.html").read_bytes()
 ENDPOINTS = [("eu-west", "api"), ("eu-west", "web"), ("us-east", "api")]
 
 
@@ -371,3 +374,73 @@ async def test_dark_mode_follows_the_browser(start_daemon, chromium, tmp_path) -
         assert await tab.js(background) == "rgb(13, 17, 23)"
         label = await tab.js(f"{CHART}.getAttribute('aria-label')")
         assert "warning threshold 200 ms" in label and "critical threshold 1000 ms" in label
+
+
+async def test_ten_thousand_points_stay_readable(chromium, tmp_path) -> None:
+    """An API with 10,000 buckets and 10,000 failed checks: the page bins them to its width,
+    keeps the one spike, and draws no more marks than there are pixels."""
+    start = int(time.time() // 60 * 60) - 10_000 * 60
+    points = [
+        {
+            "start": datetime.fromtimestamp(start + i * 60, UTC).isoformat(),
+            "checks": 1,
+            "failures": 1,
+            "p50_ms": 10.0,
+            "p95_ms": 5000.0 if i == 4321 else 20.0,
+            "p99_ms": 5000.0 if i == 4321 else 30.0,
+            "max_ms": 30.0,
+        }
+        for i in range(10_000)
+    ]
+    failures = [
+        {"ts": p["start"], "latency_ms": 900.0, "error": "timeout", "error_detail": "x"}
+        for p in points
+    ]
+    series = {
+        "window": "24h",
+        "bucket_s": 60,
+        "points": points,
+        "failures": failures,
+        "thresholds": {"warning_ms": 200.0, "critical_ms": 1000.0},
+    }
+    info = {"region": "r", "endpoint": "e", "kind": "http", "status": "healthy", "check": {}}
+    answers = {"": info, "/latency": series, "/events": {"events": []}}
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(body=PAGE, content_type="text/html", charset="utf-8")
+
+    async def api(request: web.Request) -> web.Response:
+        return web.json_response(answers[request.match_info["rest"]])
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/api/v1/endpoints/r/e{rest:(|/latency|/events)}", api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/#/r/e"
+        async with chromium_tab(chromium, tmp_path / "profile") as tab:
+            await tab.size(1280, 1000)
+            await tab.open(base)
+            await tab.until(f"{CHART} && {CHART}.dataset.points === '10000'")
+            width = await tab.js(f"{CHART}.viewBox.baseVal.width")
+            drawn = int(await tab.js(f"{CHART}.dataset.drawn"))
+            assert 100 < drawn <= width / 2
+            vertices = await tab.js(
+                f"{CHART}.querySelector('path.p99').getAttribute('d').split(/[ML]/).length - 1"
+            )
+            assert vertices == drawn
+            assert await tab.js(f"{CHART}.querySelectorAll('circle').length") == 0
+            ticks = await tab.js(f"{CHART}.querySelectorAll('rect.fail.tick').length")
+            assert 0 < ticks <= width
+            counted = await tab.js(
+                f"[...{CHART}.querySelectorAll('rect.fail.tick')]"
+                ".reduce((n, r) => n + Number(r.dataset.count), 0)"
+            )
+            assert counted == 10_000
+            label = await tab.js(f"{CHART}.getAttribute('aria-label')")
+            assert "highest p99 5000 ms" in label and "10000 failed checks" in label
+            assert tab.console == []
+    finally:
+        await runner.cleanup()
