@@ -28,6 +28,7 @@ from healthcheck.secrets import REDACTED, Redactor, Secret
 from healthcheck.status import latency_note, summarize_region
 from healthcheck.targets import Endpoint, Region
 from storage.detail import (
+    MAX_EVENTS,
     SERIES,
     AlertEvent,
     Change,
@@ -376,6 +377,7 @@ async def _latency(
         return points, failures, cut
 
     points, failures, cut = await _read(request, read)
+    redact = Redactor(state.config.secrets)
     return {
         "window": window,
         "bucket_s": width,
@@ -387,9 +389,7 @@ async def _latency(
                 "ts": _iso(f.ts),
                 "latency_ms": f.latency_ms,
                 "error": f.error,
-                "error_detail": Redactor(state.config.secrets)(f.error_text)
-                if f.error_text
-                else None,
+                "error_detail": redact(f.error_text) if f.error_text else None,
             }
             for f in failures
         ],
@@ -421,7 +421,7 @@ async def api_endpoint_events(request: web.Request) -> web.Response:
     def read(reader: StorageReader) -> tuple[list[Change], list[AlertEvent]]:
         stored = list(_stored_ids(reader, [endpoint.id]).values())
         alerts = alert_events(reader, [str(endpoint.id)], now - EVENT_DAYS * 86400.0, now)
-        return status_changes(reader, stored, since, now), alerts
+        return status_changes(reader, stored, since, now, MAX_EVENTS), alerts
 
     changes, alerts = await _read(request, read)
     events = _periods(changes, now, redact) + [_alert(event) for event in alerts]

@@ -142,10 +142,14 @@ def failed_checks(
 
 
 def status_changes(
-    reader: StorageReader, target_ids: Sequence[int], start: float, now: float
+    reader: StorageReader,
+    target_ids: Sequence[int],
+    start: float,
+    now: float,
+    newest: int | None = None,
 ) -> list[Change]:
     """Per endpoint, its first stored check in [start, now] and every check whose status or
-    verdict differs from the one before; oldest first."""
+    verdict differs from the one before; oldest first (only the `newest` ones when given)."""
     if not target_ids:
         return []
     rows = reader.db.execute(
@@ -156,12 +160,12 @@ def status_changes(
         f"WHERE target_id IN ({_placeholders(len(target_ids))}) AND ts >= ? AND ts <= ? "
         "WINDOW w AS (PARTITION BY target_id ORDER BY ts)) "
         "WHERE was IS NULL OR was != status OR was_ok != ok "
-        "OR COALESCE(was_error, '') != COALESCE(error, '') ORDER BY ts",
-        [*target_ids, start, now],
-    )
+        "OR COALESCE(was_error, '') != COALESCE(error, '') ORDER BY ts DESC LIMIT ?",
+        [*target_ids, start, now, -1 if newest is None else newest],
+    ).fetchall()
     return [
         Change(target_id, ts, status, bool(ok), error, error_text, http_status)
-        for target_id, ts, status, ok, error, error_text, http_status in rows
+        for target_id, ts, status, ok, error, error_text, http_status in reversed(rows)
     ]
 
 
