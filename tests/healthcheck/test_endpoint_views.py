@@ -293,6 +293,15 @@ async def test_detail_opens_from_a_click_on_the_overview(start_daemon, chromium,
     base, _ = await start_daemon()
     async with chromium_tab(chromium, tmp_path / "profile") as tab:
         await tab.open(base + "/")
+        # keyboard: a history strip is one tab stop; arrows move between its days
+        strip = "document.querySelector('[data-endpoint=\"eu-west/api\"] .history')"
+        await tab.until(strip)
+        await tab.js(f"{strip}.querySelector('.bar[tabindex=\"0\"]').focus()")
+        today = await tab.js("document.activeElement.dataset.day")
+        await tab.key("ArrowLeft")
+        before = await tab.js("document.activeElement.getAttribute('aria-label')")
+        assert before.endswith(("no data", "checks)")) and today not in before
+        assert await tab.js(f"{strip}.querySelectorAll('.bar[tabindex=\"0\"]').length") == 1
         await tab.click('a[href="#/eu-west/api"]')
         await tab.until("location.hash === '#/eu-west/api'")
         await _assert_endpoint_view(tab)
@@ -303,6 +312,9 @@ async def test_detail_opens_from_a_click_on_the_overview(start_daemon, chromium,
             "document.querySelector('[aria-live=polite].chart-legend').innerText"
         )
         assert "p95" in readout and "checks" in readout
+        # the 30 s refresh redraws the view; the keyboard focus stays on the (new) chart
+        await tab.js(f"(window.old = {CHART}, refresh())")
+        await tab.until(f"{CHART} !== window.old && document.activeElement === {CHART}")
         # the window switch
         await tab.click('button[data-window="7d"]')
         await tab.until(f"{CHART} && {CHART}.dataset.points === '7'")
