@@ -44,7 +44,7 @@ SHOTS = (
     ("overview.png", "/", 1280, 1900, False),
     ("endpoint.png", "/endpoints/eu-west/api", 1280, 2100, False),
     ("region.png", "/regions/ap", 1280, 1500, False),
-    ("endpoint-phone-dark.png", "/endpoints/eu-west/api", 390, 3000, True),
+    ("endpoint-phone-dark.png", "/endpoints/eu-west/api", 390, 2300, True),
 )
 BASE_MS = {"http": 38.0, "tcp": 1.8, "dns": 0.9}
 
