@@ -13,19 +13,29 @@ region or endpoint is a 404 that names neither; storage reads run in the server'
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from healthcheck.api import STATE, ApiState, BadRequest, _iso, _only, _read
-from healthcheck.result import EndpointId, ProbeResult, Status
-from healthcheck.secrets import REDACTED, Redactor, Secret
-from healthcheck.status import latency_note, summarize_region
+from healthcheck.detail_json import (
+    alert_json,
+    check_summary,
+    links,
+    live_result,
+    ms,
+    newest_first,
+    percentiles,
+    point_json,
+    sla_verdicts,
+    status_periods,
+    stored_result,
+)
+from healthcheck.result import EndpointId
+from healthcheck.secrets import Redactor
+from healthcheck.status import summarize_region
 from healthcheck.targets import Endpoint, Region
 from storage.detail import (
     MAX_EVENTS,
@@ -40,11 +50,9 @@ from storage.detail import (
     latest_rows,
     status_changes,
 )
-from storage.rollup import Tally
 from storage.uptime import WINDOWS, StorageReader
 
 EVENT_DAYS = 30  # alert history shown; status changes go as far back as raw rows are kept
-_USERINFO = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 
 
 def add_detail_routes(app: web.Application) -> None:
@@ -129,202 +137,6 @@ def _stored_ids(reader: StorageReader, ids: Sequence[EndpointId]) -> dict[Endpoi
     }
 
 
-# -- shaping -------------------------------------------------------------------------------------
-def _shown(value: object, redact: Callable[[str], str]) -> object:
-    """A settings value as JSON people may read: secrets as ***, passwords in URLs too."""
-    if isinstance(value, Secret):
-        return REDACTED
-    if isinstance(value, str):
-        return _USERINFO.sub(rf"\1{REDACTED}@", redact(value))
-    if isinstance(value, enum.Enum):
-        return _shown(value.value, redact)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _shown(getattr(value, f.name), redact)
-            for f in dataclasses.fields(value)
-            if not f.name.startswith("_")
-        }
-    if isinstance(value, dict):
-        return {str(k): _shown(v, redact) for k, v in value.items()}
-    if isinstance(value, tuple | list | frozenset | set):
-        return [_shown(item, redact) for item in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return redact(str(value))
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def check_summary(endpoint: Endpoint, redact: Callable[[str], str]) -> dict[str, Any]:
-    return {
-        "kind": endpoint.kind,
-        "settings": _shown(endpoint.settings, redact),
-        "interval_s": endpoint.interval,
-        "timeout_s": endpoint.timeout,
-        "retries": endpoint.retries,
-        "thresholds": {
-            "warning_ms": _ms(endpoint.latency_warning),
-            "critical_ms": _ms(endpoint.latency_critical),
-        },
-        "conditions": [condition.text for condition in endpoint.conditions],
-    }
-
-
-def _result(
-    result: ProbeResult, status: Status, endpoint: Endpoint, redact: Callable[[str], str]
-) -> dict[str, Any]:
-    phases = result.phases
-    text = result.error_text or latency_note(result, endpoint)
-    return {
-        "ts": _iso(result.timestamp),
-        "ok": result.ok,
-        "status": status.value,
-        "latency_ms": _ms(result.latency),
-        "http_status": result.http_status,
-        "error": result.error.value if result.error else None,
-        "error_detail": redact(text) if text else None,
-        "attempts": result.attempts,
-        "phases_ms": None
-        if phases is None
-        else {f.name: _ms(getattr(phases, f.name)) for f in dataclasses.fields(phases)},
-        "conditions": [
-            {
-                "condition": outcome.condition,
-                "passed": outcome.passed,
-                "detail": redact(outcome.detail) if outcome.detail else None,
-            }
-            for outcome in result.conditions
-        ],
-        "cert_expiry": _iso(result.cert_expiry),
-        "details": {key: _shown(value, redact) for key, value in result.details},
-        "degraded": redact(result.degraded) if result.degraded else None,
-        "source": "live",
-    }
-
-
-def _stored_result(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    """The newest stored check, when the daemon has not checked the endpoint since it started:
-    storage keeps no phases or condition outcomes."""
-    return {
-        "ts": _iso(row["ts"]),
-        "ok": bool(row["ok"]),
-        "status": row["status"],
-        "latency_ms": row["latency_ms"],
-        "http_status": row["http_status"],
-        "error": row["error"],
-        "error_detail": redact(row["error_text"]) if row["error_text"] else None,
-        "attempts": row["attempts"],
-        "phases_ms": None,
-        "conditions": [],
-        "cert_expiry": None,
-        "details": {},
-        "degraded": None,
-        "source": "stored",
-    }
-
-
-def _verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, Any]:
-    """Uptime per window against the SLA target, and the share of error budget left."""
-    found = {}
-    for window in WINDOWS:
-        tally = (windows or {}).get(window)
-        uptime = tally.ratio if tally is not None else None
-        budget = None if uptime is None or target >= 1 else 1 - (1 - uptime) / (1 - target)
-        found[window] = {
-            "uptime": uptime,
-            "checks": round(tally.checks) if tally is not None else 0,
-            "met": None if uptime is None else uptime >= target,
-            "error_budget_remaining": budget,
-        }
-    return found
-
-
-def _percentiles(windows: dict[str, Tally] | None) -> dict[str, Any]:
-    return {
-        window: {
-            f"p{round(q * 100)}_ms": None
-            if not windows or window not in windows
-            else windows[window].percentile(q)
-            for q in (0.5, 0.95, 0.99)
-        }
-        for window in WINDOWS
-    }
-
-
-def _point(point: Point) -> dict[str, Any]:
-    return {
-        "start": _iso(point.start),
-        "checks": point.checks,
-        "failures": point.failures,
-        "p50_ms": point.p50_ms,
-        "p95_ms": point.p95_ms,
-        "p99_ms": point.p99_ms,
-        "max_ms": point.max_ms,
-    }
-
-
-def _periods(
-    changes: Sequence[Change], now: float, redact: Callable[[str], str]
-) -> list[dict[str, Any]]:
-    """Each status an endpoint was in, from one change to the next (the last one lasts)."""
-    periods = []
-    for index, change in enumerate(changes):
-        end = changes[index + 1].ts if index + 1 < len(changes) else None
-        periods.append(
-            {
-                "type": "status",
-                "ts": _iso(change.ts),
-                "end": _iso(end),
-                "ongoing": end is None,
-                "duration_s": round((end if end is not None else now) - change.ts, 3),
-                "status": change.status,
-                "ok": change.ok,
-                "error": change.error,
-                "error_detail": redact(change.error_text) if change.error_text else None,
-                "http_status": change.http_status,
-            }
-        )
-    return periods
-
-
-def _alert(event: AlertEvent) -> dict[str, Any]:
-    return {
-        "type": "alert",
-        "ts": _iso(event.ts),
-        "rule": event.rule,
-        "target": event.target,
-        "event": event.event,
-        "state": event.state,
-        "severity": event.severity,
-        "summary": event.summary,
-        "delivered": any(d.sent is not None for d in event.deliveries)
-        if event.deliveries
-        else None,
-        "deliveries": [
-            {
-                "channel": d.channel,
-                "delivered": d.sent is not None,
-                "sent": _iso(d.sent),
-                "attempts": d.attempts,
-                "last_error": d.last_error,
-            }
-            for d in event.deliveries
-        ],
-    }
-
-
-def _newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(items, key=lambda item: item["ts"] or "", reverse=True)
-
-
-def _links(region: str, name: str | None = None) -> dict[str, str]:
-    path = f"{region}/{name}" if name is not None else region
-    kind = "endpoints" if name is not None else "regions"
-    return {"page": f"/{kind}/{path}", "api": f"/api/v1/{kind}/{path}"}
-
-
 # -- endpoint ------------------------------------------------------------------------------------
 async def api_endpoint(request: web.Request) -> web.Response:
     _only(request)
@@ -339,7 +151,7 @@ async def api_endpoint(request: web.Request) -> web.Response:
     latest = state.board.latest.get(endpoint.id)
     last: dict[str, Any] | None
     if latest is not None:
-        last = _result(latest[0], latest[1], endpoint, redact)
+        last = live_result(latest[0], latest[1], endpoint, redact)
     else:
 
         def stored(reader: StorageReader) -> dict[str, Any] | None:
@@ -347,19 +159,19 @@ async def api_endpoint(request: web.Request) -> web.Response:
             return None if found is None else latest_rows(reader, found, now)
 
         row = await _read(request, stored)
-        last = _stored_result(row, redact) if row else None
+        last = stored_result(row, redact) if row else None
     return web.json_response(
         {
             "region": endpoint.region,
             "endpoint": endpoint.name,
             "kind": endpoint.kind,
             "status": last["status"] if last else "unknown",
-            "links": _links(endpoint.region, endpoint.name),
+            "links": links(endpoint.region, endpoint.name),
             "check": check_summary(endpoint, redact),
             "last_result": last,
             "sla_target": state.config.sla_target,
-            "uptime": _verdicts(windows, state.config.sla_target),
-            "latency": _percentiles(windows),
+            "uptime": sla_verdicts(windows, state.config.sla_target),
+            "latency": percentiles(windows),
         }
     )
 
@@ -383,7 +195,7 @@ async def _latency(
         "bucket_s": width,
         "from": _iso(points[0].start),
         "to": _iso(now),
-        "points": [_point(point) for point in points],
+        "points": [point_json(point) for point in points],
         "failures": [
             {
                 "ts": _iso(f.ts),
@@ -424,13 +236,13 @@ async def api_endpoint_events(request: web.Request) -> web.Response:
         return status_changes(reader, stored, since, now, MAX_EVENTS), alerts
 
     changes, alerts = await _read(request, read)
-    events = _periods(changes, now, redact) + [_alert(event) for event in alerts]
+    events = status_periods(changes, now, redact) + [alert_json(event) for event in alerts]
     return web.json_response(
         {
             "region": endpoint.region,
             "endpoint": endpoint.name,
             "since": _iso(since),
-            "events": _newest_first(events),
+            "events": newest_first(events),
         }
     )
 
@@ -451,17 +263,17 @@ async def api_region(request: web.Request) -> web.Response:
             known.append((latest[0].ok, latest[1]))
         target_id = ids.get(endpoint.id)
         windows = report.endpoints.get(target_id) if report and target_id is not None else None
-        verdicts = _verdicts(windows, target)
+        verdicts = sla_verdicts(windows, target)
         rows.append(
             {
                 "endpoint": endpoint.name,
                 "kind": endpoint.kind,
                 "status": latest[1].value if latest else "unknown",
-                "latency_ms": _ms(latest[0].latency) if latest else None,
+                "latency_ms": ms(latest[0].latency) if latest else None,
                 "last_check": _iso(latest[0].timestamp) if latest else None,
                 "uptime": {window: verdicts[window]["uptime"] for window in WINDOWS},
-                "latency": _percentiles(windows),
-                "links": _links(region.name, endpoint.name),
+                "latency": percentiles(windows),
+                "links": links(region.name, endpoint.name),
             }
         )
     summary = summarize_region(region.name, known) if known else None
@@ -471,10 +283,10 @@ async def api_region(request: web.Request) -> web.Response:
             "region": region.name,
             "status": summary.status.value if summary else "unknown",
             "regional_failure": summary.regional_failure if summary else False,
-            "links": _links(region.name),
+            "links": links(region.name),
             "sla_target": target,
-            "uptime": _verdicts(windows, target),
-            "latency": _percentiles(windows),
+            "uptime": sla_verdicts(windows, target),
+            "latency": percentiles(windows),
             "endpoints": rows,
         }
     )
@@ -527,7 +339,7 @@ async def api_region_events(request: web.Request) -> web.Response:
                 "errors": errors,
             }
         )
-    events += [_alert(event) for event in alerts]
+    events += [alert_json(event) for event in alerts]
     return web.json_response(
-        {"region": region.name, "since": _iso(since), "events": _newest_first(events)}
+        {"region": region.name, "since": _iso(since), "events": newest_first(events)}
     )
