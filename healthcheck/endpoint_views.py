@@ -43,9 +43,11 @@ from storage.detail import (
     AlertEvent,
     Change,
     Point,
+    Run,
     alert_events,
     all_down_spans,
     failed_checks,
+    failure_runs,
     latency_series,
     latest_rows,
     status_changes,
@@ -311,32 +313,31 @@ async def api_region_events(request: web.Request) -> web.Response:
     since = _event_start(state, now)
     ids = [endpoint.id for endpoint in region.endpoints]
 
-    def read(reader: StorageReader) -> tuple[list[Change], list[AlertEvent], dict[int, str]]:
+    def read(reader: StorageReader) -> tuple[list[Run], list[AlertEvent], dict[int, str]]:
         stored = _stored_ids(reader, ids)
         names = {row: endpoint_id.name for endpoint_id, row in stored.items()}
         alerts = alert_events(reader, [region.name], now - EVENT_DAYS * 86400.0, now)
-        return status_changes(reader, list(names), since, now), alerts, names
+        return failure_runs(reader, list(names), since, now), alerts, names
 
-    changes, alerts, names = await _read(request, read)
-    seen = sorted({change.target_id for change in changes})
+    runs, alerts, names = await _read(request, read)
     events: list[dict[str, Any]] = []
-    for start, end in all_down_spans(changes, seen, now):
-        errors = sorted(
-            {
-                f"{names[c.target_id]}: {c.error}"
-                for c in changes
-                if not c.ok and c.error and start <= c.ts <= (end if end is not None else now)
-            }
-        )
+    for start, end in all_down_spans(runs, len(names)):
+        until = end if end is not None else now
+        errors = {
+            f"{names[run.target_id]}: {error}"
+            for run in runs
+            if run.start < until and (run.end is None or run.end > start)
+            for error in run.errors
+        }
         events.append(
             {
                 "type": "regional_failure",
                 "ts": _iso(start),
                 "end": _iso(end),
                 "ongoing": end is None,
-                "duration_s": round((end if end is not None else now) - start, 3),
-                "endpoints": [names[row] for row in seen],
-                "errors": errors,
+                "duration_s": round(until - start, 3),
+                "endpoints": sorted(names.values()),
+                "errors": sorted(errors),
             }
         )
     events += [alert_json(event) for event in alerts]

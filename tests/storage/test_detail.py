@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from storage_timeline import DAY, HOUR, NOW, D, check
 
-from storage.detail import all_down_spans, failed_checks, latency_series, status_changes
+from storage.detail import (
+    Run,
+    all_down_spans,
+    failed_checks,
+    failure_runs,
+    latency_series,
+    status_changes,
+)
 from storage.uptime import StorageReader
 
 # NOW is 10:30 today (D). eu has api and web; web fails 08:00-08:20, api 08:10-08:30:
@@ -67,7 +74,7 @@ def test_failed_checks_are_capped_to_the_newest(reader, monkeypatch) -> None:
     assert cut and [f.ts for f in newest] == [f.ts for f in failures[-3:]]
 
 
-def test_status_changes_and_the_regional_failure_between_them(reader) -> None:
+def test_status_changes_of_an_endpoint(reader) -> None:
     ids = _ids(reader)
     api = status_changes(reader, [ids["api"]], D, NOW)
     assert [(c.ts - D, c.ok) for c in api] == [
@@ -78,8 +85,35 @@ def test_status_changes_and_the_regional_failure_between_them(reader) -> None:
     assert api[1].error == "timeout" and api[1].error_text == "no answer within 5s"
     newest = status_changes(reader, [ids["api"]], D, NOW, newest=2)
     assert newest == api[1:]
-    both = status_changes(reader, list(ids.values()), D, NOW)
-    spans = all_down_spans(both, list(ids.values()), NOW)
-    assert spans == [(D + 8 * HOUR + 600, D + 8 * HOUR + 1200)]
-    # still down at the end: the span is open
-    assert all_down_spans(both[:3], list(ids.values()), NOW) == [(D + 8 * HOUR + 600, None)]
+
+
+def test_runs_of_failures_and_the_regional_failure_where_they_overlap(reader) -> None:
+    ids = _ids(reader)
+    runs = failure_runs(reader, [ids["api"], ids["web"]], D, NOW)
+    found = {
+        (run.target_id, run.start - D, None if run.end is None else run.end - D) for run in runs
+    }
+    assert found == {
+        (ids["web"], 8 * HOUR, 8 * HOUR + 1200),
+        (ids["api"], 8 * HOUR + 600, 8 * HOUR + 1800),
+    }
+    assert {run.errors for run in runs} == {frozenset({"timeout"})}
+    assert all_down_spans(runs, 2) == [(D + 8 * HOUR + 600, D + 8 * HOUR + 1200)]
+    assert all_down_spans(runs, 3) == []  # a third endpoint that never failed
+    # as of 08:15 both are still failing (checks after "now" are not read): open runs, and
+    # the regional failure lasts
+    early = D + 8 * HOUR + 900
+    still = failure_runs(reader, [ids["api"], ids["web"]], D, early)
+    assert sorted((run.start - D, run.end) for run in still) == [
+        (8 * HOUR, None),
+        (8 * HOUR + 600, None),
+    ]
+    assert all_down_spans(still, 2) == [(D + 8 * HOUR + 600, None)]
+
+
+def test_a_recovery_and_a_failure_at_one_instant_are_no_regional_failure() -> None:
+    runs = [Run(1, 100.0, 200.0, frozenset()), Run(2, 200.0, 300.0, frozenset())]
+    assert all_down_spans(runs, 2) == []
+    assert all_down_spans(
+        [Run(1, 100.0, None, frozenset()), Run(2, 150.0, None, frozenset())], 2
+    ) == [(150.0, None)]
