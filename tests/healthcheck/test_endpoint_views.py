@@ -9,6 +9,7 @@ import struct
 import time
 from datetime import UTC, datetime
 from importlib import resources
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -386,6 +387,27 @@ async def test_dark_mode_follows_the_browser(start_daemon, chromium, tmp_path) -
         assert await tab.js(background) == "rgb(13, 17, 23)"
         label = await tab.js(f"{CHART}.getAttribute('aria-label')")
         assert "warning threshold 200 ms" in label and "critical threshold 1000 ms" in label
+
+
+async def test_times_are_the_viewers_with_utc_on_hover(start_daemon, chromium, tmp_path) -> None:
+    base, staged = await start_daemon()
+    async with chromium_tab(chromium, tmp_path / "profile") as tab:
+        # +13:45 (+12:45 in its winter): no hour of it reads like UTC's
+        await tab.send("Emulation.setTimezoneOverride", timezoneId="Pacific/Chatham")
+        await tab.open(base + "/endpoints/eu-west/api")
+        await tab.until("document.querySelector('.timeline time')")
+        times = await tab.js(
+            "[...document.querySelectorAll('.timeline li[data-type=status] time')]"
+            ".map(t => [t.dateTime, t.textContent, t.title])"
+        )
+        down = datetime.fromtimestamp(staged.outage_start, UTC)
+        iso = down.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        shown = {when: (text, title) for when, text, title in times}
+        assert iso in shown, times
+        text, title = shown[iso]
+        local = down.astimezone(ZoneInfo("Pacific/Chatham"))
+        assert f"{local.hour % 12 or 12}:{local.minute:02d}" in text
+        assert title == down.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def test_ten_thousand_points_stay_readable(chromium, tmp_path) -> None:
