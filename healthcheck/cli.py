@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--refresh", type=float, default=5.0, help="seconds between status tables"
             )
+            sub.add_argument(
+                "--db",
+                default=None,
+                help="keep the demo's database in this file (default: a scratch file, removed)",
+            )
     return parser
 
 
@@ -435,7 +440,7 @@ async def _demo(args: argparse.Namespace) -> int:
         from storage.writer import StorageWriter
 
         scratch = tempfile.TemporaryDirectory(prefix="healthcheck-demo-")
-        writer = StorageWriter(os.path.join(scratch.name, "demo.db"))
+        writer = StorageWriter(args.db or os.path.join(scratch.name, "demo.db"))
         daemon = Daemon(config, writer, front=HttpFront)
         printer = asyncio.create_task(_print_periodically(daemon, args.refresh, args.format))
         try:

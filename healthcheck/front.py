@@ -11,6 +11,7 @@ import time
 from healthcheck.api import ApiState, build_app
 from healthcheck.connections import ConnectionGuard
 from healthcheck.daemon import Daemon
+from healthcheck.endpoint_views import add_detail_routes
 from healthcheck.exporter import Metrics
 from healthcheck.result import ProbeResult, Status
 from healthcheck.server_threads import ServerThreads, ServingCounts
@@ -69,8 +70,10 @@ class HttpFront:
     async def start(self) -> tuple[str, int]:
         """Listen on the exporter's address; returns where."""
         config = self.configs.config
+        app = build_app(self.api)
+        add_detail_routes(app)
         self._server = await serve(
-            build_app(self.api),
+            app,
             config.exporter,
             self.connections,
             config.scheduler.max_concurrency,

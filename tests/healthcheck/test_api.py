@@ -331,6 +331,15 @@ async def test_a_secret_never_appears_in_any_page_api_or_metric(start_daemon, ta
         "/api/v1/alerts",
         "/api/v1/results?limit=1000",
         "/api/v1/nope",
+        "/endpoints/us/api",
+        "/api/v1/endpoints/us/api",
+        "/api/v1/endpoints/us/api/latency",
+        "/api/v1/endpoints/us/api/events",
+        "/api/v1/endpoints/eu/api",
+        "/api/v1/endpoints/eu/api/latency?window=30d",
+        "/api/v1/endpoints/eu/api/events",
+        "/api/v1/regions/eu",
+        "/api/v1/regions/eu/events",
     ]
     async with aiohttp.ClientSession(base) as session:
         for page in pages:
