@@ -186,7 +186,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def api_self(request: web.Request) -> web.Response:
     """The daemon's own health and cost: dispatches, missed runs, lag, RSS, fds, tasks."""
-    _only(request)
+    only(request)
     report = request.app[STATE].self_report
     if report is None:
         raise web.HTTPNotFound()
@@ -194,7 +194,7 @@ async def api_self(request: web.Request) -> web.Response:
 
 
 # -- JSON API ------------------------------------------------------------------------------------
-def _only(request: web.Request, *allowed: str) -> None:
+def only(request: web.Request, *allowed: str) -> None:
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
         accepted = ", ".join(allowed) or "none"
@@ -208,7 +208,7 @@ def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | 
     return value
 
 
-def _iso(ts: float | None) -> str | None:
+def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
@@ -224,7 +224,7 @@ def _ratios(windows: dict[str, Tally] | None) -> dict[str, float | None]:
 
 
 async def api_status(request: web.Request) -> web.Response:
-    _only(request)
+    only(request)
     state = request.app[STATE]
     snapshot = await state.uptime.get()
     history = await state.uptime.history()
@@ -251,7 +251,7 @@ async def api_status(request: web.Request) -> web.Response:
                     "kind": endpoint.kind,
                     "status": status.value if status else "unknown",
                     "latency_ms": round(result.latency * 1000, 2) if result else None,
-                    "last_check": _iso(result.timestamp) if result else None,
+                    "last_check": iso(result.timestamp) if result else None,
                     "error": result.error.value if result and result.error else None,
                     "error_detail": (result.error_text or latency_note(result, endpoint))
                     if result
@@ -286,7 +286,7 @@ async def api_status(request: web.Request) -> web.Response:
     overall = worst(statuses).value if statuses else "unknown"
     return web.json_response(
         {
-            "generated_at": _iso(state.uptime.clock()),
+            "generated_at": iso(state.uptime.clock()),
             "status": overall,
             "uptime": _ratios(report.overall if report else None),
             "regions": regions,
@@ -295,7 +295,7 @@ async def api_status(request: web.Request) -> web.Response:
 
 
 async def api_sla(request: web.Request) -> web.Response:
-    _only(request, "region", "window")
+    only(request, "region", "window")
     state = request.app[STATE]
     window = request.query.get("window", "30d")
     if window not in WINDOWS:
@@ -329,7 +329,7 @@ async def api_sla(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def _read(request: web.Request, query: Callable[[StorageReader], Any]) -> Any:
+async def read_stored(request: web.Request, query: Callable[[StorageReader], Any]) -> Any:
     """A storage read in the server's own threads; 503 when they are at their bound."""
     state, request_path = request.app[STATE], request.path
 
@@ -350,13 +350,13 @@ async def _read(request: web.Request, query: Callable[[StorageReader], Any]) -> 
 
 
 async def api_alerts(request: web.Request) -> web.Response:
-    _only(request, "state", "severity")
+    only(request, "state", "severity")
     wanted_state = _choice(request, "state", ALERT_STATES)
     severity = _choice(request, "severity", SEVERITIES)
-    rows = await _read(request, lambda reader: alert_rows(reader, wanted_state, severity))
+    rows = await read_stored(request, lambda reader: alert_rows(reader, wanted_state, severity))
     for row in rows:
-        row["since"] = _iso(row["since"])
-        row["last_change"] = _iso(row["last_change"])
+        row["since"] = iso(row["since"])
+        row["last_change"] = iso(row["last_change"])
         row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
         # The firing alert (rule:target) this one is held behind, not sent on its own.
         row["suppressed_by"] = row["labels"].pop("suppressed_by", None)
@@ -396,7 +396,7 @@ def _positive_int(request: web.Request, name: str, default: int | None, most: in
 
 
 async def api_results(request: web.Request) -> web.Response:
-    _only(request, "endpoint", "region", "since", "limit", "cursor")
+    only(request, "endpoint", "region", "since", "limit", "cursor")
     state = request.app[STATE]
     region = request.query.get("region")
     endpoint = request.query.get("endpoint")
@@ -414,14 +414,14 @@ async def api_results(request: web.Request) -> web.Response:
     since_ts = _since(since, state.uptime.clock()) if since is not None else None
     limit = _positive_int(request, "limit", 100, MAX_PAGE)
     cursor = _positive_int(request, "cursor", None, 2**62)
-    rows = await _read(
+    rows = await read_stored(
         request,
         lambda reader: result_page(
             reader, region=region, endpoint=endpoint, since=since_ts, before_id=cursor, limit=limit
         ),
     )
     for row in rows:
-        row["ts"] = _iso(row["ts"])
+        row["ts"] = iso(row["ts"])
         row["ok"] = bool(row["ok"])
     next_cursor = rows[-1]["id"] if len(rows) == limit else None
     return web.json_response({"results": rows, "next_cursor": next_cursor})

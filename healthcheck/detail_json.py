@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from healthcheck.api import _iso
+from healthcheck.api import iso
 from healthcheck.result import ProbeResult, Status
 from healthcheck.secrets import REDACTED, Secret
 from healthcheck.status import latency_note
@@ -70,7 +70,7 @@ def live_result(
     phases = result.phases
     text = result.error_text or latency_note(result, endpoint)
     return {
-        "ts": _iso(result.timestamp),
+        "ts": iso(result.timestamp),
         "ok": result.ok,
         "status": status.value,
         "latency_ms": ms(result.latency),
@@ -89,7 +89,7 @@ def live_result(
             }
             for outcome in result.conditions
         ],
-        "cert_expiry": _iso(result.cert_expiry),
+        "cert_expiry": iso(result.cert_expiry),
         "details": {key: shown(value, redact) for key, value in result.details},
         "degraded": redact(result.degraded) if result.degraded else None,
         "source": "live",
@@ -100,7 +100,7 @@ def stored_result(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str
     """The newest stored check, when the daemon has not checked the endpoint since it started:
     storage keeps no phases or condition outcomes."""
     return {
-        "ts": _iso(row["ts"]),
+        "ts": iso(row["ts"]),
         "ok": bool(row["ok"]),
         "status": row["status"],
         "latency_ms": row["latency_ms"],
@@ -147,7 +147,7 @@ def percentiles(windows: dict[str, Tally] | None) -> dict[str, Any]:
 
 def point_json(point: Point) -> dict[str, Any]:
     return {
-        "start": _iso(point.start),
+        "start": iso(point.start),
         "checks": point.checks,
         "failures": point.failures,
         "p50_ms": point.p50_ms,
@@ -167,8 +167,8 @@ def status_periods(
         periods.append(
             {
                 "type": "status",
-                "ts": _iso(change.ts),
-                "end": _iso(end),
+                "ts": iso(change.ts),
+                "end": iso(end),
                 "ongoing": end is None,
                 "duration_s": round((end if end is not None else now) - change.ts, 3),
                 "status": change.status,
@@ -184,7 +184,7 @@ def status_periods(
 def alert_json(event: AlertEvent) -> dict[str, Any]:
     return {
         "type": "alert",
-        "ts": _iso(event.ts),
+        "ts": iso(event.ts),
         "rule": event.rule,
         "target": event.target,
         "event": event.event,
@@ -198,7 +198,7 @@ def alert_json(event: AlertEvent) -> dict[str, Any]:
             {
                 "channel": d.channel,
                 "delivered": d.sent is not None,
-                "sent": _iso(d.sent),
+                "sent": iso(d.sent),
                 "attempts": d.attempts,
                 "last_error": d.last_error,
             }

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from healthcheck.api import STATE, ApiState, BadRequest, _iso, _only, _read
+from healthcheck.api import STATE, ApiState, BadRequest, iso, only, read_stored
 from healthcheck.detail_json import (
     alert_json,
     check_summary,
@@ -122,7 +122,7 @@ def _endpoint(request: web.Request) -> Endpoint:
 
 
 def _window(request: web.Request) -> str:
-    _only(request, "window")
+    only(request, "window")
     window = request.query.get("window", "24h")
     if window not in SERIES:
         raise BadRequest(f"window must be one of {', '.join(SERIES)}, got {window!r}")
@@ -141,7 +141,7 @@ def _stored_ids(reader: StorageReader, ids: Sequence[EndpointId]) -> dict[Endpoi
 
 # -- endpoint ------------------------------------------------------------------------------------
 async def api_endpoint(request: web.Request) -> web.Response:
-    _only(request)
+    only(request)
     endpoint = _endpoint(request)
     state = request.app[STATE]
     redact = Redactor(state.config.secrets)
@@ -160,7 +160,7 @@ async def api_endpoint(request: web.Request) -> web.Response:
             found = _stored_ids(reader, [endpoint.id]).get(endpoint.id)
             return None if found is None else latest_rows(reader, found, now)
 
-        row = await _read(request, stored)
+        row = await read_stored(request, stored)
         last = stored_result(row, redact) if row else None
     return web.json_response(
         {
@@ -190,17 +190,17 @@ async def _latency(
         failures, cut = failed_checks(reader, stored, points[0].start, now)
         return points, failures, cut
 
-    points, failures, cut = await _read(request, read)
+    points, failures, cut = await read_stored(request, read)
     redact = Redactor(state.config.secrets)
     return {
         "window": window,
         "bucket_s": width,
-        "from": _iso(points[0].start),
-        "to": _iso(now),
+        "from": iso(points[0].start),
+        "to": iso(now),
         "points": [point_json(point) for point in points],
         "failures": [
             {
-                "ts": _iso(f.ts),
+                "ts": iso(f.ts),
                 "latency_ms": f.latency_ms,
                 "error": f.error,
                 "error_detail": redact(f.error_text) if f.error_text else None,
@@ -225,7 +225,7 @@ def _event_start(state: ApiState, now: float) -> float:
 
 
 async def api_endpoint_events(request: web.Request) -> web.Response:
-    _only(request)
+    only(request)
     endpoint = _endpoint(request)
     state = request.app[STATE]
     redact = Redactor(state.config.secrets)
@@ -237,13 +237,13 @@ async def api_endpoint_events(request: web.Request) -> web.Response:
         alerts = alert_events(reader, [str(endpoint.id)], now - EVENT_DAYS * 86400.0, now)
         return status_changes(reader, stored, since, now, MAX_EVENTS), alerts
 
-    changes, alerts = await _read(request, read)
+    changes, alerts = await read_stored(request, read)
     events = status_periods(changes, now, redact) + [alert_json(event) for event in alerts]
     return web.json_response(
         {
             "region": endpoint.region,
             "endpoint": endpoint.name,
-            "since": _iso(since),
+            "since": iso(since),
             "events": newest_first(events),
         }
     )
@@ -251,7 +251,7 @@ async def api_endpoint_events(request: web.Request) -> web.Response:
 
 # -- region --------------------------------------------------------------------------------------
 async def api_region(request: web.Request) -> web.Response:
-    _only(request)
+    only(request)
     region = _region(request)
     state = request.app[STATE]
     snapshot = await state.uptime.get()
@@ -272,7 +272,7 @@ async def api_region(request: web.Request) -> web.Response:
                 "kind": endpoint.kind,
                 "status": latest[1].value if latest else "unknown",
                 "latency_ms": ms(latest[0].latency) if latest else None,
-                "last_check": _iso(latest[0].timestamp) if latest else None,
+                "last_check": iso(latest[0].timestamp) if latest else None,
                 "uptime": {window: verdicts[window]["uptime"] for window in WINDOWS},
                 "latency": percentiles(windows),
                 "links": links(region.name, endpoint.name),
@@ -306,7 +306,7 @@ async def api_region_latency(request: web.Request) -> web.Response:
 async def api_region_events(request: web.Request) -> web.Response:
     """Regional failures (every endpoint failing at once, from the stored checks) and the
     region's own alerts (the regional-failure rule's), newest first."""
-    _only(request)
+    only(request)
     region = _region(request)
     state = request.app[STATE]
     now = state.uptime.clock()
@@ -319,7 +319,7 @@ async def api_region_events(request: web.Request) -> web.Response:
         alerts = alert_events(reader, [region.name], now - EVENT_DAYS * 86400.0, now)
         return failure_runs(reader, list(names), since, now), alerts, names
 
-    runs, alerts, names = await _read(request, read)
+    runs, alerts, names = await read_stored(request, read)
     events: list[dict[str, Any]] = []
     for start, end in all_down_spans(runs, len(names)):
         until = end if end is not None else now
@@ -332,8 +332,8 @@ async def api_region_events(request: web.Request) -> web.Response:
         events.append(
             {
                 "type": "regional_failure",
-                "ts": _iso(start),
-                "end": _iso(end),
+                "ts": iso(start),
+                "end": iso(end),
                 "ongoing": end is None,
                 "duration_s": round(until - start, 3),
                 "endpoints": sorted(names.values()),
@@ -342,5 +342,5 @@ async def api_region_events(request: web.Request) -> web.Response:
         )
     events += [alert_json(event) for event in alerts]
     return web.json_response(
-        {"region": region.name, "since": _iso(since), "events": newest_first(events)}
+        {"region": region.name, "since": iso(since), "events": newest_first(events)}
     )
