@@ -1,8 +1,11 @@
 """Replace the shipped RDAP bootstrap data with IANA's current file (needs the internet).
 
-    python scripts/refresh_rdap_bootstrap.py [--url URL]
+    python scripts/refresh_rdap_bootstrap.py [--url URL] [--target FILE]
 
-It refuses a file that is not an RFC 9224 bootstrap (no `services` list of [TLDs, URLs]).
+`--url file:///path/dns.json` installs a copy downloaded elsewhere. The data is kept as IANA
+publishes it (`publication` included), written as sorted JSON with one-space indents: the format
+of the shipped file. It refuses a file that is not an RFC 9224 bootstrap (no `services` list of
+[TLDs, URLs]) and leaves the shipped one as it was.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ TARGET = Path(__file__).resolve().parents[1] / "healthcheck" / "probes" / "data"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=IANA)
-    url = parser.parse_args().url
-    with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 (an https URL)
+    parser.add_argument("--target", type=Path, default=TARGET, help="default: the shipped file")
+    arguments = parser.parse_args()
+    url, target = arguments.url, arguments.target
+    with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 (https, or file: on purpose)
         data = json.load(answer)
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, list) or not all(
@@ -30,8 +35,8 @@ def main() -> int:
     ):
         print(f"{url} is not an RDAP bootstrap file (no services list)", file=sys.stderr)
         return 1
-    TARGET.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    print(f"{TARGET}: {sum(len(tlds) for tlds, _ in services)} TLDs, {data.get('publication')}")
+    target.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"{target}: {sum(len(tlds) for tlds, _ in services)} TLDs, {data.get('publication')}")
     return 0
 
 

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -225,8 +229,50 @@ async def test_a_tld_without_a_known_server_says_so(tls_port, ca_file):
     assert "no RDAP server known for .zz (set rdap.server)" in (result.error_text or "")
 
 
-def test_the_shipped_bootstrap_names_the_registries() -> None:
+def test_the_shipped_bootstrap_is_ianas_file_and_names_the_registries() -> None:
+    data = json.loads(rdap.BOOTSTRAP.read_text())
+    published = datetime.fromisoformat(data["publication"].replace("Z", "+00:00"))
     servers = rdap.bootstrap()
 
+    assert published.year >= 2026
+    assert len(servers) > 1000  # the whole file, not a hand-written subset
     assert servers["com"] == "https://rdap.verisign.com/com/v1/"
-    assert all(url.startswith("https://") for url in servers.values())
+    assert servers["net"] == "https://rdap.verisign.com/net/v1/"
+    for tld in ("org", "uk", "fr", "br", "nl", "au", "cz", "no"):
+        assert servers[tld].startswith("https://"), (tld, servers[tld])
+    assert "zz" not in servers
+
+
+def test_the_refresh_script_writes_the_shipped_format(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[3] / "scripts" / "refresh_rdap_bootstrap.py"
+    target = tmp_path / "rdap_dns.json"
+    source = tmp_path / "dns.json"
+    source.write_text(json.dumps(json.loads(rdap.BOOTSTRAP.read_text()), indent=4))
+
+    done = subprocess.run(
+        [sys.executable, str(script), "--url", source.as_uri(), "--target", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == rdap.BOOTSTRAP.read_text()
+
+
+def test_the_refresh_script_refuses_a_file_that_is_not_a_bootstrap(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[3] / "scripts" / "refresh_rdap_bootstrap.py"
+    source = tmp_path / "dns.json"
+    source.write_text('{"services": {"com": "https://rdap.example/"}}')
+    target = tmp_path / "rdap_dns.json"
+
+    done = subprocess.run(
+        [sys.executable, str(script), "--url", source.as_uri(), "--target", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "is not an RDAP bootstrap file" in done.stderr
+    assert not target.exists()
