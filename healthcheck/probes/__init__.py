@@ -1,2 +1,3 @@
-"""The probe kinds (http, tcp, tls, dns here; the canaries in inference_probe), what a kind
-declares (base.py, plugin.py), the HTTP client they share and the lazy registry of kinds."""
+"""The probe kinds (http, tcp, tls, dns, grpc, websocket, udp, icmp, starttls here; the canaries
+onnx and inference in inference_probe), the RDAP lookup behind [DOMAIN_EXPIRATION] (rdap), what a
+kind declares (base.py, plugin.py), the HTTP client they share and the lazy registry of kinds."""
