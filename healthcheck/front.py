@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from healthcheck import badges
 from healthcheck.api import ApiState, build_app
 from healthcheck.connections import ConnectionGuard
 from healthcheck.daemon import Daemon
@@ -69,8 +70,10 @@ class HttpFront:
     async def start(self) -> tuple[str, int]:
         """Listen on the exporter's address; returns where."""
         config = self.configs.config
+        app = build_app(self.api)
+        badges.register(app)
         self._server = await serve(
-            build_app(self.api),
+            app,
             config.exporter,
             self.connections,
             config.scheduler.max_concurrency,

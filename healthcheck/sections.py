@@ -156,6 +156,7 @@ SECTIONS: dict[str, Section] = {
             "max_connections": Key(schema.integer(1, 65_536), "max_connections"),
             "read_timeout": Key(schema.duration_up_to(300.0), "read_timeout"),
             "blackbox_names": Key(schema.boolean, "blackbox_names"),
+            "public_badges": Key(schema.boolean, "public_badges"),
         },
     ),
     "sla": Section(SlaSettings, {"target": Key(schema.ratio, "target")}),

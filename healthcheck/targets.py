@@ -101,6 +101,7 @@ class ExporterSettings:
     # probe_ssl_earliest_cert_expiry as blackbox_exporter does, for dashboards and alerts made
     # for it.
     blackbox_names: bool = False
+    public_badges: bool = False  # /badges/ without auth (README embeds cannot send it)
 
     @property
     def auth_required(self) -> bool:
