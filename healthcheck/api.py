@@ -174,6 +174,7 @@ async def status_page(_request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    await state.uptime.first_read()  # just (re)started: the stored uptime, not a gap
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     body, content_type = await state.renders.scrape(request.headers.get("Accept"), gzipped)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}

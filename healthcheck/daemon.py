@@ -232,6 +232,8 @@ class Daemon:
         endpoints = list(self.config.endpoints())
         self.health.loop = asyncio.get_running_loop()
         tune_process()
+        if self.storage is not None:
+            self.uptime.start()  # stored uptime read while the rest starts (UptimeCache.start)
         if self.front is not None:
             self.listening = await self.front.start()
         if self.storage is not None:
