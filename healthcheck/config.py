@@ -307,6 +307,7 @@ class _Builder:
             conditions=values["conditions"],
             settings=settings,
             alerts=overrides(values["alerts"]) if values["alerts"] else _NO_OVERRIDES,
+            cadence=probe.cadence(settings, values["interval"]),
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:

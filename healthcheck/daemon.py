@@ -240,7 +240,8 @@ class Daemon:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
         await self._open_storage()
-        async with Prober(Redactor(self.config.secrets), self._clock) as prober:
+        database = self.uptime.path
+        async with Prober(Redactor(self.config.secrets), self._clock, database=database) as prober:
             # Probe worker processes, or with `scheduler.workers: 1` this loop (workers.py).
             self.scheduler = scheduler = dispatcher(
                 endpoints,
@@ -251,6 +252,7 @@ class Daemon:
                 on_lag=self.front.observe_lag if self.front is not None else None,
                 clock=self._clock,
                 timeline=self._timeline,
+                database=database,
             )
             self.health.scheduler = scheduler
 

@@ -45,6 +45,8 @@ class ErrorClass(StrEnum):
     WRONG_OUTPUT = "wrong_output"
     GPU_ERROR = "gpu_error"  # the GPU itself reports a fault (uncorrected ECC errors)
     NOT_READY = "not_ready"  # an inference server or model that says it is not ready
+    NO_HEARTBEAT = "no_heartbeat"  # a push endpoint's job did not ping in time
+    REPORTED_DOWN = "reported_down"  # a push endpoint's job pinged with status=down
     NETWORK = "network"
     INTERNAL = "internal"
     # The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it

@@ -45,10 +45,19 @@ class Endpoint:
     conditions: tuple[Condition, ...]
     settings: ProbeSettings  # the kind's own: narrow() to its type
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
+    # How often it is checked, where its kind looks more often than its interval (push: the
+    # interval is how often a ping is due, and a missing one is noticed within this); None:
+    # every interval.
+    cadence: float | None = None
 
     @property
     def id(self) -> EndpointId:
         return EndpointId(self.region, self.name)
+
+    @property
+    def every(self) -> float:
+        """Seconds between two checks."""
+        return self.cadence or self.interval
 
     @property
     def budget(self) -> float:

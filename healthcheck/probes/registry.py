@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "tcp": "healthcheck.probes.tcp:TcpProbe",
     "tls": "healthcheck.probes.tls:TlsProbe",
     "dns": "healthcheck.probes.dns:DnsProbe",
+    "push": "healthcheck.probes.push:PushProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }
