@@ -81,6 +81,15 @@ def _ping(request: web.Request, now: float) -> heartbeats.Ping | str:
 
 
 async def ping(request: web.Request) -> web.Response:
+    try:
+        return await _ping_once(request)
+    except Exception:
+        # Handled here, not by the API's error middleware, which logs the path: it holds the token.
+        log.exception("push ping failed", extra={"event": "push_error"})
+        return web.json_response({"error": "internal error; see the daemon's log"}, status=500)
+
+
+async def _ping_once(request: web.Request) -> web.Response:
     state = request.app[STATE]
     pushed = [e for e in state.config.endpoints() if e.kind == PushProbe.kind]
     matched = _matching(request.match_info["token"], pushed)

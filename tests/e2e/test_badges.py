@@ -20,7 +20,7 @@ GREEN, RED, GREY = "#4c1", "#e05d44", "#9f9f9f"
 
 def seed(path: str) -> None:
     """An hour of stored history: us-west/api always up at 20 ms, eu-west/api always down
-    after 900 ms; written through the storage layer, as a daemon before a restart did."""
+    after 5 s; written through the storage layer, as a daemon before a restart did."""
     writer = StorageWriter(path)
     writer.start()
     now = time.time()
@@ -33,7 +33,7 @@ def seed(path: str) -> None:
                 "api",
                 "http",
                 False,
-                0.900,
+                5.0,
                 ts,
                 error=ErrorClass.HTTP_STATUS,
                 error_text="HTTP 503",
@@ -45,10 +45,12 @@ def seed(path: str) -> None:
 def document(fleet, **exporter) -> dict:
     return {
         "defaults": {
-            "interval": "1s",
-            "timeout": "1s",
+            # A live check is never slow enough to be degraded (it would time out first), and
+            # one of /ok never fails on a busy machine: the badges' values are the seeded ones.
+            "interval": "2s",
+            "timeout": "2s",
             "retries": 0,
-            "latency": {"warning": "300ms", "critical": "600ms"},
+            "latency": {"warning": "3s", "critical": "4s"},
         },
         "regions": {
             "us-west": {"endpoints": [{"name": "api", "url": f"{fleet.http}/ok"}]},
@@ -111,9 +113,9 @@ async def test_badges_follow_status_uptime_and_latency(fleet, tmp_path) -> None:
         )
         texts, fills = await badge(s, f"{base}/us-west/api/latency/24h.svg")
         assert texts[0] == "p95 24h" and texts[1].endswith(" ms") and fills[1] == GREEN
-        assert float(texts[1].removesuffix(" ms")) < 300
+        assert float(texts[1].removesuffix(" ms")) < 3000
         texts, fills = await badge(s, f"{base}/eu-west/api/latency/24h.svg")
-        assert float(texts[1].removesuffix(" ms")) > 600 and fills[1] == RED
+        assert float(texts[1].removesuffix(" ms")) > 4000 and fills[1] == RED
 
         async with s.get(f"{base}/us-west/api/uptime/24h.json") as response:
             assert response.status == 200
@@ -143,26 +145,25 @@ async def test_badges_follow_status_uptime_and_latency(fleet, tmp_path) -> None:
         assert etag
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "nowhere/status.svg",
-        "us-west/nothing/status.svg",
-        "us-west/api/uptime/2h.svg",
-        "us-west/api/latency/1h.svg",
-        "us-west/api/status.png",
-        "us-west/api/health.svg",
-        "us-west/api/extra/status.svg",
-    ],
-)
-async def test_unknown_badges_are_404_saying_nothing(fleet, tmp_path, path) -> None:
+UNKNOWN = [
+    "nowhere/status.svg",
+    "us-west/nothing/status.svg",
+    "us-west/api/uptime/2h.svg",
+    "us-west/api/latency/1h.svg",
+    "us-west/api/status.png",
+    "us-west/api/health.svg",
+    "us-west/api/extra/status.svg",
+    "us-west/api/uptime/24h/status.svg",
+]
+
+
+async def test_unknown_badges_are_404_saying_nothing(fleet, tmp_path) -> None:
     async with live_daemon(tmp_path, document(fleet)) as daemon, aiohttp.ClientSession() as s:
-        async with s.get(f"{daemon.url}/badges/{path}") as response:
-            assert response.status == 404
-            body = await response.text()
-        assert body == "no such badge\n"
-        for name in ("us-west", "eu-west", "api", "nothing", "nowhere"):
-            assert name not in body
+        answers = []
+        for path in UNKNOWN:
+            async with s.get(f"{daemon.url}/badges/{path}") as response:
+                answers.append((response.status, await response.text()))
+    assert answers == [(404, "no such badge\n")] * len(UNKNOWN)
 
 
 @pytest.mark.parametrize("public", [False, True])

@@ -35,12 +35,20 @@ def document(tmp_path, interval: str = "6s", grace: str = "3s") -> dict:
                         "token": "${BACKUP_PUSH_TOKEN}",
                         "grace": grace,
                     },
-                    {"name": "report", "kind": "push", "token": "${OTHER_PUSH_TOKEN}"},
+                    {
+                        "name": "report",
+                        "kind": "push",
+                        "token": "${OTHER_PUSH_TOKEN}",
+                        "interval": "1h",
+                        "grace": "5s",  # looked at every 5 s
+                    },
                 ]
             }
         },
         "exporter": {"listen": "127.0.0.1:0", "auth": {"bearer_token": "${HC_TOKEN}"}},
         "storage": {"path": str(tmp_path / "hc.db")},
+        # Checks in probe worker processes: each reads the pings the daemon's server stored.
+        "scheduler": {"workers": 2},
     }
 
 
@@ -87,8 +95,8 @@ async def test_pings_keep_it_healthy_and_a_missed_one_is_no_heartbeat(tmp_path) 
         aiohttp.ClientSession() as session,
     ):
         for _ in range(3):
-            pinged = time.time()
             assert await push(session, daemon, TOKEN, latency_ms="42") == 200  # no auth needed
+            pinged = time.time()  # stored before the answer: a check begun after it reads it
             seen = await checked_after(session, daemon, "backup", pinged)
             assert (seen["status"], seen["error"]) == ("healthy", None)
             assert seen["latency_ms"] == 42.0
@@ -101,20 +109,20 @@ async def test_pings_keep_it_healthy_and_a_missed_one_is_no_heartbeat(tmp_path) 
         assert seen["status"] == "unhealthy"
         assert "last ping" in seen["error_detail"] and "expected every 6s" in seen["error_detail"]
 
-        pinged = time.time()
         query = {"status": "down", "msg": "disk full on /backup"}
         assert await push(session, daemon, TOKEN, **query) == 200
+        pinged = time.time()
         seen = await checked_after(session, daemon, "backup", pinged)
         assert (seen["status"], seen["error"]) == ("unhealthy", "reported_down")
         assert seen["error_detail"].endswith(": disk full on /backup")
 
-        pinged = time.time()
         assert await push(session, daemon, TOKEN, status="up") == 200
+        pinged = time.time()
         seen = await checked_after(session, daemon, "backup", pinged)
         assert (seen["status"], seen["error"]) == ("healthy", None)
 
-        # The other endpoint, never pinged, waits for its first ping (interval 6s + grace 30s).
-        report = await endpoint(session, daemon, "report")
+        # The other endpoint, never pinged, waits for its first ping (interval 1h + grace 5s).
+        report = await checked_after(session, daemon, "report", 0.0)
         assert report["status"] == "degraded" and report["error_detail"].startswith("no ping yet")
 
         outputs = [json.dumps(await endpoint(session, daemon, "backup"))]
