@@ -232,10 +232,12 @@ class Daemon:
         endpoints = list(self.config.endpoints())
         self.health.loop = asyncio.get_running_loop()
         tune_process()
-        if self.storage is not None:
-            self.uptime.start()  # stored uptime read while the rest starts (UptimeCache.start)
         if self.front is not None:
             self.listening = await self.front.start()
+        if self.storage is not None:
+            # Begun before the loop serves the front's first request: that request waits for it
+            # (UptimeCache.first_read); after the bind, so a port in use exits at once.
+            self.uptime.start()
         if self.storage is not None:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
