@@ -39,6 +39,9 @@ MAX_PAGE = 1000
 ALERT_STATES = ("pending", "firing", "resolved")
 SEVERITIES = ("critical", "warning", "info")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Open without the exporter's auth: a push URL carries its own secret (healthcheck.push_api).
+OPEN_PREFIXES = ("/api/v1/push/",)
+BADGES_PREFIX = "/badges/"  # open with exporter.public_badges (healthcheck.badges)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -120,7 +123,7 @@ def _auth(settings: ExporterSettings) -> Callable[..., Awaitable[web.StreamRespo
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not settings.auth_required or request.path in OPEN_PATHS:
+        if not settings.auth_required or _open(request.path, settings):
             return await handler(request)
         if request.path == "/metrics" and not settings.protect_metrics:
             return await handler(request)
@@ -134,6 +137,12 @@ def _auth(settings: ExporterSettings) -> Callable[..., Awaitable[web.StreamRespo
         )
 
     return check
+
+
+def _open(path: str, settings: ExporterSettings) -> bool:
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return True
+    return settings.public_badges and path.startswith(BADGES_PREFIX)
 
 
 def _authorized(header: str, settings: ExporterSettings) -> bool:
@@ -165,6 +174,7 @@ async def status_page(_request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    await state.uptime.first_read()  # just (re)started: the stored uptime, not a gap
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     body, content_type = await state.renders.scrape(request.headers.get("Accept"), gzipped)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}

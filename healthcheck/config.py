@@ -335,6 +335,7 @@ class _Builder:
             alerts=overrides(values["alerts"]) if values["alerts"] else _NO_OVERRIDES,
             labels=frozen(values["labels"]) if values["labels"] else (),
             depends_on=depends_on,
+            cadence=probe.cadence(settings, values["interval"]),
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:

@@ -235,10 +235,15 @@ class Daemon:
         if self.front is not None:
             self.listening = await self.front.start()
         if self.storage is not None:
+            # Begun before the loop serves the front's first request: that request waits for it
+            # (UptimeCache.first_read); after the bind, so a port in use exits at once.
+            self.uptime.start()
+        if self.storage is not None:
             self.storage.start()
         background: list[asyncio.Task[None]] = []
         await self._open_storage()
-        async with Prober(Redactor(self.config.secrets), self._clock) as prober:
+        database = self.uptime.path
+        async with Prober(Redactor(self.config.secrets), self._clock, database=database) as prober:
             # Probe worker processes, or with `scheduler.workers: 1` this loop (workers.py).
             self.scheduler = scheduler = dispatcher(
                 endpoints,
@@ -249,6 +254,7 @@ class Daemon:
                 on_lag=self.front.observe_lag if self.front is not None else None,
                 clock=self._clock,
                 timeline=self._timeline,
+                database=database,
             )
             self.health.scheduler = scheduler
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from healthcheck import badges, push_api
 from healthcheck.api import ApiState, build_app
 from healthcheck.connections import ConnectionGuard
 from healthcheck.daemon import Daemon
@@ -72,6 +73,8 @@ class HttpFront:
         config = self.configs.config
         app = build_app(self.api)
         add_detail_routes(app)
+        badges.register(app)
+        push_api.register(app)
         self._server = await serve(
             app,
             config.exporter,

@@ -47,6 +47,7 @@ class Init:
     settings: SchedulerSettings
     log_format: str | None  # json or text, as the daemon logs; None: the daemon set none up
     log_level: int
+    database: str | None = None  # the daemon's SQLite file (Probe.database)
 
 
 class Outbox:
@@ -103,7 +104,7 @@ async def serve(sock: socket.socket) -> None:
         with contextlib.suppress(LookupError, ImportError):  # the check itself will say
             probe_kind(name)
     outbox = Outbox(writer)
-    async with Prober(Redactor(init.secrets)) as prober:
+    async with Prober(Redactor(init.secrets), database=init.database) as prober:
 
         async def check(endpoint: Endpoint) -> ProbeResult:
             outbox.started(endpoint)

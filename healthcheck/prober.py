@@ -25,8 +25,10 @@ class Prober:
         redactor: Redactor | None = None,
         clock: Clock = time.time,
         recheck_lagged: bool = True,
+        database: str | None = None,
     ) -> None:
         self._clock = clock
+        self._database = database  # handed to each probe (Probe.database)
         self.lag = LoopLag()
         # A check that failed while its loop ran late is made once more, at once; --once
         # instead makes its lagged checks again after the round, fewer at a time.
@@ -59,7 +61,7 @@ class Prober:
     async def _start(self, kind: str) -> Probe:
         # Imported in a thread: a canary kind's first import (numpy, ~0.2 s) would otherwise
         # stall every other check on the loop, and their latencies with it.
-        probe = (await asyncio.to_thread(probe_kind, kind))(self._clock)
+        probe = (await asyncio.to_thread(probe_kind, kind))(self._clock, self._database)
         await probe.start()
         self._probes[kind] = probe
         return probe

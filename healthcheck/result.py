@@ -47,6 +47,8 @@ class ErrorClass(StrEnum):
     NOT_READY = "not_ready"  # an inference server or model that says it is not ready
     SERVICE_UNKNOWN = "service_unknown"  # a gRPC health service that does not know the name
     RPC_STATUS = "rpc_status"  # a gRPC call answered with an error status (as http_status)
+    NO_HEARTBEAT = "no_heartbeat"  # a push endpoint's job did not ping in time
+    REPORTED_DOWN = "reported_down"  # a push endpoint's job pinged with status=down
     NETWORK = "network"
     INTERNAL = "internal"
     # The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it

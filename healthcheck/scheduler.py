@@ -32,7 +32,7 @@ Sink = Callable[[ProbeResult], None]
 def spread_offset(endpoint: Endpoint) -> float:
     """A stable place in the interval for this endpoint, so starts never burst together."""
     digest = hashlib.blake2b(str(endpoint.id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest) / 2**64 * endpoint.interval
+    return int.from_bytes(digest) / 2**64 * endpoint.every
 
 
 @dataclass(slots=True)
@@ -122,7 +122,7 @@ class Scheduler:
         heapq.heappush(self._heap, (due, self._sequence, endpoint.id))
 
     def _jitter(self, endpoint: Endpoint) -> float:
-        spread = self._settings.jitter * endpoint.interval
+        spread = self._settings.jitter * endpoint.every
         return self._rng.uniform(-spread / 2, spread / 2)
 
     async def run(self) -> None:
@@ -188,9 +188,9 @@ class Scheduler:
 
     def _next_due(self, due: float, endpoint: Endpoint, now: float) -> float:
         """The next slot on this endpoint's grid; slots already missed are skipped, not stacked."""
-        base = due + endpoint.interval
+        base = due + endpoint.every
         if base < now:
-            base += ((now - base) // endpoint.interval + 1) * endpoint.interval
+            base += ((now - base) // endpoint.every + 1) * endpoint.every
         return base + self._jitter(endpoint)
 
     async def _run_one(self, endpoint: Endpoint) -> None:

@@ -175,6 +175,7 @@ SECTIONS: dict[str, Section] = {
             "blackbox_names": Key(schema.boolean, "blackbox_names"),
             "metric_labels": Key(_metric_labels, "metric_labels"),
             "public_url": Key(schema.http_url, "public_url"),
+            "public_badges": Key(schema.boolean, "public_badges"),
         },
     ),
     "sla": Section(SlaSettings, {"target": Key(schema.ratio, "target")}),

@@ -51,10 +51,19 @@ class Endpoint:
     # bare `region` (that region's regional failure). While one fires, this endpoint's
     # alerts are held behind it.
     depends_on: tuple[str, ...] = ()
+    # How often it is checked, where its kind looks more often than its interval (push: the
+    # interval is how often a ping is due, and a missing one is noticed within this); None:
+    # every interval.
+    cadence: float | None = None
 
     @property
     def id(self) -> EndpointId:
         return EndpointId(self.region, self.name)
+
+    @property
+    def every(self) -> float:
+        """Seconds between two checks."""
+        return self.cadence or self.interval
 
     @property
     def budget(self) -> float:
@@ -113,6 +122,7 @@ class ExporterSettings:
     # Where people reach this daemon's pages (behind a proxy): alerts link
     # {public_url}/endpoints/{region}/{name}.
     public_url: str | None = None
+    public_badges: bool = False  # /badges/ without auth (README embeds cannot send it)
 
     @property
     def auth_required(self) -> bool:

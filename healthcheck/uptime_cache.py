@@ -21,6 +21,9 @@ T = TypeVar("T")
 
 # Daily bars change once a day; read them when a page asks, at most this often.
 HISTORY_MAX_AGE = 60.0
+# How long a scrape waits for the first read after a (re)start before it goes out without
+# stored uptime: under Prometheus's default scrape timeout (10 s), with time left to render.
+FIRST_READ_WAIT = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +82,30 @@ class UptimeCache:
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:
         """The latest snapshot, refreshed first when older than `max_age` seconds."""
         if self._stale(self.snapshot, max_age):
-            if self._refreshing is None or self._refreshing.done():
-                self._refreshing = asyncio.ensure_future(self.refresh())
-            await asyncio.shield(self._refreshing)
+            await asyncio.shield(self._refresh_shared())
         return self.snapshot
+
+    def _refresh_shared(self) -> asyncio.Task[None]:
+        """The read under way, or a new one."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self.refresh())
+        return self._refreshing
+
+    def start(self) -> None:
+        """Begin the first read now, at start, before the HTTP front answers: the first scrape
+        then shows what is stored instead of no uptime series (a gap in every graph)."""
+        self._refresh_shared()
+
+    async def first_read(self, wait: float = FIRST_READ_WAIT) -> None:
+        """Before any read has finished, wait for the one under way, at most `wait` seconds; a
+        database too big to read in that time is shown from the next scrape on, as before."""
+        task = self._refreshing
+        if self.snapshot is not None or task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            log.info("first uptime read still under way after %.0fs; scrape served without", wait)
 
     def _stale(self, snapshot: UptimeSnapshot | HistorySnapshot | None, max_age: float) -> bool:
         """Missing, too old, or from the future: the wall clock stepped back."""
@@ -127,7 +150,7 @@ class UptimeCache:
         `share` of the time goes to it. 1,000 endpoints: ~1 s, every 20 s."""
         while True:
             began = time.monotonic()
-            await self.refresh()
+            await asyncio.shield(self._refresh_shared())  # at start: the one start() began
             await asyncio.sleep(max(every, (time.monotonic() - began) / share))
 
 

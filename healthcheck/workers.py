@@ -121,7 +121,9 @@ class WorkerPool:
         secrets: Callable[[], frozenset[str]],
         on_lag: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        database: str | None = None,
     ) -> None:
+        self._database = database
         self._sinks = list(sinks)
         self._secrets = secrets
         self._on_lag = on_lag
@@ -274,7 +276,15 @@ class WorkerPool:
         worker.heartbeat, worker.ready, worker.wedged = None, False, False
         reader, writer = await asyncio.open_connection(sock=parent, limit=1 << 20)
         fmt, level = _log_setup()
-        init = Init(worker.index, worker.endpoints, self._secrets(), self._settings, fmt, level)
+        init = Init(
+            worker.index,
+            worker.endpoints,
+            self._secrets(),
+            self._settings,
+            fmt,
+            level,
+            self._database,
+        )
         writer.write(wire.pack_control(wire.INIT, init))
         worker.writer = writer
         if self._stopping.is_set():  # drain came while this one was starting
@@ -407,13 +417,14 @@ def dispatcher(
     on_lag: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.time,
     timeline: Timeline = LOOP,
+    database: str | None = None,
 ) -> Dispatcher:
     """The daemon's dispatcher: a pool of `scheduler.workers` processes, or with one worker
     a Scheduler on the daemon's own loop calling `check`."""
     count = worker_count(settings)
     if count == 1:
         return Scheduler(endpoints, check, sinks, settings, on_lag=on_lag, timeline=timeline)
-    return WorkerPool(endpoints, sinks, settings, count, secrets, on_lag, clock)
+    return WorkerPool(endpoints, sinks, settings, count, secrets, on_lag, clock, database)
 
 
 async def dispatching(running: Dispatcher, stop: asyncio.Event) -> None:

@@ -79,8 +79,16 @@ class Probe(ABC):
     # checks share a costly resource there (the ONNX canary's worker, model and GPU).
     one_process: ClassVar[bool] = False
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, clock: Clock = time.time, database: str | None = None) -> None:
         self.clock = clock
+        # The daemon's SQLite file, for a kind that judges what was stored there (push: the
+        # last ping); None where there is none.
+        self.database = database
+
+    @classmethod
+    def cadence(cls, settings: ProbeSettings, interval: float) -> float | None:
+        """How often to check an endpoint of this kind, if not every `interval`."""
+        return None
 
     @classmethod
     def resolve(cls, settings: ProbeSettings, base_dir: Path) -> ProbeSettings:

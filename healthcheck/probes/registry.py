@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "udp": "healthcheck.probes.udp:UdpProbe",
     "icmp": "healthcheck.probes.icmp:IcmpProbe",
     "starttls": "healthcheck.probes.starttls:StartTlsProbe",
+    "push": "healthcheck.probes.push:PushProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }
