@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from alerting import rules
 from alerting.settings import AlertingSettings
 from alerting.state import AlertState, Event, Phase, Severity, Verdict, step
+from healthcheck.labels import Labels
 from healthcheck.probes.plugin import AlertRule, Finding
 from healthcheck.probes.registry import find_kind
 from healthcheck.result import EndpointId, ProbeResult, Status
@@ -65,6 +66,14 @@ class Change:
     region: str
     kind: str | None = None  # the endpoint's probe kind; None for a region or the daemon
     endpoint: EndpointId | None = None  # the endpoint an endpoint alert is about
+    # The operator's labels: the endpoint's, or for a region's alert those all its endpoints
+    # share. Routes match them; Alertmanager and the messages carry them.
+    labels: Labels = ()
+    verdict: Verdict | None = None  # the judgement behind this step: its value and threshold
+    latest: ProbeResult | None = None  # the endpoint's last check: its error, failed conditions
+    # Alerts of other targets held back because this one fires (alert dependencies): listed
+    # in this alert's notification. Empty until dependencies set it.
+    held_dependants: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -147,8 +156,7 @@ class Evaluator:
         found = []
         for key, state in self.alerts.items():
             if state.phase is Phase.FIRING and self.notified.get(key, False):
-                endpoint_id, kind = self._endpoint_kind(key[1])
-                found.append(Change(state, None, self.regions.get(key[1], ""), kind, endpoint_id))
+                found.append(self._change(state, None, self.regions.get(key[1], "")))
         return found
 
     def evaluate(self, now: float) -> list[Change]:
@@ -329,7 +337,6 @@ class Evaluator:
         changes: list[Change],
     ) -> None:
         rule, target = key
-        endpoint_id, kind = self._endpoint_kind(target)
         before = self.alerts.get(key)
         repeat = self.settings.repeat.get(verdict.severity.value)
         after, event = step(
@@ -339,11 +346,11 @@ class Evaluator:
             self.alerts.pop(key, None)
             self.notified.pop(key, None)
             if before is not None:
-                changes.append(Change(before, None, region, kind, endpoint_id))  # forgotten pending
+                changes.append(self._change(before, None, region))  # forgotten pending
             return
         self.alerts[key] = after
         if event is not None or after.phase is not (before.phase if before else None):
-            changes.append(Change(after, event, region, kind, endpoint_id))
+            changes.append(self._change(after, event, region, verdict))
         if after.phase is Phase.RESOLVED:
             self.verdicts.pop(key, None)
             self._active.discard(key)
@@ -354,11 +361,34 @@ class Evaluator:
         self._ids[target] = endpoint_id
         return target
 
-    def _endpoint_kind(self, target: str) -> tuple[EndpointId | None, str | None]:
-        """The endpoint an alert target names, and its probe kind while it is configured."""
-        endpoint_id = self._ids.get(target)
+    def _change(
+        self, state: AlertState, event: Event | None, region: str, verdict: Verdict | None = None
+    ) -> Change:
+        """A change with what is known of its target: the endpoint, its kind and labels while
+        it is configured, and its last check."""
+        endpoint_id = self._ids.get(state.target)
         endpoint = self._endpoints.get(endpoint_id) if endpoint_id is not None else None
-        return endpoint_id, endpoint.kind if endpoint is not None else None
+        if endpoint is not None:
+            return Change(
+                state,
+                event,
+                region,
+                endpoint.kind,
+                endpoint_id,
+                endpoint.labels,
+                verdict,
+                self.latest.get(endpoint.id),
+            )
+        labels = self._region_labels(state.target) if state.target in self._members else ()
+        return Change(state, event, region, None, endpoint_id, labels, verdict)
+
+    def _region_labels(self, region: str) -> Labels:
+        """The labels every endpoint of the region has, with the same value."""
+        shared: set[tuple[str, str]] | None = None
+        for endpoint_id in self._members.get(region, ()):
+            labels = set(self._endpoints[endpoint_id].labels)
+            shared = labels if shared is None else shared & labels
+        return tuple(sorted(shared or ()))
 
 
 def _verdict(finding: Finding) -> Verdict:

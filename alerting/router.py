@@ -1,4 +1,5 @@
-"""From alert events to notifications: routes by severity, inhibition, grouping.
+"""From alert events to notifications: routes (by labels and facts, else by severity),
+inhibition, grouping.
 
 - A firing regional failure absorbs the endpoint-down alerts of its region: they are recorded,
   listed in the regional alert, and not sent on their own.
@@ -26,6 +27,7 @@ from alerting.evaluator import (
     Change,
     Key,
 )
+from alerting.message import TITLE_LIMIT, AlertMessage, endpoint_link, shorten
 from alerting.outbox import Notification
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, silenced
@@ -71,13 +73,48 @@ def _absorbed(change: Change, alerts: Mapping[Key, AlertState]) -> bool:
     return any(a is not None and a.phase is Phase.FIRING for a in (region, flapping))
 
 
-def _line(change: Change, settings: AlertingSettings) -> str:
+def facts(change: Change) -> dict[str, str]:
+    """What a route's `match` sees of an alert: its labels, then severity, region, endpoint,
+    rule and kind (empty where it has none)."""
+    state = change.state
+    found = dict(change.labels)
+    found.update(
+        severity=state.severity.value,
+        region=change.region,
+        endpoint=change.endpoint.name if change.endpoint is not None else "",
+        rule=state.rule,
+        kind=change.kind or "",
+    )
+    return found
+
+
+def message(change: Change, settings: AlertingSettings, now: float) -> AlertMessage:
+    """The notification's content for one alert change."""
     state = change.state
     assert change.event is not None  # route() drops the changes without an event
-    headline = f"{HEADLINES[change.event]} {state.severity.value}"
-    runbook = runbook_url(state.rule, settings)
-    return f"{headline} {state.rule} {state.target}: {state.summary}" + (
-        f" (runbook: {runbook})" if runbook else ""
+    resolved = change.event is Event.RESOLVED
+    endpoint = change.endpoint.name if change.endpoint is not None else None
+    verdict = change.verdict
+    return AlertMessage(
+        headline=HEADLINES[change.event],
+        severity=state.severity.value,
+        rule=state.rule,
+        target=state.target,
+        summary=state.summary,
+        region=change.region,
+        endpoint=endpoint,
+        since=state.since,
+        now=now,
+        resolved=resolved,
+        lasted=state.last_change - state.since if resolved else None,
+        value=verdict.value if verdict is not None else None,
+        threshold=verdict.threshold if verdict is not None else None,
+        latest=change.latest,
+        vantage=settings.vantage,
+        link=endpoint_link(settings.public_url, change.region, endpoint) if change.region else None,
+        runbook=runbook_url(state.rule, settings),
+        labels=change.labels,
+        held_dependants=change.held_dependants,
     )
 
 
@@ -117,7 +154,7 @@ def route(
                 # Held back until now (silenced, absorbed): people hear it as a new firing.
                 change = replace(change, event=Event.FIRED)
             told[key] = True
-        for channel in settings.routes.get(change.state.severity.value, ()):
+        for channel in settings.routing(facts(change)).channels:
             if channel in per_alert_channels:
                 single.append((channel, change))
             else:
@@ -156,14 +193,15 @@ def still_firing(
             event="resend",
         )
         for c in firing
-        if channel in settings.routes.get(c.state.severity.value, ())
+        if channel in settings.routing(facts(c)).channels
     ]
 
 
 def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
     """The labels Prometheus's alert for the same condition has (but `job` and `instance`):
-    alertname, severity, region, endpoint, kind, vantage. (alertname, region, endpoint) is
-    one alert of this daemon, so Alertmanager keeps each apart."""
+    alertname, severity, region, endpoint, kind, vantage, and the operator's labels (whose
+    names never clash with these). (alertname, region, endpoint) is one alert of this
+    daemon, so Alertmanager keeps each apart."""
     state = change.state
     labels = [
         ["alertname", alertname(state.rule, change.kind)],
@@ -177,6 +215,7 @@ def _labels(change: Change, settings: AlertingSettings) -> list[list[str]]:
         labels.append(["kind", change.kind])
     if settings.vantage:
         labels.append(["vantage", settings.vantage])
+    labels.extend([name, value] for name, value in change.labels)
     return labels
 
 
@@ -185,12 +224,12 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
     assert change.event is not None  # route() drops the changes without an event
     resolved = change.event is Event.RESOLVED
     runbook = runbook_url(state.rule, settings)
-    body = f"{state.summary}\nRunbook: {runbook}" if runbook else state.summary
+    told = message(change, settings, now)
     return Notification(
         channel=channel,
         dedup_key=state.key,
-        title=f"[{HEADLINES[change.event]}:{state.severity.value}] {state.rule} {state.target}",
-        body=_from(body, settings),
+        title=told.title(),
+        body=told.body(),
         notify_type="success" if resolved else NOTIFY_TYPES[state.severity],
         severity=state.severity.value,
         event=change.event.value,
@@ -199,11 +238,6 @@ def _one(channel: str, change: Change, settings: AlertingSettings, now: float) -
         ends_at=now if resolved else None,
         runbook_url=runbook,
     )
-
-
-def _from(body: str, settings: AlertingSettings) -> str:
-    """Say where the probes ran from when several daemons watch the same fleet."""
-    return f"{body}\n(seen from vantage {settings.vantage})" if settings.vantage else body
 
 
 def _grouped(
@@ -217,11 +251,13 @@ def _grouped(
     firing = sum(1 for c in members if c.event is not Event.RESOLVED)
     resolved = len(members) - firing
     parts = [f"{firing} firing" if firing else "", f"{resolved} resolved" if resolved else ""]
+    # One block per alert, each whole (its title line, then its body), a blank line apart.
+    told = [message(c, settings, now) for c in members]
     return Notification(
         channel=channel,
         dedup_key=f"group:{region}:{now:.3f}",
-        title=f"[healthcheck] {region}: {', '.join(p for p in parts if p)}",
-        body=_from("\n".join(_line(c, settings) for c in members), settings),
+        title=shorten(f"[healthcheck] {region}: {', '.join(p for p in parts if p)}", TITLE_LIMIT),
+        body="\n\n".join(f"{m.title()}\n{m.body()}" for m in told),
         notify_type="success" if worst is None else NOTIFY_TYPES[worst],
         severity=(worst or Severity.INFO).value,
         event="grouped",

@@ -41,12 +41,19 @@ def endpoint_down(
         if streak.failures >= failure_threshold:
             streak.down = True
     reason = result.error_text or (result.error.value if result.error else "failed")
+    if result.ok:
+        value = f"{streak.successes} good checks in a row"
+        threshold = f"{success_threshold} to clear"
+    else:
+        value, threshold = f"{streak.failures} failed checks in a row", str(failure_threshold)
     return Verdict(
         streak.down,
         Severity.CRITICAL,
         f"{result.target_id} is down: {reason}"
         if streak.down
         else f"{result.target_id} is up again",
+        value,
+        threshold,
     )
 
 
@@ -62,6 +69,8 @@ def regional_failure(region: str, latest: Iterable[ProbeResult]) -> Verdict:
         f"regional failure in {region}: all {len(results)} endpoints down ({names})"
         if active
         else f"{region} is answering again",
+        f"{len(down)} of {len(results)} endpoints down",
+        "all of them",
     )
 
 
@@ -85,7 +94,14 @@ def certificate_expiry(
             False, Severity.WARNING, f"{target}: certificate valid for {days:.0f} more days"
         )
     when = f"expires in {days:.1f} days" if days >= 0 else f"expired {-days:.1f} days ago"
-    return Verdict(True, severity, f"{target}: TLS certificate {when}")
+    limit = critical_days if severity is Severity.CRITICAL else warning_days
+    return Verdict(
+        True,
+        severity,
+        f"{target}: TLS certificate {when}",
+        f"{days:.1f} days left",
+        f"{severity.value} under {limit:g} days",
+    )
 
 
 def latency_p95(
@@ -111,11 +127,14 @@ def latency_p95(
             return False
         return len(ordered) - bisect_right(ordered, threshold) >= min_slow
 
+    value = f"p95 {p95 * 1000:.0f}ms"
     if critical is not None and over(critical):
-        return Verdict(True, Severity.CRITICAL, f"{text} over critical {critical * 1000:g}ms")
+        limit = f"critical {critical * 1000:g}ms"
+        return Verdict(True, Severity.CRITICAL, f"{text} over {limit}", value, limit)
     if warning is not None and over(warning):
-        return Verdict(True, Severity.WARNING, f"{text} over warning {warning * 1000:g}ms")
-    return Verdict(False, Severity.WARNING, f"{text}, back under its thresholds")
+        limit = f"warning {warning * 1000:g}ms"
+        return Verdict(True, Severity.WARNING, f"{text} over {limit}", value, limit)
+    return Verdict(False, Severity.WARNING, f"{text}, back under its thresholds", value)
 
 
 def error_rate(
@@ -133,11 +152,12 @@ def error_rate(
     failures = outcomes.count(False)
     rate = failures / len(outcomes)
     text = f"{target}: error rate {rate:.2%} over {len(outcomes)} checks"
+    value = f"{rate:.2%} ({failures} of {len(outcomes)} checks failed)"
     if failures >= min_failures and rate >= critical:
-        return Verdict(True, Severity.CRITICAL, text)
+        return Verdict(True, Severity.CRITICAL, text, value, f"critical {critical:.2%}")
     if failures >= min_failures and rate >= warning:
-        return Verdict(True, Severity.WARNING, text)
-    return Verdict(False, Severity.WARNING, text)
+        return Verdict(True, Severity.WARNING, text, value, f"warning {warning:.2%}")
+    return Verdict(False, Severity.WARNING, text, value)
 
 
 def uptime_below(
@@ -152,11 +172,14 @@ def uptime_below(
     if ratio is None or checks < min_checks:
         return None
     text = f"{target}: 24h uptime {ratio:.2%}"
+    value = f"24h uptime {ratio:.2%}"
     if ratio < critical:
-        return Verdict(True, Severity.CRITICAL, f"{text}, under {critical:.0%}")
+        floor = f"critical under {critical:.0%}"
+        return Verdict(True, Severity.CRITICAL, f"{text}, under {critical:.0%}", value, floor)
     if ratio < warning:
-        return Verdict(True, Severity.WARNING, f"{text}, under {warning:.0%}")
-    return Verdict(False, Severity.WARNING, text)
+        floor = f"warning under {warning:.0%}"
+        return Verdict(True, Severity.WARNING, f"{text}, under {warning:.0%}", value, floor)
+    return Verdict(False, Severity.WARNING, text, value)
 
 
 def flapping(target: str, changes: int, threshold: int, window: float) -> Verdict:
@@ -166,6 +189,8 @@ def flapping(target: str, changes: int, threshold: int, window: float) -> Verdic
         changes >= threshold,
         Severity.WARNING,
         f"{target} is flapping: {changes} status changes in {minutes:g} minutes",
+        f"{changes} status changes in {minutes:g} minutes",
+        f"{threshold}",
     )
 
 

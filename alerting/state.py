@@ -59,6 +59,10 @@ class Verdict:
     active: bool
     severity: Severity = Severity.CRITICAL
     summary: str = ""
+    # What was measured and the threshold it was held to, for the notification
+    # ("p95 612ms", "critical 500ms"); None where the rule has no number to show.
+    value: str | None = None
+    threshold: str | None = None
 
 
 def step(

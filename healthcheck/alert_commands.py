@@ -1,4 +1,4 @@
-"""`healthcheck test-alert` and `healthcheck silence add|list|remove`."""
+"""`healthcheck test-alert`, `healthcheck routes test` and `healthcheck silence add|list|remove`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import time
 from datetime import UTC, datetime
 
 from alerting.delivery import build_channels, per_alert
-from alerting.evaluator import RULES
+from alerting.evaluator import ENDPOINT_DOWN, REGIONAL_FAILURE, RULES, Change
 from alerting.outbox import Notification
+from alerting.router import facts
 from alerting.silences import Silence, add_stored, remove_stored, stored
+from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck.durations import parse_duration
 from healthcheck.errors import ConfigError, DeliveryError
 from healthcheck.probes.registry import every_alert_rule
@@ -22,7 +24,7 @@ EXIT_DELIVERY_FAILED = 4
 
 async def test_alert(config: Config, severity: str) -> int:
     """Send a clearly marked test through the route of `severity`; print each answer."""
-    names = config.alerting.routes.get(severity, ())
+    names = config.alerting.routing({"severity": severity}).channels
     if not names:
         raise ConfigError(
             f"no channel is routed for {severity} alerts: configure alerting.channels "
@@ -49,6 +51,72 @@ async def test_alert(config: Config, severity: str) -> int:
             failed += 1
             print(f"{name}: FAILED: {exc}")
     return EXIT_DELIVERY_FAILED if failed else 0
+
+
+def _known_rule(rule: str) -> None:
+    rules = (*RULES, *(kind_rule.name for kind_rule in every_alert_rule()))
+    if rule not in rules:
+        raise ConfigError(f"--rule {rule!r} is not a rule; rules are {', '.join(rules)}")
+
+
+def routes_test(
+    config: Config, region: str, endpoint: str | None, severity: str, rule: str | None, fmt: str
+) -> int:
+    """Which routes an alert of this endpoint (or region), severity and rule would match, and
+    the channels it would go to; nothing is sent."""
+    found = next((r for r in config.regions if r.name == region), None)
+    if found is None:
+        raise ConfigError(f"--region {region!r} is not in the configuration", file=config.source)
+    rule = rule or (ENDPOINT_DOWN if endpoint is not None else REGIONAL_FAILURE)
+    _known_rule(rule)
+    if endpoint is None:
+        # A region's alert carries the labels all of its endpoints share.
+        each = [set(e.labels) for e in found.endpoints]
+        shared = set.intersection(*each) if each else set()
+        target, kind, endpoint_id, labels = region, None, None, tuple(sorted(shared))
+    else:
+        chosen = next((e for e in found.endpoints if e.name == endpoint), None)
+        if chosen is None:
+            names = ", ".join(e.name for e in found.endpoints)
+            raise ConfigError(
+                f"--endpoint {endpoint!r} is not in region {region!r} (endpoints: {names})",
+                file=config.source,
+            )
+        target, kind, endpoint_id, labels = str(chosen.id), chosen.kind, chosen.id, chosen.labels
+    now = time.time()
+    state = AlertState(rule, target, Phase.FIRING, Severity(severity), now, now, "")
+    alert = facts(Change(state, Event.FIRED, region, kind, endpoint_id, labels))
+    routing = config.alerting.routing(alert)
+    if fmt == "json":
+        matched = [
+            {
+                "index": r.index,
+                "match": {m.key: ("~" + m.value if m.pattern else m.value) for m in r.match},
+                "continue": r.proceed,
+            }
+            for r in routing.matched
+        ]
+        print(
+            json.dumps(
+                {
+                    "alert": alert,
+                    "matched": matched,
+                    "severity_tier": not routing.matched,
+                    "channels": list(routing.channels),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    shown = ", ".join(f"{k}={v}" for k, v in alert.items() if v)
+    print(f"alert: {shown}")
+    for route in routing.matched:
+        print(f"matched: {route.describe()}")
+    if not routing.matched:
+        print(f"matched: no route; the {severity} severity tier applies")
+    channels = ", ".join(routing.channels)
+    print(f"channels: {channels or 'none (the alert is recorded, not sent)'}")
+    return 0
 
 
 def _test_note(
@@ -87,10 +155,8 @@ def silence_add(
         raise ConfigError(
             f"--endpoint {endpoint!r} is not in the configuration", file=config.source
         )
-    if rule is not None and rule not in RULES:
-        rules = (*RULES, *(kind_rule.name for kind_rule in every_alert_rule()))
-        if rule not in rules:
-            raise ConfigError(f"--rule {rule!r} is not a rule; rules are {', '.join(rules)}")
+    if rule is not None:
+        _known_rule(rule)
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:

@@ -4,6 +4,7 @@ by `healthcheck.alerting_section`, and the `alerting` package acts on them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
@@ -40,6 +41,53 @@ class ChannelSettings:
     resend: float | None = None  # alertmanager: seconds between posts of each firing alert
 
 
+# What a route's `match` may name besides the operator's labels: the facts of every alert.
+ALERT_FACTS = ("severity", "region", "endpoint", "rule", "kind")
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One `key: value` of a route's match: the value exactly, or `~regex` (whole value)."""
+
+    key: str
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, facts: Mapping[str, str]) -> bool:
+        seen = facts.get(self.key, "")  # an absent label is empty, as in Alertmanager
+        if self.pattern is not None:
+            return self.pattern.fullmatch(seen) is not None
+        return seen == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of `alerting.routes` in its list form: where the alerts it matches go."""
+
+    match: tuple[Matcher, ...]
+    channels: tuple[str, ...]
+    proceed: bool = False  # `continue: true`: later routes are tried too
+    index: int = 0  # its place in the list, as `routes test` names it
+
+    def matches(self, facts: Mapping[str, str]) -> bool:
+        return all(matcher.matches(facts) for matcher in self.match)
+
+    def describe(self) -> str:
+        shown = ", ".join(
+            f"{m.key}: {'~' + m.value if m.pattern is not None else m.value}" for m in self.match
+        )
+        return f"routes[{self.index}] match {{{shown}}}" + (" continue" if self.proceed else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Where one alert goes: the routes that matched (none: the severity tiers) and the
+    channels, each once, in the order the routes name them."""
+
+    matched: tuple[Route, ...]
+    channels: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSettings:
     failure_threshold: int = 3
@@ -70,21 +118,41 @@ class RuleSettings:
 @dataclass(frozen=True, slots=True)
 class AlertingSettings:
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
+    # The severity tiers: the short form of `routes`, or the defaults. They take the alerts no
+    # route of the list form matches.
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    route_list: tuple[Route, ...] = ()  # `routes` in its list form, in order
     repeat: Mapping[str, float | None] = field(default_factory=lambda: dict(DEFAULT_REPEAT))
     rules: RuleSettings = field(default_factory=RuleSettings)
     silences: tuple[Silence, ...] = ()
     vantage: str | None = None
     timeout: float = DEFAULT_DELIVERY_TIMEOUT  # for channels that do not set their own
     runbook_base: str | None = None  # each notification links <runbook_base>/<rule>
+    public_url: str | None = None  # exporter.public_url: notifications link the endpoint's page
 
     @property
     def enabled(self) -> bool:
         return bool(self.channels)
 
+    def routing(self, facts: Mapping[str, str]) -> Routing:
+        """Where an alert with these facts (severity, region, endpoint, rule, kind and its
+        labels) goes: the list's routes in order, the first match ending the walk unless it
+        says `continue`; an alert no route matches takes its severity's tier."""
+        matched: list[Route] = []
+        for route in self.route_list:
+            if route.matches(facts):
+                matched.append(route)
+                if not route.proceed:
+                    break
+        if not matched:
+            return Routing((), self.routes.get(facts.get("severity", ""), ()))
+        channels = dict.fromkeys(name for route in matched for name in route.channels)
+        return Routing(tuple(matched), tuple(channels))
+
     def unrouted(self) -> list[str]:
         """A warning per channel that no route names: nothing would ever be sent to it."""
         used = {name for names in self.routes.values() for name in names}
+        used.update(name for route in self.route_list for name in route.channels)
         return [
             f"alerting.channels.{name}: no route uses this channel, so nothing is ever sent "
             f"to it; name it under alerting.routes (the default routes name only pagerduty, "

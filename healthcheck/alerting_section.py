@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from healthcheck import schema
 from healthcheck.alert_settings import (
+    ALERT_FACTS,
     CHANNEL_KINDS,
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_REPEAT,
@@ -26,11 +27,14 @@ from healthcheck.alert_settings import (
     AlertingSettings,
     AlertOverrides,
     ChannelSettings,
+    Matcher,
+    Route,
     RuleSettings,
     Silence,
     Weekly,
 )
 from healthcheck.durations import format_duration
+from healthcheck.labels import label_name, label_value
 from healthcheck.secrets import Secret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -88,6 +92,61 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(schema.text(item) for item in items)
 
 
+def _routes(value: Any) -> dict[str, tuple[str, ...]] | tuple[Route, ...]:
+    """`routes:` as a mapping of severity to channels (the short form) or as a list of
+    `{match, channels, continue}` tried in order."""
+    if isinstance(value, Mapping):
+        return schema.sub_mapping(value, dict.fromkeys(DEFAULT_ROUTES, _names))
+    if not isinstance(value, list):
+        raise ValueError(
+            "expected {critical: [...], warning: [...], info: [...]} or a list of "
+            "{match: {...}, channels: [...]}"
+        )
+    found = []
+    for index, item in enumerate(value):
+        try:
+            found.append(_route(item, index))
+        except schema.FieldError as exc:
+            raise schema.FieldError(f"[{index}].{exc.key}", exc.message) from None
+        except ValueError as exc:
+            raise schema.FieldError(f"[{index}]", str(exc)) from None
+    return tuple(found)
+
+
+def _route(value: Any, index: int) -> Route:
+    fields = schema.sub_mapping(
+        value, {"match": _match, "channels": _names, "continue": schema.boolean}
+    )
+    if "channels" not in fields:
+        raise schema.FieldError("channels", "missing: the channels the matched alerts go to")
+    return Route(fields.get("match", ()), fields["channels"], fields.get("continue", False), index)
+
+
+def _match(value: Any) -> tuple[Matcher, ...]:
+    """`{team: payments, severity: critical, endpoint: "~api-.*"}`: labels and alert facts."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping of labels (or {', '.join(ALERT_FACTS)}) to values")
+    found = []
+    for key, item in value.items():
+        try:
+            if key not in ALERT_FACTS:
+                label_name(key)
+            wanted = label_value(item)
+            pattern = None
+            if wanted.startswith("~"):
+                wanted = wanted[1:]
+                try:
+                    pattern = re.compile(wanted)
+                except re.error as exc:
+                    raise ValueError(f"not a valid regular expression {wanted!r}: {exc}") from None
+            elif key == "severity" and wanted not in DEFAULT_ROUTES:
+                raise ValueError(f"a severity is one of {', '.join(DEFAULT_ROUTES)}, got {item!r}")
+        except ValueError as exc:
+            raise schema.FieldError(str(key), str(exc)) from None
+        found.append(Matcher(str(key), wanted, pattern))
+    return tuple(found)
+
+
 _RULE_READERS: dict[str, schema.Reader] = {
     "failure_threshold": schema.integer(1, 1000),
     "success_threshold": schema.integer(1, 1000),
@@ -131,7 +190,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         raw,
         {
             "channels": lambda v: v,
-            "routes": lambda v: schema.sub_mapping(v, dict.fromkeys(DEFAULT_ROUTES, _names)),
+            "routes": _routes,
             "repeat": lambda v: schema.sub_mapping(
                 v, dict.fromkeys(DEFAULT_ROUTES, schema.optional(schema.duration))
             ),
@@ -154,13 +213,18 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
             raise schema.FieldError(f"channels.{name}.{exc.key}", exc.message) from None
         except ValueError as exc:
             raise schema.FieldError(f"channels.{name}", str(exc)) from None
-    routes = {**DEFAULT_ROUTES, **values.get("routes", {})}
+    route_list: tuple[Route, ...] = ()
     explicit = values.get("routes", {})
-    for severity, names in explicit.items():
+    if isinstance(explicit, tuple):  # the list form; the severity tiers stay the defaults
+        route_list, explicit = explicit, {}
+    routes = {**DEFAULT_ROUTES, **explicit}
+    named = [(f"routes.{severity}", names) for severity, names in explicit.items()]
+    named += [(f"routes[{r.index}].channels", r.channels) for r in route_list]
+    for path, names in named:
         for name in names:
             if name not in channels:
                 raise schema.FieldError(
-                    f"routes.{severity}",
+                    path,
                     f"channel {name!r} is not defined under alerting.channels "
                     f"(defined: {', '.join(channels) or 'none'})",
                 )
@@ -174,6 +238,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
     return AlertingSettings(
         channels=channels,
         routes={k: tuple(n for n in v if n in channels) for k, v in routes.items()},
+        route_list=route_list,
         repeat={**DEFAULT_REPEAT, **values.get("repeat", {})},
         rules=rules,
         silences=values.get("silences", ()),

@@ -119,15 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
         ("check-config", "validate the configuration and print a summary"),
         ("status", "print stored status, uptime and p95 per endpoint (reads the database)"),
         ("test-alert", "send a marked test alert through the route of a severity"),
+        ("routes", "show where an alert would be routed (nothing is sent)"),
         ("silence", "add, list or remove silences (alerts recorded but not sent)"),
         ("demo", "run against a simulated fleet on loopback (no config, no network)"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         _common_options(sub, suppress=True, takes_config=name != "demo")
+        if name == "check-config":
+            sub.add_argument(
+                "config_file", nargs="?", default=None, help="configuration file (as -c FILE)"
+            )
         if name == "status":
             sub.add_argument("--db", default=None, help="database file (default: from config)")
         if name == "test-alert":
             sub.add_argument("--severity", choices=("critical", "warning", "info"), required=True)
+        if name == "routes":
+            actions = sub.add_subparsers(dest="action", required=True, parser_class=_Parser)
+            test = actions.add_parser(
+                "test",
+                help="which route an alert matches and the channels it takes; sends nothing",
+            )
+            _common_options(test, suppress=True)
+            test.add_argument("--endpoint", help="an endpoint of --region (none: a region alert)")
+            test.add_argument("--severity", choices=("critical", "warning", "info"), required=True)
+            test.add_argument(
+                "--rule", help="default endpoint_down (regional_failure without --endpoint)"
+            )
         if name == "silence":
             actions = sub.add_subparsers(dest="action", required=True, parser_class=_Parser)
             add = actions.add_parser("add", help="silence matching alerts for a while")
@@ -180,12 +197,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "demo":
         setup_logging(args.log_level, args.log_format)
         return asyncio.run(_demo(args))
+    if getattr(args, "config_file", None):
+        if args.config and args.config != args.config_file:
+            raise ConfigError(f"two configuration files: {args.config!r} and {args.config_file!r}")
+        args.config = args.config_file
     config = _load(args)
     if command == "check-config":
         return _check_config(config, args.format)
     if command == "status":
         return _stored_status(config, args.db, args.format)
-    if command in ("test-alert", "silence"):
+    if command in ("test-alert", "silence", "routes"):
         return _alert_command(command, args, config)
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
@@ -208,12 +229,24 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _alert_command(command: str, args: argparse.Namespace, config: Config) -> int:
     """test-alert and silence: the commands that load Apprise and the database."""
-    from healthcheck.alert_commands import silence_add, silence_list, silence_remove, test_alert
+    from healthcheck.alert_commands import (
+        routes_test,
+        silence_add,
+        silence_list,
+        silence_remove,
+        test_alert,
+    )
     from healthcheck.daemon import storage_path
 
     if command == "test-alert":
         setup_logging("ERROR", args.log_format, Redactor(config.secrets))
         return asyncio.run(test_alert(config, args.severity))
+    if command == "routes":
+        if not args.region or len(args.region) > 1:
+            raise ConfigError("routes test takes one --region (the alert's region)")
+        return routes_test(
+            config, args.region[0], args.endpoint, args.severity, args.rule, args.format
+        )
     path = storage_path(config.storage)
     if args.action == "add":
         if args.region and len(args.region) > 1:

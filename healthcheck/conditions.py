@@ -23,7 +23,11 @@ _FIELDS = {  # placeholder -> the ConditionContext field it reads
     "IP": "ip",
     "DNS_RCODE": "dns_rcode",
 }
-PLACEHOLDERS = tuple(_FIELDS)
+# The common ones: each kind's own placeholders are known only to its endpoints' conditions.
+# [DOMAIN_EXPIRATION] (several kinds, read over RDAP) comes in ConditionContext.values.
+PLACEHOLDERS = (*_FIELDS, "DOMAIN_EXPIRATION")
+# Placeholders whose value is in seconds: compared in ms with durations (48h), shown as one
+_SECONDS = frozenset({"CERTIFICATE_EXPIRATION", "DOMAIN_EXPIRATION"})
 FUNCTIONS = ("len", "has", "pat", "any")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
@@ -57,6 +61,8 @@ class ConditionContext:
     dns_rcode: str | None = None
     # The values of placeholders a probe kind declares beyond the ones above, by name
     values: dict[str, Json] = field(default_factory=dict)
+    # Why a placeholder has no value for this check, where something says why (an RDAP lookup)
+    reasons: dict[str, str] = field(default_factory=dict)
     _json: Json | ValueError = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
@@ -327,7 +333,10 @@ def _read(ref: _Ref, context: ConditionContext) -> Json:
         getattr(context, field_name) if field_name else context.values.get(ref.name)
     )
     if value is None:
-        raise _Unmet(f"[{ref.name}] has no value for this check")
+        reason = context.reasons.get(ref.name)
+        raise _Unmet(
+            f"[{ref.name}] has no value for this check" + (f": {reason}" if reason else "")
+        )
     if isinstance(value, bytes):  # [BODY]
         if not ref.path:
             return value.decode("utf-8", errors="replace").strip()
@@ -343,7 +352,7 @@ def _read(ref: _Ref, context: ConditionContext) -> Json:
                 raise _Unmet(f"{_path(ref)} does not exist in the body")
             node = node[step]
         return node
-    if ref.name == "CERTIFICATE_EXPIRATION" and isinstance(value, int | float):
+    if ref.name in _SECONDS and isinstance(value, int | float):
         return value * 1000  # in ms, so it compares with durations like 48h
     return value
 
@@ -403,7 +412,7 @@ def _show(ref: _Ref, value: object) -> str:
     if ref.function is None and isinstance(value, int | float) and abs(value) < 1e15:
         if ref.name == "RESPONSE_TIME":
             return f"{_text(round(value, 3))}ms"
-        if ref.name == "CERTIFICATE_EXPIRATION":
+        if ref.name in _SECONDS:
             return ("-" if value < 0 else "") + format_duration(abs(value) / 1000)
     return _cut(repr(value[: _SHOWN + 1]) if isinstance(value, str) else _text(value))
 

@@ -25,6 +25,7 @@ from healthcheck.conditions import (
     parse_condition,
 )
 from healthcheck.errors import ConfigError
+from healthcheck.labels import frozen, read_labels
 from healthcheck.probes.base import Probe
 from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
 from healthcheck.schema import REQUIRED, FieldError, Option
@@ -41,9 +42,11 @@ COMMON_OPTIONS: dict[str, Option] = {
     "latency": Option(lambda v: schema.sub_mapping(v, schema.LATENCY_KEYS), DEFAULT_LATENCY),
     "conditions": Option(lambda v: v, ()),  # parsed per endpoint, with the kind's placeholders
     "alerts": Option(read_overrides, {}, "rule settings for this endpoint; enabled: false mutes"),
+    "labels": Option(read_labels, {}, "labels for its alerts, routes and (some) metrics"),
 }
 ENDPOINT_KEYS = {"name", "kind", "enabled"}
-MERGED_MAPPINGS = {"latency", "headers", "tls", "alerts"}  # merged key by key down the levels
+# merged key by key down the levels
+MERGED_MAPPINGS = {"latency", "headers", "tls", "alerts", "labels"}
 TOP_LEVEL_KEYS = ("defaults", "regions", "alerting", *SECTIONS)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
@@ -176,6 +179,8 @@ class _Builder:
         )
         self.check_exporter(exporter)
         alerting = self.read(read_alerting, data.get("alerting") or {}, "alerting")
+        if exporter.public_url is not None:
+            alerting = replace(alerting, public_url=exporter.public_url.rstrip("/"))
         defaults = self.mapping(data.get("defaults", {}), "defaults")
         self.check_defaults(defaults, "defaults")
         regions_raw = data.get("regions")
@@ -307,6 +312,7 @@ class _Builder:
             conditions=values["conditions"],
             settings=settings,
             alerts=overrides(values["alerts"]) if values["alerts"] else _NO_OVERRIDES,
+            labels=frozen(values["labels"]) if values["labels"] else (),
         )
 
     def conditions(self, raw: Any, probe: type[Probe], path: str) -> tuple[Condition, ...]:

@@ -157,6 +157,9 @@ class Scrape:
     notifications: dict[str, tuple[int, int, int, int]] | None = None
     blackbox_names: bool = False
     kinds: dict[str, KindMetrics] = field(default_factory=dict)  # the kinds' own families
+    metric_labels: tuple[str, ...] = ()  # exporter.metric_labels
+    # (region, endpoint) -> the values of metric_labels ("" where the endpoint has none)
+    operator_labels: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 class Metrics:
@@ -189,6 +192,12 @@ class Metrics:
         the counters of an endpoint that stays go on."""
         self.config = config
         series = {}
+        names = config.exporter.metric_labels
+        self._operator_labels = {
+            (e.region, e.name): [dict(e.labels).get(name, "") for name in names]
+            for e in config.endpoints()
+            if names
+        }
         for endpoint in config.endpoints():
             labels = (endpoint.region, endpoint.name, endpoint.kind)
             kept = self._series.get(endpoint.id)
@@ -279,6 +288,8 @@ class Metrics:
             sla_target=self.config.sla_target,
             blackbox_names=self.config.exporter.blackbox_names,
             kinds=kinds,
+            metric_labels=self.config.exporter.metric_labels,
+            operator_labels=self._operator_labels,
         )
         readings = self.readings() if self.readings is not None else Readings()
         self._add_uptime(scrape, readings)
@@ -476,6 +487,16 @@ class _ScrapeCollector:
 
     def __init__(self, scrape: Scrape) -> None:
         self.scrape = scrape
+        # The per-endpoint series' labels: region, endpoint, kind, then exporter.metric_labels.
+        self.columns = (*ENDPOINT_LABELS, *scrape.metric_labels)
+        self._operator = scrape.operator_labels
+        self._blank = [""] * len(scrape.metric_labels)  # an endpoint without the label
+
+    def values(self, names: tuple[str, str, str]) -> list[str]:
+        """An endpoint's label values for `columns`."""
+        if not self._blank:
+            return list(names)
+        return [*names, *self._operator.get((names[0], names[1]), self._blank)]
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the set of series follows the configuration
@@ -484,7 +505,7 @@ class _ScrapeCollector:
         yield from self._counted()
         yield from self._last_checks()
         if self.scrape.blackbox_names:
-            yield from _blackbox(self.scrape.rows)
+            yield from _blackbox(self.scrape.rows, self.columns, self.values)
         yield from _kinds_gauges(self.scrape)
         yield from self._regions()
         yield from self._uptime()
@@ -495,15 +516,15 @@ class _ScrapeCollector:
         duration = HistogramMetricFamily(
             "healthcheck_probe_duration_seconds",
             "How long each check took, retries included",
-            labels=ENDPOINT_LABELS,
+            labels=self.columns,
         )
         checks = CounterMetricFamily(
-            "healthcheck_checks", "Checks run", labels=(*ENDPOINT_LABELS, "result")
+            "healthcheck_checks", "Checks run", labels=(*self.columns, "result")
         )
         errors = CounterMetricFamily(
             "healthcheck_check_errors",
             "Failed checks by error class",
-            labels=(*ENDPOINT_LABELS, "error"),
+            labels=(*self.columns, "error"),
         )
         # The kinds' own histograms, one family per name (kinds may share one)
         kind_histograms: dict[str, HistogramMetricFamily] = {}
@@ -512,11 +533,11 @@ class _ScrapeCollector:
             for declared in metrics.histograms:
                 kind_histograms.setdefault(
                     declared.name,
-                    HistogramMetricFamily(declared.name, declared.help, labels=ENDPOINT_LABELS),
+                    HistogramMetricFamily(declared.name, declared.help, labels=self.columns),
                 )
                 les.setdefault(declared.buckets, _le(declared.buckets))
         for names, (counts, total), own, ok, failed, (classes, seen), _, _ in scrape.rows:
-            labels = list(names)
+            labels = self.values(names)
             duration.add_metric(labels, _buckets(_DURATION_LE, counts), total)
             if own:
                 declaring = scrape.kinds[names[2]].histograms
@@ -545,39 +566,39 @@ class _ScrapeCollector:
 
     def _last_checks(self) -> Iterator[Metric]:
         success = GaugeMetricFamily(
-            "healthcheck_probe_success", "1 if the last check succeeded", labels=ENDPOINT_LABELS
+            "healthcheck_probe_success", "1 if the last check succeeded", labels=self.columns
         )
         http_status = GaugeMetricFamily(
             "healthcheck_probe_http_status_code",
             "HTTP status of the last check",
-            labels=ENDPOINT_LABELS,
+            labels=self.columns,
         )
         cert = GaugeMetricFamily(
             "healthcheck_tls_cert_expiry_timestamp_seconds",
             "When the peer certificate seen by the last check expires",
-            labels=ENDPOINT_LABELS,
+            labels=self.columns,
         )
         phases = GaugeMetricFamily(
             "healthcheck_probe_phase_duration_seconds",
             "Time per phase of the last HTTP check",
-            labels=(*ENDPOINT_LABELS, "phase"),
+            labels=(*self.columns, "phase"),
         )
         last_check = GaugeMetricFamily(
             "healthcheck_probe_last_check_timestamp_seconds",
             "When the last check of the endpoint started: a stale value means it stalled",
-            labels=ENDPOINT_LABELS,
+            labels=self.columns,
         )
         endpoint_status = GaugeMetricFamily(
             "healthcheck_endpoint_status",
             "1 for the endpoint's current status, 0 for the others",
-            labels=(*ENDPOINT_LABELS, "status"),
+            labels=(*self.columns, "status"),
         )
         for row in self.scrape.rows:
             names, last = row[0], row[6]
             if last is None:
                 continue
             ok, timestamp, status, code, expiry, seconds, _ = last
-            labels = list(names)
+            labels = self.values(names)
             success.add_metric(labels, 1.0 if ok else 0.0)
             last_check.add_metric(labels, timestamp)
             for value in STATUSES:
@@ -621,7 +642,7 @@ class _ScrapeCollector:
         endpoint_uptime = GaugeMetricFamily(
             "healthcheck_uptime_ratio",
             "Successful checks / checks over the window (degraded counts as up)",
-            labels=(*ENDPOINT_LABELS, "window"),
+            labels=(*self.columns, "window"),
         )
         region_uptime = GaugeMetricFamily(
             "healthcheck_region_uptime_ratio",
@@ -629,7 +650,7 @@ class _ScrapeCollector:
             labels=("region", "window"),
         )
         for region, endpoint, kind, window, ratio in scrape.endpoint_uptime:
-            endpoint_uptime.add_metric([region, endpoint, kind, window], ratio)
+            endpoint_uptime.add_metric([*self.values((region, endpoint, kind)), window], ratio)
         for region, window, ratio in scrape.region_uptime:
             region_uptime.add_metric([region, window], ratio)
         yield endpoint_uptime
@@ -674,35 +695,37 @@ class _ScrapeCollector:
             yield pending
 
 
-def _blackbox(rows: list[Row]) -> Iterator[Metric]:
+def _blackbox(
+    rows: list[Row], columns: tuple[str, ...], values: Callable[[tuple[str, str, str]], list[str]]
+) -> Iterator[Metric]:
     """blackbox_exporter's names and meanings, per endpoint, for what was built on them:
     the last check's success, duration (a gauge), HTTP status (0 without an answer, on http
     checks) and the peer certificate's expiry (its earliest: we see the leaf)."""
     success = GaugeMetricFamily(
         "probe_success",
         "As blackbox_exporter: 1 if the last check succeeded",
-        labels=ENDPOINT_LABELS,
+        labels=columns,
     )
     duration = GaugeMetricFamily(
         "probe_duration_seconds",
         "As blackbox_exporter: how long the last check took, retries included",
-        labels=ENDPOINT_LABELS,
+        labels=columns,
     )
     http_status = GaugeMetricFamily(
         "probe_http_status_code",
         "As blackbox_exporter: HTTP status of the last check, 0 if no answer",
-        labels=ENDPOINT_LABELS,
+        labels=columns,
     )
     expiry = GaugeMetricFamily(
         "probe_ssl_earliest_cert_expiry",
         "As blackbox_exporter: when the peer certificate seen by the last check expires",
-        labels=ENDPOINT_LABELS,
+        labels=columns,
     )
     for row in rows:
         names, last = row[0], row[6]
         if last is None:
             continue
-        labels = list(names)
+        labels = values(names)
         success.add_metric(labels, 1.0 if last[0] else 0.0)
         duration.add_metric(labels, last[6])
         if last[3] is not None or names[2] == "http":

@@ -14,6 +14,7 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.durations import parse_duration
+from healthcheck.labels import label_name
 from healthcheck.targets import ExporterSettings, SchedulerSettings, SlaSettings, StorageSettings
 
 DAY = schema.DAY
@@ -109,6 +110,22 @@ def _workers(value: Any) -> int | None:
     return value
 
 
+def _metric_labels(value: Any) -> tuple[str, ...]:
+    """Label names (of `labels:`) to put on the per-endpoint series, each once."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of label names, like [team, tier]; got {value!r}")
+    names: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            name = label_name(item)
+        except ValueError as exc:
+            raise schema.FieldError(f"[{index}]", str(exc)) from None
+        if name in names:
+            raise schema.FieldError(f"[{index}]", f"{name!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
 def _fraction(maximum: float) -> schema.Reader:
     def read(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -156,6 +173,8 @@ SECTIONS: dict[str, Section] = {
             "max_connections": Key(schema.integer(1, 65_536), "max_connections"),
             "read_timeout": Key(schema.duration_up_to(300.0), "read_timeout"),
             "blackbox_names": Key(schema.boolean, "blackbox_names"),
+            "metric_labels": Key(_metric_labels, "metric_labels"),
+            "public_url": Key(schema.http_url, "public_url"),
         },
     ),
     "sla": Section(SlaSettings, {"target": Key(schema.ratio, "target")}),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from healthcheck.alert_settings import AlertingSettings, AlertOverrides
+from healthcheck.labels import Labels
 from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
@@ -45,6 +46,7 @@ class Endpoint:
     conditions: tuple[Condition, ...]
     settings: ProbeSettings  # the kind's own: narrow() to its type
     alerts: AlertOverrides = field(default_factory=AlertOverrides)
+    labels: Labels = ()  # the operator's (`labels:`), merged down; sorted by name
 
     @property
     def id(self) -> EndpointId:
@@ -101,6 +103,12 @@ class ExporterSettings:
     # probe_ssl_earliest_cert_expiry as blackbox_exporter does, for dashboards and alerts made
     # for it.
     blackbox_names: bool = False
+    # Operator labels added to the per-endpoint series: each one multiplies nothing (one value
+    # per endpoint) but is a column on every series, so the operator picks them.
+    metric_labels: tuple[str, ...] = ()
+    # Where people reach this daemon's pages (behind a proxy): alerts link
+    # {public_url}/endpoints/{region}/{name}.
+    public_url: str | None = None
 
     @property
     def auth_required(self) -> bool:

@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random
 
 from healthcheck.clock import Clock as Clock  # re-exported: every probe kind takes one
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes import rdap
 from healthcheck.probes.plugin import AlertRule, KindMetrics
 from healthcheck.result import ConditionOutcome, ErrorClass, ProbeResult
 from healthcheck.schema import Option
@@ -38,6 +39,9 @@ class Progress:
 
 # The running attempt's Progress; set around each attempt, as PEER_TLS is around a request.
 PROGRESS: ContextVar[Progress | None] = ContextVar("PROGRESS", default=None)
+# The checked name's registration expiry (epoch s) or why it is unknown, for a check whose
+# conditions read [DOMAIN_EXPIRATION]; set around its attempts by `run`, read by `judged`.
+DOMAIN_EXPIRY: ContextVar[float | str | None] = ContextVar("DOMAIN_EXPIRY", default=None)
 
 
 # What any check over a socket can fail with: the classes `classify_exception` gives (but
@@ -96,6 +100,17 @@ class Probe(ABC):
 
     async def run(self, target: Endpoint) -> ProbeResult:
         """Check the target: retries with backoff inside its budget; never raises."""
+        if not any(rdap.PLACEHOLDER in condition.placeholders for condition in target.conditions):
+            return await self._run(target)
+        # Read before the attempts and apart from them: its time is no part of the latency,
+        # and its failure only fails the conditions that read it.
+        noting = DOMAIN_EXPIRY.set(await _domain_expiry(target))
+        try:
+            return await self._run(target)
+        finally:
+            DOMAIN_EXPIRY.reset(noting)
+
+    async def _run(self, target: Endpoint) -> ProbeResult:
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + target.budget
@@ -204,6 +219,10 @@ class Probe(ABC):
         if latency is None:
             latency = time.perf_counter() - started
         context.response_time_ms = latency * 1000
+        if isinstance(domain := DOMAIN_EXPIRY.get(), str):
+            context.reasons[rdap.PLACEHOLDER] = domain
+        elif domain is not None:
+            context.values[rdap.PLACEHOLDER] = domain - timestamp
         outcomes = tuple(condition.evaluate(context) for condition in target.conditions)
         failed = [outcome for outcome in outcomes if not outcome.passed]
         if verdict is None and failed:
@@ -221,6 +240,20 @@ class Probe(ABC):
             degraded=degraded if verdict is None else None,
             **fields,
         )
+
+
+async def _domain_expiry(target: Endpoint) -> float | str:
+    """When the checked name's registration expires, or why that is unknown."""
+    host = rdap.host_of(target.settings)
+    options = getattr(target.settings, "rdap", None) or rdap.RdapOptions()
+    if host is None:
+        return "this check names no host"
+    try:
+        return await rdap.registration_expiry(host, options, target.timeout)
+    except rdap.RdapError as exc:
+        return str(exc)
+    except Exception as exc:  # never raise to the scheduler
+        return f"RDAP lookup failed: {type(exc).__name__}"
 
 
 def describe_failed(failed: list[ConditionOutcome]) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes import rdap
 from healthcheck.probes.base import Probe, resolve_failure
+from healthcheck.probes.rdap import RdapOptions
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint, ProbeSettings
 
@@ -20,6 +22,7 @@ FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_I
 class DnsSettings(ProbeSettings):
     hostname: str
     family: str = "any"
+    rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
 class DnsProbe(Probe):
@@ -32,8 +35,11 @@ class DnsProbe(Probe):
         "family": schema.Option(
             schema.choice(*FAMILIES), "any", help="address family to ask for: any, ipv4, ipv6"
         ),
+        "rdap": rdap.OPTION,
     }
-    placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "IP", "BODY", "DNS_RCODE"})
+    placeholders = frozenset(
+        {"CONNECTED", "RESPONSE_TIME", "IP", "BODY", "DNS_RCODE", rdap.PLACEHOLDER}
+    )
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
         settings = target.settings.narrow(DnsSettings)

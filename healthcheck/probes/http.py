@@ -12,6 +12,7 @@ import aiohttp
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes import rdap
 from healthcheck.probes.base import NETWORK_ERRORS, PROGRESS, Probe
 from healthcheck.probes.http_client import (
     BodyTooLarge,
@@ -20,6 +21,7 @@ from healthcheck.probes.http_client import (
     read_capped,
     tls_context,
 )
+from healthcheck.probes.rdap import RdapOptions
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
@@ -43,6 +45,7 @@ class HttpSettings(ProbeSettings):
     keepalive: bool = False  # False: a fresh connection per check, as a user's first visit
     max_body: int = DEFAULT_MAX_BODY
     phases: bool = False  # DNS and connect times through aiohttp's tracing (~10% more CPU)
+    rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
 def _header_pairs(value: Any) -> tuple[tuple[str, str | Secret], ...]:
@@ -105,9 +108,10 @@ class HttpProbe(Probe):
         "keepalive": Option(schema.boolean, False),
         "max_body": Option(schema.size, DEFAULT_MAX_BODY),
         "phases": Option(schema.boolean, False, help="record DNS and connect times"),
+        "rdap": rdap.OPTION,
     }
     placeholders = frozenset(
-        {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION"}
+        {"STATUS", "BODY", "RESPONSE_TIME", "CONNECTED", "CERTIFICATE_EXPIRATION", rdap.PLACEHOLDER}
     )
     errors = (
         *NETWORK_ERRORS,

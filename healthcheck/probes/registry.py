@@ -27,6 +27,8 @@ KINDS: dict[str, str] = {
     "grpc": "healthcheck.probes.grpc_health:GrpcProbe",
     "websocket": "healthcheck.probes.websocket:WebsocketProbe",
     "udp": "healthcheck.probes.udp:UdpProbe",
+    "icmp": "healthcheck.probes.icmp:IcmpProbe",
+    "starttls": "healthcheck.probes.starttls:StartTlsProbe",
     "onnx": "inference_probe.local:OnnxProbe",
     "inference": "inference_probe.remote:InferenceProbe",
 }

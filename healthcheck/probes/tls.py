@@ -12,7 +12,9 @@ from typing import Any
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
+from healthcheck.probes import rdap
 from healthcheck.probes.base import Clock, Probe
+from healthcheck.probes.rdap import RdapOptions
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
 from healthcheck.targets import Endpoint, ProbeSettings
@@ -84,6 +86,7 @@ def peer_expiry(ssl_object: ssl.SSLObject) -> float | None:
 class TlsSettings(ProbeSettings):
     address: tuple[str, int]
     tls: TlsOptions = field(default_factory=TlsOptions)
+    rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
 class TlsProbe(Probe):
@@ -100,8 +103,11 @@ class TlsProbe(Probe):
         "tls": schema.Option(
             schema.tls_options, TlsOptions(), help="verify, ca_file, server_name (SNI)"
         ),
+        "rdap": rdap.OPTION,
     }
-    placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "CERTIFICATE_EXPIRATION", "IP"})
+    placeholders = frozenset(
+        {"CONNECTED", "RESPONSE_TIME", "CERTIFICATE_EXPIRATION", "IP", rdap.PLACEHOLDER}
+    )
 
     def __init__(self, clock: Clock = time.time) -> None:
         super().__init__(clock)
@@ -112,30 +118,45 @@ class TlsProbe(Probe):
         host, port = settings.address
         started = time.perf_counter()
         timestamp = self.clock()
-        try:
-            context = self.contexts.context(settings.tls.verify, settings.tls.ca_file)
-        except OSError as exc:
-            reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
-            text = f"cannot load ca_file {settings.tls.ca_file!r}: {reason}"
-            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+        context = self.context_for(target, settings.tls, started, timestamp)
+        if isinstance(context, ProbeResult):
+            return context
         _, writer = await asyncio.open_connection(
             host, port, ssl=context, server_hostname=settings.tls.server_name or host
         )
         try:
-            ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
-            peer = writer.get_extra_info("peername")
-            cert = ssl_object.getpeercert() or {}  # {} when the certificate was not verified
-            expiry = _expiry(cert, ssl_object.getpeercert(binary_form=True))
-            left = None if expiry is None else expiry - timestamp
-            details = _details(ssl_object, cert, left)
-            context_seen = ConditionContext(
-                connected=True, certificate_expiration_s=left, ip=peer[0] if peer else None
-            )
-            return self.judged(
-                target, context_seen, started, timestamp, cert_expiry=expiry, details=details
-            )
+            return self.judge_certificate(target, writer, started, timestamp)
         finally:
             writer.close()
+
+    def context_for(
+        self, target: Endpoint, tls: TlsOptions, started: float, timestamp: float
+    ) -> ssl.SSLContext | ProbeResult:
+        """The client context for `tls`, or the failed result when its ca_file cannot load."""
+        try:
+            return self.contexts.context(tls.verify, tls.ca_file)
+        except OSError as exc:
+            reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+            text = f"cannot load ca_file {tls.ca_file!r}: {reason}"
+            return self.failed(target, ErrorClass.TLS, text, started, timestamp)
+
+    def judge_certificate(
+        self, target: Endpoint, writer: asyncio.StreamWriter, started: float, timestamp: float
+    ) -> ProbeResult:
+        """The result of a finished handshake on `writer`: the peer certificate's expiry and
+        details, judged by the target's conditions (kind: starttls shares it)."""
+        ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
+        peer = writer.get_extra_info("peername")
+        cert = ssl_object.getpeercert() or {}  # {} when the certificate was not verified
+        expiry = _expiry(cert, ssl_object.getpeercert(binary_form=True))
+        left = None if expiry is None else expiry - timestamp
+        details = _details(ssl_object, cert, left)
+        context_seen = ConditionContext(
+            connected=True, certificate_expiration_s=left, ip=peer[0] if peer else None
+        )
+        return self.judged(
+            target, context_seen, started, timestamp, cert_expiry=expiry, details=details
+        )
 
 
 def _expiry(cert: dict[str, Any], der: bytes | None) -> float | None:

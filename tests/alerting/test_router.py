@@ -97,7 +97,7 @@ def test_one_evaluation_for_one_region_is_one_message_per_grouping_channel() -> 
     assert len(channels["pagerduty"]) == 3  # PagerDuty tracks each alert on its own
     assert channels["slack"] == ["[healthcheck] eu: 3 firing"]
     slack = next(n for n in routed.notifications if n.channel == "slack")
-    assert slack.body.count("\n") == 2 and "eu/e1" in slack.body
+    assert slack.body.count("\n\n") == 2 and "eu/e1" in slack.body  # a block per alert
 
 
 def test_a_resolve_goes_only_where_the_firing_went() -> None:
@@ -308,6 +308,6 @@ def test_runbook_base_links_each_notification_to_its_rules_runbook() -> None:
         "https://wiki.example.com/runbooks/high_latency",
     }
     assert all(f"Runbook: {n.runbook_url}" in n.body for n in single)
-    assert "(runbook: https://wiki.example.com/runbooks/high_latency)" in grouped[0].body
+    assert "Runbook: https://wiki.example.com/runbooks/high_latency" in grouped[0].body
     unset = run([down])
     assert all(n.runbook_url is None and "unbook" not in n.body for n in unset.notifications)

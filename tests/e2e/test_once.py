@@ -184,6 +184,18 @@ async def test_check_config(run_cli, tmp_path) -> None:
     assert done.code == 3 and "regions.r.endpoints[0].url" in done.stderr
 
 
+async def test_check_config_takes_the_file_as_its_argument(run_cli, tmp_path) -> None:
+    good = write_config(tmp_path, {"r": [{"name": "a", "url": "http://a.example/"}]})
+    done = await run_cli("check-config", str(good))
+    assert done.code == 0 and "valid: 1 regions, 1 endpoints" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions: {r: {endpoints: [{name: a, url: 'gopher://a/'}]}}\n")
+    done = await run_cli("check-config", str(bad))
+    assert done.code == 3 and "regions.r.endpoints[0].url" in done.stderr
+    done = await run_cli("check-config", "--config", str(good), str(bad))
+    assert done.code == 3 and "two configuration files" in done.stderr
+
+
 async def test_secrets_never_reach_the_output(run_cli, fleet, tmp_path, closed_port) -> None:
     token = "tkn-0123456789abcdef"
     config = write_config(

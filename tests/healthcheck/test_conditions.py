@@ -241,7 +241,11 @@ SYNTAX_ERRORS = [
     ("[STATUS] == [STATUSS]", "unknown placeholder [STATUSS]", 12),
     ("[STATUS] == [Status_Code]", "unknown placeholder [Status_Code]", 12),
     ("[] == 1", "no placeholder to check", 0),
-    ("[DOMAIN_EXPIRATION] > 1h", "unknown placeholder [DOMAIN_EXPIRATION]", 0),
+    (
+        "[DOMAIN_EXPIRY] > 1h",
+        "unknown placeholder [DOMAIN_EXPIRY]; did you mean [DOMAIN_EXPIRATION]?",
+        0,
+    ),
     ("foo([BODY]) == 1", "unknown function foo(); expected one of len(), has(), pat(), any()", 0),
     ("[BODY] == regex(.*)", "unknown function regex()", 10),
     ("[STATUS] == (200", "unbalanced '(': never closed", 12),

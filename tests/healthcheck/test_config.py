@@ -26,7 +26,7 @@ def test_the_shipped_example_is_valid() -> None:
     names = [region.name for region in config.regions]
     assert names == ["us-west", "us-east", "eu-west", "ap", "edge", "global"]
     kinds = {endpoint.kind for endpoint in config.endpoints()}
-    assert kinds == {"http", "tcp", "tls", "dns"}
+    assert kinds == {"http", "tcp", "tls", "dns", "icmp"}
 
 
 def test_defaults_merge_global_region_endpoint() -> None:

@@ -254,3 +254,51 @@ def test_every_endpoint_series_carries_region_endpoint_and_kind(metrics: Metrics
         name for name, labels in found if "kind" in dict(labels)
     }
     assert without == set()
+
+
+def test_metric_labels_go_on_every_endpoint_series_and_no_other_label_does() -> None:
+    """exporter.metric_labels: the listed labels on each per-endpoint family (empty where an
+    endpoint has none), rendered the same in the helper process; unlisted labels never."""
+    document = {
+        "exporter": {"metric_labels": ["team"], "blackbox_names": True},
+        "defaults": {"labels": {"tier": "1"}},
+        "regions": {
+            "eu": {
+                "defaults": {"labels": {"team": "payments"}},
+                "endpoints": [{"name": "api", "url": "http://127.0.0.1:1/"}],
+            },
+            "us": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:2/"}]},
+        },
+    }
+    config = parse_config(json.dumps(document), "test")
+    board = StatusBoard(config.endpoints())
+    metrics = Metrics(config, board)
+    now = time.time()
+    for region in ("eu", "us"):
+        result = ProbeResult(region, "api", "http", False, 0.2, now, ErrorClass.TIMEOUT)
+        metrics.observe(result, board.record(result) or board.latest[result.target_id][1])
+    report = UptimeReport(
+        {1: Target(1, "eu", "api", "http")}, {1: {"24h": Tally(checks=4, successes=3)}}
+    )
+    metrics.readings = lambda: Readings(uptime=report)
+    helper = Offload("test helper")
+    try:
+        there = helper.call(render, metrics.snapshot(), None)[0].decode()
+    finally:
+        helper.close()
+    found = samples(there)
+    eu = {"region": "eu", "endpoint": "api", "kind": "http", "team": "payments"}
+    us = {"region": "us", "endpoint": "api", "kind": "http", "team": ""}
+    assert value(found, "healthcheck_probe_success", **eu) == 0
+    assert value(found, "healthcheck_probe_success", **us) == 0
+    assert value(found, "healthcheck_check_errors_total", **eu, error="timeout") == 1
+    assert value(found, "healthcheck_uptime_ratio", **eu, window="24h") == 0.75
+    assert value(found, "probe_success", **eu) == 0
+    per_endpoint = {name for name, labels in found if "endpoint" in dict(labels)}
+    assert per_endpoint and all(
+        "team" in dict(labels) for name, labels in found if name in per_endpoint
+    )
+    assert "tier" not in there
+    assert healthcheck_lines(there.encode()) == healthcheck_lines(
+        render(metrics.snapshot(), None)[0]
+    )

@@ -30,6 +30,7 @@ KEYS = [
     "inputs", "expected", "model_name", "shape", "data", "datatype", "expected_status",
     "max_body", "follow_redirects", "retention", "raw", "vantage", "failure_threshold",
     "raw_rows", "rollups", "max_queue", "tick", "rate_limit", "auth", "protect_metrics",
+    "labels", "metric_labels", "public_url", "match", "continue", "team", "severity",
 ]  # fmt: skip
 SCALARS = (
     st.none()
