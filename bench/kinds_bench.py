@@ -1,7 +1,7 @@
 """CPU per check of each probe kind, next to blackbox_exporter's CPU per probe in the same run.
 
     .venv/bin/python bench/kinds_bench.py --json bench/kinds.json     # 1,000 endpoints each
-    .venv/bin/python bench/kinds_bench.py --quick                      # 100 endpoints, ~2 min
+    .venv/bin/python bench/kinds_bench.py --quick                      # 100 endpoints, ~2.5 min
     .venv/bin/python bench/kinds_bench.py --kinds grpc,icmp --endpoints 1000 --interval 10
 
 For each kind, one after another: `--endpoints` endpoints of that kind every `--interval`
@@ -16,7 +16,7 @@ Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp), it 
 targets at the same interval in the same run, scheduled by a real Prometheus (one scrape of
 `/probe` per target and interval, as deployed); its CPU and Prometheus's are counted apart,
 each divided by the probes Prometheus recorded (`count_over_time(probe_success[...])`).
-Kinds the build does not have (icmp before it is merged) are reported as skipped.
+A kind this build does not have is reported as skipped; one not listed in KINDS is refused.
 """
 
 from __future__ import annotations
