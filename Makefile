@@ -28,11 +28,12 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-bench: install  ## scale and latency accuracy vs blackbox_exporter + Prometheus (bench/README.md)
+bench: install  ## scale, latency accuracy and CPU per kind vs blackbox_exporter + Prometheus (bench/README.md)
 	@command -v nginx >/dev/null && command -v prometheus-blackbox-exporter >/dev/null \
 		|| echo "for the full comparison: apt-get install nginx-light prometheus prometheus-blackbox-exporter"
 	$(BIN)/python bench/scale_bench.py --json bench/scale.json
 	$(BIN)/python bench/accuracy_bench.py --json bench/accuracy.json
+	$(BIN)/python bench/kinds_bench.py --json bench/kinds.json
 
 soak: install  ## 1,000 endpoints for 12 minutes, a fifth misbehaving: leaks, lag, accounting
 	$(BIN)/python bench/soak_bench.py --minutes 12 --json bench/soak.json

@@ -1,0 +1,441 @@
+"""CPU per check of each probe kind, next to blackbox_exporter's CPU per probe in the same run.
+
+    .venv/bin/python bench/kinds_bench.py --json bench/kinds.json     # 1,000 endpoints each
+    .venv/bin/python bench/kinds_bench.py --quick                      # 100 endpoints, ~2.5 min
+    .venv/bin/python bench/kinds_bench.py --kinds grpc,icmp --endpoints 1000 --interval 10
+
+For each kind, one after another: `--endpoints` endpoints of that kind every `--interval`
+seconds against real loopback servers of that kind, run by a separate process (a grpc.aio
+health server, an aiohttp WebSocket server that greets, a UDP echo server, a TCP listener that
+accepts; many endpoints share a few ports) or the kernel's own ICMP echo (every endpoint its
+own address in 127.0.0.0/8). The real `healthcheck run` is a subprocess with storage on
+(no alerting, no /metrics scrapes); its CPU is that of every process of ours (the daemon, its
+probe workers, its helper), read from /proc over the window, divided by the checks it completed.
+
+Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp), it probes the same
+targets at the same interval in the same run, scheduled by a real Prometheus (one scrape of
+`/probe` per target and interval, as deployed); its CPU and Prometheus's are counted apart,
+each divided by the probes Prometheus recorded (`count_over_time(probe_success[...])`).
+A kind this build does not have is reported as skipped; one not listed in KINDS is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scale_bench import (
+    _go_duration,
+    cpu_seconds,
+    family_cpu,
+    free_port,
+    get_json,
+    started,
+    wait_http,
+)
+
+from healthcheck.probes.registry import is_kind
+
+PORTS_PER_SERVER = 4  # the endpoints of a kind share these many ports of its server
+KINDS = ("tcp", "grpc", "websocket", "udp", "icmp")
+BLACKBOX_MODULES = {  # our kind -> blackbox_exporter's prober for it
+    "tcp": "tcp",
+    "grpc": "grpc",
+    "icmp": "icmp",
+}
+
+
+# -- the servers, in a process of their own (their CPU is nobody's) -----------------------------
+def _serve(ports: multiprocessing.Queue) -> None:
+    import grpc
+    from aiohttp import web
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+    async def greet(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"status": "UP"})
+        await ws.receive()  # the check closes
+        return ws
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def main() -> None:
+        found: dict[str, list[int]] = {}
+        health = HealthServicer()
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        found["grpc"] = [server.add_insecure_port("127.0.0.1:0") for _ in range(PORTS_PER_SERVER)]
+        await server.start()
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", greet)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        for _ in range(PORTS_PER_SERVER):
+            await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+        found["websocket"] = [address[1] for address in runner.addresses]
+
+        loop = asyncio.get_running_loop()
+        found["udp"] = []
+        for _ in range(PORTS_PER_SERVER):
+            transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+            found["udp"].append(transport.get_extra_info("sockname")[1])
+
+        found["tcp"] = []
+        for _ in range(PORTS_PER_SERVER):
+            tcp = await asyncio.start_server(accept, "127.0.0.1", 0, backlog=4096)
+            found["tcp"].append(tcp.sockets[0].getsockname()[1])
+        ports.put(found)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[dict[str, list[int]]]:
+    """The ports of each kind's servers, which run in a process of their own."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_serve, args=(queue,), daemon=True)
+    process.start()
+    try:
+        yield queue.get(timeout=60)
+    finally:
+        process.terminate()
+        process.join(5)
+
+
+# -- endpoints of each kind ---------------------------------------------------------------------
+def loopback_address(i: int) -> str:
+    """The kernel answers pings on every address of 127.0.0.0/8: endpoint i gets its own, from
+    127.0.1.1 on (blackbox_exporter's targets must differ anyway)."""
+    n = i + 257
+    return f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def endpoint(kind: str, i: int, ports: dict[str, list[int]]) -> tuple[dict, str]:
+    """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `kind`."""
+    if kind == "icmp":
+        host = loopback_address(i)
+        return {"kind": "icmp", "host": host, "count": 1}, host  # one echo, as blackbox sends
+    address = f"127.0.0.1:{ports[kind][i % len(ports[kind])]}"
+    if kind == "websocket":
+        return {"kind": "websocket", "url": f"ws://{address}/e{i}"}, ""
+    if kind == "udp":
+        return {"kind": "udp", "address": address, "send": f"ping {i}", "expect": "^ping"}, ""
+    return {"kind": kind, "address": address}, address  # tcp, grpc
+
+
+def daemon_config(
+    kind: str, count: int, interval: float, ports: dict[str, list[int]], workdir: Path, listen: int
+) -> tuple[Path, list[str]]:
+    regions: dict[str, dict] = {}
+    targets = []
+    per_region = max(1, count // 10)
+    for i in range(count):
+        ours, theirs = endpoint(kind, i, ports)
+        regions.setdefault(f"r{i // per_region}", {"endpoints": []})["endpoints"].append(
+            {"name": f"e{i}", **ours}
+        )
+        targets.append(theirs)
+    document = {
+        "defaults": {
+            "interval": f"{interval}s",
+            "timeout": f"{min(interval, 5.0)}s",
+            "retries": 0,
+            "latency": {"warning": "2s", "critical": "4s"},
+        },
+        "scheduler": {"max_concurrency": 2000, "rate_limit": 20000, "jitter": 0.1},
+        "storage": {"path": str(workdir / "healthcheck.db")},
+        "exporter": {"listen": f"127.0.0.1:{listen}"},
+        "regions": regions,
+    }
+    path = workdir / "regions.yaml"
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path, targets
+
+
+def blackbox_config(
+    prober: str, targets: list[str], interval: float, workdir: Path, bb_port: int
+) -> Path:
+    timeout = _go_duration(min(interval, 5.0))
+    module: dict = {"prober": prober, "timeout": timeout}
+    module[prober] = {"preferred_ip_protocol": "ip4"}
+    (workdir / "blackbox.yml").write_text(json.dumps({"modules": {"m": module}}))
+    # One group per target with a label of its own: Prometheus would merge equal targets (the
+    # endpoints that share a port) into one.
+    groups = [{"targets": [t], "labels": {"endpoint": f"e{i}"}} for i, t in enumerate(targets)]
+    (workdir / "targets.json").write_text(json.dumps(groups))
+    config = {
+        "global": {"scrape_interval": _go_duration(interval), "scrape_timeout": timeout},
+        "scrape_configs": [
+            {
+                "job_name": "blackbox",
+                "metrics_path": "/probe",
+                "params": {"module": ["m"]},
+                "file_sd_configs": [{"files": [str(workdir / "targets.json")]}],
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "target_label": "__param_target"},
+                    {"target_label": "__address__", "replacement": f"127.0.0.1:{bb_port}"},
+                ],
+            }
+        ],
+    }
+    path = workdir / "prometheus.yml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+# -- one kind -----------------------------------------------------------------------------------
+@dataclass
+class KindRun:
+    kind: str
+    endpoints: int
+    interval: float
+    window_s: float = 0.0
+    processes: int = 0  # of ours, all counted
+    checks: int = 0
+    checks_per_s: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)  # the last verdict of each endpoint
+    cpu_s: float = 0.0
+    cpu_ms_per_check: float | None = None
+    blackbox_module: str | None = None
+    blackbox_probes: int | None = None
+    blackbox_success_share: float | None = None
+    blackbox_cpu_ms_per_probe: float | None = None
+    prometheus_cpu_ms_per_probe: float | None = None
+    ratio_vs_blackbox: float | None = None
+    ratio_vs_both: float | None = None
+
+
+def slow_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=300) as response:
+        return json.load(response)
+
+
+def _prometheus_value(port: int, query: str, at: float) -> float:
+    answer = get_json(
+        f"http://127.0.0.1:{port}/api/v1/query?"
+        + urllib.parse.urlencode({"query": query, "time": f"{at:.3f}"})
+    )
+    result = answer["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+async def kind_run(
+    kind: str,
+    count: int,
+    interval: float,
+    warmup: float,
+    window: float,
+    ports: dict[str, list[int]],
+    blackbox: bool,
+    python: str = sys.executable,
+) -> KindRun:
+    workdir = Path(tempfile.mkdtemp(prefix=f"hc-kinds-{kind}-"))
+    run = KindRun(kind, count, interval)
+    try:
+        listen = free_port()
+        config, targets = daemon_config(kind, count, interval, ports, workdir, listen)
+        with contextlib.ExitStack() as stack:
+            daemon = stack.enter_context(
+                started(
+                    [python, "-m", "healthcheck", "run", "--config", str(config)],
+                    workdir / "daemon.log",
+                )
+            )
+            base = f"http://127.0.0.1:{listen}"
+            await asyncio.to_thread(wait_http, f"{base}/readyz", 60, daemon)
+            prober = BLACKBOX_MODULES.get(kind) if blackbox else None
+            bb_pid = prom_pid = prom_port = None
+            if prober:
+                run.blackbox_module = prober
+                bb_port, prom_port = free_port(), free_port()
+                prom_config = blackbox_config(prober, targets, interval, workdir, bb_port)
+                bb = stack.enter_context(
+                    started(
+                        [
+                            "prometheus-blackbox-exporter",
+                            f"--config.file={workdir / 'blackbox.yml'}",
+                            f"--web.listen-address=127.0.0.1:{bb_port}",
+                            "--log.level=warn",
+                        ],
+                        workdir / "blackbox.log",
+                    )
+                )
+                prom = stack.enter_context(
+                    started(
+                        [
+                            "prometheus",
+                            f"--config.file={prom_config}",
+                            f"--storage.tsdb.path={workdir / 'tsdb'}",
+                            f"--web.listen-address=127.0.0.1:{prom_port}",
+                            "--log.level=warn",
+                        ],
+                        workdir / "prometheus.log",
+                    )
+                )
+                await asyncio.to_thread(wait_http, f"http://127.0.0.1:{bb_port}/metrics", 30, bb)
+                await asyncio.to_thread(
+                    wait_http, f"http://127.0.0.1:{prom_port}/-/ready", 30, prom
+                )
+                bb_pid, prom_pid = bb.pid, prom.pid
+            await asyncio.sleep(warmup)
+
+            first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
+            ours0 = family_cpu(daemon.pid)
+            others0 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            began, wall0 = time.monotonic(), time.time()
+            await asyncio.sleep(window)
+            ours1 = family_cpu(daemon.pid)
+            others1 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            elapsed = time.monotonic() - began
+            wall1 = time.time()
+            last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
+
+            run.window_s = round(elapsed, 1)
+            run.processes = len(ours1)
+            run.cpu_s = round(sum(ours1[p] - ours0.get(p, 0.0) for p in ours1), 2)
+            run.checks = last["scheduler"]["completed"] - first["scheduler"]["completed"]
+            run.checks_per_s = round(run.checks / elapsed, 1)
+            if run.checks:
+                run.cpu_ms_per_check = round(1000 * run.cpu_s / run.checks, 3)
+            # After the window: /api/v1/status reads uptime from the database, seconds on a
+            # busy machine, and must not count in the figures.
+            status = await asyncio.to_thread(slow_json, f"{base}/api/v1/status")
+            run.statuses = dict(
+                Counter(e["status"] for r in status["regions"] for e in r["endpoints"])
+            )
+            if prom_port is not None:
+                # The probes whose results landed in the same window as the CPU was counted over.
+                span = f"[{round(1000 * (wall1 - wall0))}ms]"
+                probes = await asyncio.to_thread(
+                    _prometheus_value,
+                    prom_port,
+                    f"sum(count_over_time(probe_success{span}))",
+                    wall1,
+                )
+                good = await asyncio.to_thread(
+                    _prometheus_value, prom_port, f"sum(sum_over_time(probe_success{span}))", wall1
+                )
+                run.blackbox_probes = int(probes)
+                if probes:
+                    run.blackbox_success_share = round(good / probes, 4)
+                    bb_ms = 1000 * (others1[0] - others0[0]) / probes
+                    prom_ms = 1000 * (others1[1] - others0[1]) / probes
+                    run.blackbox_cpu_ms_per_probe = round(bb_ms, 3)
+                    run.prometheus_cpu_ms_per_probe = round(prom_ms, 3)
+                    if run.cpu_ms_per_check and bb_ms:
+                        run.ratio_vs_blackbox = round(run.cpu_ms_per_check / bb_ms, 2)
+                        run.ratio_vs_both = round(run.cpu_ms_per_check / (bb_ms + prom_ms), 2)
+    finally:
+        if os.environ.get("HC_BENCH_KEEP"):
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return run
+
+
+def describe(run: KindRun) -> str:
+    line = (
+        f"{run.kind:9} {run.endpoints} endpoints every {run.interval:g}s: "
+        f"{run.checks_per_s} checks/s, ours {run.cpu_ms_per_check} ms CPU per check "
+        f"({run.processes} processes), last verdicts {run.statuses}"
+    )
+    if run.blackbox_module:
+        line += (
+            f" | blackbox_exporter ({run.blackbox_module}) {run.blackbox_cpu_ms_per_probe} ms "
+            f"+ prometheus {run.prometheus_cpu_ms_per_probe} ms per probe, "
+            f"{run.blackbox_probes} probes, success {run.blackbox_success_share} | "
+            f"ours / blackbox {run.ratio_vs_blackbox}, / both {run.ratio_vs_both}"
+        )
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, in order")
+    parser.add_argument("--endpoints", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--window", type=float, default=45.0)
+    parser.add_argument("--quick", action="store_true", help="100 endpoints, 5 s, short windows")
+    parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.endpoints, args.interval, args.warmup, args.window = 100, 5.0, 8.0, 15.0
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        parser.error(f"--kinds: {', '.join(unknown)} not benched here (known: {', '.join(KINDS)})")
+    blackbox = (
+        not args.no_blackbox
+        and bool(shutil.which("prometheus-blackbox-exporter"))
+        and bool(shutil.which("prometheus"))
+    )
+    load = os.getloadavg()
+    print(
+        f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load[0]:.1f}",
+        flush=True,
+    )
+    figures: dict = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_at_start": round(load[0], 2),
+        },
+        "blackbox": blackbox,
+        "kinds": {},
+        "skipped": {},
+    }
+    with servers() as ports:
+        for kind in kinds:
+            if not is_kind(kind):
+                figures["skipped"][kind] = "not a kind of this build"
+                print(f"{kind:9} skipped: not a kind of this build", flush=True)
+                continue
+            run = asyncio.run(
+                kind_run(
+                    kind, args.endpoints, args.interval, args.warmup, args.window, ports, blackbox
+                )
+            )
+            figures["kinds"][kind] = asdict(run)
+            print(describe(run), flush=True)
+    figures["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
