@@ -127,6 +127,11 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def grandchildren(pid: int) -> set[int]:
+    """The live children of `pid`'s children: the workers the daemon's zygote forked."""
+    return {grandchild for child in children(pid) for grandchild in children(child)}
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -184,7 +189,8 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
     try:
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
-        assert len(pids) == 2 and pids <= children(daemon.process.pid)
+        assert len(pids) == 2 and pids <= grandchildren(daemon.process.pid)
+        zygotes = {z for z in children(daemon.process.pid) if children(z) & pids}
         for pid in pids:  # endpoints and secrets reach a worker over its socket only
             assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         endpoints = endpoints_of(config)
@@ -223,7 +229,7 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
         if daemon.process.returncode is None:
             daemon.process.kill()
     await daemon.log.closed()
-    await until(lambda: not any(alive(pid) for pid in pids))
+    await until(lambda: not any(alive(pid) for pid in pids | zygotes))
     assert daemon.log.other == []
     assert TOKEN not in str(daemon.log.entries)
     changes = daemon.log.events("status_change")
@@ -254,7 +260,7 @@ async def test_a_worker_killed_with_9_is_restarted_and_judges_nobody(
             assert asyncio.get_running_loop().time() < deadline, daemon.workers
             await asyncio.sleep(0.05)  # and the daemon knows it is
         victim = daemon.workers[slot]["pid"]
-        await until(lambda: daemon.process.pid and victim in children(daemon.process.pid))
+        await until(lambda: victim in grandchildren(daemon.process.pid))
         os.kill(victim, signal.SIGKILL)
         await until(lambda: daemon.log.events("probe_worker_died"), START)
         await daemon.until_workers_run(restarts=1)
@@ -375,7 +381,9 @@ async def test_workers_end_with_a_daemon_killed_with_9(
     try:
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
+        zygotes = {z for z in children(daemon.process.pid) if children(z) & pids}
+        assert len(zygotes) == 1, (zygotes, pids)
     finally:
         daemon.process.kill()
         await daemon.process.wait()
-    await until(lambda: not any(alive(pid) for pid in pids), START)
+    await until(lambda: not any(alive(pid) for pid in pids | zygotes), START)
