@@ -116,7 +116,7 @@ class WorkerPool:
         zygote: Zygote | None = None,
     ) -> None:
         self._sinks = list(sinks)
-        self._zygote = zygote if zygote is not None else Zygote()
+        self.zygote = zygote if zygote is not None else Zygote()
         self._secrets = secrets
         self._on_lag = on_lag
         self._clock = clock
@@ -250,7 +250,7 @@ class WorkerPool:
         """Start the process, feed it, read its batches until it ends; say how it ended."""
         parent, child = socket.socketpair()
         try:
-            process = await self._zygote.fork(child)
+            process = await self.zygote.fork(child)
         except OSError as exc:
             parent.close()
             return f"could not be started ({exc})"
@@ -359,7 +359,7 @@ class WorkerPool:
                     _kill(worker.process)
             if pending:
                 await asyncio.wait(pending)
-        await self._zygote.close()  # after its workers: they die with it
+        await self.zygote.close()  # after its workers: they die with it
 
     def report(self) -> list[dict[str, Any]]:
         """Each worker for /api/v1/self: pid, endpoints, checks in flight, restarts."""
