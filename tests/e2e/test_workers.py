@@ -132,6 +132,13 @@ def grandchildren(pid: int) -> set[int]:
     return {grandchild for child in children(pid) for grandchild in children(child)}
 
 
+def cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -332,6 +339,10 @@ async def test_one_worker_checks_in_the_daemons_own_process(
         report = await daemon.self_report()
         assert report["scheduler"]["workers"] is None
         assert report["scheduler"]["running"] is True
+        # Nor a zygote for workers: no child runs the daemon's own command line (forked).
+        own = Path(f"/proc/{daemon.process.pid}/cmdline").read_bytes()
+        forked = [c for c in children(daemon.process.pid) if cmdline(c) == own]
+        assert forked == [], forked
         await daemon.stop()
     finally:
         if daemon.process.returncode is None:
