@@ -21,7 +21,7 @@ from healthcheck.scheduler import spread_offset
 from healthcheck.workers import owner
 
 TOKEN = "tok-worker-secret-5150"
-# Generous: a busy one-core machine starts two interpreters and their imports before any check.
+# Generous: a busy one-core machine starts the daemon, its zygote and workers before any check.
 START = 120.0
 
 
