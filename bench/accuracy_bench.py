@@ -61,7 +61,7 @@ from scale_bench import (
     get_json,
     histogram_quantile,
     lag_histogram,
-    rss_bytes,
+    pss_bytes,
     scrape,
     started,
     target_farm,
@@ -160,11 +160,12 @@ def machine_ticks() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-def tree_rss(root: int) -> int:
+def tree_pss(root: int) -> int:
+    """Memory of the tree, a page its processes share counted once (scale_bench.pss_bytes)."""
     total = 0
     for pid in process_tree(root):
         with contextlib.suppress(OSError):
-            total += rss_bytes(pid)
+            total += pss_bytes(pid)
     return total
 
 
@@ -627,11 +628,11 @@ class Meter:
         began = time.monotonic()
         next_scrape = began + SCRAPE_EVERY
         scrapes = []
-        rss_max = 0
+        pss_max = 0
         loads = []
         while (now := time.monotonic()) < began + seconds:
             await asyncio.sleep(min(1.0, began + seconds - now))
-            rss_max = max(rss_max, await asyncio.to_thread(tree_rss, self.daemon))
+            pss_max = max(pss_max, await asyncio.to_thread(tree_pss, self.daemon))
             loads.append(os.getloadavg()[0])
             if time.monotonic() >= next_scrape:  # the daemon pays for it, as in production
                 url = f"{self.base}/metrics"
@@ -652,7 +653,7 @@ class Meter:
         window.ours = {
             "cpu_s": round(total, 2),
             "processes": shares,
-            "rss_mb_max_all_processes": round(rss_max / 2**20, 1),
+            "pss_mb_max_all_processes": round(pss_max / 2**20, 1),
         }
         if self.others:
             window.blackbox = {
@@ -769,7 +770,7 @@ def describe(run: Run) -> str:
         lines.append(
             f"  healthcheck CPU {o.get('cpu_ms_per_check')} ms per check, all "
             f"{len(o.get('processes', []))} processes ({o.get('cpu_s')} s), "
-            f"RSS all processes max {o.get('rss_mb_max_all_processes')} MB; "
+            f"PSS all processes max {o.get('pss_mb_max_all_processes')} MB; "
             f"our scrapes of /metrics took {o.get('scrapes', {}).get('seconds')} s"
         )
         if "metrics_answered_again_after_s" in o:

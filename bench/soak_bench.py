@@ -45,12 +45,13 @@ from scale_bench import (
     SCRAPE_EVERY,
     Receiver,
     daemon_config,
+    family,
     free_port,
     get_json,
     histogram_quantile,
     lag_histogram,
+    pss_bytes,
     raise_nofile,
-    rss_bytes,
     scrape,
     started,
     target_farm,
@@ -90,7 +91,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "open_fds": (0.10, 5.0),
     "asyncio_tasks": (0.10, 5.0),
     "threads": (0.0, 1.0),
-    "children_rss_mb": (0.05, 2.0),
+    "children_pss_mb": (0.05, 2.0),
 }
 LAG_P99_BOUND = 0.25  # seconds: the project's own p99 goal (bench/README.md)
 LAG_MAX_BOUND = 1.0  # seconds: the dispatcher's heartbeat; later than that it looks wedged
@@ -367,17 +368,6 @@ def threads(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    """Direct child processes (the helper, the resource tracker), by parent pid in /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as stat:
-                if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-    return found
-
-
 @dataclass
 class Sample:
     """One look at the daemon: /api/v1/self, /proc, a /metrics scrape, the farm, the webhook."""
@@ -388,7 +378,9 @@ class Sample:
     asyncio_tasks: int
     threads: int
     in_flight: int
-    children_rss_mb: float  # child processes: the helper (uptime reads, renders), resource tracker
+    # every process under the daemon (the helper, the probe workers' zygote and the workers, the
+    # resource tracker), a page they share counted once
+    children_pss_mb: float
     dispatched: int
     completed: int
     missed: int
@@ -480,9 +472,9 @@ def sample(
         "healthcheck_alerts_firing",
     )
     kids = 0
-    for child in children(pid):
+    for child in family(pid)[1:]:  # the helper, the zygote and the workers it forked, ...
         with contextlib.suppress(OSError):  # gone since it was listed
-            kids += rss_bytes(child)
+            kids += pss_bytes(child)
     return Sample(
         t_s=round(t, 1),
         rss_mb=round(process["rss_bytes"] / 2**20, 1),
@@ -490,7 +482,7 @@ def sample(
         asyncio_tasks=process["asyncio_tasks"],
         threads=threads(pid),
         in_flight=scheduler["in_flight"],
-        children_rss_mb=round(kids / 2**20, 1),
+        children_pss_mb=round(kids / 2**20, 1),
         dispatched=scheduler["dispatched"],
         completed=scheduler["completed"],
         missed=scheduler["skipped_overrun"],
@@ -814,7 +806,7 @@ _COLUMNS = (
     ("asyncio_tasks", "tasks", 6),
     ("threads", "thr", 4),
     ("in_flight", "in fl", 6),
-    ("children_rss_mb", "kids MB", 7),
+    ("children_pss_mb", "kids MB", 7),
     ("completed", "checks", 8),
     ("lag_p99_ms", "p99 ms", 7),
     ("lag_max_ms", "max ms", 7),

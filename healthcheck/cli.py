@@ -220,6 +220,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError("--record goes with --once (the daemon always stores its results)")
     from healthcheck.daemon import Daemon, open_writer
     from healthcheck.front import HttpFront
+    from healthcheck.worker_zygote import Zygote
+    from healthcheck.workers import worker_count
 
     daemon = Daemon(
         config,
@@ -228,6 +230,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         config_path=config.source,
         regions=set(args.region) if args.region else None,
         shard=_shard(args.shard) if args.shard else None,
+        # Forked now, while this process has imported the workers' code and runs no thread:
+        # a worker then costs a fork, not an interpreter's start-up (worker_zygote.py).
+        zygote=Zygote.fork_here() if worker_count(config.scheduler) > 1 else None,
     )
     return asyncio.run(_run_daemon(daemon))
 

@@ -40,6 +40,7 @@ from healthcheck.tuning import (
     tune_process,
 )
 from healthcheck.uptime_cache import UptimeCache
+from healthcheck.worker_zygote import Zygote
 from healthcheck.workers import Dispatcher, dispatcher, dispatching
 from storage.database_file import DatabaseFile
 from storage.schema import connect
@@ -112,10 +113,13 @@ class Daemon:
         notifier: Notifier | None = None,
         shard: Shard | None = None,
         timeline: Timeline = LOOP,
+        zygote: Zygote | None = None,
     ) -> None:
         """`clock` stamps results and alert state; the scheduler and the alert tick wait on
-        `timeline` (the event loop's clock): a test passes one manual clock as both."""
+        `timeline` (the event loop's clock): a test passes one manual clock as both. `zygote`
+        forks the probe workers (the CLI forks it from itself before the event loop starts)."""
         self.shard = shard
+        self._zygote = zygote
         self._timeline = timeline
         self.notifier = notifier or Notifier()
         self.configs = RunningConfig(config)
@@ -255,6 +259,7 @@ class Daemon:
                 clock=self._clock,
                 timeline=self._timeline,
                 database=database,
+                zygote=self._zygote,
             )
             self.health.scheduler = scheduler
 

@@ -5,6 +5,7 @@ with the checks on it, whatever else it did showed up as the targets' latency, a
 was the ceiling. `scheduler.workers` processes (default one per core; 1 keeps the checks
 in-process) each own the endpoints the `--shard` hash gives them, run a Scheduler and a
 Prober of their own, and send results up in batches that reach the same sinks as before.
+They are forked by a zygote that imported their code once (worker_zygote.py).
 
 A worker that dies or wedges is restarted with its endpoints; the checks it had in flight
 become prober faults, never verdicts about their targets.
@@ -19,11 +20,9 @@ import math
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from healthcheck import worker_wire as wire
@@ -34,11 +33,13 @@ from healthcheck.probes.registry import probe_kind
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Check, Scheduler, SchedulerStats, Sink, deliver
 from healthcheck.targets import Endpoint, SchedulerSettings, shard_hash
+from healthcheck.worker_zygote import Forked, Zygote
 
 log = logging.getLogger("healthcheck.workers")
 
 # A worker that has not sent its first batch this long after it was started is killed and
-# started again (imports take ~0.5 s of CPU; a busy one-core host can take many times that).
+# started again (a zygote started as an interpreter imports for ~0.5 s of CPU; a busy one-core
+# host can take many times that).
 START_GRACE = 60.0
 # A started worker whose dispatcher has not woken for this long is wedged: killed, restarted.
 # Well inside systemd's WatchdogSec=30s, which would otherwise restart the whole daemon.
@@ -50,15 +51,6 @@ MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0
 # How long past the drain grace a stopping worker has to send its last results and exit.
 STOP_MARGIN = 3.0
-
-# The worker's entry point. sys.path gets this package's root at the end: whatever the daemon
-# was started with (a venv, a source tree) finds the same code, and nothing is shadowed.
-_BOOT = (
-    "import sys; sys.path.append(sys.argv[2]); "
-    "from healthcheck.probe_worker import main; sys.exit(main(sys.argv[1:]))"
-)
-_ROOT = str(Path(__file__).resolve().parent.parent)
-
 
 # The most workers `auto` starts. Each is ~38 MB of RSS before its endpoints (measured:
 # 2 workers took the daemon's processes from 145 to 220 MB): 16 would be 600 MB of the unit's
@@ -97,7 +89,7 @@ class Worker:
 
     index: int
     endpoints: list[Endpoint] = field(default_factory=list)
-    process: asyncio.subprocess.Process | None = None
+    process: Forked | None = None  # forked by the pool's zygote (worker_zygote.py)
     writer: asyncio.StreamWriter | None = None
     in_flight: set[EndpointId] = field(default_factory=set)  # endpoint ids started and not ended
     started_at: float = 0.0  # time.monotonic() when the process was started
@@ -122,9 +114,11 @@ class WorkerPool:
         on_lag: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
         database: str | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self._database = database
         self._sinks = list(sinks)
+        self.zygote = zygote if zygote is not None else Zygote()
         self._secrets = secrets
         self._on_lag = on_lag
         self._clock = clock
@@ -258,15 +252,7 @@ class WorkerPool:
         """Start the process, feed it, read its batches until it ends; say how it ended."""
         parent, child = socket.socketpair()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _BOOT,
-                str(child.fileno()),
-                _ROOT,
-                pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+            process = await self.zygote.fork(child)
         except OSError as exc:
             parent.close()
             return f"could not be started ({exc})"
@@ -376,14 +362,14 @@ class WorkerPool:
             if worker.writer is not None:
                 worker.writer.write(wire.pack_control(wire.STOP, grace))
         keepers = [worker.keeper for worker in self.workers if worker.keeper is not None]
-        if not keepers:
-            return
-        _, pending = await asyncio.wait(keepers, timeout=grace + STOP_MARGIN)
-        for worker in self.workers:
-            if worker.keeper in pending and worker.process is not None:
-                _kill(worker.process)
-        if pending:
-            await asyncio.wait(pending)
+        if keepers:
+            _, pending = await asyncio.wait(keepers, timeout=grace + STOP_MARGIN)
+            for worker in self.workers:
+                if worker.keeper in pending and worker.process is not None:
+                    _kill(worker.process)
+            if pending:
+                await asyncio.wait(pending)
+        await self.zygote.close()  # after its workers: they die with it
 
     def report(self) -> list[dict[str, Any]]:
         """Each worker for /api/v1/self: pid, endpoints, checks in flight, restarts."""
@@ -418,13 +404,15 @@ def dispatcher(
     clock: Callable[[], float] = time.time,
     timeline: Timeline = LOOP,
     database: str | None = None,
+    zygote: Zygote | None = None,
 ) -> Dispatcher:
-    """The daemon's dispatcher: a pool of `scheduler.workers` processes, or with one worker
-    a Scheduler on the daemon's own loop calling `check`."""
+    """The daemon's dispatcher: a pool of `scheduler.workers` processes, forked by `zygote`
+    (by default one started when the first worker is), or with one worker a Scheduler on the
+    daemon's own loop calling `check`."""
     count = worker_count(settings)
     if count == 1:
         return Scheduler(endpoints, check, sinks, settings, on_lag=on_lag, timeline=timeline)
-    return WorkerPool(endpoints, sinks, settings, count, secrets, on_lag, clock, database)
+    return WorkerPool(endpoints, sinks, settings, count, secrets, on_lag, clock, database, zygote)
 
 
 async def dispatching(running: Dispatcher, stop: asyncio.Event) -> None:
@@ -457,9 +445,8 @@ def _log_setup() -> tuple[str | None, int]:
     return None, logger.getEffectiveLevel()
 
 
-def _kill(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL, not Process.kill(): that polls first and can reap the child under the child
-    watcher, which then warns of an unknown child and reports exit status 255."""
+def _kill(process: Forked) -> None:
+    """SIGKILL by pid: the zygote, its parent, reaps it and reports how it ended."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)

@@ -40,7 +40,7 @@ def test_daemon_run_reports_every_figure(tmp_path) -> None:
     run = json.loads(out.read_text())["daemon"]
     assert run["farm"] == "aiohttp x2" and run["endpoints"] == 20
     assert run["done_per_s"] > 10 and run["missed"] == 0 and run["stored"] > 0
-    assert run["cpu_ms_per_probe"] > 0 and run["rss_mb"] and run["fds"] and run["tasks"]
+    assert run["cpu_ms_per_probe"] > 0 and run["pss_mb"] and run["fds"] and run["tasks"]
     assert run["lag_p99_ms"] is not None and run["lag_max_ms"] is not None
     # The switched-off endpoint was noticed and notified (how fast is a figure, not a test).
     assert run["detection_s"] is not None and run["detection_bound_s"] == 5

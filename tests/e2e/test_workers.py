@@ -21,7 +21,7 @@ from healthcheck.scheduler import spread_offset
 from healthcheck.workers import owner
 
 TOKEN = "tok-worker-secret-5150"
-# Generous: a busy one-core machine starts two interpreters and their imports before any check.
+# Generous: a busy one-core machine starts the daemon, its zygote and workers before any check.
 START = 120.0
 
 
@@ -127,6 +127,18 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def grandchildren(pid: int) -> set[int]:
+    """The live children of `pid`'s children: the workers the daemon's zygote forked."""
+    return {grandchild for child in children(pid) for grandchild in children(child)}
+
+
+def cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -184,7 +196,8 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
     try:
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
-        assert len(pids) == 2 and pids <= children(daemon.process.pid)
+        assert len(pids) == 2 and pids <= grandchildren(daemon.process.pid)
+        zygotes = {z for z in children(daemon.process.pid) if children(z) & pids}
         for pid in pids:  # endpoints and secrets reach a worker over its socket only
             assert TOKEN.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         endpoints = endpoints_of(config)
@@ -223,7 +236,7 @@ async def test_two_workers_check_every_endpoint_and_leave_nothing_behind(
         if daemon.process.returncode is None:
             daemon.process.kill()
     await daemon.log.closed()
-    await until(lambda: not any(alive(pid) for pid in pids))
+    await until(lambda: not any(alive(pid) for pid in pids | zygotes))
     assert daemon.log.other == []
     assert TOKEN not in str(daemon.log.entries)
     changes = daemon.log.events("status_change")
@@ -254,7 +267,7 @@ async def test_a_worker_killed_with_9_is_restarted_and_judges_nobody(
             assert asyncio.get_running_loop().time() < deadline, daemon.workers
             await asyncio.sleep(0.05)  # and the daemon knows it is
         victim = daemon.workers[slot]["pid"]
-        await until(lambda: daemon.process.pid and victim in children(daemon.process.pid))
+        await until(lambda: victim in grandchildren(daemon.process.pid))
         os.kill(victim, signal.SIGKILL)
         await until(lambda: daemon.log.events("probe_worker_died"), START)
         await daemon.until_workers_run(restarts=1)
@@ -326,6 +339,10 @@ async def test_one_worker_checks_in_the_daemons_own_process(
         report = await daemon.self_report()
         assert report["scheduler"]["workers"] is None
         assert report["scheduler"]["running"] is True
+        # Nor a zygote for workers: no child runs the daemon's own command line (forked).
+        own = Path(f"/proc/{daemon.process.pid}/cmdline").read_bytes()
+        forked = [c for c in children(daemon.process.pid) if cmdline(c) == own]
+        assert forked == [], forked
         await daemon.stop()
     finally:
         if daemon.process.returncode is None:
@@ -375,7 +392,9 @@ async def test_workers_end_with_a_daemon_killed_with_9(
     try:
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
+        zygotes = {z for z in children(daemon.process.pid) if children(z) & pids}
+        assert len(zygotes) == 1, (zygotes, pids)
     finally:
         daemon.process.kill()
         await daemon.process.wait()
-    await until(lambda: not any(alive(pid) for pid in pids), START)
+    await until(lambda: not any(alive(pid) for pid in pids | zygotes), START)
