@@ -236,6 +236,9 @@ def main(fd: int, daemon: int) -> int:
     for name in PRELOAD:
         __import__(name)
     from healthcheck.probe_worker import main as worker_main
+    from healthcheck.probes.tls import system_context
+
+    system_context()  # the CA store, loaded once here rather than in each worker's loop
 
     gc.collect()
     gc.freeze()  # what every worker shares stays out of their collectors' (copying) sight

@@ -22,7 +22,7 @@ from healthcheck.probes.http_client import (
     tls_context,
 )
 from healthcheck.probes.rdap import RdapOptions
-from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry
+from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry, system_context
 from healthcheck.result import ErrorClass, Phases, ProbeResult
 from healthcheck.schema import Option, TlsOptions
 from healthcheck.secrets import Secret, reveal
@@ -123,6 +123,7 @@ class HttpProbe(Probe):
 
     async def start(self) -> None:
         self._tls = TlsContexts()
+        system_context()  # before the first check, not inside it (free after the zygote)
         self._sessions: dict[tuple[bool, bool], aiohttp.ClientSession] = {}
 
     def _session(self, keepalive: bool, phases: bool) -> aiohttp.ClientSession:

@@ -40,6 +40,8 @@ class TlsContexts:
 
         Raises OSError (FileNotFoundError, ssl.SSLError) when ca_file cannot be loaded.
         """
+        if verify and not ca_file:
+            return system_context()
         key = (verify, ca_file if verify else None)
         context = self._cache.get(key)
         if context is None:
@@ -61,6 +63,19 @@ class _RecordingContext(ssl.SSLContext):
         if sink is not None:
             sink.append(ssl_object)
         return ssl_object
+
+
+_SYSTEM: list[ssl.SSLContext] = []
+
+
+def system_context() -> ssl.SSLContext:
+    """The verifying context on the system's CA store, one per process: loading the store
+    costs ~55 ms of CPU, which the zygote pays once before it forks the workers (a worker
+    that paid it on its first check held its loop that long, and its first checks timed
+    out on a busy host)."""
+    if not _SYSTEM:
+        _SYSTEM.append(_client_context(True, None))
+    return _SYSTEM[0]
 
 
 def _client_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
