@@ -1,10 +1,13 @@
-"""Which event loop the daemon, its probe workers and `--once` run on: uvloop where it is
-installed, else asyncio's own; `HEALTHCHECK_EVENT_LOOP=asyncio` turns uvloop off.
+"""Which event loop the daemon, its probe workers and `--once` run on: asyncio's own, or
+uvloop with `HEALTHCHECK_EVENT_LOOP=uvloop` (or `auto`: uvloop where it is installed).
 
 uvloop's loop, transports and timers are C (libuv): per check it saves the Python of asyncio's
 selector loop (`_run_once`, handles, `sock_connect`, the socket transports), which measured as
-most of a probe worker's CPU besides aiohttp itself. Everything here uses only the public
-loop API, so both loops run the same code; the tests run on either (see tests/conftest.py).
+most of a probe worker's CPU besides aiohttp itself (~15 % of a check's CPU, bench/README.md).
+Everything here uses only the public loop API, so both loops run the same code; the tests run
+on either (see tests/conftest.py). Not the default yet: with uvloop in the daemon and its
+workers, tests/e2e/test_workers.py's killed-worker test saw every check time out for a few
+seconds before the kill (5 runs of 6 on a loaded 2-core VM; 0 of 3 on asyncio), not explained.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from typing import Any, TypeVar
 from healthcheck.errors import ConfigError
 
 ENV = "HEALTHCHECK_EVENT_LOOP"
-CHOICES = ("auto", "uvloop", "asyncio")
+CHOICES = ("asyncio", "uvloop", "auto")
+DEFAULT = "asyncio"
 T = TypeVar("T")
 
 
 def choice() -> str:
-    """The setting from the environment: auto (the default), uvloop or asyncio. A ConfigError
+    """The setting from the environment: asyncio (the default), uvloop or auto. A ConfigError
     (exit 3) naming the variable and its value for anything else."""
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    value = os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT
     if value not in CHOICES:
         raise ConfigError(f"{ENV}={value!r}: must be one of {', '.join(CHOICES)}")
     return value

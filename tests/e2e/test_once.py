@@ -299,5 +299,5 @@ async def test_an_unknown_event_loop_exits_3_and_probes_nothing(run_cli, fleet, 
     config = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/ok"}]})
     done = await run_cli("--once", "--config", config, env={"HEALTHCHECK_EVENT_LOOP": "trio"})
     assert done.code == 3
-    assert "HEALTHCHECK_EVENT_LOOP='trio'" in done.stderr and "auto, uvloop, asyncio" in done.stderr
+    assert "HEALTHCHECK_EVENT_LOOP='trio'" in done.stderr and "asyncio, uvloop, auto" in done.stderr
     assert fleet.hits == []
