@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from healthcheck import __version__
+from healthcheck import __version__, event_loop
 from healthcheck.config import load_config
 from healthcheck.durations import format_duration
 from healthcheck.errors import ConfigError, HealthcheckError, StorageError
@@ -201,7 +201,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError("demo runs its own simulated fleet and takes no --config")
     if command == "demo":
         setup_logging(args.log_level, args.log_format)
-        return asyncio.run(_demo(args))
+        return event_loop.run(_demo(args))
     if getattr(args, "config_file", None):
         if args.config and args.config != args.config_file:
             raise ConfigError(f"two configuration files: {args.config!r} and {args.config_file!r}")
@@ -215,7 +215,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _alert_command(command, args, config)
     setup_logging(args.log_level, args.log_format, Redactor(config.secrets))
     if command == "once" or args.once:
-        return asyncio.run(_once(config, args.format, record=args.record))
+        return event_loop.run(_once(config, args.format, record=args.record))
     if args.record:
         raise ConfigError("--record goes with --once (the daemon always stores its results)")
     from healthcheck.daemon import Daemon, open_writer
@@ -234,7 +234,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         # a worker then costs a fork, not an interpreter's start-up (worker_zygote.py).
         zygote=Zygote.fork_here() if worker_count(config.scheduler) > 1 else None,
     )
-    return asyncio.run(_run_daemon(daemon))
+    return event_loop.run(_run_daemon(daemon))
 
 
 def _alert_command(command: str, args: argparse.Namespace, config: Config) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import resource
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -59,7 +60,8 @@ class _Connection(asyncio.Protocol):
         self.admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport; not an asyncio.Transport subclass on uvloop, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.admitted = self.guard.admit(transport)
         if self.admitted:

@@ -155,6 +155,7 @@ class Scrape:
     counters: list[tuple[str, str, float]] = field(default_factory=list)
     alerts_firing: dict[str, int] | None = None
     notifications: dict[str, tuple[int, int, int, int]] | None = None
+    worker_restarts: dict[str, int] | None = None  # reason -> count
     blackbox_names: bool = False
     kinds: dict[str, KindMetrics] = field(default_factory=dict)  # the kinds' own families
     metric_labels: tuple[str, ...] = ()  # exporter.metric_labels
@@ -421,6 +422,12 @@ class Metrics:
                 daemon.prober_faults,
             ),
             (
+                "healthcheck_probe_results_dropped",
+                "Results a probe worker dropped because the daemon did not read them in time "
+                "(its loop stalled): no verdict was made from them",
+                daemon.worker_results_dropped,
+            ),
+            (
                 "healthcheck_exporter_connections_dropped",
                 "Connections to this HTTP server evicted or refused at its cap (a flood)",
                 connections.evicted + connections.refused if connections else None,
@@ -450,6 +457,8 @@ class Metrics:
             scrape.alerts_firing = dict(daemon.alerts_firing)
         if daemon.notifications is not None:
             scrape.notifications = dict(daemon.notifications)
+        if daemon.worker_restarts is not None:
+            scrape.worker_restarts = dict(daemon.worker_restarts)
 
 
 def render(scrape: Scrape, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
@@ -674,6 +683,16 @@ class _ScrapeCollector:
             for severity, count in scrape.alerts_firing.items():
                 firing.add_metric([severity], count)
             yield firing
+        if scrape.worker_restarts is not None:
+            restarts = CounterMetricFamily(
+                "healthcheck_probe_worker_restarts",
+                "Probe worker processes restarted, by why: exited, killed (by a signal the "
+                "daemon did not send), wedged, start_timeout, start_failed",
+                labels=("reason",),
+            )
+            for reason, count in scrape.worker_restarts.items():
+                restarts.add_metric([reason], count)
+            yield restarts
         if scrape.notifications is not None:
             sent = CounterMetricFamily(
                 "healthcheck_notifications",

@@ -16,9 +16,11 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from healthcheck import event_loop
 from healthcheck import worker_wire as wire
 from healthcheck.logs import RedactingFilter, setup_logging
 from healthcheck.prober import Prober
@@ -34,6 +36,16 @@ log = logging.getLogger("healthcheck.workers")
 # Results that end within this long of each other cross to the daemon in one batch. At 2,000
 # checks/s that is ~40 results a frame; the daemon sees a result at most this much later.
 FLUSH_AFTER = 0.02
+# When the daemon reads slower than its workers probe (its loop stalled, a flood of API
+# clients), batches pile up. Up to HOLD_AFTER bytes wait in the socket's write buffer; past
+# that the outbox stops writing and holds events, at most MAX_HELD of them (~300 bytes each
+# encoded, ~2.5 minutes of 10,000 endpoints every 60 s in one worker). Past that the oldest
+# event goes: a result so dropped is counted, reported with the next batch (the daemon's
+# `healthcheck_probe_results_dropped_total`) and logged here. Probing never waits for the
+# daemon: a check's timing is never the daemon's backlog.
+HOLD_AFTER = 1 << 20
+MAX_HELD = 50_000
+DROP_LOG_EVERY = 60.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,13 +63,21 @@ class Init:
 
 
 class Outbox:
-    """Collects check starts and results, and sends them up as one batch a little later."""
+    """Collects check starts and results, and sends them up as one batch a little later; holds
+    them (bounded, see MAX_HELD) while the daemon is not reading."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, writer: asyncio.StreamWriter, max_held: int = MAX_HELD, hold_after: int = HOLD_AFTER
+    ) -> None:
         self._writer = writer
-        self._events: list[str | tuple[Any, ...]] = []
-        self._lags: list[float] = []
+        self._max_held = max_held
+        self._hold_after = hold_after
+        self._events: deque[str | tuple[Any, ...]] = deque()
+        self._lags: deque[float] = deque(maxlen=max_held)  # samples: the oldest may go unsaid
         self._skipped_sent = 0
+        self.dropped = 0  # results shed since start
+        self._dropped_sent = 0
+        self._drop_logged: float | None = None
         self._flush: asyncio.TimerHandle | None = None
         self.scheduler: Scheduler | None = None
 
@@ -71,22 +91,59 @@ class Outbox:
         self._lags.append(seconds)
 
     def _add(self, event: str | tuple[Any, ...]) -> None:
-        self._events.append(event)
+        events = self._events
+        if len(events) >= self._max_held:
+            self._shed()
+        events.append(event)
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
 
-    def flush(self) -> None:
-        """Send what there is, with the dispatcher's heartbeat; a closed socket sends nothing."""
+    def _shed(self) -> None:
+        """Make room for one event: the oldest goes. A start so lost only leaves the daemon not
+        knowing that check was in flight; a result is counted and said."""
+        if isinstance(self._events.popleft(), str):
+            return
+        self.dropped += 1
+        now = time.monotonic()
+        if self._drop_logged is None or now - self._drop_logged >= DROP_LOG_EVERY:
+            self._drop_logged = now
+            log.warning(
+                "the daemon is not reading this worker's results: %d held, the oldest dropped "
+                "(%d so far); checks go on",
+                len(self._events),
+                self.dropped,
+                extra={"event": "probe_results_dropped", "dropped": self.dropped},
+            )
+
+    def flush(self, *, last: bool = False) -> None:
+        """Send what there is, with the dispatcher's heartbeat; a closed socket sends nothing,
+        and while the daemon leaves HOLD_AFTER bytes unread the events wait (bounded), except
+        for the `last` batch before the worker stops."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
+        writer = self._writer
+        if writer.is_closing():
+            return
+        if not last and writer.transport.get_write_buffer_size() > self._hold_after:
+            if self._events:  # look again soon; a heartbeat alone need not wait in line
+                self._flush = asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
+            return
         scheduler = self.scheduler
         skipped = scheduler.stats.skipped_overrun if scheduler else 0
         heartbeat = scheduler.heartbeat if scheduler else None
-        batch = (self._events, heartbeat, skipped - self._skipped_sent, self._lags)
-        self._events, self._lags, self._skipped_sent = [], [], skipped
-        if not self._writer.is_closing():
-            self._writer.write(wire.pack_batch(batch))
+        dropped = self.dropped
+        batch = (
+            list(self._events),
+            heartbeat,
+            skipped - self._skipped_sent,
+            list(self._lags),
+            dropped - self._dropped_sent,
+        )
+        self._events.clear()
+        self._lags.clear()
+        self._skipped_sent, self._dropped_sent = skipped, dropped
+        writer.write(wire.pack_batch(batch))
 
 
 async def serve(sock: socket.socket) -> None:
@@ -135,7 +192,7 @@ async def serve(sock: socket.socket) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await scheduler.drain(grace)
-        outbox.flush()
+        outbox.flush(last=True)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()
@@ -175,7 +232,7 @@ def main(argv: list[str]) -> int:
     tune_process()
     started = time.monotonic()
     try:
-        asyncio.run(serve(sock))
+        event_loop.run(serve(sock))
     except (ConnectionError, OSError) as exc:
         log.warning(
             "probe worker lost the daemon after %.0fs: %s",

@@ -32,5 +32,9 @@ class Readings:
     storage_replaced: int | None = None
     uptime: UptimeReport | None = None  # the last stored-uptime read
     alerts_firing: dict[str, int] | None = None  # severity -> count
+    # probe workers (None: checks run on the daemon's own loop): restarts by reason, and
+    # results a worker dropped because the daemon read them too slowly
+    worker_restarts: dict[str, int] | None = None
+    worker_results_dropped: int | None = None
     # channel -> (sent, failed, timed out, pending)
     notifications: dict[str, tuple[int, int, int, int]] | None = None

@@ -11,6 +11,7 @@ from typing import Any
 
 from alerting.engine import AlertEngine
 from alerting.rules import SelfCheck
+from healthcheck import event_loop
 from healthcheck.alert_settings import AlertingSettings
 from healthcheck.prober_faults import ProberFaults
 from healthcheck.process import usage
@@ -20,7 +21,7 @@ from healthcheck.scheduler import HEARTBEAT, SchedulerStats
 from healthcheck.status import StatusBoard
 from healthcheck.systemd_notify import Notifier
 from healthcheck.uptime_cache import UptimeCache
-from healthcheck.workers import Dispatcher, workers_report
+from healthcheck.workers import Dispatcher, WorkerPool, workers_report
 from storage.writer import StorageWriter
 
 # The daemon's events, under the logger name operators already filter on.
@@ -127,6 +128,7 @@ class SelfHealth:
                 "open_fds": process.open_fds,
                 "cpu_seconds": round(process.cpu_seconds, 3),
                 "asyncio_tasks": self.task_count(),
+                "event_loop": event_loop.name(self.loop) if self.loop is not None else None,
             },
             "storage": None
             if writer is None
@@ -152,6 +154,12 @@ class SelfHealth:
             not_ready=self.not_ready(),
             reload=self.reloads.state,
             prober_faults=self.prober_faults.total,
+            worker_restarts=dict(scheduler.restart_reasons)
+            if isinstance(scheduler, WorkerPool)
+            else None,
+            worker_results_dropped=scheduler.results_dropped
+            if isinstance(scheduler, WorkerPool)
+            else None,
             storage_queue_depth=writer.queue_depth if writer else None,
             storage_writable=writer.stats.writable if writer else None,
             storage_dropped=writer.stats.dropped if writer else None,

@@ -51,6 +51,10 @@ MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0
 # How long past the drain grace a stopping worker has to send its last results and exit.
 STOP_MARGIN = 3.0
+# Why a worker was restarted (the `reason` label of healthcheck_probe_worker_restarts_total):
+# it exited on its own, was killed by a signal the pool did not send (the OOM killer), stopped
+# waking (WEDGED_AFTER), never sent its first batch (START_GRACE), could not be started.
+RESTART_REASONS = ("exited", "killed", "wedged", "start_timeout", "start_failed")
 
 # The most workers `auto` starts. Each is ~38 MB of RSS before its endpoints (measured:
 # 2 workers took the daemon's processes from 145 to 220 MB): 16 would be 600 MB of the unit's
@@ -91,11 +95,12 @@ class Worker:
     endpoints: list[Endpoint] = field(default_factory=list)
     process: Forked | None = None  # forked by the pool's zygote (worker_zygote.py)
     writer: asyncio.StreamWriter | None = None
-    in_flight: set[EndpointId] = field(default_factory=set)  # endpoint ids started and not ended
+    in_flight: set[str] = field(default_factory=set)  # `region/name` of checks started, not ended
     started_at: float = 0.0  # time.monotonic() when the process was started
     heartbeat: float | None = None  # its dispatcher's last wake, time.monotonic()
     ready: bool = False  # it has sent a batch
     wedged: bool = False  # the pool killed it for not waking
+    killed_for: str = "wedged"  # why the pool killed it: wedged, or start_timeout
     restarts: int = 0
     keeper: asyncio.Task[None] | None = None
 
@@ -135,6 +140,12 @@ class WorkerPool:
         self.stats = SchedulerStats()
         self.running = False
         self.restarts = 0
+        # Restarts by reason (RESTART_REASONS), for healthcheck_probe_worker_restarts_total.
+        self.restart_reasons: dict[str, int] = dict.fromkeys(RESTART_REASONS, 0)
+        # Results the workers dropped because this process read them too slowly (see
+        # probe_worker.MAX_HELD), for healthcheck_probe_results_dropped_total.
+        self.results_dropped = 0
+        self._drop_logged: float | None = None
         self._beat: float | None = None  # the pool's own last wake, before any worker beats
         self._stopping = asyncio.Event()
         self._active = False  # run() is running
@@ -215,6 +226,7 @@ class WorkerPool:
                     extra={"event": "probe_worker_wedged", "worker": worker.index + 1},
                 )
                 worker.wedged = True
+                worker.killed_for = "wedged" if worker.ready else "start_timeout"
                 _kill(process)
 
     async def _keep(self, worker: Worker) -> None:
@@ -222,12 +234,13 @@ class WorkerPool:
         delay = RESTART_DELAY
         while not self._stopping.is_set():
             started = time.monotonic()
-            why = await self._serve(worker)
+            reason, why = await self._serve(worker)
             if self._stopping.is_set():
                 break
             lost = self._lose(worker, why)
             worker.restarts += 1
             self.restarts += 1
+            self.restart_reasons[reason] += 1
             delay = RESTART_DELAY if time.monotonic() - started > STABLE_AFTER else delay
             log.warning(
                 "probe worker %d %s; %d check(s) in flight lost (no verdict about their "
@@ -241,6 +254,7 @@ class WorkerPool:
                     "worker": worker.index + 1,
                     "lost": lost,
                     "restarts": worker.restarts,
+                    "reason": reason,
                 },
             )
             with contextlib.suppress(TimeoutError):
@@ -248,14 +262,15 @@ class WorkerPool:
                     await self._stopping.wait()
             delay = min(delay * 2, MAX_RESTART_DELAY)
 
-    async def _serve(self, worker: Worker) -> str:
-        """Start the process, feed it, read its batches until it ends; say how it ended."""
+    async def _serve(self, worker: Worker) -> tuple[str, str]:
+        """Start the process, feed it, read its batches until it ends; say how it ended: one
+        of RESTART_REASONS, and in words."""
         parent, child = socket.socketpair()
         try:
             process = await self.zygote.fork(child)
         except OSError as exc:
             parent.close()
-            return f"could not be started ({exc})"
+            return "start_failed", f"could not be started ({exc})"
         finally:
             child.close()
         worker.process, worker.started_at = process, time.monotonic()
@@ -298,11 +313,14 @@ class WorkerPool:
             await process.wait()
         worker.ready = False
         if worker.wedged:
-            return f"(pid {process.pid}) was wedged and killed"
-        return f"(pid {process.pid}) {_describe_exit(process.returncode)}"
+            how = "was wedged" if worker.killed_for == "wedged" else "did not start in time"
+            return worker.killed_for, f"(pid {process.pid}) {how} and was killed"
+        code = process.returncode
+        reason = "killed" if code is not None and code < 0 else "exited"
+        return reason, f"(pid {process.pid}) {_describe_exit(code)}"
 
     def _take(self, worker: Worker, batch: wire.Batch) -> None:
-        events, heartbeat, skipped, lags = batch
+        events, heartbeat, skipped, lags, dropped = batch
         if not worker.ready:
             worker.ready = True
             if not self.ready.is_set() and all(w.ready for w in self.workers):
@@ -316,15 +334,42 @@ class WorkerPool:
             stats.record_lag(lag)
             if self._on_lag is not None:
                 self._on_lag(lag)
+        if dropped:
+            self._dropped(worker, dropped)
+        in_flight, decode, ended_id, deliver = (
+            worker.in_flight,
+            wire.decode_result,
+            wire.ended_id,
+            self.deliver,
+        )
         for event in events:
             if isinstance(event, str):
-                worker.in_flight.add(EndpointId.parse(event))
+                in_flight.add(event)
                 stats.dispatched += 1
                 continue
-            result = wire.decode_result(event)
-            worker.in_flight.discard(result.target_id)
+            in_flight.discard(ended_id(event))
             stats.completed += 1
-            self.deliver(result)
+            deliver(decode(event))
+
+    def _dropped(self, worker: Worker, count: int) -> None:
+        """A worker shed results this process did not read in time: count, and say so (at
+        most once a minute; the counter has every one)."""
+        self.results_dropped += count
+        now = time.monotonic()
+        if self._drop_logged is None or now - self._drop_logged >= 60.0:
+            self._drop_logged = now
+            log.warning(
+                "probe worker %d dropped %d result(s): this process did not read them in "
+                "time (%d dropped in all); no verdict was made from them",
+                worker.index + 1,
+                count,
+                self.results_dropped,
+                extra={
+                    "event": "probe_results_dropped",
+                    "worker": worker.index + 1,
+                    "dropped": count,
+                },
+            )
 
     def _lose(self, worker: Worker, why: str) -> int:
         """The dead worker's checks in flight, each as a prober fault: no verdict."""
@@ -333,7 +378,7 @@ class WorkerPool:
         worker.heartbeat = None
         now = self._clock()
         for endpoint_id in lost:
-            endpoint = self._endpoints.get(endpoint_id)
+            endpoint = self._endpoints.get(EndpointId.parse(endpoint_id))
             if endpoint is None:  # removed by a reload meanwhile
                 continue
             self.stats.completed += 1

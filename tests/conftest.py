@@ -3,6 +3,7 @@ SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass, field
 
@@ -10,6 +11,22 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from webhook import Webhook, free_port
+
+from healthcheck import event_loop
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    """In-process tests run on the loop the daemon would pick: asyncio's own, uvloop with
+    HEALTHCHECK_EVENT_LOOP=uvloop (the daemons the tests start as subprocesses inherit the
+    variable), so both loops can be tested. (pytest-asyncio 1.x
+    warns that this fixture will give way to its loop-factories hook; it works on every
+    version pyproject allows.)"""
+    if event_loop.loop_factory() is None:
+        return asyncio.DefaultEventLoopPolicy()
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
 
 
 @pytest.fixture(scope="session")

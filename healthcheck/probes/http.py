@@ -144,26 +144,33 @@ class HttpProbe(Probe):
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
         settings = target.settings.narrow(HttpSettings)
-        started = time.perf_counter()
         timestamp = self.clock()
-        clock = _PhaseClock()
+        clock = _PhaseClock() if settings.phases else None
         ssl_context = tls_context(self._tls, settings.tls)
         if isinstance(ssl_context, str):
+            started = time.perf_counter()
             return self.failed(target, ErrorClass.TLS, ssl_context, started, timestamp)
+        # The common check (a GET, no headers of its own, no body) builds nothing per request.
+        headers = (
+            {name: reveal(value) for name, value in settings.headers} if settings.headers else None
+        )
+        session = self._session(settings.keepalive, settings.phases)
         handshakes: list[ssl.SSLObject] = []
         recording = PEER_TLS.set(handshakes)
+        # The clock starts with the request: what came before is ours, not the target's.
+        started = time.perf_counter()
         try:
-            async with self._session(settings.keepalive, settings.phases).request(
+            async with session.request(
                 settings.method,
                 settings.url,
-                headers={name: reveal(value) for name, value in settings.headers},
+                headers=headers,
                 data=settings.body.encode() if settings.body is not None else None,
                 allow_redirects=settings.follow_redirects,
                 max_redirects=settings.max_redirects,
                 ssl=ssl_context,
                 server_hostname=settings.tls.server_name,
-                trace_request_ctx=clock if settings.phases else None,
-                middlewares=_secret_headers_stay_home(settings),
+                trace_request_ctx=clock,
+                middlewares=_secret_headers_stay_home(settings) if headers else (),
             ) as response:
                 first_byte = time.perf_counter() - started
                 if (progress := PROGRESS.get()) is not None:
@@ -189,8 +196,8 @@ class HttpProbe(Probe):
         cert_expiry = peer_expiry(handshakes[-1]) if handshakes else None
         total = time.perf_counter() - started
         phases = Phases(
-            dns=clock.dns or None,
-            connect=(clock.connect - clock.dns) if clock.connect else None,
+            dns=(clock.dns or None) if clock else None,
+            connect=(clock.connect - clock.dns) if clock and clock.connect else None,
             first_byte=first_byte,
             total=total,
         )

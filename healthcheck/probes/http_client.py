@@ -56,8 +56,10 @@ class BodyTooLarge(Exception):
 async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, never more than `cap` bytes of it held; BodyTooLarge past the cap."""
     length = response.content_length
-    if length is not None and length > cap:
-        raise BodyTooLarge(cap, length)
+    if length is not None:
+        if length > cap:
+            raise BodyTooLarge(cap, length)
+        return await response.read()  # announced and under the cap: one read, no chunks
     body = bytearray()
     async for chunk in response.content.iter_chunked(CHUNK):
         body += chunk

@@ -292,3 +292,24 @@ async def test_once_over_many_fast_endpoints_is_all_healthy(run_cli, fleet, tmp_
     assert not not_healthy, not_healthy
     assert len(statuses) == MANY and done.code == 0, done.stderr
     assert document["regions"]["many"]["healthy"] == MANY
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_once_runs_on_either_event_loop(run_cli, fleet, tmp_path, loop) -> None:
+    config = write_config(
+        tmp_path,
+        {"r": [{"name": "a", "url": f"{fleet.http}/ok", "conditions": ["[BODY].status == UP"]}]},
+    )
+    done = await run_cli(
+        "--once", "--config", config, "--format", "json", env={"HEALTHCHECK_EVENT_LOOP": loop}
+    )
+    assert done.code == 0, done.stderr
+    assert "/ok" in fleet.hits
+
+
+async def test_an_unknown_event_loop_exits_3_and_probes_nothing(run_cli, fleet, tmp_path) -> None:
+    config = write_config(tmp_path, {"r": [{"name": "a", "url": f"{fleet.http}/ok"}]})
+    done = await run_cli("--once", "--config", config, env={"HEALTHCHECK_EVENT_LOOP": "trio"})
+    assert done.code == 3
+    assert "HEALTHCHECK_EVENT_LOOP='trio'" in done.stderr and "asyncio, uvloop, auto" in done.stderr
+    assert fleet.hits == []

@@ -113,6 +113,16 @@ def stored(db: Path) -> dict[str, int]:
     return dict(rows)
 
 
+def restart_counts(metrics: str) -> dict[str, float]:
+    """healthcheck_probe_worker_restarts_total by its reason label, from a /metrics body."""
+    counts = {}
+    for line in metrics.splitlines():
+        if line.startswith("healthcheck_probe_worker_restarts_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('reason="')[1].split('"')[0]] = float(value)
+    return counts
+
+
 def children(pid: int) -> set[int]:
     """The live child processes of `pid`, from /proc."""
     found = set()
@@ -281,6 +291,9 @@ async def test_a_worker_killed_with_9_is_restarted_and_judges_nobody(
         metrics = await get_text(daemon.log.port, "/metrics")
         faults = [line for line in metrics.splitlines() if line.startswith("healthcheck_prober_f")]
         assert faults and float(faults[0].split()[-1]) >= 1, faults
+        restarts = restart_counts(metrics)
+        assert restarts["killed"] == 1 and sum(restarts.values()) == 1, restarts
+        assert "healthcheck_probe_results_dropped_total 0.0" in metrics.splitlines()
         await daemon.stop()
     finally:
         if daemon.process.returncode is None:
@@ -366,6 +379,8 @@ async def test_a_wedged_worker_is_killed_and_restarted(
         await until(lambda: daemon.log.events("probe_worker_wedged"), START)
         await daemon.until_workers_run(restarts=1)
         assert frozen not in {w["pid"] for w in daemon.workers}
+        restarts = restart_counts(await get_text(daemon.log.port, "/metrics"))
+        assert restarts["wedged"] == 1 and sum(restarts.values()) == 1, restarts
         before = stored(tmp_path / "hc.db")
         await until(
             lambda: all(stored(tmp_path / "hc.db").get(n, 0) > before.get(n, 0) for n in names),

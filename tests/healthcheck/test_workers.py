@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 
 import pytest
 
 from healthcheck import worker_wire as wire
 from healthcheck.config import parse_config
+from healthcheck.probe_worker import Outbox
 from healthcheck.result import ConditionOutcome, EndpointId, ErrorClass, Phases, ProbeResult
 from healthcheck.targets import Shard
 from healthcheck.workers import MAX_AUTO_WORKERS, default_workers, owner, worker_count
@@ -84,10 +87,68 @@ def test_a_shards_endpoints_spread_over_every_worker(shards, workers) -> None:
     ],
 )
 def test_a_result_crosses_the_wire_unchanged(result) -> None:
-    batch = (["r/e", wire.encode_result(result)], 123.5, 2, [0.001, 0.02])
+    batch = (["r/e", wire.encode_result(result)], 123.5, 2, [0.001, 0.02], 7)
     payload = wire.pack_batch(batch)
     kind, body = payload[4], payload[5:]
     assert kind == wire.BATCH
-    events, heartbeat, skipped, lags = wire.unpack_batch(body)
-    assert events[0] == "r/e" and (heartbeat, skipped, lags) == (123.5, 2, [0.001, 0.02])
+    events, heartbeat, skipped, lags, dropped = wire.unpack_batch(body)
+    assert events[0] == "r/e"
+    assert (heartbeat, skipped, lags, dropped) == (123.5, 2, [0.001, 0.02], 7)
     assert wire.decode_result(events[1]) == result
+    assert wire.ended_id(events[1]) == str(result.target_id)
+
+
+def result_of(name: str) -> ProbeResult:
+    return ProbeResult("r", name, "http", ok=True, latency=0.01, timestamp=1_700_000_000.0)
+
+
+async def read_batches(reader: asyncio.StreamReader, results: int) -> tuple[list, int]:
+    """Batches from the worker's side until `results` results came: their events, and the
+    results they say were dropped."""
+    events: list = []
+    dropped = 0
+    while sum(1 for e in events if not isinstance(e, str)) < results:
+        frame = await asyncio.wait_for(wire.read_frame(reader), 30)
+        assert frame is not None and frame[0] == wire.BATCH
+        batch = wire.unpack_batch(frame[1])
+        events += batch[0]
+        dropped += batch[4]
+    return events, dropped
+
+
+async def test_the_outbox_holds_at_most_max_held_and_counts_what_it_drops() -> None:
+    """More events than it may hold between two flushes: the newest stay, the oldest results
+    go and the next batch says how many."""
+    mine, theirs = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=mine)
+    reader, _ = await asyncio.open_connection(sock=theirs)
+    outbox = Outbox(writer, max_held=10)
+    for i in range(100):
+        outbox.result(result_of(f"e{i}"))
+    assert outbox.dropped == 90
+    events, dropped = await read_batches(reader, 10)
+    assert [wire.decode_result(e).endpoint for e in events] == [f"e{i}" for i in range(90, 100)]
+    assert dropped == 90
+    writer.close()
+
+
+async def test_the_outbox_holds_results_while_the_daemon_does_not_read() -> None:
+    """The daemon's side of the socket full and unread: no batch is written past the bound,
+    none is lost while under MAX_HELD, and all come once the daemon reads again."""
+    mine, theirs = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=mine)
+    reader, _ = await asyncio.open_connection(sock=theirs)
+    backlog = 16 << 20  # far more than the kernel buffers: the rest waits in the transport
+    writer.write(b"x" * backlog)
+    waiting = writer.transport.get_write_buffer_size()
+    assert waiting > 1 << 20
+    outbox = Outbox(writer, max_held=1000, hold_after=1 << 20)
+    for i in range(50):
+        outbox.result(result_of(f"e{i}"))
+    outbox.flush()
+    assert writer.transport.get_write_buffer_size() == waiting  # held, not queued behind
+    await reader.readexactly(backlog)  # the daemon catches up
+    events, dropped = await read_batches(reader, 50)
+    assert [wire.decode_result(e).endpoint for e in events] == [f"e{i}" for i in range(50)]
+    assert dropped == 0 and outbox.dropped == 0
+    writer.close()
