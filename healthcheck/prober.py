@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 from types import TracebackType
@@ -11,9 +12,11 @@ from typing import Any
 from healthcheck.loop_lag import LoopLag, lag_of, noted
 from healthcheck.probes.base import Clock, Probe
 from healthcheck.probes.registry import probe_kind
-from healthcheck.result import ProbeResult
+from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.secrets import Redactor, cut
 from healthcheck.targets import Endpoint
+
+log = logging.getLogger("healthcheck.prober")
 
 
 class Prober:
@@ -74,7 +77,26 @@ class Prober:
         """One check of one endpoint; secrets are scrubbed at the source from every text the
         result carries (error, condition texts and what they saw, string details). The loop's
         lateness during the check goes with it (`details.loop_lag_ms`)."""
-        probe = self._probes.get(target.kind) or await self._probe(target.kind)
+        probe = self._probes.get(target.kind)
+        if probe is None:
+            try:
+                probe = await self._probe(target.kind)
+            except Exception as exc:  # our own trouble (a kind that cannot start): no verdict
+                self._starting.pop(target.kind, None)  # the next check tries again
+                log.exception("could not start the %s probe", target.kind)
+                return self.scrub(
+                    ProbeResult(
+                        target.region,
+                        target.name,
+                        target.kind,
+                        ok=False,
+                        latency=0.0,
+                        timestamp=self._clock(),
+                        error=ErrorClass.PROBER,
+                        error_text=f"the prober could not start its {target.kind} checks: "
+                        f"{type(exc).__name__}: {exc}",
+                    )
+                )
         result = await self._timed(probe, target)
         if (
             self._recheck_lagged

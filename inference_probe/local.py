@@ -110,8 +110,8 @@ class OnnxProbe(Probe):
     down_alertname = CANARY_DOWN
     one_process = True
 
-    def __init__(self, clock: Clock = time.time) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock = time.time, database: str | None = None) -> None:
+        super().__init__(clock, database)
         self._workers: dict[EndpointId, CanaryWorker] = {}
 
     @classmethod

@@ -68,8 +68,8 @@ class IcmpProbe(Probe):
     errors = (*NETWORK_ERRORS, ErrorClass.CONDITION_FAILED)
     metrics = KindMetrics(reading=packet_loss, gauges=loss_gauges)
 
-    def __init__(self, clock: Clock = time.time) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock = time.time, database: str | None = None) -> None:
+        super().__init__(clock, database)
         # Which socket works here, learnt on the first check: False unprivileged, True raw.
         self.privileged: bool | None = None
 

@@ -149,8 +149,8 @@ class StartTlsProbe(Probe):
     placeholders = TlsProbe.placeholders
     errors = (*NETWORK_ERRORS, ErrorClass.INVALID_RESPONSE, ErrorClass.CONDITION_FAILED)
 
-    def __init__(self, clock: Clock = time.time) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock = time.time, database: str | None = None) -> None:
+        super().__init__(clock, database)
         self.certificates = TlsProbe(clock)  # its contexts and its judging of the handshake
 
     async def attempt(self, target: Endpoint) -> ProbeResult:

@@ -124,8 +124,8 @@ class TlsProbe(Probe):
         {"CONNECTED", "RESPONSE_TIME", "CERTIFICATE_EXPIRATION", "IP", rdap.PLACEHOLDER}
     )
 
-    def __init__(self, clock: Clock = time.time) -> None:
-        super().__init__(clock)
+    def __init__(self, clock: Clock = time.time, database: str | None = None) -> None:
+        super().__init__(clock, database)
         self.contexts = TlsContexts()
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
