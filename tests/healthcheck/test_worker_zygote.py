@@ -113,7 +113,7 @@ async def test_a_pool_whose_zygote_is_killed_starts_another_and_judges_nobody(ta
     running = asyncio.create_task(pool.run())
     try:
         await asyncio.wait_for(pool.ready.wait(), START)
-        hanging = next(e.id for e in config.endpoints() if e.name == hang)
+        hanging = str(next(e.id for e in config.endpoints() if e.name == hang))
         await until(lambda: any(hanging in w.in_flight for w in pool.workers), START)
         zygote = pool.zygote.pid
         workers = {w.process.pid for w in pool.workers if w.process is not None}
