@@ -317,7 +317,7 @@ def _shard(text: str) -> Shard:
 async def _probe_all(config: Config) -> list[ProbeResult]:
     """Every endpoint once, paced by the loop (healthcheck/once.py); checks spoiled by the
     prober's own trouble or lateness are made again, fewer at a time, before anything is judged."""
-    from storage.writer import default_path  # push endpoints read their last stored ping
+    from storage.paths import default_path  # push endpoints read their last stored ping
 
     database = config.storage.path or default_path()
     async with Prober(Redactor(config.secrets), recheck_lagged=False, database=database) as prober:

@@ -405,8 +405,13 @@ class _Builder:
                 )
 
     def check_defaults(self, defaults: dict[str, Any], path: str) -> None:
-        """Defaults take any key some kind takes; each value is checked where it is written."""
-        allowed = _default_keys(list(KINDS))
+        """Defaults take any key some kind takes; each value is checked where it is written.
+        The kinds' modules are imported only for a key no endpoint of any kind takes: a config
+        pays for the kinds it uses (check-config and --once load no numpy for an http fleet)."""
+        if defaults.keys() <= COMMON_OPTIONS.keys():
+            allowed = dict(COMMON_OPTIONS)
+        else:
+            allowed = _default_keys(list(KINDS))
         if not allowed.keys() >= defaults.keys():  # maybe a key of a kind an entry point offers
             allowed = _default_keys(known_kinds())
         self.refuse_unknown(defaults, allowed, path)

@@ -43,8 +43,9 @@ from healthcheck.uptime_cache import UptimeCache
 from healthcheck.worker_zygote import Zygote
 from healthcheck.workers import Dispatcher, dispatcher, dispatching
 from storage.database_file import DatabaseFile
+from storage.paths import default_path
 from storage.schema import connect
-from storage.writer import Retention, StorageWriter, default_path
+from storage.writer import Retention, StorageWriter
 
 log = logging.getLogger("healthcheck.daemon")
 

@@ -11,14 +11,12 @@ batch goes into the new file.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
@@ -52,19 +50,6 @@ class WriterStats:
     last_commit: float | None = None
     failing_since: float | None = None  # when writes started failing (None: they work)
     replaced: int = 0  # times the file was found removed, replaced or overwritten, and recreated
-
-
-SERVICE_DB = "/var/lib/healthcheck/healthcheck.db"  # where the systemd unit keeps it
-
-
-def default_path() -> str:
-    """$STATE_DIRECTORY/healthcheck.db under systemd; else the service's database when there is
-    one (so `healthcheck status` and `silence add` on that host see what the daemon writes);
-    else ./healthcheck.db."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return str(Path(state) / "healthcheck.db")
-    return SERVICE_DB if os.path.exists(SERVICE_DB) else "healthcheck.db"
 
 
 class StorageWriter:

@@ -198,7 +198,12 @@ def test_every_error_class_a_kind_can_produce_starts_at_zero() -> None:
     for plain in (("db", "tcp"), ("cert", "tls"), ("name", "dns")):
         assert seen[plain] == network
     assert seen["web", "http"] == network | {"http_status", "body_too_large", "invalid_response"}
-    assert seen["triton", "inference"] == seen["web", "http"] | {"not_ready", "wrong_output"}
+    # rpc_status: the Open Inference Protocol over gRPC (protocol: grpc) answering an error
+    assert seen["triton", "inference"] == seen["web", "http"] | {
+        "not_ready",
+        "wrong_output",
+        "rpc_status",
+    }
     assert seen["gpu", "onnx"] == {
         "timeout",
         "internal",
