@@ -9,7 +9,8 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from healthcheck.loop_lag import LoopLag, lag_of, noted
+from healthcheck.loop_lag import LoopLag, RunWait, lag_of, noted
+from healthcheck.prober_faults import starved, starved_fault
 from healthcheck.probes.base import Clock, Probe
 from healthcheck.probes.registry import probe_kind
 from healthcheck.result import ErrorClass, ProbeResult
@@ -33,8 +34,9 @@ class Prober:
         self._clock = clock
         self._database = database  # handed to each probe (Probe.database)
         self.lag = LoopLag()
-        # A check that failed while its loop ran late is made once more, at once; --once
-        # instead makes its lagged checks again after the round, fewer at a time.
+        self.wait = RunWait()
+        # A check that failed while its loop ran late (or starved) is made once more, at once;
+        # --once instead makes its lagged checks again after the round, fewer at a time.
         self._recheck_lagged = recheck_lagged
         self._probes: dict[str, Probe] = {}
         self._starting: dict[str, asyncio.Future[Probe]] = {}
@@ -51,6 +53,7 @@ class Prober:
     ) -> None:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         self.lag.stop()
+        self.wait.close()
         for probe in self._probes.values():
             await probe.close()
 
@@ -76,7 +79,9 @@ class Prober:
     async def check(self, target: Endpoint) -> ProbeResult:
         """One check of one endpoint; secrets are scrubbed at the source from every text the
         result carries (error, condition texts and what they saw, string details). The loop's
-        lateness during the check goes with it (`details.loop_lag_ms`)."""
+        lateness during the check goes with it (`details.loop_lag_ms`), and so does the time
+        its thread waited for a CPU (`details.cpu_wait_ms`). A timeout the prober was starved
+        through (prober_faults.starved) that a second look cannot settle is a prober fault."""
         probe = self._probes.get(target.kind)
         if probe is None:
             try:
@@ -98,26 +103,33 @@ class Prober:
                     )
                 )
         result = await self._timed(probe, target)
+        starving = starved(result, target.timeout)
         if (
             self._recheck_lagged
             and not result.ok
             and result.details
-            and lag_of(result)
+            and (starving or lag_of(result))
             and result.latency + target.budget <= target.interval  # never past its next slot
         ):
             first = result
             result = await self._timed(probe, target)  # once: its verdict stands, lag or not
+            if starved(result, target.timeout):
+                result = starved_fault(result, target.timeout)
             # Both looks are attempts of this one check, as its retries are
             result = replace(result, attempts=first.attempts + result.attempts)
+        elif starving:  # no room for a second look: the next check in its schedule will tell
+            result = starved_fault(result, target.timeout)
         return self.scrub(result)
 
     async def _timed(self, probe: Probe, target: Endpoint) -> ProbeResult:
         start = self.lag.begin()
+        waited = self.wait.now()
         try:
             result = await probe.run(target)
         finally:
             lag = self.lag.end(start)
-        return noted(result, lag)
+            waited = self.wait.now() - waited
+        return noted(result, lag, waited)
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
         redact = self._redact

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from healthcheck.loop_lag import lag_of
+from healthcheck.loop_lag import lost_of
 from healthcheck.result import EndpointId, ProbeResult, Status, regional_failure
 from healthcheck.targets import Endpoint
 
@@ -15,7 +15,8 @@ log = logging.getLogger("healthcheck.status")
 
 def classify(result: ProbeResult, endpoint: Endpoint) -> Status:
     """Failure or latency over critical is unhealthy; success over warning is degraded. The
-    latency judged is the target's: the time our own loop ran late is not its (loop_lag)."""
+    latency judged is the target's: the time our own loop ran late, or our thread waited for a
+    CPU, is not its (loop_lag)."""
     if not result.ok:
         return Status.UNHEALTHY
     latency = _target_latency(result)
@@ -40,7 +41,7 @@ def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
         return None
     if limit is None:
         return result.degraded
-    lagged = f" (less {(result.latency - latency) * 1000:.0f}ms our loop ran late)"
+    lagged = f" (less {(result.latency - latency) * 1000:.0f}ms our prober could not run)"
     return (
         f"latency {latency * 1000:.0f}ms{lagged if latency < result.latency else ''} "
         f"over {limit[0]} {limit[1] * 1000:g}ms"
@@ -48,10 +49,10 @@ def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
 
 
 def _target_latency(result: ProbeResult) -> float:
-    """The check's latency less the time the prober's loop ran late meanwhile."""
+    """The check's latency less the time the prober could not run meanwhile."""
     if not result.details:  # the common case: nothing noted
         return result.latency
-    return max(0.0, result.latency - lag_of(result))
+    return max(0.0, result.latency - lost_of(result))
 
 
 @dataclass(frozen=True, slots=True)

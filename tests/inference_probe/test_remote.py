@@ -57,8 +57,10 @@ async def check() -> AsyncIterator[Callable[..., Any]]:
 
 
 def details(result: ProbeResult) -> dict[str, Any]:
-    """The kind's own details; `loop_lag_ms` is our loop's, added when it ran late (loop_lag.py)."""
-    return {key: value for key, value in result.details if key != "loop_lag_ms"}
+    """The kind's own details; `loop_lag_ms` and `cpu_wait_ms` are the prober's, added when it
+    ran late or waited for a CPU (loop_lag.py)."""
+    ours = {"loop_lag_ms", "cpu_wait_ms"}
+    return {key: value for key, value in result.details if key not in ours}
 
 
 @pytest.mark.parametrize("version", [None, "1", 1])
