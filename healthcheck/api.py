@@ -269,21 +269,30 @@ class StatusView:
 
 
 def render_status(view: StatusView) -> Body:
-    """The /api/v1/status body, in a server thread: at 10,000 endpoints this is ~1 s of
-    Python, which on the event loop was that long without a check or a request served."""
+    """The /api/v1/status body, in a server thread.
+
+    Byte for byte `json.dumps` of the document, but written in pieces: the 90 daily bars of
+    every endpoint are most of it (52 MB at 10,000 endpoints), and the same few bars recur
+    across endpoints, so each distinct bar is encoded once (4.0 s -> 0.8 s at 10,000)."""
     report, history, now = view.report, view.history, view.now
     ids = report.ids() if report else {}
-    day_names: dict[int, str] = {}  # ~90 distinct days, shared by every endpoint's strip
+    bars: dict[tuple[int, int, int], str] = {}  # (day, checks, successes) -> its JSON
 
-    def day_name(day: int) -> str:
-        name = day_names.get(day)
-        if name is None:
-            name = day_names[day] = datetime.fromtimestamp(day, UTC).date().isoformat()
-        return name
+    def bar(day: Day) -> str:
+        key = (day.day, day.checks, day.successes)
+        text = bars.get(key)
+        if text is None:
+            text = bars[key] = json.dumps(
+                {
+                    "day": datetime.fromtimestamp(day.day, UTC).date().isoformat(),
+                    "uptime": day.successes / day.checks if day.checks else None,
+                    "checks": day.checks,
+                }
+            )
+        return text
 
-    empty = [{"day": day_name(day.day), "uptime": None, "checks": 0} for day in _empty_days(now)]
-    no_ratios = _ratios(None)
-    no_p95: dict[str, float | None] = dict.fromkeys(WINDOWS)
+    no_days = "[" + ", ".join(bar(day) for day in _empty_days(now)) + "]"
+    no_ratios = json.dumps(_ratios(None))
     regions = []
     statuses = []
     for region in view.config.regions:
@@ -297,7 +306,7 @@ def render_status(view: StatusView) -> Body:
                 statuses.append(latest[1])
             windows = report.endpoints.get(target_id) if report and target_id else None
             days = history.get(target_id) if target_id else None
-            rows.append(
+            row = json.dumps(
                 {
                     "endpoint": endpoint.name,
                     "kind": endpoint.kind,
@@ -308,44 +317,39 @@ def render_status(view: StatusView) -> Body:
                     "error_detail": (result.error_text or latency_note(result, endpoint))
                     if result
                     else None,
-                    "uptime": _ratios(windows) if windows else dict(no_ratios),
-                    "p95_ms": {
+                }
+            )
+            if windows:
+                uptime = json.dumps(_ratios(windows))
+                p95 = json.dumps(
+                    {
                         w: (None if w not in windows else windows[w].percentile(0.95))
                         for w in WINDOWS
                     }
-                    if windows
-                    else dict(no_p95),
-                    "history": [
-                        {
-                            "day": day_name(day.day),
-                            "uptime": day.successes / day.checks if day.checks else None,
-                            "checks": day.checks,
-                        }
-                        for day in days
-                    ]
-                    if days
-                    else [dict(day) for day in empty],
-                }
-            )
+                )
+            else:
+                uptime = p95 = no_ratios
+            strip = "[" + ", ".join(bar(day) for day in days) + "]" if days else no_days
+            rows.append(f'{row[:-1]}, "uptime": {uptime}, "p95_ms": {p95}, "history": {strip}}}')
         summary = summarize_region(region.name, known) if known else None
-        regions.append(
+        head = json.dumps(
             {
                 "name": region.name,
                 "status": summary.status.value if summary else "unknown",
                 "regional_failure": summary.regional_failure if summary else False,
                 "uptime": _ratios(report.regions.get(region.name) if report else None),
-                "endpoints": rows,
             }
         )
+        regions.append(f'{head[:-1]}, "endpoints": [{", ".join(rows)}]}}')
     overall = worst(statuses).value if statuses else "unknown"
-    return _json(
+    head = json.dumps(
         {
             "generated_at": iso(now),
             "status": overall,
             "uptime": _ratios(report.overall if report else None),
-            "regions": regions,
         }
     )
+    return f'{head[:-1]}, "regions": [{", ".join(regions)}]}}'.encode(), JSON
 
 
 async def api_status(request: web.Request) -> web.Response:
