@@ -134,7 +134,12 @@ def run_once(
     document = json.loads(config.read_text())
     document["regions"]["delayed"] = {
         "endpoints": [
-            {"name": f"d{i}", "url": f"http://127.0.0.1:{delayed_port}/d{i}", "interval": "1s"}
+            {
+                "name": f"d{i}",
+                "url": f"http://127.0.0.1:{delayed_port}/d{i}",
+                "interval": "1s",
+                "timeout": "1s",
+            }
             for i in range(DELAYED)
         ]
     }
