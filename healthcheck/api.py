@@ -65,8 +65,10 @@ class ApiState:
     not_ready: Callable[[], list[str]]  # reasons the daemon is not ready; empty when ready
     renders: SharedRenders  # /metrics: concurrent scrapes share one render
     reads: ServerThreads  # the server's own threads for storage reads, bounded
-    # /api/v1/status and /api/v1/results: shared renders in `reads` (one bound on them all)
+    # /api/v1/status: shared renders in `reads` (one bound on them and the reads), reused 1 s
     views: SharedRenders
+    # /api/v1/results: the same, but not reused: a row seen stored is in the next answer
+    pages: SharedRenders
     counts: ServingCounts  # what the bounds did, for /metrics
     self_report: Callable[[], dict[str, Any]] | None = None  # the daemon's own numbers
 
@@ -501,8 +503,9 @@ async def api_results(request: web.Request) -> web.Response:
     since_ts = _since(since, state.uptime.clock()) if since is not None else None
     limit = _positive_int(request, "limit", 100, MAX_PAGE)
     cursor = _positive_int(request, "cursor", None, 2**62)
-    # The same page asked for at once (a dashboard's many viewers) is read once, and reused
-    # for FRESH_FOR (1 s): reading and encoding are in a server thread, never on the loop.
+    # The same page asked for at once (a dashboard's many viewers) is read once; reading and
+    # encoding are in a server thread, never on the loop. Not reused once answered: a client
+    # that saw a row stored (or a check logged) must find it in the next page it asks for.
     page = (region, endpoint, since, limit, cursor)
 
     def prepare() -> Callable[[], Body]:
@@ -517,7 +520,7 @@ async def api_results(request: web.Request) -> web.Response:
         return partial(_render_results, state, query, limit)
 
     with _storage_unavailable():
-        body = await state.views.share(
+        body = await state.pages.share(
             ("results", page), prepare, stamp=state.config, what=request.path
         )
     return _respond(body)

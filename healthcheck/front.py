@@ -58,6 +58,9 @@ class HttpFront:
             reads=self._read_threads,
             # Their own counts: healthcheck_exporter_renders stays the /metrics renders.
             views=SharedRenders(None, self._read_threads, ServingCounts(), what="/api/v1"),
+            pages=SharedRenders(
+                None, self._read_threads, ServingCounts(), fresh_for=0, what="/api/v1"
+            ),
             counts=self.counts,
             self_report=daemon.health.self_report,
         )

@@ -133,7 +133,8 @@ class SharedRenders:
             self.counts.renders += 1
             now = self._clock()
             self._done = {v: d for v, d in self._done.items() if 0 <= now - d[0] <= self.fresh_for}
-            self._done[view] = (now, flight.stamp, body)
+            if self.fresh_for > 0:  # 0: shared by the requests that ask meanwhile, not kept
+                self._done[view] = (now, flight.stamp, body)
         return body
 
     @staticmethod

@@ -193,3 +193,18 @@ async def test_a_view_is_snapshotted_once_per_render_and_a_new_stamp_renders_ane
     assert await views.share("status", prepare(new), stamp=new) == (b"render 4\n", "text/plain")
     assert prepared == [old, new, new, new]
     assert views.counts.renders == 4
+
+
+async def test_with_fresh_for_zero_only_requests_meanwhile_share(render, threads) -> None:
+    """/api/v1/results: a page answered is not kept, so a row stored since is in the next."""
+    pages = SharedRenders(None, threads, ServingCounts(), fresh_for=0, clock=Clock())
+
+    def prepare():
+        return lambda: render("page", False)
+
+    asks = [asyncio.create_task(pages.share("page 1", prepare)) for _ in range(4)]
+    await until(lambda: pages.waiting == 4 and render.calls)
+    render.release.set()
+    assert set(await asyncio.gather(*asks)) == {(b"render 1\n", "text/plain")}
+    # The clock has not moved, and still the next ask is a new read.
+    assert await pages.share("page 1", prepare) == (b"render 2\n", "text/plain")
