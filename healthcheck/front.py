@@ -21,8 +21,8 @@ from healthcheck.shared_renders import SharedRenders
 
 # The server's own threads, apart from the default executor the rest of the daemon uses:
 # renders wait in one for the helper process's one pipe (one variant at a time is all it
-# serves); storage reads hold the GIL the probing loop needs while they build their rows, so
-# one at a time.
+# serves); storage reads and the API's JSON renders hold the GIL the probing loop needs while
+# they build their rows, so one at a time, all of them in the one thread.
 RENDER_THREADS, RENDERS_QUEUED = 1, 3
 READ_THREADS, READS_QUEUED = 1, 8
 
@@ -56,6 +56,11 @@ class HttpFront:
             daemon.health.not_ready,
             renders=SharedRenders(self.metrics.render, self._render_threads, self.counts),
             reads=self._read_threads,
+            # Their own counts: healthcheck_exporter_renders stays the /metrics renders.
+            views=SharedRenders(None, self._read_threads, ServingCounts(), what="/api/v1"),
+            pages=SharedRenders(
+                None, self._read_threads, ServingCounts(), fresh_for=0, what="/api/v1"
+            ),
             counts=self.counts,
             self_report=daemon.health.self_report,
         )

@@ -1,4 +1,4 @@
-"""/metrics renders shared among concurrent scrapes, and the server's bounded threads.
+"""Renders shared among concurrent requests (/metrics, the API views), and the bounded threads.
 
 The render is a real blocking function held on a threading.Event, so a render "in progress"
 is a fact the test controls, not a race it hopes to win."""
@@ -161,3 +161,50 @@ async def test_server_threads_refuse_past_their_bound_until_the_work_itself_ends
     finally:
         release.set()
         pool.close()
+
+
+async def test_a_view_is_snapshotted_once_per_render_and_a_new_stamp_renders_anew(
+    render, threads
+) -> None:
+    """The API's views: `prepare` (the snapshot, on the loop) runs only for a render that is
+    made; within a second the answer is reused, unless the stamp (the configuration) changed."""
+    clock = Clock()
+    views = SharedRenders(None, threads, ServingCounts(), clock=clock, what="/api/v1")
+    prepared: list[str] = []
+
+    def prepare(stamp: str):
+        def make():
+            prepared.append(stamp)
+            return lambda: render(stamp, False)
+
+        return make
+
+    old, new = "config one", "config two"
+    asks = [asyncio.create_task(views.share("status", prepare(old), stamp=old)) for _ in range(5)]
+    await until(lambda: views.waiting == 5 and render.calls)
+    render.release.set()
+    assert set(await asyncio.gather(*asks)) == {(b"render 1\n", "text/plain")}
+    assert await views.share("status", prepare(old), stamp=old) == (b"render 1\n", "text/plain")
+    assert prepared == [old]  # one snapshot for six answers
+    # A reload: the answer made under the old configuration is not served under the new one.
+    assert await views.share("status", prepare(new), stamp=new) == (b"render 2\n", "text/plain")
+    assert await views.share("page 2", prepare(new), stamp=new) == (b"render 3\n", "text/plain")
+    clock.now += 1.5
+    assert await views.share("status", prepare(new), stamp=new) == (b"render 4\n", "text/plain")
+    assert prepared == [old, new, new, new]
+    assert views.counts.renders == 4
+
+
+async def test_with_fresh_for_zero_only_requests_meanwhile_share(render, threads) -> None:
+    """/api/v1/results: a page answered is not kept, so a row stored since is in the next."""
+    pages = SharedRenders(None, threads, ServingCounts(), fresh_for=0, clock=Clock())
+
+    def prepare():
+        return lambda: render("page", False)
+
+    asks = [asyncio.create_task(pages.share("page 1", prepare)) for _ in range(4)]
+    await until(lambda: pages.waiting == 4 and render.calls)
+    render.release.set()
+    assert set(await asyncio.gather(*asks)) == {(b"render 1\n", "text/plain")}
+    # The clock has not moved, and still the next ask is a new read.
+    assert await pages.share("page 1", prepare) == (b"render 2\n", "text/plain")
