@@ -167,6 +167,7 @@ class AlertEngine:
                 evaluator.notified.get((c.state.rule, c.state.target), False),
                 c.region,
                 c.held_by,
+                c.labels,
             )
             for c in changes
             if (c.state.rule, c.state.target) in evaluator.alerts
@@ -201,6 +202,7 @@ class AlertEngine:
                 evaluator.notified.get(key, False),
                 evaluator.regions.get(key[1], ""),
                 f"{held[0]}:{held[1]}" if (held := evaluator.held.get(key)) else None,
+                evaluator.change(state, None, evaluator.regions.get(key[1], "")).labels,
             )
             for key, state in evaluator.alerts.items()
         ]

@@ -367,9 +367,12 @@ async def api_alerts(request: web.Request) -> web.Response:
     for row in rows:
         row["since"] = iso(row["since"])
         row["last_change"] = iso(row["last_change"])
-        row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
+        # The column holds the alert's stored facts; only the operator's labels are "labels".
+        facts = json.loads(row["labels"]) if row["labels"] else {}
+        row["labels"] = facts.get("labels", {})
+        row["region"] = facts.get("region") or None
         # The firing alert (rule:target) this one is held behind, not sent on its own.
-        row["suppressed_by"] = row["labels"].pop("suppressed_by", None)
+        row["suppressed_by"] = facts.get("suppressed_by")
     return web.json_response({"alerts": rows})
 
 

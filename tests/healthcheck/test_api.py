@@ -146,12 +146,21 @@ async def test_alerts_reads_alert_state(api, tmp_path) -> None:
         db.execute(
             "INSERT INTO alert_state (rule, target, state, severity, since, last_change,"
             " summary, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ["endpoint_down", "eu/api", "firing", "critical", 1, 2, "down", '{"region": "eu"}'],
+            [
+                "endpoint_down",
+                "eu/api",
+                "firing",
+                "critical",
+                1,
+                2,
+                "down",
+                '{"region": "eu", "notified": true, "labels": {"team": "payments"}}',
+            ],
         )
     firing = await get_json(api, "/api/v1/alerts?state=firing&severity=critical")
-    assert firing["alerts"][0]["target"] == "eu/api" and firing["alerts"][0]["labels"] == {
-        "region": "eu"
-    }
+    (alert,) = firing["alerts"]
+    assert alert["target"] == "eu/api" and alert["labels"] == {"team": "payments"}
+    assert alert["region"] == "eu" and alert["suppressed_by"] is None and "notified" not in alert
     assert await get_json(api, "/api/v1/alerts?state=resolved") == {"alerts": []}
 
 
