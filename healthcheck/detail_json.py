@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from healthcheck.api import iso
+from healthcheck.api import error_budget_left, iso
 from healthcheck.result import ProbeResult, Status
 from healthcheck.secrets import REDACTED, Secret
 from healthcheck.status import latency_note
@@ -123,7 +123,7 @@ def sla_verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, A
     for window in WINDOWS:
         tally = (windows or {}).get(window)
         uptime = tally.ratio if tally is not None else None
-        budget = None if uptime is None or target >= 1 else 1 - (1 - uptime) / (1 - target)
+        budget = error_budget_left(uptime, target)
         found[window] = {
             "uptime": uptime,
             "checks": round(tally.checks) if tally is not None else 0,

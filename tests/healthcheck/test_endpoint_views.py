@@ -138,6 +138,8 @@ async def test_endpoint_detail_has_config_last_result_and_uptime_against_the_sla
     # 6 of the 288 staged checks of the last day failed: 97.9% < 99.9%, budget overspent
     assert 0.97 < day["uptime"] < 0.99 and day["met"] is False
     assert day["error_budget_remaining"] < 0
+    # Rounded to 4 decimals, not the float's noise.
+    assert day["error_budget_remaining"] == round(1 - (1 - day["uptime"]) / 0.001, 4)
     assert body["uptime"]["1h"]["met"] is True
     assert body["uptime"]["1h"]["error_budget_remaining"] == 1.0
     assert staged.failed == 6
