@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from alerting.delivery import ChannelStats, Sender, build_channels, per_alert
-from alerting.evaluator import Evaluator
+from alerting.evaluator import Change, Evaluator
 from alerting.holds import hold
 from alerting.outbox import DatabaseFile, Outbox
 from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
 from alerting.settings import AlertingSettings
 from alerting.silences import Silence, stored
+from alerting.state import Event
 from alerting.store import forget, load_states, load_windows, save_changes, save_windows
 from healthcheck.clock import LOOP, Clock, Timeline
 from healthcheck.result import EndpointId, ProbeResult, Status
@@ -166,6 +167,7 @@ class AlertEngine:
                 evaluator.notified.get((c.state.rule, c.state.target), False),
                 c.region,
                 c.held_by,
+                c.labels,
             )
             for c in changes
             if (c.state.rule, c.state.target) in evaluator.alerts
@@ -185,20 +187,7 @@ class AlertEngine:
         await self._save()
         for change in changes:
             if change.event is not None:
-                log.info(
-                    "alert %s %s %s: %s",
-                    change.state.rule,
-                    change.state.target,
-                    change.event.value,
-                    change.state.summary,
-                    extra={
-                        "event": f"alert_{change.event.value}",
-                        "rule": change.state.rule,
-                        "target": change.state.target,
-                        "severity": change.state.severity.value,
-                        "region": change.region,
-                    },
-                )
+                _log_change(change, change.event)
 
     def _write_back(self, created: int, now: float) -> Callable[[Outbox], None]:
         """The database file was removed or overwritten and created anew: every alert as it
@@ -213,6 +202,7 @@ class AlertEngine:
                 evaluator.notified.get(key, False),
                 evaluator.regions.get(key[1], ""),
                 f"{held[0]}:{held[1]}" if (held := evaluator.held.get(key)) else None,
+                evaluator.change(state, None, evaluator.regions.get(key[1], "")).labels,
             )
             for key, state in evaluator.alerts.items()
         ]
@@ -261,3 +251,33 @@ class AlertEngine:
             pass
         except Exception:
             log.exception("notification sender failed", extra={"event": "sender_failed"})
+
+
+def _log_change(change: Change, event: Event) -> None:
+    """One log line per alert event; an alert held behind its dependency's is logged as held,
+    not as fired, since nobody was told (the router sends nothing for it)."""
+    state = change.state
+    facts = {
+        "rule": state.rule,
+        "target": state.target,
+        "severity": state.severity.value,
+        "region": change.region,
+    }
+    if change.held_by is not None and event is not Event.RESOLVED:
+        log.info(
+            "alert %s %s held behind %s (not sent): %s",
+            state.rule,
+            state.target,
+            change.held_by,
+            state.summary,
+            extra={"event": "alert_held", "held_by": change.held_by, **facts},
+        )
+        return
+    log.info(
+        "alert %s %s %s: %s",
+        state.rule,
+        state.target,
+        event.value,
+        state.summary,
+        extra={"event": f"alert_{event.value}", **facts},
+    )

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import sqlite_utils
 
 from alerting.state import AlertState, Event, Phase, Severity
+from healthcheck.labels import Labels
 
 
 def load_states(db: sqlite_utils.Database) -> dict[tuple[str, str], tuple[AlertState, bool]]:
@@ -51,17 +52,24 @@ def save_windows(
         )
 
 
-def save_changes(
-    db: sqlite_utils.Database,
-    changes: Iterable[tuple[AlertState, Event | None, bool, str, str | None]],
-    now: float,
-) -> None:
-    """Upsert each alert's state; record events in the history (one transaction). Each:
-    (state, event, whether people were told it fired, region, the alert holding it back)."""
+# One stored alert's facts (state, event, whether people were told it fired, region, the alert
+# holding it back, the operator's labels of its endpoint or region).
+SavedChange = tuple[AlertState, Event | None, bool, str, str | None, Labels]
+
+
+def save_changes(db: sqlite_utils.Database, changes: Iterable[SavedChange], now: float) -> None:
+    """Upsert each alert's state; record events in the history (one transaction).
+
+    The `labels` column holds a JSON object of the alert's facts: `region`, `notified`,
+    `suppressed_by` (when held) and `labels`, the operator's labels the API shows as such."""
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        for state, event, notified, region, held_by in changes:
-            extra: dict[str, object] = {"region": region, "notified": notified}
+        for state, event, notified, region, held_by, operator in changes:
+            extra: dict[str, object] = {
+                "region": region,
+                "notified": notified,
+                "labels": dict(operator),
+            }
             if held_by is not None:
                 extra["suppressed_by"] = held_by
             labels = json.dumps(extra)

@@ -392,7 +392,7 @@ async def api_sla(request: web.Request) -> web.Response:
 
     def verdict(tally: Tally | None) -> dict[str, Any]:
         uptime = tally.ratio if tally is not None else None
-        budget = None if uptime is None else 1 - (1 - uptime) / (1 - target) if target < 1 else None
+        budget = error_budget_left(uptime, target)
         return {
             "uptime": uptime,
             "checks": round(tally.checks) if tally is not None else 0,
@@ -409,6 +409,17 @@ async def api_sla(request: web.Request) -> web.Response:
     if region_filter is None:
         body["overall"] = verdict(report.overall.get(window) if report else None)
     return web.json_response(body)
+
+
+BUDGET_DECIMALS = 4  # the share of the error budget left, to a hundredth of a percent
+
+
+def error_budget_left(uptime: float | None, target: float) -> float | None:
+    """The share of the error budget left: 1 untouched, 0 spent, below 0 overspent (-999: a
+    thousand times over). Rounded: the float's noise (-998.9999999999991) means nothing."""
+    if uptime is None or target >= 1:
+        return None
+    return round(1 - (1 - uptime) / (1 - target), BUDGET_DECIMALS) + 0.0  # no -0.0
 
 
 async def read_stored(request: web.Request, query: Callable[[StorageReader], Any]) -> Any:
@@ -446,9 +457,12 @@ async def api_alerts(request: web.Request) -> web.Response:
     for row in rows:
         row["since"] = iso(row["since"])
         row["last_change"] = iso(row["last_change"])
-        row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
+        # The column holds the alert's stored facts; only the operator's labels are "labels".
+        facts = json.loads(row["labels"]) if row["labels"] else {}
+        row["labels"] = facts.get("labels", {})
+        row["region"] = facts.get("region") or None
         # The firing alert (rule:target) this one is held behind, not sent on its own.
-        row["suppressed_by"] = row["labels"].pop("suppressed_by", None)
+        row["suppressed_by"] = facts.get("suppressed_by")
     return web.json_response({"alerts": rows})
 
 

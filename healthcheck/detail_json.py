@@ -9,11 +9,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from healthcheck.api import iso
+from healthcheck.api import error_budget_left, iso
+from healthcheck.probes.registry import find_kind
 from healthcheck.result import ProbeResult, Status
 from healthcheck.secrets import REDACTED, Secret
 from healthcheck.status import latency_note
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Endpoint, ProbeSettings
 from storage.detail import AlertEvent, Change, Point
 from storage.rollup import Tally
 from storage.uptime import WINDOWS
@@ -49,10 +50,17 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def effective_settings(endpoint: Endpoint) -> ProbeSettings:
+    """The endpoint's settings with the defaults its kind works out filled in (a push
+    endpoint's grace), so the view shows the value that applies rather than null."""
+    probe = find_kind(endpoint.kind)
+    return probe.effective(endpoint.settings, endpoint.interval) if probe else endpoint.settings
+
+
 def check_summary(endpoint: Endpoint, redact: Callable[[str], str]) -> dict[str, Any]:
     return {
         "kind": endpoint.kind,
-        "settings": shown(endpoint.settings, redact),
+        "settings": shown(effective_settings(endpoint), redact),
         "interval_s": endpoint.interval,
         "timeout_s": endpoint.timeout,
         "retries": endpoint.retries,
@@ -123,7 +131,7 @@ def sla_verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, A
     for window in WINDOWS:
         tally = (windows or {}).get(window)
         uptime = tally.ratio if tally is not None else None
-        budget = None if uptime is None or target >= 1 else 1 - (1 - uptime) / (1 - target)
+        budget = error_budget_left(uptime, target)
         found[window] = {
             "uptime": uptime,
             "checks": round(tally.checks) if tally is not None else 0,

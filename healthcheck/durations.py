@@ -18,16 +18,23 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds compactly for people: 0.25 -> '250ms', 90 -> '1m30s'."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+    """Render seconds compactly for people, to the precision that means something: whole
+    milliseconds under a second (0.25 -> '250ms'), at most two decimals under 10 s
+    (2.345 -> '2.35s'), whole seconds above (30.0652 -> '30s', 90.4 -> '1m30s')."""
+    milliseconds = seconds * 1000
+    if round(milliseconds) < 1000:
+        if 0 < abs(milliseconds) < 1:
+            return f"{milliseconds:.2g}ms"
+        return f"{round(milliseconds)}ms"
+    if round(seconds, 2) < 10:
+        return f"{round(seconds, 2):g}s"
     parts = []
-    remaining = seconds
+    remaining = round(seconds)
     for unit in ("d", "h", "m"):
-        size = _UNITS[unit]
+        size = int(_UNITS[unit])
         if remaining >= size:
             count, remaining = divmod(remaining, size)
-            parts.append(f"{int(count)}{unit}")
+            parts.append(f"{count}{unit}")
     if remaining or not parts:
-        parts.append(f"{remaining:g}s")
+        parts.append(f"{remaining}s")
     return "".join(parts)

@@ -60,12 +60,24 @@ class Tally:
         return self.successes / self.checks if self.checks else None
 
     def percentile(self, q: float) -> float | None:
-        """Latency (ms) at quantile q, interpolated inside its histogram bucket."""
-        return histogram_quantile(q, self.histogram, self.latency_max_ms) if self.checks else None
+        """Latency (ms) at quantile q, interpolated inside its histogram bucket and never
+        outside the fastest and slowest check the tally holds."""
+        if not self.checks:
+            return None
+        return histogram_quantile(q, self.histogram, self.latency_max_ms, self.latency_min_ms)
 
 
-def histogram_quantile(q: float, histogram: Sequence[float], observed_max: float) -> float:
-    """As Prometheus does: linear within the bucket; the +Inf bucket ends at the observed max."""
+def histogram_quantile(
+    q: float, histogram: Sequence[float], observed_max: float, observed_min: float = 0.0
+) -> float:
+    """As Prometheus does: linear within the bucket; the +Inf bucket ends at the observed max.
+    Clamped to [observed_min, observed_max]: interpolating inside a wide bucket must not report
+    a latency slower than the slowest check (or faster than the fastest) it summarises."""
+    low = min(observed_min, observed_max)
+    return min(max(_interpolate(q, histogram, observed_max), low), observed_max)
+
+
+def _interpolate(q: float, histogram: Sequence[float], observed_max: float) -> float:
     total = sum(histogram)
     rank = q * total
     cumulative = 0.0

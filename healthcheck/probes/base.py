@@ -91,6 +91,12 @@ class Probe(ABC):
         return None
 
     @classmethod
+    def effective(cls, settings: ProbeSettings, interval: float) -> ProbeSettings:
+        """The settings as they apply, for people to read: a default that depends on the
+        endpoint (left None in the config) filled in with its value."""
+        return settings
+
+    @classmethod
     def resolve(cls, settings: ProbeSettings, base_dir: Path) -> ProbeSettings:
         """Settings with files found relative to the config's folder; raise schema.FieldError
         (naming the key) for a file that is missing or unreadable."""

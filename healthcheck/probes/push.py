@@ -11,7 +11,7 @@ import asyncio
 import re
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
@@ -51,8 +51,13 @@ class PushSettings(ProbeSettings):
 
 
 def grace_of(target: Endpoint) -> float:
-    grace = target.settings.narrow(PushSettings).grace
-    return grace if grace is not None else max(target.interval / 10, MIN_DEFAULT_GRACE)
+    return _grace(target.settings, target.interval)
+
+
+def _grace(settings: ProbeSettings, interval: float) -> float:
+    """The grace set, else the default: 10% of the interval, at least MIN_DEFAULT_GRACE."""
+    grace = settings.narrow(PushSettings).grace
+    return grace if grace is not None else max(interval / 10, MIN_DEFAULT_GRACE)
 
 
 class PushProbe(Probe):
@@ -81,9 +86,11 @@ class PushProbe(Probe):
 
     @classmethod
     def cadence(cls, settings: ProbeSettings, interval: float) -> float | None:
-        grace = settings.narrow(PushSettings).grace
-        grace = grace if grace is not None else max(interval / 10, MIN_DEFAULT_GRACE)
-        return min(interval, grace, LONGEST_CADENCE)
+        return min(interval, _grace(settings, interval), LONGEST_CADENCE)
+
+    @classmethod
+    def effective(cls, settings: ProbeSettings, interval: float) -> ProbeSettings:
+        return replace(settings.narrow(PushSettings), grace=_grace(settings, interval))
 
     async def run(self, target: Endpoint) -> ProbeResult:
         """One look at the stored ping: nothing to retry."""

@@ -10,6 +10,7 @@ import json
 import sqlite3
 from contextlib import closing
 
+import aiohttp
 import pytest
 from aiohttp import web
 from clock import ManualClock
@@ -62,11 +63,23 @@ def config_for(base: str, webhook, smtp_port: int, db: str, **rules):
                 "regions": {
                     "eu": {
                         "endpoints": [
-                            {"name": "api", "url": f"{base}/eu-api"},
-                            {"name": "web", "url": f"{base}/eu-web"},
+                            {
+                                "name": "api",
+                                "url": f"{base}/eu-api",
+                                "labels": {"team": "payments", "tier": "1"},
+                            },
+                            {
+                                "name": "web",
+                                "url": f"{base}/eu-web",
+                                "labels": {"team": "payments", "tier": "2"},
+                            },
                         ]
                     },
-                    "us": {"endpoints": [{"name": "api", "url": f"{base}/us-api"}]},
+                    "us": {
+                        "endpoints": [
+                            {"name": "api", "url": f"{base}/us-api", "labels": {"team": "checkout"}}
+                        ]
+                    },
                 },
             }
         ),
@@ -181,6 +194,15 @@ async def test_regional_failure_absorbs_its_endpoints_into_one_message(
         assert sent == ["[FIRING:critical] regional_failure eu"], sent
         body = webhook.received[0]["body"]["message"]
         assert "all 2 endpoints down (api, web)" in body
+        # The API's labels are the operator's: the region's shared ones for its own alert.
+        url = f"http://127.0.0.1:{running.daemon.listening[1]}/api/v1/alerts?state=firing"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            listed = {a["target"]: a for a in (await response.json())["alerts"]}
+        assert listed["eu"]["labels"] == {"team": "payments"}
+        assert listed["eu/api"]["labels"] == {"team": "payments", "tier": "1"}
+        assert listed["eu/web"]["suppressed_by"] == "regional_failure:eu"
+        assert {a["region"] for a in listed.values()} == {"eu"}
+        assert all("notified" not in a and "notified" not in a["labels"] for a in listed.values())
         failing.clear()
         await clock.advance_until(lambda: critical(running) == 0, step=0.5, within=30)
         await clock.advance(2.0)
@@ -194,7 +216,6 @@ async def test_regional_failure_absorbs_its_endpoints_into_one_message(
 async def test_alerts_and_notifications_reach_metrics_and_the_api(
     fleet, webhook, smtp, tmp_path
 ) -> None:
-    import aiohttp
 
     base, failing = fleet
     port, _ = smtp
@@ -227,6 +248,7 @@ async def test_alerts_and_notifications_reach_metrics_and_the_api(
         assert [(a["rule"], a["target"], a["severity"]) for a in alerts] == [
             ("endpoint_down", "us/api", "critical")
         ]
+        assert alerts[0]["labels"] == {"team": "checkout"} and alerts[0]["region"] == "us"
     finally:
         await running.close()
 

@@ -244,6 +244,34 @@ def _none_active(am: str):
     return lambda: future.done() and future.result()
 
 
+async def test_a_held_alert_is_logged_as_held_not_fired(
+    fleet, webhook, smtp, tmp_path, caplog
+) -> None:
+    base, app = fleet
+    port, _ = smtp
+    await webhook.up()
+    db = tmp_path / "hc.db"
+    clock = ManualClock()
+    running = Running(daemon_config(db, storm_regions(base, 2), receivers(webhook, port)), clock)
+    caplog.set_level("INFO", logger="alerting.engine")
+    try:
+        await running.started()
+        app[FAILING].update({"/db", "/app00", "/app01"})
+        await clock.advance_until(lambda: len(firing(running)) == 3, 0.5, 30)
+        await clock.advance(2.0)
+        assert titles(db) == ["[FIRING:critical] endpoint_down eu-west/db"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "alerting.engine"]
+        assert any(line.startswith("alert endpoint_down eu-west/db fired: ") for line in lines)
+        for name in ("app00", "app01"):
+            held = f"alert endpoint_down eu-west/{name} held behind endpoint_down:eu-west/db"
+            assert any(line.startswith(f"{held} (not sent): ") for line in lines), lines
+            assert not any(f"eu-west/{name} fired" in line for line in lines), lines
+        events = {r.__dict__.get("event") for r in caplog.records if r.name == "alerting.engine"}
+        assert {"alert_fired", "alert_held"} <= events
+    finally:
+        await running.close()
+
+
 async def test_a_dependant_still_down_when_its_parent_resolves_is_paged_then(
     fleet, webhook, smtp, tmp_path
 ) -> None:

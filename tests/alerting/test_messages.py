@@ -103,6 +103,14 @@ def test_a_page_says_where_what_since_when_against_what_and_links() -> None:
     assert ["team", "payments"] in page.labels and ["tier", "0"] in page.labels
 
 
+def test_an_alerts_age_is_rounded_for_people() -> None:
+    cfg = config()
+    down = run(cfg, [("eu/api", False)], [("eu/api", False)])
+    # 30.0652 s after it went down (08:01): whole seconds, not the float's noise.
+    (page,) = [n for n in sent(cfg, down, now=T0 + 90.0652) if n.channel == "pagerduty"]
+    assert "Since: 2027-01-15 08:01:00 UTC (30s)" in page.body.splitlines()
+
+
 def test_a_resolve_says_how_long_it_lasted_and_not_the_old_error() -> None:
     cfg = config()
     changes = run(

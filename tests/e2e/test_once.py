@@ -251,6 +251,16 @@ async def test_usage_mistakes_exit_3_and_say_what_is_wrong(
     assert message in done.stderr
 
 
+async def test_an_unknown_rule_lists_each_rule_once(run_cli, tmp_path) -> None:
+    config = write_config(tmp_path, {"r": [{"name": "a", "url": "http://a.example/"}]})
+    args = ["routes", "test", "--region", "r", "--severity", "critical", "--rule", "nope"]
+    done = await run_cli(*args, "--config", config)
+    assert done.code == 3, done.stderr
+    listed = done.stderr.split("rules are ", 1)[1].strip().splitlines()[0].split(", ")
+    assert {"endpoint_down", "regional_failure", "canary"} <= set(listed)
+    assert len(listed) == len(set(listed)), listed
+
+
 async def test_once_json_never_shows_a_secret_used_in_conditions(run_cli, fleet, tmp_path) -> None:
     token = "s3cr3t-tok-98765"
     config = write_config(

@@ -135,6 +135,23 @@ async def test_pings_keep_it_healthy_and_a_missed_one_is_no_heartbeat(tmp_path) 
         assert TOKEN not in output and OTHER not in output
 
 
+async def test_the_detail_view_shows_the_grace_that_applies(tmp_path) -> None:
+    config = document(tmp_path, interval="10m")
+    del config["regions"]["jobs"]["endpoints"][0]["grace"]  # the default: 10% of 10m
+    async with (
+        live_daemon(tmp_path, config, ENV) as daemon,
+        aiohttp.ClientSession() as session,
+    ):
+        shown = {}
+        for name in ("backup", "report"):
+            url = f"{daemon.url}/api/v1/endpoints/jobs/{name}"
+            async with session.get(url, headers=AUTH) as response:
+                assert response.status == 200
+                shown[name] = (await response.json())["check"]["settings"]
+    assert shown["backup"] == {"token": "***", "grace": 60.0}
+    assert shown["report"]["grace"] == 5.0  # set: shown as set
+
+
 async def test_unknown_tokens_bad_queries_and_floods(tmp_path) -> None:
     async with (
         live_daemon(tmp_path, document(tmp_path, interval="1h", grace="1m"), ENV) as daemon,

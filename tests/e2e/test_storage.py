@@ -287,3 +287,35 @@ async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_sta
             again.kill()
         await log.closed()
     assert log.other == []
+
+
+async def test_status_percentiles_stay_within_the_stored_latencies(run_cli, tmp_path) -> None:
+    """12 stored checks of one endpoint, the slowest 56.2 ms: `healthcheck status` never says
+    its p95 was slower (interpolating in the (50, 100] ms bucket said 70-94 ms)."""
+    from storage_timeline import check
+
+    from storage.schema import connect
+    from storage.writer import write_batch
+
+    db = tmp_path / "hc.db"
+    latencies = [8.1, 9.4, 11.0, 12.5, 14.2, 18.0, 22.3, 31.7, 44.0, 51.3, 53.8, 56.2]
+    now = time.time()
+    database = connect(str(db))
+    with database.conn:
+        database.execute("BEGIN IMMEDIATE")
+        checks = [check(now - 120 + i, latency_ms=ms) for i, ms in enumerate(latencies)]
+        write_batch(database, checks, {})
+    database.conn.close()
+    config = tmp_path / "regions.yaml"
+    document = {
+        "storage": {"path": str(db)},
+        "regions": {"eu": {"endpoints": [{"name": "api", "url": "http://127.0.0.1:9/"}]}},
+    }
+    config.write_text(yaml.safe_dump(document))
+    done = await run_cli("status", "--config", str(config), "--format", "json")
+    assert done.code == 0, done.stderr
+    (api,) = json.loads(done.stdout)["regions"]["eu"]["endpoints"]
+    assert api["checks"]["24h"] == 12
+    assert api["p95_ms"]["24h"] == 56.2 and api["p95_ms"]["1h"] == 56.2
+    table = await run_cli("status", "--config", str(config))
+    assert table.code == 0 and "56ms" in table.stdout and "90ms" not in table.stdout

@@ -36,7 +36,24 @@ def test_parse_rejects(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.25, "250ms"), (30, "30s"), (90, "1m30s"), (7200, "2h")]
+    ("seconds", "text"),
+    [
+        (0.25, "250ms"),
+        (30, "30s"),
+        (90, "1m30s"),
+        (7200, "2h"),
+        (1.5, "1.5s"),
+        (0, "0ms"),
+        # An alert's age as a notification shows it: never the float's noise.
+        (30.0652, "30s"),
+        (0.0301234, "30ms"),
+        (0.0004, "0.4ms"),
+        (0.9996, "1s"),
+        (2.34567, "2.35s"),
+        (9.999, "10s"),
+        (59.6, "1m"),
+        (3725.4, "1h2m5s"),
+    ],
 )
 def test_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

@@ -138,6 +138,8 @@ async def test_endpoint_detail_has_config_last_result_and_uptime_against_the_sla
     # 6 of the 288 staged checks of the last day failed: 97.9% < 99.9%, budget overspent
     assert 0.97 < day["uptime"] < 0.99 and day["met"] is False
     assert day["error_budget_remaining"] < 0
+    # Rounded to 4 decimals, not the float's noise.
+    assert day["error_budget_remaining"] == round(1 - (1 - day["uptime"]) / 0.001, 4)
     assert body["uptime"]["1h"]["met"] is True
     assert body["uptime"]["1h"]["error_budget_remaining"] == 1.0
     assert staged.failed == 6
@@ -159,7 +161,7 @@ async def test_latency_has_one_point_per_bucket_and_the_failures(
     assert body["thresholds"] == {"warning_ms": 200.0, "critical_ms": 1000.0}
     with_checks = [p for p in body["points"] if p["checks"]]
     assert with_checks[-1]["p50_ms"] is not None
-    assert all(p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] for p in with_checks)
+    assert all(p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"] for p in with_checks)
     assert sum(p["failures"] for p in body["points"]) == api.staged.failed
     assert len(body["failures"]) == api.staged.failed
     assert {f["error_detail"] for f in body["failures"]} == {OUTAGE_ERROR}

@@ -117,3 +117,15 @@ def test_a_recovery_and_a_failure_at_one_instant_are_no_regional_failure() -> No
     assert all_down_spans(
         [Run(1, 100.0, None, frozenset()), Run(2, 150.0, None, frozenset())], 2
     ) == [(150.0, None)]
+
+
+def test_a_buckets_percentiles_stay_within_its_checks(store, db_path) -> None:
+    # The (50, 100] ms bucket holds the three slowest; interpolating in it said p95 90 ms.
+    twelve = [8.1, 9.4, 11.0, 12.5, 14.2, 18.0, 22.3, 31.7, 44.0, 51.3, 53.8, 56.2]
+    store(*(check(NOW - 600 + i, latency_ms=ms, endpoint="solo") for i, ms in enumerate(twelve)))
+    reader = StorageReader(db_path, raw_retention=30 * DAY)
+    point = latency_series(reader, [_ids(reader)["solo"]], "24h", NOW)[-1]
+    reader.close()
+    assert point.checks == 12 and point.max_ms == 56.2
+    assert 8.1 <= point.p50_ms <= point.p95_ms <= point.p99_ms <= 56.2
+    assert point.p99_ms == pytest.approx(56.2)

@@ -137,3 +137,27 @@ async def test_a_cached_uptime_from_the_future_is_read_again(store, db_path) -> 
     clock[0] = NOW - HOUR
     again = await cache.get(max_age=10)
     assert again is not first and again.at == NOW - HOUR
+
+
+# The newcomer's endpoint: 12 checks, the slowest 56.2 ms. The (50, 100] ms bucket holds the
+# slow ones; interpolating inside it reported p95 70 ms and p99 94 ms, slower than any check.
+TWELVE = [8.1, 9.4, 11.0, 12.5, 14.2, 18.0, 22.3, 31.7, 44.0, 51.3, 53.8, 56.2]
+
+
+def test_percentiles_never_leave_the_observed_latencies(store, db_path) -> None:
+    store(*(check(NOW - 1000 + i, latency_ms=ms) for i, ms in enumerate(TWELVE)))
+    reader = StorageReader(db_path, raw_retention=30 * DAY)
+    raw_edge = reader.window(NOW - HOUR, NOW)[1]  # from the raw rows of the window's edge
+    rollups = reader.uptime(NOW).endpoints[1]["7d"]  # from the hourly/daily rollups
+    reader.close()
+    for tally in (raw_edge, rollups):
+        for q in (0.5, 0.95, 0.99, 1.0):
+            assert min(TWELVE) <= tally.percentile(q) <= max(TWELVE), (q, tally.percentile(q))
+        assert tally.percentile(0.99) == pytest.approx(max(TWELVE))
+
+
+def test_a_percentile_below_the_fastest_check_is_clamped_up() -> None:
+    histogram = [0.0] * 17
+    histogram[6] = 10  # ten checks in (50, 100] ms, all of them 90-95 ms
+    assert histogram_quantile(0.5, histogram, 95.0, 90.0) == pytest.approx(90.0)
+    assert histogram_quantile(0.99, histogram, 95.0, 90.0) == pytest.approx(95.0)

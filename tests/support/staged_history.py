@@ -82,8 +82,8 @@ def stage(path: str, now: float, endpoints: list[tuple[str, str]], days: int = 3
         f"{target} is up again",
         outage_end,
     )
-    save_changes(db, [(fired, Event.FIRED, True, region, None)], outage_start + 60)
-    save_changes(db, [(resolved, Event.RESOLVED, True, region, None)], outage_end)
+    save_changes(db, [(fired, Event.FIRED, True, region, None, ())], outage_start + 60)
+    save_changes(db, [(resolved, Event.RESOLVED, True, region, None, ())], outage_end)
     db.conn.close()
     outbox = Outbox(DatabaseFile(path))
     for state, event, at in (
