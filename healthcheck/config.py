@@ -266,7 +266,10 @@ class _Builder:
                 _join(path, "kind"),
                 f"unknown kind {kind_name!r}; expected one of {', '.join(known_kinds())}",
             )
-        probe = probe_kind(kind_name)
+        try:
+            probe = probe_kind(kind_name)
+        except LookupError as exc:  # a kind that cannot load: its error classes clash, say
+            raise self.error(_join(path, "kind"), str(exc)) from None
         options = self.kinds.get(kind_name) or {**COMMON_OPTIONS, **probe.options}
         self.kinds[kind_name] = options
         for key in raw:

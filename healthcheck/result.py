@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -29,31 +31,144 @@ class EndpointId:
         return cls(region, name)
 
 
-class ErrorClass(StrEnum):
-    """Why a check failed, as a small closed set users can alert and graph on."""
+class ErrorClassConflict(ValueError):
+    """An error class declared again with another meaning than it already has."""
 
-    TIMEOUT = "timeout"
-    CONNECTION_REFUSED = "connection_refused"
-    CONNECTION_RESET = "connection_reset"
-    DNS = "dns"
-    TLS = "tls"
-    HTTP_STATUS = "http_status"
-    BODY_TOO_LARGE = "body_too_large"
-    INVALID_RESPONSE = "invalid_response"
-    CONDITION_FAILED = "condition_failed"
-    GPU_UNAVAILABLE = "gpu_unavailable"
-    WRONG_OUTPUT = "wrong_output"
-    GPU_ERROR = "gpu_error"  # the GPU itself reports a fault (uncorrected ECC errors)
-    NOT_READY = "not_ready"  # an inference server or model that says it is not ready
-    SERVICE_UNKNOWN = "service_unknown"  # a gRPC health service that does not know the name
-    RPC_STATUS = "rpc_status"  # a gRPC call answered with an error status (as http_status)
-    NO_HEARTBEAT = "no_heartbeat"  # a push endpoint's job did not ping in time
-    REPORTED_DOWN = "reported_down"  # a push endpoint's job pinged with status=down
-    NETWORK = "network"
-    INTERNAL = "internal"
-    # The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it
-    # stopped itself): no verdict about the target, which keeps its status, uptime and alerts.
-    PROBER = "prober"
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """What an error class means (one line, for people) and who declared it first (the core,
+    or a kind's module)."""
+
+    meaning: str
+    owner: str
+
+
+# name -> its one instance in this process; name -> its declaration, where one was made.
+_INTERNED: dict[str, ErrorClass] = {}
+_DECLARED: dict[str, Declaration] = {}
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+CORE = "healthcheck.result"
+
+
+class ErrorClass(str):
+    """Why a check failed: a short name users alert and graph on, the same string in storage,
+    the `error` metric label, the API, alert texts and `--once` output.
+
+    The set is open: the core declares the classes every kind shares (below), and a probe kind
+    declares its own in its module with `declare_error` (healthcheck.probes.plugin.error_class).
+    There is one instance per name in a process, so `result.error is ErrorClass.TIMEOUT` holds,
+    and a name that arrives from elsewhere (a worker's result, a stored row) is the same one.
+    A name nobody in this process declared (a kind it has not imported) is still an error
+    class, `declared` False and `meaning` None; a later declaration fills in that instance."""
+
+    __slots__ = ()
+
+    TIMEOUT: ClassVar[ErrorClass]
+    CONNECTION_REFUSED: ClassVar[ErrorClass]
+    CONNECTION_RESET: ClassVar[ErrorClass]
+    DNS: ClassVar[ErrorClass]
+    TLS: ClassVar[ErrorClass]
+    HTTP_STATUS: ClassVar[ErrorClass]
+    BODY_TOO_LARGE: ClassVar[ErrorClass]
+    INVALID_RESPONSE: ClassVar[ErrorClass]
+    CONDITION_FAILED: ClassVar[ErrorClass]
+    NETWORK: ClassVar[ErrorClass]
+    INTERNAL: ClassVar[ErrorClass]
+    PROBER: ClassVar[ErrorClass]
+
+    def __new__(cls, name: str) -> ErrorClass:
+        found = _INTERNED.get(name)
+        if found is None:
+            plain = str.__str__(name)  # never keep a subclass's instance as the name
+            found = _INTERNED[plain] = super().__new__(cls, plain)
+        return found
+
+    def __reduce__(self) -> tuple[type[ErrorClass], tuple[str]]:
+        # Unpickled as the receiving process's own instance of the name.
+        return ErrorClass, (self.value,)
+
+    def __copy__(self) -> ErrorClass:
+        return self
+
+    def __deepcopy__(self, memo: object) -> ErrorClass:
+        return self
+
+    def __repr__(self) -> str:
+        return f"ErrorClass({self.value!r})"
+
+    @property
+    def value(self) -> str:
+        """The name as a plain str (what storage, labels and JSON carry)."""
+        return str.__str__(self)
+
+    @property
+    def declaration(self) -> Declaration | None:
+        return _DECLARED.get(self.value)
+
+    @property
+    def declared(self) -> bool:
+        return self.value in _DECLARED
+
+    @property
+    def meaning(self) -> str | None:
+        found = _DECLARED.get(self.value)
+        return found.meaning if found else None
+
+    @property
+    def core(self) -> bool:
+        """Declared by the core: a class every kind shares."""
+        found = _DECLARED.get(self.value)
+        return found is not None and found.owner == CORE
+
+
+def declare_error(name: str, meaning: str, owner: str) -> ErrorClass:
+    """Declare the error class `name` with its one-line `meaning`, by `owner` (a kind's name or
+    module), and give its instance. Declaring it again with the same meaning is fine (two
+    kinds sharing one); with another meaning it is an ErrorClassConflict naming both."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"error class {name!r} of {owner}: use lower-case letters, digits and '_' (max 63)"
+        )
+    if not meaning or meaning != meaning.strip() or "\n" in meaning:
+        raise ValueError(f"error class {name!r} of {owner}: give its meaning as one line of text")
+    known = _DECLARED.setdefault(name, Declaration(meaning, owner))
+    if known.meaning != meaning:
+        raise ErrorClassConflict(
+            f"error class {name!r} of {owner} means {meaning!r}, but {known.owner} already "
+            f"declared it as {known.meaning!r}; give the kind's class a name of its own"
+        )
+    return ErrorClass(name)
+
+
+def declared_errors() -> dict[ErrorClass, Declaration]:
+    """Every error class declared in this process so far (the core's, and those of the kinds
+    imported), by name."""
+    return {ErrorClass(name): declaration for name, declaration in sorted(_DECLARED.items())}
+
+
+def _core(name: str, meaning: str) -> ErrorClass:
+    return declare_error(name, meaning, CORE)
+
+
+ErrorClass.TIMEOUT = _core("timeout", "no answer within the timeout")
+ErrorClass.CONNECTION_REFUSED = _core("connection_refused", "the target refused the connection")
+ErrorClass.CONNECTION_RESET = _core(
+    "connection_reset", "the connection was reset or closed before a full answer"
+)
+ErrorClass.DNS = _core("dns", "the name did not resolve")
+ErrorClass.TLS = _core("tls", "the TLS handshake or certificate check failed")
+ErrorClass.HTTP_STATUS = _core("http_status", "an answer with an unexpected status")
+ErrorClass.BODY_TOO_LARGE = _core("body_too_large", "the answer was over the max_body cap")
+ErrorClass.INVALID_RESPONSE = _core(
+    "invalid_response", "an answer that does not follow the protocol"
+)
+ErrorClass.CONDITION_FAILED = _core("condition_failed", "a condition of the endpoint failed")
+ErrorClass.NETWORK = _core("network", "another network error (unreachable, no route)")
+ErrorClass.INTERNAL = _core("internal", "an unexpected error in the check itself")
+# The prober's own trouble (out of file descriptors, buffers or memory, a canary worker it
+# stopped itself): no verdict about the target, which keeps its status, uptime and alerts.
+ErrorClass.PROBER = _core("prober", "the prober's own trouble, no verdict about the target")
 
 
 class Status(StrEnum):

@@ -33,7 +33,6 @@ _CONDITIONS = _FIELDS.index("conditions")
 # Every field of a result in one C call: a tuple, in field order (15 getattr calls in Python
 # measured as most of encoding).
 _VALUES = attrgetter(*_FIELDS)
-_ERRORS = {error.value: error for error in ErrorClass}
 
 
 def encode_result(result: ProbeResult) -> tuple[Any, ...]:
@@ -58,7 +57,9 @@ def decode_result(values: tuple[Any, ...]) -> ProbeResult:
         return ProbeResult(*values)
     flat = list(values)
     if error is not None:
-        flat[_ERROR] = _ERRORS[error]
+        # The daemon's own instance of the name: declared where the daemon imported the
+        # kind (it did, to load the configuration), else an undeclared class of that name.
+        flat[_ERROR] = ErrorClass(error)
     if phases is not None:
         flat[_PHASES] = Phases(*phases)
     flat[_CONDITIONS] = tuple(ConditionOutcome(*c) for c in conditions) if conditions else ()

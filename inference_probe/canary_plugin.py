@@ -14,11 +14,24 @@ from healthcheck.probes.plugin import (
     Histogram,
     KindMetrics,
     Reading,
+    error_class,
 )
 from healthcheck.result import ProbeResult
 
 # One inference: from a fraction of a millisecond (a small net on a GPU) to seconds.
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# The canaries' own error classes (a canary also ends with grpc's not_ready and rpc_status).
+_CANARIES = "onnx, inference"
+WRONG_OUTPUT = error_class(
+    "wrong_output", "the model's output is not the expected (golden) output", _CANARIES
+)
+GPU_UNAVAILABLE = error_class(
+    "gpu_unavailable", "the canary could not run on the GPU it asked for", _CANARIES
+)
+GPU_ERROR = error_class(
+    "gpu_error", "the GPU itself reports a fault (uncorrected ECC errors)", _CANARIES
+)
 
 CANARY = "canary"  # the rule's name
 # Prometheus splits a failing check by kind: a canary that fails is HealthcheckCanaryFailing.

@@ -16,7 +16,14 @@ from healthcheck.probes.base import Clock, Probe
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
 from healthcheck.targets import Endpoint, ProbeSettings
 from inference_probe.canary import CanaryWorker, WorkerDied
-from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
+from inference_probe.canary_plugin import (
+    CANARY_DOWN,
+    CANARY_METRICS,
+    CANARY_RULE,
+    GPU_ERROR,
+    GPU_UNAVAILABLE,
+    WRONG_OUTPUT,
+)
 
 log = logging.getLogger("inference_probe.local")
 
@@ -100,9 +107,9 @@ class OnnxProbe(Probe):
     errors = (
         ErrorClass.TIMEOUT,
         ErrorClass.INTERNAL,
-        ErrorClass.WRONG_OUTPUT,
-        ErrorClass.GPU_ERROR,
-        ErrorClass.GPU_UNAVAILABLE,
+        WRONG_OUTPUT,
+        GPU_ERROR,
+        GPU_UNAVAILABLE,
         ErrorClass.CONDITION_FAILED,
     )
     metrics = CANARY_METRICS
@@ -230,15 +237,15 @@ class OnnxProbe(Probe):
         degraded = None
         device = _device(gpu, s.device) if on_gpu else None
         if reply.get("mismatch"):
-            error = (ErrorClass.WRONG_OUTPUT, f"{reply['mismatch']} on {provider}")
+            error = (WRONG_OUTPUT, f"{reply['mismatch']} on {provider}")
         elif device is not None and device.get("ecc_uncorrected"):
             count = device["ecc_uncorrected"]
-            error = (ErrorClass.GPU_ERROR, f"GPU {s.device}: {count} uncorrected ECC errors")
+            error = (GPU_ERROR, f"GPU {s.device}: {count} uncorrected ECC errors")
         elif s.require_gpu and not on_gpu:
             why = reply.get("cuda_reason") or gpu.get("reason") or "no GPU provider available"
             text = f"require_gpu: ran on {provider} ({why})"
             if s.on_cpu == "unhealthy":
-                error = (ErrorClass.GPU_UNAVAILABLE, text)
+                error = (GPU_UNAVAILABLE, text)
             else:
                 degraded = text
         elif device is not None and device.get("throttle"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from healthcheck import schema
+from healthcheck.probes.grpc_health import NOT_READY
 from healthcheck.result import ErrorClass
 from healthcheck.schema import FieldError, TlsOptions
 from healthcheck.secrets import Secret
@@ -366,14 +367,14 @@ def readiness_problem(
             if status == 404 and "/models/" not in path
             else ""
         )
-        return ErrorClass.NOT_READY, f"{what} not ready: GET {path} answered HTTP {status}{hint}"
+        return NOT_READY, f"{what} not ready: GET {path} answered HTTP {status}{hint}"
     try:
         answer = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError):
         answer = None  # the status alone is the protocol; a body is a courtesy
     if isinstance(answer, dict) and answer.get("ready") is False:
         text = f"{what} not ready: GET {path} answered HTTP {status} with ready: false"
-        return ErrorClass.NOT_READY, text
+        return NOT_READY, text
     return None
 
 

@@ -12,7 +12,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from healthcheck.probes.grpc_health import classify_rpc_error
+from healthcheck.probes.grpc_health import (
+    NOT_READY,
+    RPC_STATUS,
+    SERVICE_UNKNOWN,
+    classify_rpc_error,
+)
 from healthcheck.result import ErrorClass
 from healthcheck.secrets import reveal
 from inference_probe.oip import ExpectedOutput, InferenceSettings, InvalidResponse, checked_values
@@ -96,14 +101,14 @@ class OipChannel:
         pb2, settings = self.pb2, self.settings
         server = await self.call("ServerReady", pb2.ServerReadyRequest(), pb2.ServerReadyResponse)
         if not server.ready:
-            return ErrorClass.NOT_READY, "server not ready: ServerReady answered ready: false"
+            return NOT_READY, "server not ready: ServerReady answered ready: false"
         request = pb2.ModelReadyRequest(
             name=settings.model_name, version=settings.model_version or ""
         )
         model = await self.call("ModelReady", request, pb2.ModelReadyResponse)
         if not model.ready:
             text = f"{settings.model_label} not ready: ModelReady answered ready: false"
-            return ErrorClass.NOT_READY, text
+            return NOT_READY, text
         return None
 
     async def infer(self) -> Any:
@@ -122,9 +127,9 @@ def rpc_failure(method: str, code: str, details: str) -> RpcFailure:
     """An error status of one call: the transport's failures keep their classes (as for
     kind: grpc); NOT_FOUND from ModelReady or ModelInfer is a model the server does not have."""
     error, text = classify_rpc_error(code, details, "")
-    if error in (ErrorClass.SERVICE_UNKNOWN, ErrorClass.RPC_STATUS):
+    if error in (SERVICE_UNKNOWN, RPC_STATUS):
         shown = details.strip()[:200]
-        error = ErrorClass.NOT_READY if code == "NOT_FOUND" else ErrorClass.RPC_STATUS
+        error = NOT_READY if code == "NOT_FOUND" else RPC_STATUS
         text = f"{code} from {method}" + (f": {shown}" if shown else "")
     return RpcFailure(error, text)
 

@@ -19,6 +19,7 @@ import aiohttp
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import NETWORK_ERRORS, Probe
+from healthcheck.probes.grpc_health import NOT_READY, RPC_STATUS
 from healthcheck.probes.http_client import (
     BodyTooLarge,
     classify_client_error,
@@ -31,7 +32,7 @@ from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import FieldError, Option, TlsOptions
 from healthcheck.secrets import reveal
 from healthcheck.targets import Endpoint
-from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE
+from inference_probe.canary_plugin import CANARY_DOWN, CANARY_METRICS, CANARY_RULE, WRONG_OUTPUT
 from inference_probe.oip import (
     InferenceSettings,
     InvalidResponse,
@@ -81,9 +82,9 @@ class InferenceProbe(Probe):
         ErrorClass.HTTP_STATUS,
         ErrorClass.BODY_TOO_LARGE,
         ErrorClass.INVALID_RESPONSE,
-        ErrorClass.NOT_READY,
-        ErrorClass.WRONG_OUTPUT,
-        ErrorClass.RPC_STATUS,
+        NOT_READY,
+        WRONG_OUTPUT,
+        RPC_STATUS,
         ErrorClass.CONDITION_FAILED,
     )
     metrics = CANARY_METRICS
@@ -251,7 +252,7 @@ class InferenceProbe(Probe):
         wrong = next((c for c in comparisons if not c.passed), None)
         if wrong is not None:
             text = wrong.describe(settings.tolerance)
-            return failure(ErrorClass.WRONG_OUTPUT, text, worst_abs, worst_rel)
+            return failure(WRONG_OUTPUT, text, worst_abs, worst_rel)
         context = ConditionContext(status=status, body=body, connected=True)
         details = _details(settings, infer_ms, (worst_abs, worst_rel))
         return self.judged(target, context, started, timestamp, http_status=status, details=details)

@@ -16,6 +16,7 @@ from typing import Any
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes.base import NETWORK_ERRORS, Probe
+from healthcheck.probes.plugin import error_class
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import FieldError, Option, TlsOptions
 from healthcheck.targets import Endpoint, ProbeSettings
@@ -37,6 +38,15 @@ def _service(value: Any) -> str:
         raise ValueError(f"expected a service name like package.Service, got {name!r}")
     return name
 
+
+# The kind's own error classes (the inference canary over gRPC answers with them too).
+NOT_READY = error_class(
+    "not_ready", "the service or model says it is not ready (NOT_SERVING, not ready)", "grpc"
+)
+SERVICE_UNKNOWN = error_class(
+    "service_unknown", "the gRPC health service does not know the service name", "grpc"
+)
+RPC_STATUS = error_class("rpc_status", "a gRPC call answered with an error status", "grpc")
 
 # The transport's failure, which grpc gives only as the text of an UNAVAILABLE status: the words
 # of its resolver, TCP and TLS layers (grpc core 1.6x-1.8x) to our classes.
@@ -65,10 +75,10 @@ def classify_rpc_error(code: str, details: str, service: str) -> tuple[ErrorClas
     if code == "DEADLINE_EXCEEDED":
         return ErrorClass.TIMEOUT, "deadline exceeded"
     if code == "NOT_FOUND":  # what the reference health servicer answers for an unknown name
-        return ErrorClass.SERVICE_UNKNOWN, f"health service does not know service {service!r}"
+        return SERVICE_UNKNOWN, f"health service does not know service {service!r}"
     if code == "UNIMPLEMENTED":
-        return ErrorClass.RPC_STATUS, f"UNIMPLEMENTED: the server has no {HEALTH_METHOD}"
-    return ErrorClass.RPC_STATUS, f"{code}: {shown}" if shown else code
+        return RPC_STATUS, f"UNIMPLEMENTED: the server has no {HEALTH_METHOD}"
+    return RPC_STATUS, f"{code}: {shown}" if shown else code
 
 
 class GrpcProbe(Probe):
@@ -86,9 +96,9 @@ class GrpcProbe(Probe):
     placeholders = frozenset({"CONNECTED", "RESPONSE_TIME", "GRPC_STATUS"})
     errors = (
         *NETWORK_ERRORS,
-        ErrorClass.NOT_READY,
-        ErrorClass.SERVICE_UNKNOWN,
-        ErrorClass.RPC_STATUS,
+        NOT_READY,
+        SERVICE_UNKNOWN,
+        RPC_STATUS,
         ErrorClass.CONDITION_FAILED,
     )
 
@@ -167,5 +177,5 @@ def _verdict(status: str, service: str, target: Endpoint) -> tuple[ErrorClass, s
         return None
     named = f"service {service!r}" if service else "the server"
     if status == "SERVICE_UNKNOWN":
-        return ErrorClass.SERVICE_UNKNOWN, f"health service does not know {named}"
-    return ErrorClass.NOT_READY, f"{named} is {status}"
+        return SERVICE_UNKNOWN, f"health service does not know {named}"
+    return NOT_READY, f"{named} is {status}"

@@ -1,8 +1,10 @@
-"""What a probe kind adds beyond its check: its metric families and its alert rules.
+"""What a probe kind adds beyond its check: its error classes, metric families and alert rules.
 
-A kind declares them on its class (`Probe.metrics`, `Probe.alert_rules`, `Probe.down_alertname`);
-the exporter and the alert evaluator ask the registry for the kinds a configuration uses and
-iterate over what they declare, so nothing of one kind lives in the core.
+A kind declares its metric families and alert rules on its class (`Probe.metrics`,
+`Probe.alert_rules`, `Probe.down_alertname`); the exporter and the alert evaluator ask the
+registry for the kinds a configuration uses and iterate over what they declare, so nothing of
+one kind lives in the core. Its own error classes (beyond the core's, which every kind shares)
+it declares in its module with `error_class`, and lists in `Probe.errors` with the rest.
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthcheck.result import ProbeResult
+from healthcheck.result import ErrorClass, ProbeResult, declare_error
 
 ENDPOINT_LABELS = ("region", "endpoint", "kind")
 
 # One endpoint of the kind at a scrape: its (region, endpoint, kind) labels, when its last
 # check started, and what `KindMetrics.reading` kept of that check.
 Reading = tuple[tuple[str, str, str], float, Any]
+
+
+def error_class(name: str, meaning: str, kind: str) -> ErrorClass:
+    """Declare an error class of the kind's own, at the top of its module:
+    `SERVICE_UNKNOWN = error_class("service_unknown", "the server does not know ...", "grpc")`.
+    `meaning` is one line for people (the README's error-class table shows it); `kind` names
+    who declares it. The instance is the one of its name in the process, compared with `is`.
+    A name the core or another kind declared with another meaning is an error when the kind is
+    loaded (healthcheck.result.ErrorClassConflict); with the same meaning it is shared."""
+    return declare_error(name, meaning, kind)
 
 
 @dataclass(frozen=True, slots=True)

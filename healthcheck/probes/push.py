@@ -18,6 +18,7 @@ from healthcheck.conditions import ConditionContext
 from healthcheck.durations import format_duration
 from healthcheck.probes import heartbeats
 from healthcheck.probes.base import Clock, Probe
+from healthcheck.probes.plugin import error_class
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult
 from healthcheck.secrets import Secret
 from healthcheck.targets import Endpoint, ProbeSettings
@@ -29,6 +30,9 @@ MIN_DEFAULT_GRACE = 30.0
 LONGEST_CADENCE = 60.0
 MIN_TOKEN = 16
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
+
+NO_HEARTBEAT = error_class("no_heartbeat", "the job did not ping within interval and grace", "push")
+REPORTED_DOWN = error_class("reported_down", "the job pinged with status=down", "push")
 
 
 def _token(value: object) -> Secret:
@@ -73,8 +77,8 @@ class PushProbe(Probe):
     }
     placeholders = frozenset({"RESPONSE_TIME", "BODY"})
     errors = (
-        ErrorClass.NO_HEARTBEAT,
-        ErrorClass.REPORTED_DOWN,
+        NO_HEARTBEAT,
+        REPORTED_DOWN,
         ErrorClass.CONDITION_FAILED,
     )
 
@@ -117,17 +121,17 @@ class PushProbe(Probe):
                     target, ConditionContext(), started, now, latency=0.0, degraded=waiting
                 )
             text = f"no ping since watching began {_ago(now - since)}; {expected}"
-            return self.failed(target, ErrorClass.NO_HEARTBEAT, text, started, now)
+            return self.failed(target, NO_HEARTBEAT, text, started, now)
         latency = (ping.latency_ms or 0.0) / 1000
         if now - ping.ts > due:
             text = f"last ping {_ago(now - ping.ts)}; {expected}"
-            return self.failed(target, ErrorClass.NO_HEARTBEAT, text, started, now)
+            return self.failed(target, NO_HEARTBEAT, text, started, now)
         context = ConditionContext(body=(ping.message or "").encode())
         verdict = None
         if not ping.ok:
             said = f": {ping.message}" if ping.message else ""
             verdict = (
-                ErrorClass.REPORTED_DOWN,
+                REPORTED_DOWN,
                 f"the job reported down {_ago(now - ping.ts)}{said}",
             )
         return self.judged(target, context, started, now, latency=latency, verdict=verdict)

@@ -13,6 +13,8 @@ import importlib
 from functools import cache
 from typing import TYPE_CHECKING
 
+from healthcheck.result import ErrorClass, ErrorClassConflict
+
 if TYPE_CHECKING:
     from healthcheck.probes.base import Probe
     from healthcheck.probes.plugin import AlertRule
@@ -75,10 +77,24 @@ def probe_kind(kind: str) -> type[Probe]:
     if not is_kind(kind):
         raise KeyError(kind)
     module, _, name = KINDS[kind].partition(":")
-    probe: type[Probe] = getattr(importlib.import_module(module), name)
+    try:
+        probe: type[Probe] = getattr(importlib.import_module(module), name)
+    except ErrorClassConflict as exc:
+        raise LookupError(f"kind {kind!r} ({KINDS[kind]}): {exc}") from exc
     if probe.kind != kind:
         raise LookupError(f"{KINDS[kind]} checks {probe.kind!r}, registered as {kind!r}")
+    undeclared = [error for error in probe.errors if not _is_declared(error)]
+    if undeclared:
+        raise LookupError(
+            f"kind {kind!r} ({KINDS[kind]}) lists error classes nobody declared: "
+            f"{', '.join(map(repr, undeclared))}; declare each in the kind's module with "
+            "healthcheck.probes.plugin.error_class(name, meaning, kind)"
+        )
     return probe
+
+
+def _is_declared(error: object) -> bool:
+    return isinstance(error, ErrorClass) and error.declared
 
 
 def find_kind(kind: str) -> type[Probe] | None:

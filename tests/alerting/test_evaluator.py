@@ -18,7 +18,7 @@ from alerting.evaluator import (
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
 from healthcheck.result import EndpointId, ErrorClass, ProbeResult, Status
-from inference_probe.canary_plugin import CANARY
+from inference_probe.canary_plugin import CANARY, WRONG_OUTPUT
 
 T0 = 1_800_000_000.0
 
@@ -119,7 +119,7 @@ def test_a_canary_with_wrong_output_pages_at_once_and_degraded_warns() -> None:
         False,
         0.01,
         T0,
-        error=ErrorClass.WRONG_OUTPUT,
+        error=WRONG_OUTPUT,
         error_text="max abs error 0.3",
     )
     ev.observe(wrong, Status.UNHEALTHY)

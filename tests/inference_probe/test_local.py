@@ -19,6 +19,7 @@ from healthcheck.prober import Prober
 from healthcheck.result import ErrorClass, Status
 from healthcheck.status import classify
 from inference_probe import build_models
+from inference_probe.canary_plugin import GPU_UNAVAILABLE, WRONG_OUTPUT
 from inference_probe.gpu import throttle_reasons
 from inference_probe.local import MODELS
 
@@ -77,7 +78,7 @@ async def test_require_gpu_on_a_cpu_only_machine_is_unhealthy_or_degraded(tmp_pa
     async with Prober() as prober:
         hard = await prober.check(strict)
         soft = await prober.check(lenient)
-    assert not hard.ok and hard.error is ErrorClass.GPU_UNAVAILABLE
+    assert not hard.ok and hard.error is GPU_UNAVAILABLE
     assert hard.attempts == 1  # deterministic: the default retry would only double the time
     assert "require_gpu: ran on CPUExecutionProvider" in hard.error_text
     assert classify(hard, strict) is Status.UNHEALTHY
@@ -96,7 +97,7 @@ async def test_a_tampered_golden_output_is_a_wrong_output(tmp_path) -> None:
     )
     async with Prober() as prober:
         result = await prober.check(tampered)
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert "output 'Y' differs from the golden output: max abs error 0.25" in result.error_text
     assert details(result)["max_abs_error"] == pytest.approx(0.25, abs=1e-4)
 
@@ -111,7 +112,7 @@ async def test_a_corrupted_golden_file_is_reported_not_crashed_on(tmp_path) -> N
     )
     async with Prober() as prober:
         result = await prober.check(corrupt)
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert "corrupt.npz" in result.error_text
 
 
@@ -125,7 +126,7 @@ async def test_a_model_that_computes_something_else_is_a_wrong_output(tmp_path) 
     )
     async with Prober() as prober:
         result = await prober.check(endpoint)
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert details(result)["max_abs_error"] > 0.01
 
 

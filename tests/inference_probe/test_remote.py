@@ -12,9 +12,11 @@ from oip_server import CANARY_INPUT, CANARY_OUTPUT, DRIFTED_BIAS, Model, OipServ
 from healthcheck.config import parse_config
 from healthcheck.errors import ConfigError
 from healthcheck.prober import Prober
+from healthcheck.probes.grpc_health import NOT_READY
 from healthcheck.result import ErrorClass, ProbeResult, Status
 from healthcheck.status import classify
 from healthcheck.targets import Endpoint
+from inference_probe.canary_plugin import WRONG_OUTPUT
 
 TOKEN = "s3cret-token"
 
@@ -104,7 +106,7 @@ async def test_server_not_ready(
     result = await check(canary(server.url))
 
     assert not result.ok
-    assert result.error is ErrorClass.NOT_READY
+    assert result.error is NOT_READY
     assert result.error_text == f"server not ready: GET /v2/health/ready answered {answer}"
     assert details(result) == {"model": "canary"}
     # Nothing but readiness is asked of a server not ready (asked twice when our own loop ran
@@ -120,7 +122,7 @@ async def test_model_not_ready_names_the_model(
 
     result = await check(canary(server.url))
 
-    assert result.error is ErrorClass.NOT_READY
+    assert result.error is NOT_READY
     assert result.http_status == 503
     assert result.error_text == (
         "model 'canary' not ready: GET /v2/models/canary/ready answered HTTP 503"
@@ -132,7 +134,7 @@ async def test_unknown_model_version_is_not_ready(
 ) -> None:
     result = await check(canary(server.url, model_version="7"))
 
-    assert result.error is ErrorClass.NOT_READY
+    assert result.error is NOT_READY
     assert "model 'canary' version 7 not ready" in result.error_text
     assert details(result) == {"model": "canary", "model_version": "7"}
 
@@ -144,7 +146,7 @@ async def test_drifted_output_is_wrong_output_with_the_error_size(
 
     result = await check(canary(server.url))
 
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert result.error_text.startswith(
         "output 'Y' differs from expected: max abs error 0.31, max rel error 0.062"
     )
@@ -158,7 +160,7 @@ async def test_a_nan_output_is_wrong_output(server: OipServer, check: Callable[.
 
     result = await check(canary(server.url))
 
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert result.error_text == (
         "output 'Y' differs from expected: 1 values are NaN or infinite (atol 0.001, rtol 0.001)"
     )

@@ -13,8 +13,10 @@ from oip_server import CANARY_INPUT, CANARY_OUTPUT, DRIFTED_BIAS, Model, OipServ
 from healthcheck.config import parse_config
 from healthcheck.errors import ConfigError
 from healthcheck.prober import Prober
+from healthcheck.probes.grpc_health import NOT_READY, RPC_STATUS
 from healthcheck.result import ErrorClass
 from healthcheck.targets import Endpoint
+from inference_probe.canary_plugin import WRONG_OUTPUT
 
 TOKEN = "s3cret-grpc-token"
 
@@ -93,7 +95,7 @@ async def test_a_server_not_ready_is_asked_nothing_more(
     result = await check(canary(server.grpc_url))
 
     assert (result.error, result.error_text) == (
-        ErrorClass.NOT_READY,
+        NOT_READY,
         "server not ready: ServerReady answered ready: false",
     )
     assert {s.path for s in server.seen} == {"ServerReady"}
@@ -104,17 +106,17 @@ async def test_a_server_not_ready_is_asked_nothing_more(
     [
         (
             {"ready": False},
-            ErrorClass.NOT_READY,
+            NOT_READY,
             "model 'canary' not ready: ModelReady answered ready: false",
         ),
         (
             {"model_version": "7"},
-            ErrorClass.NOT_READY,
+            NOT_READY,
             "NOT_FOUND from ModelReady: model 'canary' has no version '7'",
         ),
         (
             {"model_name": "nope"},
-            ErrorClass.NOT_READY,
+            NOT_READY,
             "NOT_FOUND from ModelReady: unknown model 'nope'",
         ),
     ],
@@ -140,7 +142,7 @@ async def test_a_drifted_model_is_wrong_output(
 
     result = await check(canary(server.grpc_url))
 
-    assert result.error is ErrorClass.WRONG_OUTPUT
+    assert result.error is WRONG_OUTPUT
     assert dict(result.details)["max_abs_error"] == pytest.approx(0.31, abs=1e-3)
 
 
@@ -152,7 +154,7 @@ async def test_an_infer_error_status_is_rpc_status(
     result = await check(canary(server.grpc_url))
 
     assert (result.error, result.error_text) == (
-        ErrorClass.RPC_STATUS,
+        RPC_STATUS,
         "INTERNAL from ModelInfer: CUDA out of memory",
     )
 
@@ -168,7 +170,7 @@ async def test_headers_from_the_environment_go_as_metadata(
 
     assert ok.ok, ok.error_text
     assert (refused.error, refused.error_text) == (
-        ErrorClass.RPC_STATUS,
+        RPC_STATUS,
         "UNAUTHENTICATED from ServerReady: missing or wrong token",
     )
     assert TOKEN not in str(ok) + str(refused)

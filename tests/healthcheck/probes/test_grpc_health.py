@@ -12,7 +12,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from healthcheck.conditions import PLACEHOLDERS, parse_condition
-from healthcheck.probes.grpc_health import GrpcProbe, GrpcSettings
+from healthcheck.probes.grpc_health import (
+    NOT_READY,
+    RPC_STATUS,
+    SERVICE_UNKNOWN,
+    GrpcProbe,
+    GrpcSettings,
+)
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
 
@@ -94,11 +100,11 @@ async def check(target) -> ProbeResult:
     [
         ("", True, None, None),
         ("shop.Cart", True, None, None),
-        ("shop.Pay", False, ErrorClass.NOT_READY, "service 'shop.Pay' is NOT_SERVING"),
+        ("shop.Pay", False, NOT_READY, "service 'shop.Pay' is NOT_SERVING"),
         (
             "shop.Gone",
             False,
-            ErrorClass.SERVICE_UNKNOWN,
+            SERVICE_UNKNOWN,
             "health service does not know service 'shop.Gone'",
         ),
     ],
@@ -121,7 +127,7 @@ async def test_a_service_unknown_answer_is_its_own_error(grpc_server, grpc_targe
 
     result = await check(grpc_target(port))
 
-    assert result.error is ErrorClass.SERVICE_UNKNOWN
+    assert result.error is SERVICE_UNKNOWN
     assert result.error_text == "health service does not know the server"
 
 
@@ -147,7 +153,7 @@ async def test_a_server_without_the_health_service_is_an_rpc_status(
 
     result = await check(grpc_target(port))
 
-    assert result.error is ErrorClass.RPC_STATUS
+    assert result.error is RPC_STATUS
     assert result.error_text == "UNIMPLEMENTED: the server has no grpc.health.v1.Health/Check"
 
 

@@ -11,8 +11,7 @@ from clock import ManualClock
 from healthcheck.config import parse_config
 from healthcheck.errors import ConfigError
 from healthcheck.probes import heartbeats
-from healthcheck.probes.push import PushProbe
-from healthcheck.result import ErrorClass
+from healthcheck.probes.push import NO_HEARTBEAT, REPORTED_DOWN, PushProbe
 from storage.schema import connect
 
 TOKEN = "0123456789abcdef0123"
@@ -86,7 +85,7 @@ async def test_verdicts_on_the_stored_pings(tmp_path) -> None:
     assert first.ok and first.degraded and first.degraded.startswith("no ping yet")
     clock.now += 11 * 60 + 1
     late = await probe.run(endpoint)
-    assert (late.ok, late.error) == (False, ErrorClass.NO_HEARTBEAT)
+    assert (late.ok, late.error) == (False, NO_HEARTBEAT)
 
     heartbeats.record(path, "jobs", "b", heartbeats.Ping(clock(), True, None, 250.0))
     fresh = await probe.run(endpoint)
@@ -95,11 +94,11 @@ async def test_verdicts_on_the_stored_pings(tmp_path) -> None:
     assert (await probe.run(endpoint)).ok
     clock.now += 2
     stale = await probe.run(endpoint)
-    assert stale.error is ErrorClass.NO_HEARTBEAT and "last ping 11m1s ago" in stale.error_text
+    assert stale.error is NO_HEARTBEAT and "last ping 11m1s ago" in stale.error_text
 
     heartbeats.record(path, "jobs", "b", heartbeats.Ping(clock(), False, "exit 3", None))
     down = await probe.run(endpoint)
-    assert down.error is ErrorClass.REPORTED_DOWN and down.error_text.endswith(": exit 3")
+    assert down.error is REPORTED_DOWN and down.error_text.endswith(": exit 3")
 
     # No database (a path nothing created): no verdict about the job, only that none is stored.
     elsewhere = PushProbe(clock, str(tmp_path / "none.db"))
