@@ -411,12 +411,15 @@ class _Builder:
         """Defaults take any key some kind takes; each value is checked where it is written.
         The kinds' modules are imported only for a key no endpoint of any kind takes: a config
         pays for the kinds it uses (check-config and --once load no numpy for an http fleet)."""
-        if defaults.keys() <= COMMON_OPTIONS.keys():
-            allowed = dict(COMMON_OPTIONS)
-        else:
-            allowed = _default_keys(list(KINDS))
-        if not allowed.keys() >= defaults.keys():  # maybe a key of a kind an entry point offers
-            allowed = _default_keys(known_kinds())
+        try:
+            if defaults.keys() <= COMMON_OPTIONS.keys():
+                allowed = dict(COMMON_OPTIONS)
+            else:
+                allowed = _default_keys(list(KINDS))
+            if not allowed.keys() >= defaults.keys():  # maybe a key an entry point's kind takes
+                allowed = _default_keys(known_kinds())
+        except LookupError as exc:  # a kind that cannot load: its error classes clash, say
+            raise self.error(path, str(exc)) from None
         self.refuse_unknown(defaults, allowed, path)
         for key, value in defaults.items():
             if key == "conditions":

@@ -1,7 +1,8 @@
 """A probe kind is a whole plug-in: `kind: echo`, defined under tests/ and registered only by
 a `healthcheck.probe_kinds` entry point, gets its config keys validated with key paths, its
-placeholder in conditions, its metric families in /metrics and its alert rule fired, through
-the real CLI and daemon, with no edit in the core."""
+placeholder in conditions, its own error class (`garbled`) in results, /metrics, storage and
+the API, its metric families in /metrics and its alert rule fired, through the real CLI and
+daemon, with no edit in the core."""
 
 from __future__ import annotations
 
@@ -21,18 +22,22 @@ from prometheus_client.parser import text_string_to_metric_families
 KINDS = Path(__file__).resolve().parents[1] / "healthcheck" / "probes" / "kinds"
 
 
-@pytest.fixture
-def plugin_env(tmp_path) -> dict[str, str]:
-    """The environment of a host where a distribution offering the echo kind is installed."""
+def offering(tmp_path: Path, kinds: str) -> dict[str, str]:
+    """The environment of a host where a distribution offering these kinds is installed
+    (`kinds`: the lines of its entry point group)."""
     site = tmp_path / "site"
     info = site / "healthcheck_echo-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: healthcheck-echo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[healthcheck.probe_kinds]\necho = echo_kind:EchoProbe\n"
-    )
+    (info / "entry_points.txt").write_text(f"[healthcheck.probe_kinds]\n{kinds}")
     path = os.pathsep.join(p for p in (str(KINDS), str(site), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1"}
+
+
+@pytest.fixture
+def plugin_env(tmp_path) -> dict[str, str]:
+    """The environment of a host where a distribution offering the echo kind is installed."""
+    return offering(tmp_path, "echo = echo_kind:EchoProbe\n")
 
 
 async def _serve(answer) -> AsyncIterator[str]:
@@ -153,7 +158,7 @@ async def test_once_checks_it_and_judges_its_placeholder(
         "good": ("echo", "healthy", None),
         "asked": ("echo", "healthy", None),
         "wrong": ("echo", "unhealthy", "condition_failed"),
-        "garbled": ("echo", "unhealthy", "invalid_response"),
+        "garbled": ("echo", "unhealthy", "garbled"),  # the kind's own class
     }
     assert [c["passed"] for c in results["asked"]["conditions"]] == [True, True]
     assert results["wrong"]["conditions"][0]["passed"] is False
@@ -171,6 +176,8 @@ async def test_the_daemon_exports_its_families_and_fires_its_rule(
         ],
         storage={"path": str(tmp_path / "hc.db")},
         exporter={"listen": "127.0.0.1:0"},
+        # probe worker processes: the kind's class crosses from them to the daemon by name
+        scheduler={"workers": 2},
         alerting={
             "channels": {"slack": f"json://127.0.0.1:{webhook.port}/slack"},
             "rules": {"failure_threshold": 1000, "error_rate_min_checks": 100_000},
@@ -200,6 +207,11 @@ async def test_the_daemon_exports_its_families_and_fires_its_rule(
 
             async with session.get(f"{base}/metrics") as response:
                 text = await response.text()
+            # stored and served by the API under the kind's own class
+            query = "endpoint=r/garbled&limit=3"
+            async with session.get(f"{base}/api/v1/results?{query}") as response:
+                stored = (await response.json())["results"]
+            assert stored and {r["error"] for r in stored} == {"garbled"}, stored
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 15)
@@ -216,7 +228,85 @@ async def test_the_daemon_exports_its_families_and_fires_its_rule(
     assert value("healthcheck_echo_answer_bytes", "good") == len("hello")
     assert value("healthcheck_echo_answer_bytes", "garbled") == len("HI")
     assert value("healthcheck_echo_round_trip_seconds_count", "good") >= 1
-    assert value("healthcheck_check_errors_total", "garbled", error="invalid_response") >= 1
-    # every class the kind declares is there from the start
-    assert value("healthcheck_check_errors_total", "good", error="invalid_response") == 0
+    assert value("healthcheck_check_errors_total", "garbled", error="garbled") >= 1
+    # every class the kind declares is there from the start, its own too
+    assert value("healthcheck_check_errors_total", "good", error="garbled") == 0
+    assert value("healthcheck_check_errors_total", "good", error="timeout") == 0
     assert log.other == []
+
+
+async def test_its_stored_class_reads_back_where_the_kind_is_not_installed(
+    start_daemon, follow_log, run_cli, plugin_env, tmp_path, garbling_server
+) -> None:
+    """`healthcheck status` on a host without the plug-in (its endpoint now a tcp one) reads
+    the rows the echo kind stored: the class it never declared is shown by its name."""
+    database = tmp_path / "hc.db"
+    config = write(
+        tmp_path,
+        [{"name": "garbled", "kind": "echo", "address": garbling_server, "message": "hi"}],
+        storage={"path": str(database)},
+    )
+    process = await start_daemon(config, env=plugin_env)
+    log = follow_log(process)
+    try:
+        await until(lambda: log.events("listening"))
+
+        async def stored() -> bool:
+            done = await run_cli(
+                "status", "--format", "json", "--config", str(config), env=plugin_env
+            )
+            endpoint = json.loads(done.stdout)["regions"]["r"]["endpoints"][0]
+            return endpoint["last_error"] is not None
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await stored():
+            assert asyncio.get_running_loop().time() < deadline, "no failure was stored"
+            await asyncio.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 15)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    plain = write(
+        elsewhere,
+        [{"name": "garbled", "kind": "tcp", "address": garbling_server}],
+        storage={"path": str(database)},
+    )
+    done = await run_cli("status", "--format", "json", "--config", str(plain))
+    assert done.code == 0, done.stderr
+    endpoint = json.loads(done.stdout)["regions"]["r"]["endpoints"][0]
+    assert endpoint["last_error"]["error"] == "garbled"
+    assert "sent 'hi', got 'HI'" in endpoint["last_error"]["detail"]
+
+
+async def test_a_class_declared_twice_with_two_meanings_is_refused(
+    run_cli, tmp_path, echo_server
+) -> None:
+    both = offering(tmp_path, "echo = echo_kind:EchoProbe\nclash = clash_kind:ClashProbe\n")
+    config = write(
+        tmp_path,
+        [
+            {"name": "e", "kind": "echo", "address": echo_server},
+            {"name": "c", "kind": "clash", "address": echo_server},
+        ],
+    )
+    done = await run_cli("check-config", "--config", str(config), env=both)
+    assert done.code == 3, done.stderr
+    assert (
+        "regions.r.endpoints[1].kind: kind 'clash' (clash_kind:ClashProbe): error class "
+        "'garbled' of clash means 'the answer was not valid UTF-8', but echo already declared "
+        "it as 'the echo server answered other text than was sent'"
+    ) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_class_nobody_declared_is_refused(run_cli, tmp_path) -> None:
+    loose = offering(tmp_path, "loose = loose_kind:LooseProbe\n")
+    config = write(tmp_path, [{"name": "l", "kind": "loose", "address": "127.0.0.1:9"}])
+    done = await run_cli("check-config", "--config", str(config), env=loose)
+    assert done.code == 3, done.stderr
+    assert (
+        "regions.r.endpoints[0].kind: kind 'loose' (loose_kind:LooseProbe) lists error classes "
+        "nobody declared: ErrorClass('half_open')"
+    ) in done.stderr

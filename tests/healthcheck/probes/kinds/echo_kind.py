@@ -21,10 +21,15 @@ from healthcheck.probes.plugin import (
     Histogram,
     KindMetrics,
     Reading,
+    error_class,
 )
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import Option
 from healthcheck.targets import Endpoint
+
+# The kind's own error class: in its results, the `error` label of /metrics, storage and the
+# API by this name, declared here and nowhere else.
+GARBLED = error_class("garbled", "the echo server answered other text than was sent", "echo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ def echo_gauges(rows: list[Reading]) -> Iterator[Gauges]:
 
 
 def judge_garbled(result: ProbeResult, degraded: bool) -> Finding:
-    garbled = result.error is ErrorClass.INVALID_RESPONSE
+    garbled = result.error is GARBLED
     text = f"{result.target_id}: echo {'garbled: ' + str(result.error_text) if garbled else 'ok'}"
     return Finding(garbled, "warning", text)
 
@@ -73,7 +78,7 @@ class EchoProbe(Probe):
         "lines": Option(schema.integer(1, 10), 1, "times to send it"),
     }
     placeholders = frozenset({"ECHO", "CONNECTED", "RESPONSE_TIME"})
-    errors = (*NETWORK_ERRORS, ErrorClass.INVALID_RESPONSE, ErrorClass.CONDITION_FAILED)
+    errors = (*NETWORK_ERRORS, GARBLED, ErrorClass.CONDITION_FAILED)
     metrics = KindMetrics(
         histograms=(
             Histogram(
@@ -104,6 +109,6 @@ class EchoProbe(Probe):
         details = (("echo", answer), ("round_trip_ms", round(round_trip * 1000, 3)))
         verdict = None
         if answer != settings.message:
-            verdict = (ErrorClass.INVALID_RESPONSE, f"sent {settings.message!r}, got {answer!r}")
+            verdict = (GARBLED, f"sent {settings.message!r}, got {answer!r}")
         context = ConditionContext(connected=True, values={"ECHO": answer})
         return self.judged(target, context, started, timestamp, verdict=verdict, details=details)
