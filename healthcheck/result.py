@@ -48,7 +48,7 @@ class Declaration:
 _INTERNED: dict[str, ErrorClass] = {}
 _DECLARED: dict[str, Declaration] = {}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-CORE = "healthcheck.result"
+CORE = "the core"
 
 
 class ErrorClass(str):
