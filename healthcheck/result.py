@@ -58,9 +58,10 @@ class ErrorClass(str):
     The set is open: the core declares the classes every kind shares (below), and a probe kind
     declares its own in its module with `declare_error` (healthcheck.probes.plugin.error_class).
     There is one instance per name in a process, so `result.error is ErrorClass.TIMEOUT` holds,
-    and a name that arrives from elsewhere (a worker's result, a stored row) is the same one.
+    and a name that arrives from elsewhere (a probe worker's result, a pickle) is the same one.
     A name nobody in this process declared (a kind it has not imported) is still an error
-    class, `declared` False and `meaning` None; a later declaration fills in that instance."""
+    class, `declared` False and `meaning` None; a later declaration fills in that instance.
+    Storage readers keep a stored name as the plain string it is, whichever kind wrote it."""
 
     __slots__ = ()
 
@@ -81,7 +82,8 @@ class ErrorClass(str):
         found = _INTERNED.get(name)
         if found is None:
             plain = str.__str__(name)  # never keep a subclass's instance as the name
-            found = _INTERNED[plain] = super().__new__(cls, plain)
+            # setdefault: two threads meeting a new name at once still share one instance
+            found = _INTERNED.setdefault(plain, super().__new__(cls, plain))
         return found
 
     def __reduce__(self) -> tuple[type[ErrorClass], tuple[str]]:
