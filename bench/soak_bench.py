@@ -58,6 +58,8 @@ from scale_bench import (
     wait_http,
 )
 
+from healthcheck.shared_renders import FRESH_FOR
+
 # -- what misbehaves, and how it should read in results ------------------------------------------
 FARM_KINDS = ("hang", "reset", "garbage", "slowloris", "huge", "flapping")
 MISBEHAVIOURS = (*FARM_KINDS, "dns")
@@ -83,6 +85,10 @@ CHUNK = b"x" * 65536
 # memory fills for that long, by design. Growth after that is what a leak looks like.
 WARMUP = 300.0
 POLL_EVERY = 5.0  # /api/v1/self between samples: its lag max covers the last 1,000 dispatches
+# A /metrics scrape within FRESH_FOR of the last one's render gets that render's body, older
+# than the /api/v1/self read before it: a scrape waits out that long after the last one ended
+# (whose render ended before it did), so the counters it brings are of its own moment.
+SCRAPE_GAP = FRESH_FOR + 0.1
 # Leak: the mean of the last third of the samples after warm-up against the middle third's;
 # growth allowed = max(absolute, relative x middle). fds and tasks move with the checks in
 # flight (a hang holds a socket and a task for its whole timeout), hence their slack.
@@ -624,14 +630,17 @@ async def soak(
                 snapshots = Snapshots(t0, warmup)
                 rounds = int(minutes * 60 // sample_every)
                 print(_row_header(), flush=True)
+                scraped = -SCRAPE_GAP  # when the last scrape ended
                 for k in range(rounds + 1):
-                    due = t0 + k * sample_every
+                    # On time, or as soon after a late one as gives a render of its own.
+                    due = max(t0 + k * sample_every, scraped + SCRAPE_GAP)
                     while (wait := due - time.monotonic()) > 0:
                         await asyncio.sleep(min(wait, POLL_EVERY))
                         if due - time.monotonic() > 0.5:
                             await snapshots.read(base)
                     before = await snapshots.read(base)
                     text = await asyncio.to_thread(scrape, f"{base}/metrics")
+                    scraped = time.monotonic()
                     after = await snapshots.read(base)
                     scrapes.append((before, text, after))
                     t = time.monotonic() - t0
