@@ -22,9 +22,9 @@ ACCOUNTING = (
     "dispatched == completed + in flight at every read",
     "missed == 0",
     "storage dropped == 0",
-    "results metric == completed at every scrape",
+    "results metric + prober faults == completed at every scrape",
     "lag histogram count == dispatched at every scrape",
-    "database rows == completed == stored at stop",
+    "database rows == stored == completed - prober faults at stop",
     "every result classified as expected",
 )
 
@@ -65,7 +65,8 @@ def test_short_soak_accounts_for_every_check_and_every_misbehaviour(tmp_path) ->
     verdicts = report["verdicts"]
     assert all(verdicts[name] for name in ACCOUNTING), verdicts
     at_stop = report["accounting"]["at_stop"]
-    assert at_stop["completed"] == at_stop["rows_in_database"] > 0
+    # A check the prober could not make (starved of CPU on a busy machine) has no row: counted.
+    assert at_stop["completed"] - at_stop["prober_faults"] == at_stop["rows_in_database"] > 0
     assert report["accounting"]["completed"] > 0
 
     # Every misbehaviour was served and shows up in the results as its own error class.
