@@ -13,11 +13,14 @@ the bench's own (its own process, a thread per connection) that answers each req
 D ms after it has read it, and records how long it really held each one. The real
 `healthcheck run` (storage, metrics scraped every 15 s, alert evaluation to a loopback webhook)
 probes all of them; blackbox_exporter, scheduled by a real Prometheus at the same interval,
-probes the same N + K. After a warm-up, three windows of the same length:
+probes the same N + K. After a warm-up (`--warmup` seconds, and until Prometheus holds a probe
+of every target: blackbox's figures begin with the first window too), three windows of the same
+length:
 
 - quiet: nothing else asks the daemon anything;
 - api_load: C client tasks (a process of their own) read `/api/v1/results` then `/metrics`,
-  again and again, as fast as the daemon answers (10 s at most, as Prometheus waits);
+  again and again, as fast as the daemon answers (10 s at most, as Prometheus waits); the
+  window begins once every client has had its first answer;
 - after_load: the clients are gone; does the daemon come back?
 
 Per window: the error (measured - D) of every check of a delayed endpoint, p50/p99/max, ours
@@ -245,20 +248,35 @@ def delayed_target(delay_s: float):
 
 
 # -- the API clients -----------------------------------------------------------------------------
-def _api_clients(base: str, clients: int, stop: multiprocessing.synchronize.Event, out) -> None:
+def _api_clients(
+    base: str,
+    clients: int,
+    ready: multiprocessing.synchronize.Event,
+    stop: multiprocessing.synchronize.Event,
+    out,
+) -> None:
     """`clients` tasks, each reading /api/v1/results then /metrics until `stop` (requests in
-    flight then are dropped, not waited for); sends back per path: failures (an error status,
-    or no answer within Prometheus's default scrape timeout of 10 s) and every answer's
-    seconds."""
+    flight then are dropped, not waited for); `ready` is set once every client has had its
+    first answer (or failure). Sends back per path: failures (an error status, or no answer
+    within Prometheus's default scrape timeout of 10 s) and every answer's seconds."""
 
     async def run() -> dict:
         took: dict[str, list[float]] = {"/api/v1/results": [], "/metrics": []}
         failed: Counter[str] = Counter()
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=clients)
+        answered = 0  # clients that have had a first answer (or failure)
+
+        def first_answer() -> None:
+            nonlocal answered
+            answered += 1
+            if answered == clients:
+                ready.set()
+
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
             async def client() -> None:
+                waiting = True
                 while True:
                     for path in took:
                         began = time.perf_counter()
@@ -271,6 +289,10 @@ def _api_clients(base: str, clients: int, stop: multiprocessing.synchronize.Even
                         except (aiohttp.ClientError, TimeoutError):
                             failed[path] += 1
                             continue
+                        finally:
+                            if waiting:
+                                waiting = False
+                                first_answer()
                         took[path].append(time.perf_counter() - began)
 
             tasks = [asyncio.create_task(client()) for _ in range(clients)]
@@ -355,6 +377,20 @@ def our_results(db: Path, window: Window, delay_ms: float, warning_ms: float) ->
         "delayed_failed": sum(not ok for _, ok, *_ in delayed),
         "delayed_statuses": dict(Counter(status for _, _, status, _, _ in delayed)),
     }
+
+
+def prometheus_probed(prom: str, targets: int, limit: float = 60.0) -> None:
+    """Wait until Prometheus holds a probe_success sample of each of `targets` targets."""
+    query = urllib.parse.urlencode({"query": "count(probe_success)"})
+    deadline = time.monotonic() + limit
+    while True:
+        result = get_json(f"{prom}/api/v1/query?{query}")["data"]["result"]
+        probed = int(float(result[0]["value"][1])) if result else 0
+        if probed >= targets:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus probed {probed} of {targets} targets in {limit:g}s")
+        time.sleep(0.2)
 
 
 def _prometheus_samples(prom: str, metric: str, window: Window) -> list[dict]:
@@ -479,7 +515,6 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
                 )
             )
             base = f"http://127.0.0.1:{listen}"
-            await asyncio.to_thread(wait_http, f"{base}/readyz", 60)
             others: dict[str, int] = {}
             prom = ""
             if blackbox:
@@ -512,8 +547,12 @@ async def accuracy_run(args: argparse.Namespace) -> Run:
                 await asyncio.to_thread(wait_http, f"http://127.0.0.1:{bb_port}/metrics")
                 await asyncio.to_thread(wait_http, f"{prom}/-/ready")
                 others = {"blackbox_exporter": bb.pid, "prometheus": prometheus.pid}
+            # After blackbox and Prometheus have started: they start while the daemon does.
+            await asyncio.to_thread(wait_http, f"{base}/readyz", 60)
             print(f"... warm-up, {args.warmup:g}s", file=sys.stderr, flush=True)
             await asyncio.sleep(args.warmup)
+            if blackbox:
+                await asyncio.to_thread(prometheus_probed, prom, len(load) + len(delayed_urls))
 
             meter = Meter(daemon.pid, others, base, patience=max(20.0, 2 * args.window))
             print(f"... quiet window, {args.window:g}s", file=sys.stderr, flush=True)
@@ -696,14 +735,16 @@ async def load_windows(meter: Meter, seconds: float, clients: int) -> list[Windo
     await meter.histogram()
     hist0 = meter.hist
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    ready, stop = context.Event(), context.Event()
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(
-        target=_api_clients, args=(meter.base, clients, stop, writer), daemon=True
+        target=_api_clients, args=(meter.base, clients, ready, stop, writer), daemon=True
     )
     process.start()
     writer.close()
-    await asyncio.sleep(2.0)  # started, imported, every client connected
+    # Started, imported, every client answered once: the load is on. A daemon too swamped to
+    # answer them all within a scrape timeout is measured as it is.
+    await asyncio.to_thread(ready.wait, 30.0)
     client_cpu0 = cpu_of(process.pid)
     meter.begin(loaded)
     scrapes = await meter.run(loaded, seconds)

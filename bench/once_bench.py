@@ -21,6 +21,8 @@ nginx is missing), answering `{"status":"UP"}` at once. Each round, back to back
 -C /tmp/base`, the commit before the pace) in each round, for its verdicts beside ours.
 
 Figures are medians over the rounds; every process is real, the machine named in the output.
+An unmeasured `--once` first warms the page cache and the farm; `--no-warm-up` leaves it out
+(the test suite's smoke run, which asserts no figure's size).
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ def main() -> None:
     parser.add_argument("--no-nginx", action="store_true", help="serve with aiohttp instead")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--baseline", type=Path, help="a checkout of the package to compare")
+    parser.add_argument(
+        "--no-warm-up", action="store_true", help="no unmeasured --once before the rounds"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="once-bench-"))
@@ -171,7 +176,8 @@ def main() -> None:
         script = workdir / "floor.py"
         script.write_text(FLOOR)
 
-        run_once(config)  # warm the page cache and the farm
+        if not args.no_warm_up:
+            run_once(config)  # warm the page cache and the farm
         ours: list[dict] = []
         floors: list[dict] = []
         olds: list[dict] = []

@@ -58,6 +58,8 @@ from scale_bench import (
     wait_http,
 )
 
+from healthcheck.shared_renders import FRESH_FOR
+
 # -- what misbehaves, and how it should read in results ------------------------------------------
 FARM_KINDS = ("hang", "reset", "garbage", "slowloris", "huge", "flapping")
 MISBEHAVIOURS = (*FARM_KINDS, "dns")
@@ -83,6 +85,10 @@ CHUNK = b"x" * 65536
 # memory fills for that long, by design. Growth after that is what a leak looks like.
 WARMUP = 300.0
 POLL_EVERY = 5.0  # /api/v1/self between samples: its lag max covers the last 1,000 dispatches
+# A /metrics scrape within FRESH_FOR of the last one's render gets that render's body, older
+# than the /api/v1/self read before it: a scrape waits out that long after the last one ended
+# (whose render ended before it did), so the counters it brings are of its own moment.
+SCRAPE_GAP = FRESH_FOR + 0.1
 # Leak: the mean of the last third of the samples after warm-up against the middle third's;
 # growth allowed = max(absolute, relative x middle). fds and tasks move with the checks in
 # flight (a hang holds a socket and a task for its whole timeout), hence their slack.
@@ -389,6 +395,9 @@ class Sample:
     dropped: int
     cpu_s: float
     checks_metric: float  # sum of healthcheck_checks_total at the scrape
+    # healthcheck_prober_faults_total at the scrape: checks completed with no verdict (the prober
+    # starved of CPU through a timeout, out of fds, ...), in no results metric and never stored
+    prober_faults_metric: float
     lag_dispatches_metric: float  # healthcheck_schedule_lag_seconds_count at the scrape
     lag_p99_ms: float | None  # /api/v1/self: the last 1,000 dispatches
     lag_max_ms: float | None
@@ -468,6 +477,7 @@ def sample(
     found = families(
         text,
         "healthcheck_checks_total",
+        "healthcheck_prober_faults_total",
         "healthcheck_schedule_lag_seconds_count",
         "healthcheck_alerts_firing",
     )
@@ -491,6 +501,7 @@ def sample(
         dropped=storage["dropped"],
         cpu_s=process["cpu_seconds"],
         checks_metric=sum(v for _, v in found["healthcheck_checks_total"]),
+        prober_faults_metric=sum(v for _, v in found["healthcheck_prober_faults_total"]),
         lag_dispatches_metric=sum(v for _, v in found["healthcheck_schedule_lag_seconds_count"]),
         lag_p99_ms=_ms(scheduler["lag_seconds"]["p99"]),
         lag_max_ms=_ms(scheduler["lag_seconds"]["max"]),
@@ -624,14 +635,17 @@ async def soak(
                 snapshots = Snapshots(t0, warmup)
                 rounds = int(minutes * 60 // sample_every)
                 print(_row_header(), flush=True)
+                scraped = -SCRAPE_GAP  # when the last scrape ended
                 for k in range(rounds + 1):
-                    due = t0 + k * sample_every
+                    # On time, or as soon after a late one as gives a render of its own.
+                    due = max(t0 + k * sample_every, scraped + SCRAPE_GAP)
                     while (wait := due - time.monotonic()) > 0:
                         await asyncio.sleep(min(wait, POLL_EVERY))
                         if due - time.monotonic() > 0.5:
                             await snapshots.read(base)
                     before = await snapshots.read(base)
                     text = await asyncio.to_thread(scrape, f"{base}/metrics")
+                    scraped = time.monotonic()
                     after = await snapshots.read(base)
                     scrapes.append((before, text, after))
                     t = time.monotonic() - t0
@@ -722,12 +736,13 @@ def judge(
         "max_bound_ms": 1000 * LAG_MAX_BOUND,
     }
     # Counters only grow, so a scrape's count lies between the /api/v1/self read before it and
-    # the one after it, unless a check was lost on the way from the scheduler to the metric.
+    # the one after it, unless a check was lost on the way from the scheduler to the metric. A
+    # prober fault is a completed check with no result: its own counter has it.
     off_metric = [
         i
         for i, (a, _, b) in enumerate(scrapes)
         if not a["scheduler"]["completed"]
-        <= samples[i].checks_metric
+        <= samples[i].checks_metric + samples[i].prober_faults_metric
         <= b["scheduler"]["completed"]
     ]
     off_lag = [
@@ -738,6 +753,7 @@ def judge(
         <= b["scheduler"]["dispatched"]
     ]
     stopped = log["stopped"] or {}
+    stop_faults = stopped.get("prober_faults")
     window = last.t_s - first.t_s
     (a0, _, b0), (a1, _, b1) = steady[0][1], steady[-1][1]
     bracket = [
@@ -761,6 +777,7 @@ def judge(
         "queue_depth_max": max(s.queue_depth for s, _ in steady),
         "missed": last.missed,
         "dropped": last.dropped,
+        "prober_faults": round(last.prober_faults_metric - first.prober_faults_metric),
         "cpu_ms_per_check": round(1000 * (last.cpu_s - first.cpu_s) / completed, 3)
         if completed
         else None,
@@ -775,6 +792,7 @@ def judge(
             "completed": stopped.get("completed"),
             "stored": stopped.get("stored"),
             "dropped": stopped.get("dropped"),
+            "prober_faults": stopped.get("prober_faults"),
             "rows_in_database": database["rows"],
         },
     }
@@ -785,10 +803,11 @@ def judge(
         "dispatched == completed + in flight at every read": not snapshots.unbalanced,
         "missed == 0": last.missed == 0,
         "storage dropped == 0": last.dropped == 0 and not stopped.get("dropped"),
-        "results metric == completed at every scrape": not off_metric,
+        "results metric + prober faults == completed at every scrape": not off_metric,
         "lag histogram count == dispatched at every scrape": not off_lag,
-        "database rows == completed == stored at stop": stopped.get("completed") is not None
-        and database["rows"] == stopped["completed"] == stopped["stored"],
+        "database rows == stored == completed - prober faults at stop": stop_faults is not None
+        and stopped.get("completed") is not None
+        and database["rows"] == stopped["stored"] == stopped["completed"] - stop_faults,
     }
     return {
         "flatness": [asdict(f) for f in flat],
@@ -850,7 +869,8 @@ def describe(report: dict) -> str:
         f" /api/v1/self reads around the scrapes: {acc['results_metric_bracket']}), stored "
         f"{acc['stored']} (writer backlog at the ends {acc['writer_backlog_at_ends']}, max "
         f"{acc['writer_backlog_max']}; queue_depth max {acc['queue_depth_max']}), missed "
-        f"{acc['missed']}, dropped {acc['dropped']}, CPU {acc['cpu_ms_per_check']} ms/check",
+        f"{acc['missed']}, dropped {acc['dropped']}, prober faults {acc['prober_faults']}, CPU "
+        f"{acc['cpu_ms_per_check']} ms/check",
         f"at stop: {acc['at_stop']}; checks per endpoint "
         f"{report['results']['checks_per_endpoint']}",
         f"alerts: {report['alerts']}",

@@ -325,5 +325,7 @@ class Daemon:
                         "completed": stats.completed,
                         "stored": self.storage.stats.written if self.storage else None,
                         "dropped": self.storage.stats.dropped if self.storage else None,
+                        # completed, never stored: no verdict (prober_faults.py)
+                        "prober_faults": self.prober_faults.total,
                     },
                 )

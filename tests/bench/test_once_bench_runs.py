@@ -14,7 +14,10 @@ BENCH = Path(__file__).parents[2] / "bench" / "once_bench.py"
 def test_once_bench_reports_every_figure(tmp_path) -> None:
     out = tmp_path / "figures.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--endpoints", "40", "--rounds", "1", "--json", str(out)],
+        [
+            *[sys.executable, str(BENCH), "--endpoints", "40", "--rounds", "1", "--no-warm-up"],
+            *["--json", str(out)],
+        ],
         capture_output=True,
         text=True,
         timeout=180,
