@@ -7,15 +7,22 @@
 For each kind, one after another: `--endpoints` endpoints of that kind every `--interval`
 seconds against real loopback servers of that kind, run by a separate process (a grpc.aio
 health server, an aiohttp WebSocket server that greets, a UDP echo server, a TCP listener that
-accepts; many endpoints share a few ports) or the kernel's own ICMP echo (every endpoint its
-own address in 127.0.0.0/8). The real `healthcheck run` is a subprocess with storage on
-(no alerting, no /metrics scrapes); its CPU is that of every process of ours (the daemon, its
-probe workers, its helper), read from /proc over the window, divided by the checks it completed.
+accepts, aiosmtpd offering STARTTLS with a certificate from a trustme CA of the run's own; many
+endpoints share a few ports) or the kernel's own ICMP echo (every endpoint its own address in
+127.0.0.0/8). The real `healthcheck run` is a subprocess with storage on (no alerting, no
+/metrics scrapes); its CPU is that of every process of ours (the daemon, its probe workers, its
+helper), read from /proc over the window, divided by the checks it completed.
 
-Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp), it probes the same
-targets at the same interval in the same run, scheduled by a real Prometheus (one scrape of
-`/probe` per target and interval, as deployed); its CPU and Prometheus's are counted apart,
-each divided by the probes Prometheus recorded (`count_over_time(probe_success[...])`).
+`push` probes nothing: a job process of its own pings every endpoint's
+`/api/v1/push/{token}` at the interval (never faster than the daemon's per-endpoint rate
+limit), and ours is also given per heartbeat taken (received, stored, judged by the checks);
+the job's CPU is counted apart, as the job's cost.
+
+Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp, and tcp's
+query_response with `starttls: true` for SMTP), it probes the same targets at the same interval
+in the same run, scheduled by a real Prometheus (one scrape of `/probe` per target and
+interval, as deployed); its CPU and Prometheus's are counted apart, each divided by the probes
+Prometheus recorded (`count_over_time(probe_success[...])`).
 A kind this build does not have is reported as skipped; one not listed in KINDS is refused.
 """
 
@@ -38,6 +45,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scale_bench import (
     _go_duration,
@@ -50,20 +58,38 @@ from scale_bench import (
 )
 
 from healthcheck.probes.registry import is_kind
+from healthcheck.push_api import PER, PINGS
 
 PORTS_PER_SERVER = 4  # the endpoints of a kind share these many ports of its server
-KINDS = ("tcp", "grpc", "websocket", "udp", "icmp")
+KINDS = ("tcp", "grpc", "websocket", "udp", "icmp", "starttls", "push")
 BLACKBOX_MODULES = {  # our kind -> blackbox_exporter's prober for it
     "tcp": "tcp",
     "grpc": "grpc",
     "icmp": "icmp",
+    "starttls": "tcp",  # its query_response dialogue with `starttls: true` (SMTP_STARTTLS)
 }
+# blackbox_exporter's SMTP STARTTLS, as its example config has it: the same dialogue as ours
+# (greeting, EHLO, STARTTLS offered, STARTTLS, 220) and then a verified TLS handshake.
+SMTP_STARTTLS = [
+    {"expect": "^220"},
+    {"send": "EHLO prober\r"},
+    {"expect": "^250[ -]STARTTLS"},
+    {"send": "STARTTLS\r"},
+    {"expect": "^220"},
+    {"starttls": True},
+]
 
 
 # -- the servers, in a process of their own (their CPU is nobody's) -----------------------------
-def _serve(ports: multiprocessing.Queue) -> None:
+def _serve(ports: multiprocessing.Queue, ca_file: str) -> None:
+    import logging
+    import ssl
+
     import grpc
+    import trustme
     from aiohttp import web
+    from aiosmtpd.handlers import Sink
+    from aiosmtpd.smtp import SMTP
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1._async import HealthServicer
 
@@ -111,21 +137,95 @@ def _serve(ports: multiprocessing.Queue) -> None:
         for _ in range(PORTS_PER_SERVER):
             tcp = await asyncio.start_server(accept, "127.0.0.1", 0, backlog=4096)
             found["tcp"].append(tcp.sockets[0].getsockname()[1])
+
+        # A real SMTP server (aiosmtpd) offering STARTTLS with a certificate for 127.0.0.1 from
+        # a CA of the run's own, which the checks trust by ca_file.
+        logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # every check hangs up
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(ca_file)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(tls)
+        found["starttls"] = []
+        for _ in range(PORTS_PER_SERVER):
+            smtp = await loop.create_server(
+                lambda: SMTP(Sink(), hostname="mail.bench.invalid", tls_context=tls),
+                "127.0.0.1",
+                0,
+                backlog=4096,
+            )
+            found["starttls"].append(smtp.sockets[0].getsockname()[1])
         ports.put(found)
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
+@dataclass(frozen=True)
+class Servers:
+    ports: dict[str, list[int]]  # of each kind's servers
+    ca_file: str  # the CA the STARTTLS server's certificate is from
+
+
 @contextlib.contextmanager
-def servers() -> Iterator[dict[str, list[int]]]:
-    """The ports of each kind's servers, which run in a process of their own."""
+def servers() -> Iterator[Servers]:
+    """Each kind's servers, which run in a process of their own."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_serve, args=(queue,), daemon=True)
+    with tempfile.TemporaryDirectory(prefix="hc-kinds-ca-") as folder:
+        ca_file = str(Path(folder) / "ca.pem")
+        process = context.Process(target=_serve, args=(queue, ca_file), daemon=True)
+        process.start()
+        try:
+            yield Servers(queue.get(timeout=60), ca_file)
+        finally:
+            process.terminate()
+            process.join(5)
+
+
+# -- the job that pings push endpoints, in a process of its own (its CPU is the job's) -----------
+def _pinger(base: str, tokens: list[str], every: float, pings: Any, refused: Any) -> None:
+    """Ping each token's push URL every `every` seconds, the tokens spread over the period;
+    count the pings the daemon took (200) and those it did not."""
+    import aiohttp
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def job(i: int, token: str) -> None:
+                due = began + every * i / len(tokens)
+                while True:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    due += every
+                    try:
+                        async with session.get(f"{base}/api/v1/push/{token}") as response:
+                            await response.read()
+                            took = response.status == 200
+                    except aiohttp.ClientError:
+                        took = False
+                    counter = pings if took else refused
+                    with counter.get_lock():
+                        counter.value += 1
+
+            await asyncio.gather(*(job(i, t) for i, t in enumerate(tokens)))
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def pinger(base: str, count: int, every: float) -> Iterator[tuple[int, Any, Any]]:
+    """(pid, pings taken, pings refused) of a job process pinging `count` push tokens."""
+    context = multiprocessing.get_context("spawn")
+    pings, refused = context.Value("q", 0), context.Value("q", 0)
+    tokens = [push_token(i) for i in range(count)]
+    process = context.Process(
+        target=_pinger, args=(base, tokens, every, pings, refused), daemon=True
+    )
     process.start()
     try:
-        yield queue.get(timeout=60)
+        yield process.pid or 0, pings, refused
     finally:
         process.terminate()
         process.join(5)
@@ -139,12 +239,22 @@ def loopback_address(i: int) -> str:
     return f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
-def endpoint(kind: str, i: int, ports: dict[str, list[int]]) -> tuple[dict, str]:
+def push_token(i: int) -> str:
+    return f"bench-push-token-{i:06d}"
+
+
+def endpoint(kind: str, i: int, farm: Servers) -> tuple[dict, str]:
     """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `kind`."""
     if kind == "icmp":
         host = loopback_address(i)
         return {"kind": "icmp", "host": host, "count": 1}, host  # one echo, as blackbox sends
+    if kind == "push":
+        return {"kind": "push", "token": push_token(i)}, ""
+    ports = farm.ports
     address = f"127.0.0.1:{ports[kind][i % len(ports[kind])]}"
+    if kind == "starttls":
+        tls = {"ca_file": farm.ca_file}
+        return {"kind": "starttls", "address": address, "protocol": "smtp", "tls": tls}, address
     if kind == "websocket":
         return {"kind": "websocket", "url": f"ws://{address}/e{i}"}, ""
     if kind == "udp":
@@ -153,13 +263,13 @@ def endpoint(kind: str, i: int, ports: dict[str, list[int]]) -> tuple[dict, str]
 
 
 def daemon_config(
-    kind: str, count: int, interval: float, ports: dict[str, list[int]], workdir: Path, listen: int
+    kind: str, count: int, interval: float, farm: Servers, workdir: Path, listen: int
 ) -> tuple[Path, list[str]]:
     regions: dict[str, dict] = {}
     targets = []
     per_region = max(1, count // 10)
     for i in range(count):
-        ours, theirs = endpoint(kind, i, ports)
+        ours, theirs = endpoint(kind, i, farm)
         regions.setdefault(f"r{i // per_region}", {"endpoints": []})["endpoints"].append(
             {"name": f"e{i}", **ours}
         )
@@ -182,11 +292,14 @@ def daemon_config(
 
 
 def blackbox_config(
-    prober: str, targets: list[str], interval: float, workdir: Path, bb_port: int
+    kind: str, targets: list[str], interval: float, workdir: Path, bb_port: int, ca_file: str
 ) -> Path:
+    prober = BLACKBOX_MODULES[kind]
     timeout = _go_duration(min(interval, 5.0))
     module: dict = {"prober": prober, "timeout": timeout}
     module[prober] = {"preferred_ip_protocol": "ip4"}
+    if kind == "starttls":
+        module[prober] |= {"query_response": SMTP_STARTTLS, "tls_config": {"ca_file": ca_file}}
     (workdir / "blackbox.yml").write_text(json.dumps({"modules": {"m": module}}))
     # One group per target with a label of its own: Prometheus would merge equal targets (the
     # endpoints that share a port) into one.
@@ -232,6 +345,12 @@ class KindRun:
     prometheus_cpu_ms_per_probe: float | None = None
     ratio_vs_blackbox: float | None = None
     ratio_vs_both: float | None = None
+    # push: the heartbeats a job process sent in the window, each received, stored and judged
+    heartbeat_every_s: float | None = None
+    heartbeats: int | None = None
+    heartbeats_refused: int | None = None
+    cpu_ms_per_heartbeat: float | None = None  # ours: receiving, storing and judging
+    job_cpu_ms_per_heartbeat: float | None = None  # the pinging job's, not ours
 
 
 def slow_json(url: str) -> dict:
@@ -254,7 +373,7 @@ async def kind_run(
     interval: float,
     warmup: float,
     window: float,
-    ports: dict[str, list[int]],
+    farm: Servers,
     blackbox: bool,
     python: str = sys.executable,
 ) -> KindRun:
@@ -262,7 +381,7 @@ async def kind_run(
     run = KindRun(kind, count, interval)
     try:
         listen = free_port()
-        config, targets = daemon_config(kind, count, interval, ports, workdir, listen)
+        config, targets = daemon_config(kind, count, interval, farm, workdir, listen)
         with contextlib.ExitStack() as stack:
             daemon = stack.enter_context(
                 started(
@@ -272,12 +391,21 @@ async def kind_run(
             )
             base = f"http://127.0.0.1:{listen}"
             await asyncio.to_thread(wait_http, f"{base}/readyz", 60, daemon)
+            job_pid = pings = refused = None
+            if kind == "push":
+                # As often as the endpoint's interval, but never past the daemon's rate limit.
+                run.heartbeat_every_s = max(interval, PER / PINGS)
+                job_pid, pings, refused = stack.enter_context(
+                    pinger(base, count, run.heartbeat_every_s)
+                )
             prober = BLACKBOX_MODULES.get(kind) if blackbox else None
             bb_pid = prom_pid = prom_port = None
             if prober:
                 run.blackbox_module = prober
                 bb_port, prom_port = free_port(), free_port()
-                prom_config = blackbox_config(prober, targets, interval, workdir, bb_port)
+                prom_config = blackbox_config(
+                    kind, targets, interval, workdir, bb_port, farm.ca_file
+                )
                 bb = stack.enter_context(
                     started(
                         [
@@ -311,10 +439,12 @@ async def kind_run(
             first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
             ours0 = family_cpu(daemon.pid)
             others0 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            job0 = (cpu_seconds(job_pid), pings.value, refused.value) if job_pid else None
             began, wall0 = time.monotonic(), time.time()
             await asyncio.sleep(window)
             ours1 = family_cpu(daemon.pid)
             others1 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            job1 = (cpu_seconds(job_pid), pings.value, refused.value) if job_pid else None
             elapsed = time.monotonic() - began
             wall1 = time.time()
             last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
@@ -326,6 +456,13 @@ async def kind_run(
             run.checks_per_s = round(run.checks / elapsed, 1)
             if run.checks:
                 run.cpu_ms_per_check = round(1000 * run.cpu_s / run.checks, 3)
+            if job0 and job1:
+                run.heartbeats = job1[1] - job0[1]
+                run.heartbeats_refused = job1[2] - job0[2]
+                if run.heartbeats:
+                    run.cpu_ms_per_heartbeat = round(1000 * run.cpu_s / run.heartbeats, 3)
+                    job_ms = 1000 * (job1[0] - job0[0]) / run.heartbeats
+                    run.job_cpu_ms_per_heartbeat = round(job_ms, 3)
             # After the window: /api/v1/status reads uptime from the database, seconds on a
             # busy machine, and must not count in the figures.
             status = await asyncio.to_thread(slow_json, f"{base}/api/v1/status")
@@ -368,6 +505,12 @@ def describe(run: KindRun) -> str:
         f"{run.checks_per_s} checks/s, ours {run.cpu_ms_per_check} ms CPU per check "
         f"({run.processes} processes), last verdicts {run.statuses}"
     )
+    if run.heartbeats is not None:
+        line += (
+            f" | {run.heartbeats} heartbeats every {run.heartbeat_every_s:g}s "
+            f"({run.heartbeats_refused} refused), ours {run.cpu_ms_per_heartbeat} ms CPU per "
+            f"heartbeat received and judged, the job's {run.job_cpu_ms_per_heartbeat} ms"
+        )
     if run.blackbox_module:
         line += (
             f" | blackbox_exporter ({run.blackbox_module}) {run.blackbox_cpu_ms_per_probe} ms "
@@ -418,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": {},
         "skipped": {},
     }
-    with servers() as ports:
+    with servers() as farm:
         for kind in kinds:
             if not is_kind(kind):
                 figures["skipped"][kind] = "not a kind of this build"
@@ -426,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run = asyncio.run(
                 kind_run(
-                    kind, args.endpoints, args.interval, args.warmup, args.window, ports, blackbox
+                    kind, args.endpoints, args.interval, args.warmup, args.window, farm, blackbox
                 )
             )
             figures["kinds"][kind] = asdict(run)
