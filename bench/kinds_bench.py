@@ -23,7 +23,8 @@ query_response with `starttls: true` for SMTP), it probes the same targets at th
 in the same run, scheduled by a real Prometheus (one scrape of `/probe` per target and
 interval, as deployed); its CPU and Prometheus's are counted apart, each divided by the probes
 Prometheus recorded (`count_over_time(probe_success[...])`).
-A kind this build does not have is reported as skipped; one not listed in KINDS is refused.
+`grpc-keepalive` is grpc with `keepalive: true`. A kind this build does not have is reported as
+skipped; one not listed in KINDS or VARIANTS is refused.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,18 @@ from healthcheck.push_api import PER, PINGS
 PORTS_PER_SERVER = 4  # the endpoints of a kind share these many ports of its server
 SMTP_PROCESSES = 4  # aiosmtpd servers, a port each: one Python process is slower than the checks
 KINDS = ("tcp", "grpc", "websocket", "udp", "icmp", "starttls", "push")
+# A kind with options of its own, benched apart: name -> (kind, options)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    # One kept connection per address: the bench's 1,000 endpoints share 4 (a fleet of as
+    # many servers would keep 1,000); each check is a call on an open HTTP/2 connection.
+    "grpc-keepalive": ("grpc", {"keepalive": True}),
+}
+BENCHED = KINDS + tuple(VARIANTS)
 BLACKBOX_MODULES = {  # our kind -> blackbox_exporter's prober for it
     "tcp": "tcp",
     "grpc": "grpc",
     "icmp": "icmp",
+    "grpc-keepalive": "grpc",  # which opens a connection per probe
     "starttls": "tcp",  # its query_response dialogue with `starttls: true` (SMTP_STARTTLS)
 }
 # blackbox_exporter's SMTP STARTTLS, as its example config has it: the same dialogue as ours
@@ -276,8 +285,19 @@ def push_token(i: int) -> str:
     return f"bench-push-token-{i:06d}"
 
 
-def endpoint(kind: str, i: int, farm: Servers) -> tuple[dict, str]:
-    """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `kind`."""
+def kind_of(name: str) -> str:
+    """The probe kind of a benched name (a kind, or one of VARIANTS)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def endpoint(name: str, i: int, farm: Servers) -> tuple[dict, str]:
+    """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `name` (a kind or a
+    variant)."""
+    if name in VARIANTS:
+        kind, options = VARIANTS[name]
+        ours, theirs = endpoint(kind, i, farm)
+        return {**ours, **options}, theirs
+    kind = name
     if kind == "icmp":
         host = loopback_address(i)
         return {"kind": "icmp", "host": host, "count": 1}, host  # one echo, as blackbox sends
@@ -431,6 +451,12 @@ async def kind_run(
                 job_pid, pings, refused = stack.enter_context(
                     pinger(base, count, run.heartbeat_every_s)
                 )
+                # The warm-up starts once the job pings (its start-up is seconds on a busy VM).
+                end = time.monotonic() + 60
+                while pings.value + refused.value == 0:
+                    if time.monotonic() > end:
+                        raise RuntimeError("the push job sent no ping within 60 s")
+                    await asyncio.sleep(0.1)
             prober = BLACKBOX_MODULES.get(kind) if blackbox else None
             bb_pid = prom_pid = prom_port = None
             if prober:
@@ -558,21 +584,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, in order")
+    parser.add_argument(
+        "--kinds", default=",".join(BENCHED), help="comma-separated, in order (kinds, variants)"
+    )
     parser.add_argument("--endpoints", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--window", type=float, default=45.0)
     parser.add_argument("--quick", action="store_true", help="100 endpoints, 5 s, short windows")
     parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="every kind at once, for a smoke run: they then share the CPU, and the figures are\n"
+        "not for comparing (each kind's CPU is still its own processes')",
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.endpoints, args.interval, args.warmup, args.window = 100, 5.0, 8.0, 15.0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in BENCHED]
     if unknown:
-        parser.error(f"--kinds: {', '.join(unknown)} not benched here (known: {', '.join(KINDS)})")
+        known = ", ".join(BENCHED)
+        parser.error(f"--kinds: {', '.join(unknown)} not benched here (known: {known})")
     blackbox = (
         not args.no_blackbox
         and bool(shutil.which("prometheus-blackbox-exporter"))
@@ -594,19 +629,33 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": {},
         "skipped": {},
     }
+    for kind in kinds:
+        if not is_kind(kind_of(kind)):
+            figures["skipped"][kind] = "not a kind of this build"
+            print(f"{kind:9} skipped: not a kind of this build", flush=True)
+    built = [kind for kind in kinds if kind not in figures["skipped"]]
     with servers() as farm:
-        for kind in kinds:
-            if not is_kind(kind):
-                figures["skipped"][kind] = "not a kind of this build"
-                print(f"{kind:9} skipped: not a kind of this build", flush=True)
-                continue
-            run = asyncio.run(
-                kind_run(
-                    kind, args.endpoints, args.interval, args.warmup, args.window, farm, blackbox
-                )
+
+        def one(kind: str) -> Coroutine[Any, Any, KindRun]:
+            return kind_run(
+                kind, args.endpoints, args.interval, args.warmup, args.window, farm, blackbox
             )
-            figures["kinds"][kind] = asdict(run)
-            print(describe(run), flush=True)
+
+        if args.together:
+
+            async def every() -> list[KindRun]:
+                return await asyncio.gather(*(one(kind) for kind in built))
+
+            runs = asyncio.run(every())
+        else:
+            runs = []
+            for kind in built:
+                runs.append(asyncio.run(one(kind)))
+                print(describe(runs[-1]), flush=True)
+        for run in runs:
+            figures["kinds"][run.kind] = asdict(run)
+            if args.together:
+                print(describe(run), flush=True)
     figures["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
