@@ -62,7 +62,9 @@ from healthcheck.probes.registry import is_kind
 from healthcheck.push_api import PER, PINGS
 
 PORTS_PER_SERVER = 4  # the endpoints of a kind share these many ports of its server
-SMTP_PROCESSES = 4  # aiosmtpd servers, a port each: one Python process is slower than the checks
+# aiosmtpd servers, a port each, one per this many STARTTLS endpoints (at most 4): one Python
+# process is slower than 1,000 checks every 10 s (and blackbox's as many probes)
+SMTP_ENDPOINTS_PER_PROCESS, SMTP_PROCESSES = 250, 4
 KINDS = ("tcp", "grpc", "websocket", "udp", "icmp", "starttls", "push")
 # A kind with options of its own, benched apart: name -> (kind, options)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -185,7 +187,7 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers() -> Iterator[Servers]:
+def servers(endpoints: int = 1000) -> Iterator[Servers]:
     """Each kind's servers, which run in a process of their own."""
     import trustme
 
@@ -204,7 +206,7 @@ def servers() -> Iterator[Servers]:
         processes = [context.Process(target=_serve, args=(queue,), daemon=True)]
         processes += [
             context.Process(target=_serve_smtp, args=(queue, folder, 1), daemon=True)
-            for _ in range(SMTP_PROCESSES)
+            for _ in range(min(SMTP_PROCESSES, -(-endpoints // SMTP_ENDPOINTS_PER_PROCESS)))
         ]
         for process in processes:
             process.start()
@@ -493,6 +495,15 @@ async def kind_run(
                     wait_http, f"http://127.0.0.1:{prom_port}/-/ready", 30, prom
                 )
                 bb_pid, prom_pid = bb.pid, prom.pid
+                # The warm-up starts once Prometheus probes: it hands discovered targets to its
+                # scrapers at most every 5 s, seconds after it is ready on a busy machine.
+                end = time.monotonic() + 60
+                while not await asyncio.to_thread(
+                    _prometheus_value, prom_port, "count(probe_success)", time.time()
+                ):
+                    if time.monotonic() > end:
+                        raise RuntimeError("Prometheus recorded no probe within 60 s")
+                    await asyncio.sleep(0.2)
             await asyncio.sleep(warmup)
 
             first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
@@ -634,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["skipped"][kind] = "not a kind of this build"
             print(f"{kind:9} skipped: not a kind of this build", flush=True)
     built = [kind for kind in kinds if kind not in figures["skipped"]]
-    with servers() as farm:
+    with servers(args.endpoints) as farm:
 
         def one(kind: str) -> Coroutine[Any, Any, KindRun]:
             return kind_run(
