@@ -7,16 +7,24 @@
 For each kind, one after another: `--endpoints` endpoints of that kind every `--interval`
 seconds against real loopback servers of that kind, run by a separate process (a grpc.aio
 health server, an aiohttp WebSocket server that greets, a UDP echo server, a TCP listener that
-accepts; many endpoints share a few ports) or the kernel's own ICMP echo (every endpoint its
-own address in 127.0.0.0/8). The real `healthcheck run` is a subprocess with storage on
-(no alerting, no /metrics scrapes); its CPU is that of every process of ours (the daemon, its
-probe workers, its helper), read from /proc over the window, divided by the checks it completed.
+accepts, aiosmtpd offering STARTTLS with a certificate from a trustme CA of the run's own; many
+endpoints share a few ports) or the kernel's own ICMP echo (every endpoint its own address in
+127.0.0.0/8). The real `healthcheck run` is a subprocess with storage on (no alerting, no
+/metrics scrapes); its CPU is that of every process of ours (the daemon, its probe workers, its
+helper), read from /proc over the window, divided by the checks it completed.
 
-Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp), it probes the same
-targets at the same interval in the same run, scheduled by a real Prometheus (one scrape of
-`/probe` per target and interval, as deployed); its CPU and Prometheus's are counted apart,
-each divided by the probes Prometheus recorded (`count_over_time(probe_success[...])`).
-A kind this build does not have is reported as skipped; one not listed in KINDS is refused.
+`push` probes nothing: a job process of its own pings every endpoint's
+`/api/v1/push/{token}` at the interval (never faster than the daemon's per-endpoint rate
+limit), and ours is also given per heartbeat taken (received, stored, judged by the checks);
+the job's CPU is counted apart, as the job's cost.
+
+Where blackbox_exporter has a prober for the kind (tcp_connect, grpc, icmp, and tcp's
+query_response with `starttls: true` for SMTP), it probes the same targets at the same interval
+in the same run, scheduled by a real Prometheus (one scrape of `/probe` per target and
+interval, as deployed); its CPU and Prometheus's are counted apart, each divided by the probes
+Prometheus recorded (`count_over_time(probe_success[...])`).
+`grpc-keepalive` is grpc with `keepalive: true`. A kind this build does not have is reported as
+skipped; one not listed in KINDS or VARIANTS is refused.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scale_bench import (
     _go_duration,
@@ -50,14 +59,37 @@ from scale_bench import (
 )
 
 from healthcheck.probes.registry import is_kind
+from healthcheck.push_api import PER, PINGS
 
 PORTS_PER_SERVER = 4  # the endpoints of a kind share these many ports of its server
-KINDS = ("tcp", "grpc", "websocket", "udp", "icmp")
+# aiosmtpd servers, a port each, one per this many STARTTLS endpoints (at most 4): one Python
+# process is slower than 1,000 checks every 10 s (and blackbox's as many probes)
+SMTP_ENDPOINTS_PER_PROCESS, SMTP_PROCESSES = 250, 4
+KINDS = ("tcp", "grpc", "websocket", "udp", "icmp", "starttls", "push")
+# A kind with options of its own, benched apart: name -> (kind, options)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    # One kept connection per address: the bench's 1,000 endpoints share 4 (a fleet of as
+    # many servers would keep 1,000); each check is a call on an open HTTP/2 connection.
+    "grpc-keepalive": ("grpc", {"keepalive": True}),
+}
+BENCHED = KINDS + tuple(VARIANTS)
 BLACKBOX_MODULES = {  # our kind -> blackbox_exporter's prober for it
     "tcp": "tcp",
     "grpc": "grpc",
     "icmp": "icmp",
+    "grpc-keepalive": "grpc",  # which opens a connection per probe
+    "starttls": "tcp",  # its query_response dialogue with `starttls: true` (SMTP_STARTTLS)
 }
+# blackbox_exporter's SMTP STARTTLS, as its example config has it: the same dialogue as ours
+# (greeting, EHLO, STARTTLS offered, STARTTLS, 220) and then a verified TLS handshake.
+SMTP_STARTTLS = [
+    {"expect": "^220"},
+    {"send": "EHLO prober\r"},
+    {"expect": "^250[ -]STARTTLS"},
+    {"send": "STARTTLS\r"},
+    {"expect": "^220"},
+    {"starttls": True},
+]
 
 
 # -- the servers, in a process of their own (their CPU is nobody's) -----------------------------
@@ -111,21 +143,133 @@ def _serve(ports: multiprocessing.Queue) -> None:
         for _ in range(PORTS_PER_SERVER):
             tcp = await asyncio.start_server(accept, "127.0.0.1", 0, backlog=4096)
             found["tcp"].append(tcp.sockets[0].getsockname()[1])
+
         ports.put(found)
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
+def _serve_smtp(ports: multiprocessing.Queue, folder: str, count: int) -> None:
+    """A real SMTP server (aiosmtpd) offering STARTTLS on `count` ports, with the certificate
+    for 127.0.0.1 in `folder`."""
+    import logging
+    import ssl
+
+    from aiosmtpd.handlers import Sink
+    from aiosmtpd.smtp import SMTP
+
+    logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # every check hangs up at once
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(Path(folder) / "server.pem")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        found = []
+        for _ in range(count):
+            smtp = await loop.create_server(
+                lambda: SMTP(Sink(), hostname="mail.bench.invalid", tls_context=tls),
+                "127.0.0.1",
+                0,
+                backlog=4096,
+            )
+            found.append(smtp.sockets[0].getsockname()[1])
+        ports.put(found)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class Servers:
+    ports: dict[str, list[int]]  # of each kind's servers
+    ca_file: str  # the CA the STARTTLS server's certificate is from
+
+
 @contextlib.contextmanager
-def servers() -> Iterator[dict[str, list[int]]]:
-    """The ports of each kind's servers, which run in a process of their own."""
+def servers(endpoints: int = 1000) -> Iterator[Servers]:
+    """Each kind's servers, which run in a process of their own."""
+    import trustme
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_serve, args=(queue,), daemon=True)
+    with tempfile.TemporaryDirectory(prefix="hc-kinds-ca-") as folder:
+        # A CA of the run's own, which the STARTTLS checks trust by ca_file. ECDSA: a Python
+        # SMTP server signing an RSA handshake 200 times a second (ours and blackbox's) was
+        # the bottleneck on the 2-core VM, and the checks' verdicts went degraded with it.
+        ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+        ca_file = str(Path(folder) / "ca.pem")
+        ca.cert_pem.write_to_path(ca_file)
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+            str(Path(folder) / "server.pem")
+        )
+        processes = [context.Process(target=_serve, args=(queue,), daemon=True)]
+        processes += [
+            context.Process(target=_serve_smtp, args=(queue, folder, 1), daemon=True)
+            for _ in range(min(SMTP_PROCESSES, -(-endpoints // SMTP_ENDPOINTS_PER_PROCESS)))
+        ]
+        for process in processes:
+            process.start()
+        try:
+            ports: dict[str, list[int]] = {"starttls": []}
+            for _ in processes:
+                found = queue.get(timeout=60)
+                if isinstance(found, dict):
+                    ports.update(found)
+                else:
+                    ports["starttls"] += found
+            yield Servers(ports, ca_file)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(5)
+
+
+# -- the job that pings push endpoints, in a process of its own (its CPU is the job's) -----------
+def _pinger(base: str, tokens: list[str], every: float, pings: Any, refused: Any) -> None:
+    """Ping each token's push URL every `every` seconds, the tokens spread over the period;
+    count the pings the daemon took (200) and those it did not."""
+    import aiohttp
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def job(i: int, token: str) -> None:
+                due = began + every * i / len(tokens)
+                while True:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    due += every
+                    try:
+                        async with session.get(f"{base}/api/v1/push/{token}") as response:
+                            await response.read()
+                            took = response.status == 200
+                    except aiohttp.ClientError:
+                        took = False
+                    counter = pings if took else refused
+                    with counter.get_lock():
+                        counter.value += 1
+
+            await asyncio.gather(*(job(i, t) for i, t in enumerate(tokens)))
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def pinger(base: str, count: int, every: float) -> Iterator[tuple[int, Any, Any]]:
+    """(pid, pings taken, pings refused) of a job process pinging `count` push tokens."""
+    context = multiprocessing.get_context("spawn")
+    pings, refused = context.Value("q", 0), context.Value("q", 0)
+    tokens = [push_token(i) for i in range(count)]
+    process = context.Process(
+        target=_pinger, args=(base, tokens, every, pings, refused), daemon=True
+    )
     process.start()
     try:
-        yield queue.get(timeout=60)
+        yield process.pid or 0, pings, refused
     finally:
         process.terminate()
         process.join(5)
@@ -139,12 +283,33 @@ def loopback_address(i: int) -> str:
     return f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
-def endpoint(kind: str, i: int, ports: dict[str, list[int]]) -> tuple[dict, str]:
-    """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `kind`."""
+def push_token(i: int) -> str:
+    return f"bench-push-token-{i:06d}"
+
+
+def kind_of(name: str) -> str:
+    """The probe kind of a benched name (a kind, or one of VARIANTS)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def endpoint(name: str, i: int, farm: Servers) -> tuple[dict, str]:
+    """(our endpoint, blackbox_exporter's target) for the i-th endpoint of `name` (a kind or a
+    variant)."""
+    if name in VARIANTS:
+        kind, options = VARIANTS[name]
+        ours, theirs = endpoint(kind, i, farm)
+        return {**ours, **options}, theirs
+    kind = name
     if kind == "icmp":
         host = loopback_address(i)
         return {"kind": "icmp", "host": host, "count": 1}, host  # one echo, as blackbox sends
+    if kind == "push":
+        return {"kind": "push", "token": push_token(i)}, ""
+    ports = farm.ports
     address = f"127.0.0.1:{ports[kind][i % len(ports[kind])]}"
+    if kind == "starttls":
+        tls = {"ca_file": farm.ca_file}
+        return {"kind": "starttls", "address": address, "protocol": "smtp", "tls": tls}, address
     if kind == "websocket":
         return {"kind": "websocket", "url": f"ws://{address}/e{i}"}, ""
     if kind == "udp":
@@ -153,13 +318,13 @@ def endpoint(kind: str, i: int, ports: dict[str, list[int]]) -> tuple[dict, str]
 
 
 def daemon_config(
-    kind: str, count: int, interval: float, ports: dict[str, list[int]], workdir: Path, listen: int
+    kind: str, count: int, interval: float, farm: Servers, workdir: Path, listen: int
 ) -> tuple[Path, list[str]]:
     regions: dict[str, dict] = {}
     targets = []
     per_region = max(1, count // 10)
     for i in range(count):
-        ours, theirs = endpoint(kind, i, ports)
+        ours, theirs = endpoint(kind, i, farm)
         regions.setdefault(f"r{i // per_region}", {"endpoints": []})["endpoints"].append(
             {"name": f"e{i}", **ours}
         )
@@ -182,11 +347,14 @@ def daemon_config(
 
 
 def blackbox_config(
-    prober: str, targets: list[str], interval: float, workdir: Path, bb_port: int
+    kind: str, targets: list[str], interval: float, workdir: Path, bb_port: int, ca_file: str
 ) -> Path:
+    prober = BLACKBOX_MODULES[kind]
     timeout = _go_duration(min(interval, 5.0))
     module: dict = {"prober": prober, "timeout": timeout}
     module[prober] = {"preferred_ip_protocol": "ip4"}
+    if kind == "starttls":
+        module[prober] |= {"query_response": SMTP_STARTTLS, "tls_config": {"ca_file": ca_file}}
     (workdir / "blackbox.yml").write_text(json.dumps({"modules": {"m": module}}))
     # One group per target with a label of its own: Prometheus would merge equal targets (the
     # endpoints that share a port) into one.
@@ -232,6 +400,12 @@ class KindRun:
     prometheus_cpu_ms_per_probe: float | None = None
     ratio_vs_blackbox: float | None = None
     ratio_vs_both: float | None = None
+    # push: the heartbeats a job process sent in the window, each received, stored and judged
+    heartbeat_every_s: float | None = None
+    heartbeats: int | None = None
+    heartbeats_refused: int | None = None
+    cpu_ms_per_heartbeat: float | None = None  # ours: receiving, storing and judging
+    job_cpu_ms_per_heartbeat: float | None = None  # the pinging job's, not ours
 
 
 def slow_json(url: str) -> dict:
@@ -254,7 +428,7 @@ async def kind_run(
     interval: float,
     warmup: float,
     window: float,
-    ports: dict[str, list[int]],
+    farm: Servers,
     blackbox: bool,
     python: str = sys.executable,
 ) -> KindRun:
@@ -262,7 +436,7 @@ async def kind_run(
     run = KindRun(kind, count, interval)
     try:
         listen = free_port()
-        config, targets = daemon_config(kind, count, interval, ports, workdir, listen)
+        config, targets = daemon_config(kind, count, interval, farm, workdir, listen)
         with contextlib.ExitStack() as stack:
             daemon = stack.enter_context(
                 started(
@@ -272,12 +446,27 @@ async def kind_run(
             )
             base = f"http://127.0.0.1:{listen}"
             await asyncio.to_thread(wait_http, f"{base}/readyz", 60, daemon)
+            job_pid = pings = refused = None
+            if kind == "push":
+                # As often as the endpoint's interval, but never past the daemon's rate limit.
+                run.heartbeat_every_s = max(interval, PER / PINGS)
+                job_pid, pings, refused = stack.enter_context(
+                    pinger(base, count, run.heartbeat_every_s)
+                )
+                # The warm-up starts once the job pings (its start-up is seconds on a busy VM).
+                end = time.monotonic() + 60
+                while pings.value + refused.value == 0:
+                    if time.monotonic() > end:
+                        raise RuntimeError("the push job sent no ping within 60 s")
+                    await asyncio.sleep(0.1)
             prober = BLACKBOX_MODULES.get(kind) if blackbox else None
             bb_pid = prom_pid = prom_port = None
             if prober:
                 run.blackbox_module = prober
                 bb_port, prom_port = free_port(), free_port()
-                prom_config = blackbox_config(prober, targets, interval, workdir, bb_port)
+                prom_config = blackbox_config(
+                    kind, targets, interval, workdir, bb_port, farm.ca_file
+                )
                 bb = stack.enter_context(
                     started(
                         [
@@ -306,15 +495,26 @@ async def kind_run(
                     wait_http, f"http://127.0.0.1:{prom_port}/-/ready", 30, prom
                 )
                 bb_pid, prom_pid = bb.pid, prom.pid
+                # The warm-up starts once Prometheus probes: it hands discovered targets to its
+                # scrapers at most every 5 s, seconds after it is ready on a busy machine.
+                end = time.monotonic() + 60
+                while not await asyncio.to_thread(
+                    _prometheus_value, prom_port, "count(probe_success)", time.time()
+                ):
+                    if time.monotonic() > end:
+                        raise RuntimeError("Prometheus recorded no probe within 60 s")
+                    await asyncio.sleep(0.2)
             await asyncio.sleep(warmup)
 
             first = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
             ours0 = family_cpu(daemon.pid)
             others0 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            job0 = (cpu_seconds(job_pid), pings.value, refused.value) if job_pid else None
             began, wall0 = time.monotonic(), time.time()
             await asyncio.sleep(window)
             ours1 = family_cpu(daemon.pid)
             others1 = [cpu_seconds(p) for p in (bb_pid, prom_pid) if p]
+            job1 = (cpu_seconds(job_pid), pings.value, refused.value) if job_pid else None
             elapsed = time.monotonic() - began
             wall1 = time.time()
             last = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
@@ -326,6 +526,13 @@ async def kind_run(
             run.checks_per_s = round(run.checks / elapsed, 1)
             if run.checks:
                 run.cpu_ms_per_check = round(1000 * run.cpu_s / run.checks, 3)
+            if job0 and job1:
+                run.heartbeats = job1[1] - job0[1]
+                run.heartbeats_refused = job1[2] - job0[2]
+                if run.heartbeats:
+                    run.cpu_ms_per_heartbeat = round(1000 * run.cpu_s / run.heartbeats, 3)
+                    job_ms = 1000 * (job1[0] - job0[0]) / run.heartbeats
+                    run.job_cpu_ms_per_heartbeat = round(job_ms, 3)
             # After the window: /api/v1/status reads uptime from the database, seconds on a
             # busy machine, and must not count in the figures.
             status = await asyncio.to_thread(slow_json, f"{base}/api/v1/status")
@@ -368,6 +575,12 @@ def describe(run: KindRun) -> str:
         f"{run.checks_per_s} checks/s, ours {run.cpu_ms_per_check} ms CPU per check "
         f"({run.processes} processes), last verdicts {run.statuses}"
     )
+    if run.heartbeats is not None:
+        line += (
+            f" | {run.heartbeats} heartbeats every {run.heartbeat_every_s:g}s "
+            f"({run.heartbeats_refused} refused), ours {run.cpu_ms_per_heartbeat} ms CPU per "
+            f"heartbeat received and judged, the job's {run.job_cpu_ms_per_heartbeat} ms"
+        )
     if run.blackbox_module:
         line += (
             f" | blackbox_exporter ({run.blackbox_module}) {run.blackbox_cpu_ms_per_probe} ms "
@@ -382,21 +595,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, in order")
+    parser.add_argument(
+        "--kinds", default=",".join(BENCHED), help="comma-separated, in order (kinds, variants)"
+    )
     parser.add_argument("--endpoints", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--window", type=float, default=45.0)
     parser.add_argument("--quick", action="store_true", help="100 endpoints, 5 s, short windows")
     parser.add_argument("--no-blackbox", action="store_true")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="every kind at once, for a smoke run: they then share the CPU, and the figures are\n"
+        "not for comparing (each kind's CPU is still its own processes')",
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.quick:
         args.endpoints, args.interval, args.warmup, args.window = 100, 5.0, 8.0, 15.0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in kinds if k not in BENCHED]
     if unknown:
-        parser.error(f"--kinds: {', '.join(unknown)} not benched here (known: {', '.join(KINDS)})")
+        known = ", ".join(BENCHED)
+        parser.error(f"--kinds: {', '.join(unknown)} not benched here (known: {known})")
     blackbox = (
         not args.no_blackbox
         and bool(shutil.which("prometheus-blackbox-exporter"))
@@ -418,19 +640,33 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": {},
         "skipped": {},
     }
-    with servers() as ports:
-        for kind in kinds:
-            if not is_kind(kind):
-                figures["skipped"][kind] = "not a kind of this build"
-                print(f"{kind:9} skipped: not a kind of this build", flush=True)
-                continue
-            run = asyncio.run(
-                kind_run(
-                    kind, args.endpoints, args.interval, args.warmup, args.window, ports, blackbox
-                )
+    for kind in kinds:
+        if not is_kind(kind_of(kind)):
+            figures["skipped"][kind] = "not a kind of this build"
+            print(f"{kind:9} skipped: not a kind of this build", flush=True)
+    built = [kind for kind in kinds if kind not in figures["skipped"]]
+    with servers(args.endpoints) as farm:
+
+        def one(kind: str) -> Coroutine[Any, Any, KindRun]:
+            return kind_run(
+                kind, args.endpoints, args.interval, args.warmup, args.window, farm, blackbox
             )
-            figures["kinds"][kind] = asdict(run)
-            print(describe(run), flush=True)
+
+        if args.together:
+
+            async def every() -> list[KindRun]:
+                return await asyncio.gather(*(one(kind) for kind in built))
+
+            runs = asyncio.run(every())
+        else:
+            runs = []
+            for kind in built:
+                runs.append(asyncio.run(one(kind)))
+                print(describe(runs[-1]), flush=True)
+        for run in runs:
+            figures["kinds"][run.kind] = asdict(run)
+            if args.together:
+                print(describe(run), flush=True)
     figures["machine"]["load_at_end"] = round(os.getloadavg()[0], 2)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
