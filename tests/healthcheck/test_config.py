@@ -363,6 +363,10 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
         (ONE.format(extra="interval: 25h"), "regions.us-west.endpoints[0].interval", "at most 1d"),
         ("defaults: {timeout: 1.0e+300}\nregions: {}", "defaults.timeout", "at most 1d"),
         ("storage: {max_queue: 0}\nregions: {}", "storage.max_queue", "at least 1"),
+        ("scheduler: {wedged_after: 2s}\nregions: {}", "scheduler.wedged_after", "at least 3s"),
+        ("scheduler: {wedged_after: 1m}\nregions: {}", "scheduler.wedged_after", "at most 25s"),
+        ("scheduler: {stop_grace: 0s}\nregions: {}", "scheduler.stop_grace", "greater than zero"),
+        ("scheduler: {stop_grace: 1m}\nregions: {}", "scheduler.stop_grace", "at most 15s"),
         ("storage: {retention: {raw_rows: 0}}\nregions: {}", "storage.retention.raw_rows", "least"),
         ("storage: {retention: {rollups: 4000d}}\nregions: {}", "storage.retention.rollups", "366"),
         ("storage: {queue: 5}\nregions: {}", "storage.queue", "path, retention, max_queue"),
@@ -457,6 +461,14 @@ def test_every_readme_yaml_block_is_accepted(block: str, tmp_path) -> None:
     environ = dict.fromkeys(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", block), EXAMPLE_VALUE)
     config = load_config(path, environ=environ)
     assert list(config.endpoints()), "a configuration with nothing to check"
+
+
+def test_the_scheduler_watch_and_stop_keys_reach_the_settings() -> None:
+    regions = 'regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}'
+    default = parse(regions).scheduler
+    assert (default.wedged_after, default.stop_grace) == (10.0, 5.0)
+    config = parse("scheduler: {wedged_after: 4s, stop_grace: 500ms}\n" + regions)
+    assert (config.scheduler.wedged_after, config.scheduler.stop_grace) == (4.0, 0.5)
 
 
 def test_the_readme_storage_keys_reach_the_settings() -> None:
