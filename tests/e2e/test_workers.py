@@ -266,7 +266,7 @@ async def test_a_worker_killed_with_9_is_restarted_and_judges_nobody(
     await webhook.up()
     names = [f"e{i}" for i in range(6)]
     config = tmp_path / "regions.yaml"
-    hang = soon_started([f"hang{i}" for i in range(30)])
+    hang = soon_started([f"hang{i}" for i in range(300)])  # first checked ~0.3 s in
     # The hanging check is in flight again at the stop: 1 s to drain it, not the default 5 s.
     write_config(config, fleet, webhook.port, 2, names, hang, stop_grace="1s")
     daemon = await start(start_daemon, follow_log, config)
