@@ -78,7 +78,12 @@ def open_writer(settings: StorageSettings) -> StorageWriter:
     retention = Retention(
         settings.retention_raw, settings.retention_raw_rows, settings.retention_rollups
     )
-    return StorageWriter(storage_path(settings), retention, max_queue=settings.max_queue)
+    return StorageWriter(
+        storage_path(settings),
+        retention,
+        max_queue=settings.max_queue,
+        busy_timeout=settings.busy_timeout,
+    )
 
 
 class Front(Protocol):
@@ -141,7 +146,7 @@ class Daemon:
             self.alerts = AlertEngine(
                 config.endpoints(),
                 config.alerting,
-                DatabaseFile(self.uptime.path),
+                DatabaseFile(self.uptime.path, config.storage.busy_timeout),
                 clock,
                 timeline=timeline,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",

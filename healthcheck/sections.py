@@ -168,6 +168,7 @@ SECTIONS: dict[str, Section] = {
                 "rollups": Key(schema.duration_up_to(10 * 366 * DAY), "retention_rollups"),
             },
             "max_queue": Key(schema.integer(1, 10_000_000), "max_queue"),
+            "busy_timeout": Key(schema.duration_up_to(60.0), "busy_timeout"),
         },
     ),
     "exporter": Section(

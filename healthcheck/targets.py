@@ -97,6 +97,7 @@ class StorageSettings:
     retention_raw_rows: int | None = None  # most raw rows per endpoint, besides the age limit
     retention_rollups: float = 400 * 86400.0
     max_queue: int = 50_000  # results held in memory while the database cannot be written
+    busy_timeout: float = 5.0  # how long a write waits on another process's lock on the file
 
 
 @dataclass(frozen=True, slots=True)
