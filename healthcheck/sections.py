@@ -155,7 +155,7 @@ SECTIONS: dict[str, Section] = {
             "tick": Key(_tick, "tick"),
             "workers": Key(_workers, "workers"),
             "wedged_after": Key(_wedged_after, "wedged_after"),
-            "stop_grace": Key(schema.duration_up_to(15.0), "stop_grace"),
+            "stop_grace": Key(schema.duration_up_to(10.0), "stop_grace"),
         },
     ),
     "storage": Section(
