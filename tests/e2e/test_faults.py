@@ -207,8 +207,8 @@ def near(stamp: float | None, offset: int, slack: float = 10.0) -> bool:
 async def assert_checks_keep_their_pace(fleet, paths: list[str], seconds: float = 1.0) -> None:
     """Each path is soon checked again (no stall), and then no more often than its slots on
     the INTERVAL grid allow (no burst, no catching up on slots a step seemed to skip). Bounds
-    that a slow machine cannot break: libfaketime makes the GIL's hand-offs costly (it wraps
-    pthread_cond_timedwait), so on a busy machine a check can come late now and then."""
+    that a slow machine cannot break: libfaketime wraps the GIL's timed waits
+    (pthread_cond_timedwait), so on a busy machine a check can come late now and then."""
     since = time.monotonic()
     await until(lambda: all(len(visits_after(fleet, p, since)) >= 3 for p in paths), timeout=10)
     began = time.monotonic()
