@@ -49,14 +49,11 @@ from storage.writer import Retention, StorageWriter
 
 log = logging.getLogger("healthcheck.daemon")
 
-# How long a stopping daemon lets in-flight checks finish before cancelling them.
-DRAIN_GRACE = 5.0
 # How long it waits for storage to flush on the way out.
 FLUSH_TIMEOUT = 10.0
 
 __all__ = [
     "ALERT_TICK",
-    "DRAIN_GRACE",
     "FLUSH_TIMEOUT",
     "GC_THRESHOLDS",
     "MALLOC_ARENAS",
@@ -81,7 +78,12 @@ def open_writer(settings: StorageSettings) -> StorageWriter:
     retention = Retention(
         settings.retention_raw, settings.retention_raw_rows, settings.retention_rollups
     )
-    return StorageWriter(storage_path(settings), retention, max_queue=settings.max_queue)
+    return StorageWriter(
+        storage_path(settings),
+        retention,
+        max_queue=settings.max_queue,
+        busy_timeout=settings.busy_timeout,
+    )
 
 
 class Front(Protocol):
@@ -144,7 +146,7 @@ class Daemon:
             self.alerts = AlertEngine(
                 config.endpoints(),
                 config.alerting,
-                DatabaseFile(self.uptime.path),
+                DatabaseFile(self.uptime.path, config.storage.busy_timeout),
                 clock,
                 timeline=timeline,
                 page_url=f"http://{config.exporter.host}:{config.exporter.port}/",
@@ -304,7 +306,7 @@ class Daemon:
                 for task in background:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                await self.scheduler.drain(DRAIN_GRACE)
+                await self.scheduler.drain(self.config.scheduler.stop_grace)
                 if self.alerts is not None and sending is not None:
                     await self.alerts.close(sending)
                 if self.storage is not None:

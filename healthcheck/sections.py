@@ -110,6 +110,14 @@ def _workers(value: Any) -> int | None:
     return value
 
 
+def _wedged_after(value: Any) -> float:
+    """A duration from 3s (three heartbeats a worker sends) to 25s (inside WatchdogSec=30s)."""
+    seconds: float = schema.duration_up_to(25.0)(value)
+    if seconds < 3:
+        raise ValueError(f"must be at least 3s (a worker wakes every 1s), got {value!r}")
+    return seconds
+
+
 def _metric_labels(value: Any) -> tuple[str, ...]:
     """Label names (of `labels:`) to put on the per-endpoint series, each once."""
     if not isinstance(value, list):
@@ -146,6 +154,8 @@ SECTIONS: dict[str, Section] = {
             "jitter": Key(_fraction(0.5), "jitter"),
             "tick": Key(_tick, "tick"),
             "workers": Key(_workers, "workers"),
+            "wedged_after": Key(_wedged_after, "wedged_after"),
+            "stop_grace": Key(schema.duration_up_to(10.0), "stop_grace"),
         },
     ),
     "storage": Section(
@@ -158,6 +168,7 @@ SECTIONS: dict[str, Section] = {
                 "rollups": Key(schema.duration_up_to(10 * 366 * DAY), "retention_rollups"),
             },
             "max_queue": Key(schema.integer(1, 10_000_000), "max_queue"),
+            "busy_timeout": Key(schema.duration_up_to(60.0), "busy_timeout"),
         },
     ),
     "exporter": Section(

@@ -84,6 +84,10 @@ class SchedulerSettings:
     jitter: float = 0.1  # fraction of the interval each run may move by, so probes never align
     tick: float = 0.05  # checks due within half of this of each other start in one loop wake
     workers: int | None = None  # probe worker processes; None: one per core (1: in-process)
+    # A worker whose dispatcher has not woken for this long is wedged: killed, restarted. Well
+    # inside systemd's WatchdogSec=30s, which would otherwise restart the whole daemon.
+    wedged_after: float = 10.0
+    stop_grace: float = 5.0  # how long checks in flight at a stop get to finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ class StorageSettings:
     retention_raw_rows: int | None = None  # most raw rows per endpoint, besides the age limit
     retention_rollups: float = 400 * 86400.0
     max_queue: int = 50_000  # results held in memory while the database cannot be written
+    busy_timeout: float = 5.0  # how long a write waits on another process's lock on the file
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,11 +39,8 @@ log = logging.getLogger("healthcheck.workers")
 
 # A worker that has not sent its first batch this long after it was started is killed and
 # started again (a zygote started as an interpreter imports for ~0.5 s of CPU; a busy one-core
-# host can take many times that).
+# host can take many times that). A started one is wedged after `scheduler.wedged_after`.
 START_GRACE = 60.0
-# A started worker whose dispatcher has not woken for this long is wedged: killed, restarted.
-# Well inside systemd's WatchdogSec=30s, which would otherwise restart the whole daemon.
-WEDGED_AFTER = 10.0
 # Restarts of a worker that keeps dying come this long apart, doubling up to the maximum;
 # one that ran STABLE_AFTER seconds is restarted at the shortest delay again.
 RESTART_DELAY = 0.5
@@ -53,7 +50,7 @@ STABLE_AFTER = 60.0
 STOP_MARGIN = 3.0
 # Why a worker was restarted (the `reason` label of healthcheck_probe_worker_restarts_total):
 # it exited on its own, was killed by a signal the pool did not send (the OOM killer), stopped
-# waking (WEDGED_AFTER), never sent its first batch (START_GRACE), could not be started.
+# waking (`scheduler.wedged_after`), never sent its first batch (START_GRACE), could not be started.
 RESTART_REASONS = ("exited", "killed", "wedged", "start_timeout", "start_failed")
 
 # The most workers `auto` starts. Each is ~38 MB of RSS before its endpoints (measured:
@@ -214,7 +211,7 @@ class WorkerPool:
             if process is None or process.returncode is not None or worker.wedged:
                 continue
             if worker.ready and worker.heartbeat is not None:
-                silent, limit = now - worker.heartbeat, WEDGED_AFTER
+                silent, limit = now - worker.heartbeat, self._settings.wedged_after
             else:
                 silent, limit = now - worker.started_at, START_GRACE
             if silent > limit:

@@ -36,9 +36,10 @@ class DatabaseFile:
     and told apart from a file put in its place."""
 
     path: str
+    busy_timeout: float = 5.0  # s a write waits on another connection's lock
 
     def open(self, *, create: bool = True) -> sqlite_utils.Database:
-        return connect(self.path, create=create)
+        return connect(self.path, create=create, busy_timeout=self.busy_timeout)
 
     def identity(self) -> Identity | None:
         return identity(self.path)

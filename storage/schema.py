@@ -144,8 +144,11 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_utils.Database:
-    """Open (creating with mode 0600 when allowed) and migrate; WAL, NORMAL sync, busy timeout."""
+def connect(
+    path: str | os.PathLike[str], *, create: bool = True, busy_timeout: float = 5.0
+) -> sqlite_utils.Database:
+    """Open (creating with mode 0600 when allowed) and migrate; WAL, NORMAL sync, and
+    `busy_timeout` s to wait on another connection's lock."""
     path = Path(path)
     if not create and not path.exists():
         raise StorageError(f"no database at {path}: has the daemon run with this configuration?")
@@ -154,9 +157,9 @@ def connect(path: str | os.PathLike[str], *, create: bool = True) -> sqlite_util
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
         connection = sqlite3.connect(
-            path, timeout=5.0, isolation_level=None, check_same_thread=True
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=True
         )
-        connection.execute("PRAGMA busy_timeout = 5000")
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         connection.execute("PRAGMA foreign_keys = ON")
         db = sqlite_utils.Database(connection)
         if create:

@@ -39,6 +39,21 @@ class Retention:
     rollups: float = 400 * 86400.0
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How the writer retries a database it cannot write: it waits `first` s, doubling up to
+    `most` s; when closing, it gives up on the held batch once the next wait would pass
+    `at_exit` s (with the defaults: four tries over 7.5 s, then the exit line)."""
+
+    first: float = 0.5
+    most: float = 30.0
+    at_exit: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first <= self.at_exit < self.most:
+            raise ValueError(f"a writer backoff needs 0 < first <= at_exit < most: {self}")
+
+
 @dataclass(slots=True)
 class WriterStats:
     written: int = 0
@@ -65,6 +80,8 @@ class StorageWriter:
         flush_interval: float = 1.0,
         prune_interval: float = 60.0,
         clock: Callable[[], float] = time.time,
+        backoff: Backoff = Backoff(),
+        busy_timeout: float = 5.0,
     ) -> None:
         self.path = path
         self.retention = retention or Retention()
@@ -72,6 +89,8 @@ class StorageWriter:
         self.flush_interval = flush_interval
         self.prune_interval = prune_interval
         self.clock = clock
+        self.backoff = backoff
+        self.busy_timeout = busy_timeout  # s a write waits on another process's lock
         self.stats = WriterStats()
         self._queue: queue.Queue[object] = queue.Queue(max_queue)
         self._held = 0  # results taken off the queue into the batch being written
@@ -127,7 +146,7 @@ class StorageWriter:
     def _run(self) -> None:
         pending: list[tuple[ProbeResult, Status]] = []
         stopping = False
-        backoff = 0.5
+        backoff = self.backoff.first
         while True:
             if not stopping and len(pending) < self.batch_size:
                 stopping = self._collect(pending)
@@ -136,8 +155,8 @@ class StorageWriter:
                 if self._write(pending):
                     pending.clear()
                     self._held = 0
-                    backoff = 0.5
-                elif stopping and self._closing.is_set() and backoff > 4:
+                    backoff = self.backoff.first
+                elif stopping and self._closing.is_set() and backoff > self.backoff.at_exit:
                     # `pending` is the batch held: the queue depth counts it already.
                     log.error(
                         "storage unavailable at exit: %d results unsaved",
@@ -147,7 +166,7 @@ class StorageWriter:
                     return
                 else:
                     time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, self.backoff.most)
                     continue
             if stopping and self._queue.empty():
                 self._close_db()
@@ -182,7 +201,7 @@ class StorageWriter:
 
     def _database(self) -> sqlite_utils.Database:
         if self._db is None:
-            self._db = connect(self.path)
+            self._db = connect(self.path, busy_timeout=self.busy_timeout)
             self._identity = identity(self.path)
             self._target_ids.clear()
         return self._db

@@ -94,8 +94,10 @@ async def switch():
     await runner.cleanup()
 
 
-RESOLVE_TIMEOUT = 2.0  # Alertmanager's: an alert not posted again within it is resolved
-RESEND = 1.5  # ours: each post is valid 4 x 1.5 s = 6 s, so one late resend is no gap
+RESOLVE_TIMEOUT = 1.0  # Alertmanager's: an alert not posted again within it is resolved
+RESEND = 1.25  # ours: each post is valid 4 x 1.25 s = 5 s, so one late resend is no gap
+# Each daemon is watched for six resolve_timeouts, past a post's own endsAt (5 s).
+WATCH = 6 * RESOLVE_TIMEOUT
 
 
 def keepalive_config(url: str, alertmanager: str, db: str):
@@ -138,7 +140,7 @@ async def stays_active(url: str, alertname: str, window: float) -> int:
         found = [(a["labels"]["alertname"], a["status"]["state"]) for a in await alerts(url)]
         assert found == [(alertname, "active")], f"poll {polls}: {found}"
         polls += 1
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.1)
     return polls
 
 
@@ -162,13 +164,12 @@ async def test_a_firing_alert_outlives_resolve_timeout_and_a_restart_then_resolv
             [alert] = await alerts(am)
             assert alert["labels"]["alertname"] == "HealthcheckEndpointDown"
             assert alert["labels"]["endpoint"] == "dead"
-            # Five resolve_timeouts, and past the first post's own endsAt.
-            assert await stays_active(am, "HealthcheckEndpointDown", 5 * RESOLVE_TIMEOUT) > 10
+            assert await stays_active(am, "HealthcheckEndpointDown", WATCH) > 10
         finally:
             await first.close()
         second = Running(config)  # the stored firing alert is posted again after a restart
         try:
-            await stays_active(am, "HealthcheckEndpointDown", 5 * RESOLVE_TIMEOUT)
+            await stays_active(am, "HealthcheckEndpointDown", WATCH)
             assert second.daemon.sender.stats["am"].resent > 0
             assert second.daemon.sender.stats["am"].sent == 0  # nothing new through the outbox
             down["now"] = False

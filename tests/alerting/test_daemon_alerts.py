@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -40,11 +41,11 @@ async def fleet():
     await runner.cleanup()
 
 
-def config_for(base: str, webhook, smtp_port: int, db: str, **rules):
+def config_for(base: str, webhook, smtp_port: int, db: str, defaults: dict | None = None, **rules):
     return parse_config(
         json.dumps(
             {
-                "defaults": {"interval": "100ms", "timeout": "90ms", "retries": 0},
+                "defaults": defaults or {"interval": "100ms", "timeout": "90ms", "retries": 0},
                 "scheduler": {"workers": 1},
                 "storage": {"path": db},
                 "exporter": {"listen": "127.0.0.1:0"},
@@ -262,16 +263,24 @@ async def test_storage_locked_raises_the_self_check_and_loses_no_alert(
     port, _ = smtp
     await webhook.up()
     db = tmp_path / "hc.db"
-    config = config_for(base, webhook, port, str(db), self_storage_down="1s")
+    # The daemon's own health must fire for the storage, not for a busy machine: checks with
+    # room for a starved prober (a 90 ms timeout was starved through at a load of 15), and
+    # no warning for a late start.
+    defaults = {"interval": "1s", "timeout": "900ms", "retries": 0}
+    config = config_for(
+        base, webhook, port, str(db), defaults, self_storage_down="1s", self_lag_p99="1m"
+    )
+    # A write waits 250 ms on the lock, not 5 s, before it counts as failed.
+    config = replace(config, storage=replace(config.storage, busy_timeout=0.25))
     running = Running(config)
     locker = sqlite3.connect(db, timeout=10, isolation_level=None)
     try:
         await until(lambda: running.daemon.storage.stats.written > 0)
         locker.execute("BEGIN EXCLUSIVE")
         firing = ("daemon_health", "healthcheck")
-        # Real time, not a manual clock: what takes long is SQLite's 5 s busy timeout, waited
-        # out by each outbox call queued on the alerting's one database thread. That took
-        # 13-26 s on a loaded two-core machine (load 13), where 20 s failed 1 run in 4.
+        # Real time, not a manual clock: what takes long is SQLite's busy timeout, waited out
+        # by each outbox call queued on the alerting's one database thread. With the default
+        # 5 s that took 13-26 s on a loaded two-core machine (load 13).
         await until(lambda: firing in running.daemon.evaluator.alerts, timeout=90)
         assert "storage unwritable" in running.daemon.evaluator.alerts[firing].summary
         assert titles(webhook) == []  # the outbox shares the locked file: nothing sent yet

@@ -207,8 +207,8 @@ def near(stamp: float | None, offset: int, slack: float = 10.0) -> bool:
 async def assert_checks_keep_their_pace(fleet, paths: list[str], seconds: float = 1.0) -> None:
     """Each path is soon checked again (no stall), and then no more often than its slots on
     the INTERVAL grid allow (no burst, no catching up on slots a step seemed to skip). Bounds
-    that a slow machine cannot break: libfaketime makes the GIL's hand-offs costly (it wraps
-    pthread_cond_timedwait), so on a busy machine a check can come late now and then."""
+    that a slow machine cannot break: libfaketime wraps the GIL's timed waits
+    (pthread_cond_timedwait), so on a busy machine a check can come late now and then."""
     since = time.monotonic()
     await until(lambda: all(len(visits_after(fleet, p, since)) >= 3 for p in paths), timeout=10)
     began = time.monotonic()
@@ -235,7 +235,13 @@ async def test_wall_clock_steps_move_timestamps_not_the_schedule(
     FAKETIME_NO_CACHE it reads it on every clock call, also inside the GIL's timed waits
     (it wraps pthread_cond_timedwait), and the daemon stalls for up to a second at a time
     without any step. libfaketime 0.9.10 also breaks Python's time.sleep (EINVAL, upstream
-    issue #426); the daemon calls it only to back off from a failing database."""
+    issue #426); the daemon calls it only to back off from a failing database.
+
+    FAKETIME_FORCE_MONOTONIC_FIX=0: 0.9.10 decides at run time to "fix" waits on a
+    CLOCK_MONOTONIC condition variable (for old glibc, where they hung), and on glibc 2.36 that
+    fix starves the GIL's hand-offs: a thread waiting for the GIL while another computes got it
+    11 times in a second with it, ~220,000 times without (265,000 without libfaketime), and
+    the daemon stalled for seconds at a time. Timed waits keep their length either way."""
     library = require_file(*LIBFAKETIME, package="faketime")
     offset_file, db = tmp_path / "faketime", tmp_path / "hc.db"
     offset_file.write_text("+0\n")
@@ -245,6 +251,7 @@ async def test_wall_clock_steps_move_timestamps_not_the_schedule(
         "FAKETIME_TIMESTAMP_FILE": str(offset_file),
         "FAKETIME_CACHE_DURATION": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_FORCE_MONOTONIC_FIX": "0",
     }
     config = tmp_path / "regions.yaml"
     paths = [f"/switch/e{i}" for i in range(CLOCK_ENDPOINTS)]

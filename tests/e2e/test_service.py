@@ -15,6 +15,7 @@ from polling import until
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer
 from healthcheck.front import HttpFront
+from healthcheck.self_health import STALL_AFTER
 from healthcheck.systemd_notify import Notifier
 
 
@@ -176,9 +177,10 @@ async def test_the_watchdog_stops_when_the_scheduler_is_wedged(fleet, tmp_path) 
         # Wedge it: the dispatcher stops making progress (as a hung await would).
         dispatcher = next(t for t in asyncio.all_tasks() if t.get_name() == "dispatcher")
         dispatcher.cancel()
-        await asyncio.sleep(3.5)  # past the stale-heartbeat bound of 3 s
-        before = notify.count("WATCHDOG")
-        await asyncio.sleep(1.0)  # several watchdog periods of 0.2 s
+        # Past the stale-heartbeat bound: from here on every watchdog round finds it stale.
+        await until(lambda: (daemon.health.heartbeat_age() or 0.0) > STALL_AFTER)
+        before, rounds = notify.count("WATCHDOG"), notify.count("STATUS")
+        await until(lambda: notify.count("STATUS") >= rounds + 5)  # five watchdog rounds
         assert notify.count("WATCHDOG") == before  # silence: systemd would restart us
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/readyz") as response:

@@ -51,6 +51,7 @@ def write_config(
     workers: int,
     names: list[str],
     hang: str | None = None,
+    **scheduler: str,
 ) -> None:
     endpoints: list[dict[str, Any]] = [
         {"name": name, "url": f"{fleet.http}/ok", "headers": {"X-Token": "${TOKEN}"}}
@@ -69,7 +70,7 @@ def write_config(
             "retries": 0,
             "latency": {"warning": "1900ms", "critical": "2s"},
         },
-        "scheduler": {"workers": workers},
+        "scheduler": {"workers": workers, **scheduler},
         "storage": {"path": str(path.parent / "hc.db")},
         "exporter": {"listen": "127.0.0.1:0"},
         "regions": {"r": {"endpoints": endpoints}},
@@ -265,8 +266,9 @@ async def test_a_worker_killed_with_9_is_restarted_and_judges_nobody(
     await webhook.up()
     names = [f"e{i}" for i in range(6)]
     config = tmp_path / "regions.yaml"
-    hang = soon_started([f"hang{i}" for i in range(30)])
-    write_config(config, fleet, webhook.port, 2, names, hang)
+    hang = soon_started([f"hang{i}" for i in range(300)])  # first checked ~0.3 s in
+    # The hanging check is in flight again at the stop: 1 s to drain it, not the default 5 s.
+    write_config(config, fleet, webhook.port, 2, names, hang, stop_grace="1s")
     daemon = await start(start_daemon, follow_log, config)
     try:
         await daemon.until_workers_run()
@@ -370,7 +372,8 @@ async def test_a_wedged_worker_is_killed_and_restarted(
     """A worker that stops waking (SIGSTOP here, a hung loop in life) is replaced."""
     names = [f"e{i}" for i in range(6)]
     config = tmp_path / "regions.yaml"
-    write_config(config, fleet, None, 2, names)
+    # Wedged after 4 s, not the default 10 s: a healthy worker sends a batch every second.
+    write_config(config, fleet, None, 2, names, wedged_after="4s")
     daemon = await start(start_daemon, follow_log, config)
     try:
         await daemon.until_workers_run()

@@ -363,6 +363,11 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
         (ONE.format(extra="interval: 25h"), "regions.us-west.endpoints[0].interval", "at most 1d"),
         ("defaults: {timeout: 1.0e+300}\nregions: {}", "defaults.timeout", "at most 1d"),
         ("storage: {max_queue: 0}\nregions: {}", "storage.max_queue", "at least 1"),
+        ("storage: {busy_timeout: 2m}\nregions: {}", "storage.busy_timeout", "at most 1m"),
+        ("scheduler: {wedged_after: 2s}\nregions: {}", "scheduler.wedged_after", "at least 3s"),
+        ("scheduler: {wedged_after: 1m}\nregions: {}", "scheduler.wedged_after", "at most 25s"),
+        ("scheduler: {stop_grace: 0s}\nregions: {}", "scheduler.stop_grace", "greater than zero"),
+        ("scheduler: {stop_grace: 1m}\nregions: {}", "scheduler.stop_grace", "at most 10s"),
         ("storage: {retention: {raw_rows: 0}}\nregions: {}", "storage.retention.raw_rows", "least"),
         ("storage: {retention: {rollups: 4000d}}\nregions: {}", "storage.retention.rollups", "366"),
         ("storage: {queue: 5}\nregions: {}", "storage.queue", "path, retention, max_queue"),
@@ -459,15 +464,25 @@ def test_every_readme_yaml_block_is_accepted(block: str, tmp_path) -> None:
     assert list(config.endpoints()), "a configuration with nothing to check"
 
 
+def test_the_scheduler_watch_and_stop_keys_reach_the_settings() -> None:
+    regions = 'regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}'
+    default = parse(regions).scheduler
+    assert (default.wedged_after, default.stop_grace) == (10.0, 5.0)
+    config = parse("scheduler: {wedged_after: 4s, stop_grace: 500ms}\n" + regions)
+    assert (config.scheduler.wedged_after, config.scheduler.stop_grace) == (4.0, 0.5)
+
+
 def test_the_readme_storage_keys_reach_the_settings() -> None:
     config = parse(
         """
         storage:
           retention: {raw: 24h, raw_rows: 500, rollups: 30d}
           max_queue: 1000
+          busy_timeout: 250ms
         regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}
         """
     )
     storage = config.storage
     assert (storage.retention_raw, storage.retention_raw_rows) == (86400.0, 500)
     assert (storage.retention_rollups, storage.max_queue) == (30 * 86400.0, 1000)
+    assert storage.busy_timeout == 0.25

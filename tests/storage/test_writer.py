@@ -14,7 +14,10 @@ from storage_timeline import DAY, HOUR, NOW, check
 from healthcheck.errors import StorageError
 from storage.schema import SCHEMA_VERSION, connect
 from storage.uptime import StorageReader
-from storage.writer import Retention, StorageWriter, prune
+from storage.writer import Backoff, Retention, StorageWriter, prune
+
+# Retries every 10 ms, not every 0.5 s: the same outage, recovery and exit, without the wait.
+QUICK = Backoff(first=0.01, most=0.2, at_exit=0.08)
 
 
 def count(path: str, table: str = "results") -> int:
@@ -109,7 +112,7 @@ def test_outage_keeps_results_and_catches_up(tmp_path) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("a file where the database directory should be")
     path = str(blocker / "healthcheck.db")
-    writer = StorageWriter(path, flush_interval=0.05, clock=lambda: NOW)
+    writer = StorageWriter(path, flush_interval=0.05, clock=lambda: NOW, backoff=QUICK)
     writer.start()
     for i in range(40):
         writer.submit(*check(NOW - 100 + i))
@@ -129,7 +132,12 @@ def test_a_full_queue_drops_and_counts(tmp_path) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("not a directory")
     writer = StorageWriter(
-        str(blocker / "db"), max_queue=100, batch_size=10, flush_interval=0.01, clock=lambda: NOW
+        str(blocker / "db"),
+        max_queue=100,
+        batch_size=10,
+        flush_interval=0.01,
+        clock=lambda: NOW,
+        backoff=QUICK,
     )
     writer.start()
     accepted = sum(writer.submit(*check(NOW + i)) for i in range(300))
@@ -144,7 +152,9 @@ def test_a_locked_database_is_retried_not_lost(db_path) -> None:
     connect(db_path).conn.close()
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    writer = StorageWriter(db_path, flush_interval=0.05, clock=lambda: NOW)
+    writer = StorageWriter(
+        db_path, flush_interval=0.05, clock=lambda: NOW, backoff=QUICK, busy_timeout=0.1
+    )
     writer.start()
     writer.submit(*check(NOW))
     wait_for(lambda: writer.stats.failures >= 1, timeout=20)
@@ -263,7 +273,9 @@ def overwrite_with_garbage(path: str) -> None:
 def test_a_database_file_lost_while_running_is_created_anew(db_path, caplog, lose) -> None:
     """`rm` or random bytes over the file: the writer must not go on writing into a file nobody
     will read again; it logs once, sets a broken file aside and writes into a new one."""
-    writer = StorageWriter(db_path, batch_size=10, flush_interval=0.05, clock=lambda: NOW)
+    writer = StorageWriter(
+        db_path, batch_size=10, flush_interval=0.05, clock=lambda: NOW, backoff=QUICK
+    )
     writer.start()
     # Another connection on the old file keeps writing, as the alert outbox does.
     other = connect(db_path)
@@ -296,7 +308,9 @@ def test_a_database_file_lost_while_running_is_created_anew(db_path, caplog, los
 def test_the_exit_line_counts_each_unsaved_result_once(tmp_path, caplog) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("a file where the database directory should be")
-    writer = StorageWriter(str(blocker / "db"), flush_interval=0.05, clock=lambda: NOW)
+    writer = StorageWriter(
+        str(blocker / "db"), flush_interval=0.05, clock=lambda: NOW, backoff=QUICK
+    )
     writer.start()
     for i in range(7):
         writer.submit(*check(NOW + i))
@@ -305,3 +319,9 @@ def test_the_exit_line_counts_each_unsaved_result_once(tmp_path, caplog) -> None
     unflushed = [r for r in caplog.records if getattr(r, "event", None) == "storage_unflushed"]
     assert [r.unsaved for r in unflushed] == [7]
     assert "7 results unsaved" in unflushed[0].getMessage()
+
+
+@pytest.mark.parametrize("bad", [dict(first=0), dict(at_exit=0.1), dict(most=4.0)])
+def test_a_backoff_that_could_never_give_up_at_exit_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match="first <= at_exit < most"):
+        Backoff(**bad)
