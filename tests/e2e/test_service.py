@@ -150,7 +150,11 @@ async def test_sigterm_during_probing_loses_no_result(
     assert await asyncio.wait_for(process.wait(), 20) == 0
     await log.closed()
     stopped = log.events("stopped")[0]
-    assert stopped["dispatched"] == stopped["completed"] == stopped["stored"] > 0
+    # Every check is accounted for: stored, or (on a machine busy enough to starve the prober of
+    # CPU) a prober fault, which is completed but never stored as a verdict on the target.
+    assert stopped["dispatched"] == stopped["completed"] > 0
+    assert stopped["completed"] == stopped["stored"] + stopped["prober_faults"]
+    assert stopped["stored"] > 0
     assert stopped["dropped"] == 0
     with sqlite3.connect(tmp_path / "hc.db") as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == stopped["stored"]
