@@ -495,9 +495,18 @@ def histogram_quantile(q: float, before: dict[str, float], after: dict[str, floa
     return lower
 
 
+# What Prometheus 2.x asks for (scrape_protocols' default): it gets OpenMetrics from us.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+    "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
 def scrape(url: str) -> str:
-    """One /metrics body, fetched as Prometheus does: gzip asked for."""
-    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    """One /metrics body, fetched as Prometheus does: OpenMetrics and gzip asked for."""
+    request = urllib.request.Request(
+        url, headers={"Accept-Encoding": "gzip", "Accept": PROMETHEUS_ACCEPT}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = response.read()
         if response.headers.get("Content-Encoding") == "gzip":
