@@ -80,6 +80,22 @@ def run_once(path: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
     return figures
 
 
+def by_part(run: dict) -> dict[str, float]:
+    """CPU per check of the daemon, its probe workers (together), the /metrics render helper."""
+    parts: dict[str, float] = {}
+    for name, ms in run.get("cpu_by_process", []):
+        if name == "daemon":
+            part = "daemon"
+        elif "multiprocessing-fork" in name:
+            part = "render helper"
+        elif "resource_tracker" in name:
+            part = "tracker"
+        else:
+            part = "workers"
+        parts[part] = parts.get(part, 0.0) + ms
+    return parts
+
+
 def load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -124,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"Prometheus {run['prometheus_cpu_ms_per_probe']:.3f} ms per probe, "
                         f"ratio {run['ratio_vs_both']:.3f}"
                     )
+                parts = ", ".join(f"{part} {ms:.3f}" for part, ms in by_part(run).items())
                 print(
-                    f"round {round_} {label:>16}: {ms:.3f} ms CPU per check, "
+                    f"round {round_} {label:>16}: {ms:.3f} ms CPU per check ({parts}), "
                     f"{run['done_per_s']}/s, lag p99 {run['lag_p99_ms']} ms{versus}, "
                     f"load {before:.1f}",
                     flush=True,
