@@ -521,7 +521,8 @@ def scrape(url: str) -> str:
     request = urllib.request.Request(
         url, headers={"Accept-Encoding": "gzip", "Accept": PROMETHEUS_ACCEPT}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    # generous: on a busy machine an OpenMetrics render of the code before took over 30 s
+    with urllib.request.urlopen(request, timeout=180) as response:
         body = response.read()
         if response.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
