@@ -521,7 +521,8 @@ def scrape(url: str) -> str:
     request = urllib.request.Request(
         url, headers={"Accept-Encoding": "gzip", "Accept": PROMETHEUS_ACCEPT}
     )
-    # generous: on a busy machine an OpenMetrics render of the code before took over 30 s
+    # generous: on the busy VM a first scrape of the code before this work (OpenMetrics
+    # rendered sample by sample) once took over 30 s
     with urllib.request.urlopen(request, timeout=180) as response:
         body = response.read()
         if response.headers.get("Content-Encoding") == "gzip":
