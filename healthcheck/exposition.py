@@ -28,7 +28,7 @@ from prometheus_client.utils import floatToGoString
 
 Encoder = Callable[[Collector], bytes]
 
-_MARK = "\ue000mark\ue000"  # a label value no endpoint has, unchanged by escaping
+_MARK = "\ue000mark\ue000"  # a label value unchanged by escaping (made longer if one holds it)
 _EOF = "# EOF\n"
 
 
@@ -142,16 +142,17 @@ class Labels:
         family = GaugeMetricFamily(
             "x", "x", labels=(*columns, extra) if extra is not None else columns
         )
-        family.add_metric((*values, _MARK) if extra is not None else values, 0.0)
+        mark = _MARK
+        while any(mark in value for value in values):  # an operator's label may hold it
+            mark += _MARK
+        family.add_metric((*values, mark) if extra is not None else values, 0.0)
         line = self._line(family)
         if not (line.startswith("x") and line.endswith(" 0.0")):
             raise ValueError(f"unexpected sample line from the encoder: {line!r}")
         labels = line[1:-4]
         if extra is None:
             return labels, ""
-        head, _, tail = labels.partition(_MARK)
-        if _MARK in tail:
-            raise ValueError(f"a label value holds the marker: {line!r}")
+        head, _, tail = labels.partition(mark)
         return head, tail
 
     def _line(self, family: Metric) -> str:
