@@ -6,9 +6,10 @@
 Each variant is `label=REV[:VAR=VALUE,...]`: the tree of git revision REV (`git archive`, so
 uncommitted changes are not in it; `.` is the working tree as it is), put first on PYTHONPATH
 of one `bench/scale_bench.py daemon` run (nginx targets, storage, metrics scraped, alerting;
-CPU of every process of ours), with the environment variables given. Rounds go A, B, C, A,
-B, C, ...: on a shared VM the load drifts, and alternating spreads the drift over every
-variant. Prints one line per run and the median per variant.
+CPU of every process of ours), with the environment variables given; `--blackbox`: with
+blackbox_exporter and Prometheus probing the same targets in the run, for the ratio. Rounds go
+A, B, C, A, B, C, ...: on a shared VM the load drifts, and alternating spreads the drift over
+every variant. Prints one line per run and the median per variant.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run_once(path: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
         str(args.warmup),
         "--window",
         str(args.window),
-        "--no-blackbox",
+        *([] if args.blackbox else ["--no-blackbox"]),
         "--workers",
         str(args.workers),
     ]
@@ -79,6 +80,22 @@ def run_once(path: Path, env: dict[str, str], args: argparse.Namespace) -> dict:
     return figures
 
 
+def by_part(run: dict) -> dict[str, float]:
+    """CPU per check of the daemon, its probe workers (together), the /metrics render helper."""
+    parts: dict[str, float] = {}
+    for name, ms in run.get("cpu_by_process", []):
+        if name == "daemon":
+            part = "daemon"
+        elif "multiprocessing-fork" in name:
+            part = "render helper"
+        elif "resource_tracker" in name:
+            part = "tracker"
+        else:
+            part = "workers"
+        parts[part] = parts.get(part, 0.0) + ms
+    return parts
+
+
 def load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -92,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--blackbox",
+        action="store_true",
+        help="blackbox_exporter + Prometheus probe the same targets in each run: the ratio",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="hc-ab-"))
     variants: list[tuple[str, Path, dict[str, str]]] = []
@@ -102,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(item.split("=", 1) for item in settings.split(",") if item)
             variants.append((label, tree(rev, work / label), env))
         cpu: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+        ratios: dict[str, list[float]] = {label: [] for label, _, _ in variants}
         for round_ in range(1, args.rounds + 1):
             for label, path, env in variants:
                 before = load()
@@ -109,9 +132,18 @@ def main(argv: list[str] | None = None) -> int:
                 run = figures.get("daemon", figures)
                 ms = run["cpu_ms_per_probe"]
                 cpu[label].append(ms)
+                versus = ""
+                if run.get("ratio_vs_both") is not None:
+                    ratios[label].append(run["ratio_vs_both"])
+                    versus = (
+                        f", blackbox_exporter {run['blackbox_cpu_ms_per_probe']:.3f} + "
+                        f"Prometheus {run['prometheus_cpu_ms_per_probe']:.3f} ms per probe, "
+                        f"ratio {run['ratio_vs_both']:.3f}"
+                    )
+                parts = ", ".join(f"{part} {ms:.3f}" for part, ms in by_part(run).items())
                 print(
-                    f"round {round_} {label:>16}: {ms:.3f} ms CPU per check, "
-                    f"{run['done_per_s']}/s, lag p99 {run['lag_p99_ms']} ms, "
+                    f"round {round_} {label:>16}: {ms:.3f} ms CPU per check ({parts}), "
+                    f"{run['done_per_s']}/s, lag p99 {run['lag_p99_ms']} ms{versus}, "
                     f"load {before:.1f}",
                     flush=True,
                 )
@@ -120,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{label:>16}: median {statistics.median(values):.3f} ms "
                 f"(min {min(values):.3f}, max {max(values):.3f}, {len(values)} runs)"
+                + (
+                    f"; ratio vs blackbox_exporter + Prometheus median "
+                    f"{statistics.median(ratios[label]):.3f}"
+                    if ratios[label]
+                    else ""
+                )
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -91,6 +91,18 @@ def family(pid: int) -> list[int]:
     return found
 
 
+def role(pid: int, daemon: int) -> str:
+    """What a process of ours is, for a person: the daemon, or its command line's end."""
+    if pid == daemon:
+        return "daemon"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            words = cmdline.read().replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return str(pid)
+    return f"{pid} " + " ".join(word.rsplit("/", 1)[-1] for word in words[1:])[-60:]
+
+
 def family_cpu(pid: int) -> dict[int, float]:
     """CPU seconds of each process in `pid`'s family (one that just ended is left out)."""
     seconds = {}
@@ -451,6 +463,8 @@ class DaemonRun:
     lag_p99_ms: float | None = None
     lag_max_ms: float | None = None
     cpu_split: dict[str, float] = field(default_factory=dict)  # event loop vs other threads
+    # ms of CPU per check of each process of ours, by what it runs (its command line)
+    cpu_by_process: list[tuple[str, float]] = field(default_factory=list)
     lag_worst_p99_5s_ms: float | None = None  # the worst p99 of any ~1,000 dispatches in a row
     lag_share_under_250ms: float | None = None
     pss_mb: list[float] = field(default_factory=list)  # all our processes, shared pages once
@@ -495,10 +509,21 @@ def histogram_quantile(q: float, before: dict[str, float], after: dict[str, floa
     return lower
 
 
+# What Prometheus 2.x asks for (scrape_protocols' default): it gets OpenMetrics from us.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+    "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
 def scrape(url: str) -> str:
-    """One /metrics body, fetched as Prometheus does: gzip asked for."""
-    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    """One /metrics body, fetched as Prometheus does: OpenMetrics and gzip asked for."""
+    request = urllib.request.Request(
+        url, headers={"Accept-Encoding": "gzip", "Accept": PROMETHEUS_ACCEPT}
+    )
+    # generous: on the busy VM a first scrape of the code before this work (OpenMetrics
+    # rendered sample by sample) once took over 30 s
+    with urllib.request.urlopen(request, timeout=180) as response:
         body = response.read()
         if response.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
@@ -623,6 +648,7 @@ async def daemon_run(
                     usage.cpu_end = cpu_seconds(usage.pid)
                 ours1 = family_cpu(daemon.pid)
                 me.cpu_end = sum(ours1[p] - ours0.get(p, 0.0) for p in ours1)
+                by_process = {p: ours1[p] - ours0.get(p, 0.0) for p in ours1}
                 run.processes = len(ours1)
                 split1 = thread_cpu(daemon.pid)
                 run.cpu_split = {k: round(split1[k] - split0[k], 2) for k in split1}
@@ -637,6 +663,14 @@ async def daemon_run(
                 )
                 run.done_per_s = round(done / elapsed, 1)
                 run.cpu_ms_per_probe = me.cpu_ms_per_probe
+                if done:
+                    run.cpu_by_process = sorted(
+                        (
+                            (role(p, daemon.pid), round(1000 * seconds / done, 3))
+                            for p, seconds in by_process.items()
+                        ),
+                        key=lambda item: -item[1],
+                    )
                 run.stored = (last["storage"] or {}).get("written", 0) - (
                     first["storage"] or {}
                 ).get("written", 0)
@@ -756,6 +790,7 @@ def describe(run: DaemonRun) -> str:
         f"  probes/s planned {run.planned_per_s:.1f}, done {run.done_per_s}, "
         f"missed {run.missed}, stored {run.stored}",
         f"  CPU per probe: healthcheck {f(run.cpu_ms_per_probe, ' ms')} {run.cpu_split}"
+        f" by process {run.cpu_by_process}"
         + (
             f" | blackbox_exporter {f(run.blackbox_cpu_ms_per_probe, ' ms')} + prometheus "
             f"{f(run.prometheus_cpu_ms_per_probe, ' ms')} ({f(run.blackbox_probes_per_s)} probes/s)"
