@@ -68,7 +68,7 @@ def check_summary(endpoint: Endpoint, redact: Callable[[str], str]) -> dict[str,
             "warning_ms": ms(endpoint.latency_warning),
             "critical_ms": ms(endpoint.latency_critical),
         },
-        "conditions": [condition.text for condition in endpoint.conditions],
+        "conditions": [redact(condition.text) for condition in endpoint.conditions],
     }
 
 
@@ -91,7 +91,7 @@ def live_result(
         else {f.name: ms(getattr(phases, f.name)) for f in dataclasses.fields(phases)},
         "conditions": [
             {
-                "condition": outcome.condition,
+                "condition": redact(outcome.condition),
                 "passed": outcome.passed,
                 "detail": redact(outcome.detail) if outcome.detail else None,
             }

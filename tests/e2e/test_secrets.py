@@ -69,6 +69,8 @@ async def test_no_secret_in_logs_pages_storage_or_cli(
                             {  # refused: the error names the URL, token and all
                                 "name": "web",
                                 "url": f"http://127.0.0.1:{nowhere}/x?key=${{TOKEN}}",
+                                # shown in the endpoint's detail view as configured
+                                "conditions": ["[BODY].key == ${TOKEN}"],
                             },
                             {  # never answers: times out, however idle the machine is
                                 "name": "hang",
@@ -107,6 +109,9 @@ async def test_no_secret_in_logs_pages_storage_or_cli(
                 "/api/v1/alerts",
                 "/api/v1/self",
                 "/api/v1/sla/status",
+                "/api/v1/regions/eu",
+                *(f"/api/v1/endpoints/eu/{name}" for name in ("api", "web", "hang")),
+                *(f"/api/v1/endpoints/eu/{name}/events" for name in ("api", "web", "hang")),
             ):
                 async with session.get(base + path) as response:
                     served[path] = await response.text()
@@ -120,6 +125,7 @@ async def test_no_secret_in_logs_pages_storage_or_cli(
     assert leaks("\n".join(map(str, log.entries)) + "\n".join(log.other)) == []
     for path, text in served.items():
         assert leaks(text) == [], path
+    assert "[BODY].key == ***" in served["/api/v1/endpoints/eu/web"]  # the condition, scrubbed
     with sqlite3.connect(db) as connection:
         dump = "\n".join(connection.iterdump())
     assert "http_status" in dump and leaks(dump) == []
