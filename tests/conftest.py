@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,11 +36,13 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port with nothing listening (bound then released)."""
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening: bound and never listening, so a connection to it
+    is refused, and held for the whole test (released, it could be taken by any server that
+    starts meanwhile, ours or another process's, and then answer)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture
