@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
-from webhook import Webhook, free_port
+from mail_servers import BoundController
+from webhook import Webhook
 
 from healthcheck import event_loop
 
@@ -66,8 +66,7 @@ class Mailbox:
 def smtp():
     """A real SMTP server on 127.0.0.1; yields (port, mailbox)."""
     mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller = BoundController(mailbox)
     controller.start()
-    yield port, mailbox
+    yield controller.port, mailbox
     controller.stop()

@@ -31,7 +31,6 @@ from mail_servers import MailServer, mail_server, smtp_starttls
 from polling import until
 from prometheus_client.parser import text_string_to_metric_families
 from rdap_server import Registry, rdap_server
-from webhook import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,9 +79,8 @@ async def servers(ca, tmp_path) -> AsyncIterator[dict[str, object]]:
             "soon.example.com": datetime.now(UTC) + timedelta(days=10, minutes=-30),
         }
     )
-    smtp_port = free_port()
     async with contextlib.AsyncExitStack() as stack:
-        stack.enter_context(smtp_starttls(tls, smtp_port))
+        smtp_port = stack.enter_context(smtp_starttls(tls))
         imap = await stack.enter_async_context(mail_server("imap", tls))
         pop3 = await stack.enter_async_context(mail_server("pop3", tls))
         plain = await stack.enter_async_context(
