@@ -51,6 +51,7 @@ async def webhook():
     hook = Webhook()
     yield hook
     await hook.down()
+    hook.release()
 
 
 @dataclass
