@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
-from webhook import Webhook, free_port
+from mail_servers import BoundController
+from webhook import Webhook
 
 from healthcheck import event_loop
 
@@ -35,11 +36,13 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port with nothing listening (bound then released)."""
+def closed_port() -> Iterator[int]:
+    """A loopback port with nothing listening: bound and never listening, so a connection to it
+    is refused, and held for the whole test (released, it could be taken by any server that
+    starts meanwhile, ours or another process's, and then answer)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -48,6 +51,7 @@ async def webhook():
     hook = Webhook()
     yield hook
     await hook.down()
+    hook.release()
 
 
 @dataclass
@@ -63,8 +67,7 @@ class Mailbox:
 def smtp():
     """A real SMTP server on 127.0.0.1; yields (port, mailbox)."""
     mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller = BoundController(mailbox)
     controller.start()
-    yield port, mailbox
+    yield controller.port, mailbox
     controller.stop()

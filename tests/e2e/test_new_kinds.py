@@ -31,7 +31,7 @@ from mail_servers import MailServer, mail_server, smtp_starttls
 from polling import until
 from prometheus_client.parser import text_string_to_metric_families
 from rdap_server import Registry, rdap_server
-from webhook import free_port
+from timeouts import timeout_row_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,9 +80,8 @@ async def servers(ca, tmp_path) -> AsyncIterator[dict[str, object]]:
             "soon.example.com": datetime.now(UTC) + timedelta(days=10, minutes=-30),
         }
     )
-    smtp_port = free_port()
     async with contextlib.AsyncExitStack() as stack:
-        stack.enter_context(smtp_starttls(tls, smtp_port))
+        smtp_port = stack.enter_context(smtp_starttls(tls))
         imap = await stack.enter_async_context(mail_server("imap", tls))
         pop3 = await stack.enter_async_context(mail_server("pop3", tls))
         plain = await stack.enter_async_context(
@@ -307,8 +306,8 @@ async def test_all_lost_is_a_timeout_with_full_loss_and_a_secret_host_stays_hidd
     )
 
     hole = rows["hole"]
-    assert hole["error"] == "timeout"
-    assert hole["error_detail"] == "no reply to 2 echo requests to *** (100% packet loss)"
+    # A busy machine may starve the CLI through the 1 s: then a prober fault that says so.
+    assert timeout_row_text(hole, 1.0) == "no reply to 2 echo requests to *** (100% packet loss)"
     assert hole["details"]["packet_loss"] == 100
     assert hole["details"]["sent"] == 2 and hole["details"]["received"] == 0
 

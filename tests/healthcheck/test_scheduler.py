@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from clock import ManualClock
 from polling import until
+from timeouts import timeout_text
 
 from healthcheck.config import parse_config
 from healthcheck.prober import Prober
@@ -125,7 +126,9 @@ async def test_a_hung_endpoint_does_not_delay_another(server) -> None:
     results, scheduler, beside = await run_for(config, 20.0, hung=frozenset({"stuck"}))
     fine = sorted(r.timestamp for r in results if r.endpoint == "fine")
     stuck = [r for r in results if r.endpoint == "stuck"]
-    assert stuck and all(r.error == "timeout" for r in stuck)
+    assert stuck
+    for r in stuck:  # timeouts (a prober starved through one says so instead: timeouts.py)
+        assert timeout_text(r, 0.3).startswith("no answer within 0.3s"), r
     # Every 2s for 20s, whatever the hung endpoint is doing: ~10 checks, evenly spaced.
     assert len(fine) >= 7
     gaps = [b - a for a, b in itertools.pairwise(fine)]

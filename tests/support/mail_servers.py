@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
@@ -101,13 +102,39 @@ class _Sink:
         return "250 OK"
 
 
+class BoundController(Controller):
+    """aiosmtpd's Controller on a socket this test bound first (port 0, the kernel's choice).
+
+    Given a port number, aiosmtpd binds it only once its thread runs: a number picked free and
+    released can be taken meanwhile (a server of another test process, an outgoing connection),
+    and the start fails. Bound here, the port is ours from the start."""
+
+    def __init__(self, handler: object, **kwargs: object) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        port = self._sock.getsockname()[1]
+        # aiosmtpd waits 5 s for its thread's loop to serve: a busy one-core machine may need
+        # more (a test's own timeout bounds it anyway).
+        kwargs.setdefault("ready_timeout", 60.0)
+        super().__init__(handler, hostname="127.0.0.1", port=port, **kwargs)
+
+    def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
+
+    def stop(self, *args: object, **kwargs: object) -> None:
+        try:
+            super().stop(*args, **kwargs)
+        finally:
+            self._sock.close()  # never served if start failed; closed twice is harmless
+
+
 @contextlib.contextmanager
-def smtp_starttls(tls: ssl.SSLContext | None, port: int) -> Iterator[None]:
-    """A real aiosmtpd server on 127.0.0.1:`port` offering STARTTLS with `tls` (None: an SMTP
-    server without it)."""
-    controller = Controller(_Sink(), hostname="127.0.0.1", port=port, tls_context=tls)
+def smtp_starttls(tls: ssl.SSLContext | None) -> Iterator[int]:
+    """A real aiosmtpd server on 127.0.0.1 offering STARTTLS with `tls` (None: an SMTP server
+    without it); yields its port."""
+    controller = BoundController(_Sink(), tls_context=tls)
     controller.start()
     try:
-        yield
+        yield controller.port
     finally:
         controller.stop()

@@ -14,11 +14,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _reserved_port() -> socket.socket:
+    """A loopback port bound (SO_REUSEPORT) and never listening: a connection to it is refused,
+    no other process can bind it, and a server of ours with SO_REUSEPORT can, at any time."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class Webhook:
-    """An HTTP receiver on a fixed port that can be taken down and brought back."""
+    """An HTTP receiver on a fixed port that can be taken down and brought back.
+
+    The port stays reserved while it is down (a number picked free and bound later could be
+    taken meanwhile, by another process's server or an outgoing connection): down, it refuses
+    connections as a receiver that is down does."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self._reservation = _reserved_port()
+        self.port = self._reservation.getsockname()[1]
         self.received: list[dict] = []
         self._runner: web.AppRunner | None = None
         # A receiver that is slow rather than down: requests whose message (or path) is listed
@@ -44,10 +58,14 @@ class Webhook:
         app.router.add_post("/{tail:.*}", receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_port=True).start()
 
     async def down(self) -> None:
         self._answer.set()  # a held request would keep the server from closing
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def release(self) -> None:
+        """Give the port back (after `down()`, at the end of the test)."""
+        self._reservation.close()

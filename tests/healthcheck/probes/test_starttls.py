@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 import trustme
 from mail_servers import MailServer, mail_server, smtp_starttls
-from webhook import free_port
 
 from healthcheck.probes.starttls import StartTlsProbe, StartTlsSettings
 from healthcheck.result import ErrorClass
@@ -45,8 +44,7 @@ def target(endpoint, ca_file):
 
 
 async def test_smtp_upgrades_and_the_certificate_is_judged(target, good_tls) -> None:
-    port = free_port()
-    with smtp_starttls(good_tls, port):
+    with smtp_starttls(good_tls) as port:
         result = await StartTlsProbe().run(
             target(port, "smtp", conditions=("[CERTIFICATE_EXPIRATION] > 720h",))
         )
@@ -83,8 +81,7 @@ async def test_an_expiring_certificate_fails_its_condition(ca, target) -> None:
 
 
 async def test_smtp_without_starttls_says_so(target) -> None:
-    port = free_port()
-    with smtp_starttls(None, port):
+    with smtp_starttls(None) as port:
         result = await StartTlsProbe().run(target(port, "smtp"))
 
     assert result.error is ErrorClass.INVALID_RESPONSE
