@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--db",
                 default=None,
-                help="keep the demo's database in this file (default: a scratch file, removed)",
+                help="keep the demo's database in this file (default: a scratch file, removed); "
+                "with --once, the round's results are stored in it (as --once --record does)",
             )
     return parser
 
@@ -442,7 +444,11 @@ async def _demo(args: argparse.Namespace) -> int:
         if args.region:
             config = config.only_regions(set(args.region))
         if args.once:
-            return await _once(config, args.format)
+            if args.db:  # the round is stored in FILE, as `--once --record` stores it
+                config = dataclasses.replace(
+                    config, storage=dataclasses.replace(config.storage, path=args.db)
+                )
+            return await _once(config, args.format, record=args.db is not None)
         from healthcheck.daemon import Daemon
         from healthcheck.front import HttpFront
         from storage.writer import StorageWriter

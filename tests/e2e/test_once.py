@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 import yaml
@@ -234,6 +235,21 @@ async def test_demo_once_shows_every_status(run_cli) -> None:
     assert {"http_status", "connection_refused", "condition_failed"} <= errors
     assert document["regions"]["ap"]["regional_failure"] is True
     assert document["regions"]["us-west"]["status"] == "healthy"
+
+
+async def test_demo_once_with_db_stores_the_round_in_that_file(run_cli, tmp_path) -> None:
+    db = tmp_path / "new-folder" / "demo.db"
+    done = await run_cli("demo", "--once", "--db", str(db), "--format", "json")
+    assert done.code == 2, done.stderr  # the demo fleet has unhealthy endpoints on purpose
+    checked = {(r["region"], r["endpoint"]) for r in json.loads(done.stdout)["results"]}
+    with sqlite3.connect(db) as connection:
+        stored = set(
+            connection.execute(
+                "SELECT region, endpoint FROM targets"
+                " JOIN results ON results.target_id = targets.id"
+            )
+        )
+    assert stored == checked and len(checked) == 11
 
 
 @pytest.mark.parametrize(
