@@ -35,7 +35,7 @@ from healthcheck.alert_settings import (
 )
 from healthcheck.durations import format_duration
 from healthcheck.labels import label_name, label_value
-from healthcheck.secrets import Secret
+from healthcheck.secrets import Secret, UnsetSecret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -73,11 +73,12 @@ def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
         if "url" not in fields:
             raise schema.FieldError("url", "missing: an Apprise URL (or Alertmanager base URL)")
         kind = fields.get("kind", "apprise")
+        unknown = isinstance(fields["url"], UnsetSecret)  # its ${VAR} is not set (`status`)
         url = fields["url"].reveal()
-        if kind == "apprise" and not _apprise_accepts(url):
+        if kind == "apprise" and not unknown and not _apprise_accepts(url):
             # Never echo the URL: it usually holds a token.
             raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
-        if kind == "alertmanager" and not url.startswith(("http://", "https://")):
+        if kind == "alertmanager" and not unknown and not url.startswith(("http://", "https://")):
             raise schema.FieldError("url", "an Alertmanager base URL, like http://127.0.0.1:9093")
         if kind != "alertmanager" and "resend" in fields:
             raise schema.FieldError("resend", "only for kind: alertmanager (it keeps alerts alive)")
