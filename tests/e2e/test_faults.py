@@ -370,7 +370,7 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
         while not (await checked_names(log.port) == {"x", "y", "z"} and await settled()):
             assert time.monotonic() < deadline, (await own_numbers(log.port), (tasks, fds))
             await asyncio.sleep(0.1)
-        await assert_only_checked(fleet, "xyz")
+        await assert_only_checked(log.port, fleet, "xyz")
         reloads = len(log.events("config_reloaded"))
         rejected = len(log.events("config_reload_failed"))
         assert reloads >= 1 and rejected >= 1  # signals arriving together may count as one
@@ -388,7 +388,7 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
         late = log.events("config_reloaded")[reloads:]  # a reload of the storm still queued
         assert all((e["added"], e["removed"], e["changed"]) == (0, 0, 0) for e in late)
         assert await checked_names(log.port) == {"x", "y", "z"}
-        await assert_only_checked(fleet, "xyz")
+        await assert_only_checked(log.port, fleet, "xyz")
         assert process.returncode is None
         await stop(process)
     finally:
@@ -399,10 +399,23 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
     assert errors == {"config_reload_failed"}
 
 
-async def assert_only_checked(fleet, names: str) -> None:
-    """Over the next second, every one of `names` is checked and nothing else is."""
+async def assert_only_checked(port: int, fleet, names: str) -> None:
+    """Every one of `names` is checked three times (over two of its intervals) and nothing
+    else is. Counted from a full round of `names` after a moment no check was in flight: a
+    check of an endpoint a reload removed, under way then, may land before; none after."""
+
+    def checks_since(start: int) -> dict[str, int]:
+        paths = fleet.hits[start:]
+        return {name: paths.count(f"/switch/{name}") for name in names}
+
+    deadline = time.monotonic() + 20
+    while (await get_json(port, "/api/v1/self"))["scheduler"]["in_flight"]:
+        assert time.monotonic() < deadline, "checks in flight all along"
+        await asyncio.sleep(0.02)
+    idle = len(fleet.hits)
+    await until(lambda: min(checks_since(idle).values()) >= 1)
     before = len(fleet.hits)
-    await asyncio.sleep(1.0)
+    await until(lambda: min(checks_since(before).values()) >= 3)
     checked = {path.removeprefix("/switch/") for path in fleet.hits[before:]}
     assert checked == set(names)
 
