@@ -167,6 +167,7 @@ class SelfHealth:
             storage_replaced=writer.stats.replaced if writer else None,
             uptime=snapshot.report if snapshot else None,
             alerts_firing=alerts.firing() if alerts else {},
+            alert_evaluations=alerts.evaluations if alerts else None,
             notifications=alerts.notification_counts() if alerts else {},
         )
 
