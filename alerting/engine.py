@@ -33,6 +33,9 @@ ALERT_TICK = DEFAULT_EVALUATE_EVERY
 SENDER_GRACE = 15.0
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
+# Alert changes the database cannot take are retried at each evaluation, and logged at most
+# this often: a line a second, as at the 1 s tick, however short `evaluate_every` is.
+SAVE_WARN_EVERY = 1.0
 
 # (24h uptime, checks) per endpoint id.
 Uptime24h = Callable[[], Mapping[EndpointId, tuple[float | None, float]]]
@@ -82,6 +85,7 @@ class AlertEngine:
         # and written into, the new file.
         self._queued_for = 0
         self._written_for = 0
+        self._save_warned: float | None = None  # timeline time of the last save warning
 
     def observe(self, result: ProbeResult, status: Status) -> None:
         """A result sink: buffered until the next evaluation."""
@@ -233,12 +237,16 @@ class AlertEngine:
                 self._unsaved.pop(0)
                 saved += 1
         except Exception as exc:
-            log.warning(
-                "alert changes not saved yet (%d waiting), retrying each evaluation: %s",
-                len(self._unsaved),
-                exc,
-                extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
-            )
+            now = self._timeline.time()
+            last = self._save_warned
+            if last is None or not 0 <= now - last < SAVE_WARN_EVERY:
+                self._save_warned = now
+                log.warning(
+                    "alert changes not saved yet (%d waiting), retrying each evaluation: %s",
+                    len(self._unsaved),
+                    exc,
+                    extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
+                )
         if saved:
             self.sender.wake()
 
