@@ -139,6 +139,12 @@ class SelfHealth:
                 "queue_depth": writer.queue_depth,
                 "writable": writer.stats.writable,
             },
+            "alerts": None
+            if self.alerts is None
+            else {
+                "evaluations": self.alerts.evaluations,
+                "evaluate_every_seconds": self.alerts.settings.evaluate_every,
+            },
         }
 
     def readings(self) -> Readings:

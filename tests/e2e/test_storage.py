@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -258,6 +259,8 @@ async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_sta
             metrics = await response.text()
         assert "\nhealthcheck_storage_file_replaced_total 1.0\n" in metrics
         assert "\nhealthcheck_storage_writable 1.0\n" in metrics
+        evaluations = re.search(r"\nhealthcheck_alert_evaluations_total (\d+)\.0\n", metrics)
+        assert evaluations is not None and int(evaluations.group(1)) > 0
         await readiness.stop()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
