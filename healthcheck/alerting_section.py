@@ -18,11 +18,14 @@ from healthcheck.alert_settings import (
     ALERT_FACTS,
     CHANNEL_KINDS,
     DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_EVALUATE_EVERY,
     DEFAULT_REPEAT,
     DEFAULT_RESEND,
     DEFAULT_ROUTES,
     MAX_DELIVERY_TIMEOUT,
+    MAX_EVALUATE_EVERY,
     MAX_RESEND,
+    MIN_EVALUATE_EVERY,
     OVERRIDABLE,
     AlertingSettings,
     AlertOverrides,
@@ -54,6 +57,15 @@ def resend_period(value: Any) -> float:
     seconds = schema.duration(value)
     if seconds > MAX_RESEND:
         raise ValueError(f"must be at most {format_duration(MAX_RESEND)}, got {value!r}")
+    return seconds
+
+
+def evaluate_every(value: Any) -> float:
+    """A duration from MIN_EVALUATE_EVERY to MAX_EVALUATE_EVERY."""
+    seconds: float = schema.duration_up_to(MAX_EVALUATE_EVERY)(value)
+    if seconds < MIN_EVALUATE_EVERY:
+        limit = format_duration(MIN_EVALUATE_EVERY)
+        raise ValueError(f"must be at least {limit}, got {value!r}")
     return seconds
 
 
@@ -221,6 +233,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
             "vantage": schema.text,
             "timeout": delivery_timeout,
             "runbook_base": schema.http_url,
+            "evaluate_every": evaluate_every,
         },
     )
     timeout = values.get("timeout", DEFAULT_DELIVERY_TIMEOUT)
@@ -271,6 +284,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         vantage=values.get("vantage"),
         timeout=timeout,
         runbook_base=values.get("runbook_base"),
+        evaluate_every=values.get("evaluate_every", DEFAULT_EVALUATE_EVERY),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from alert_ticks import EVALUATE_EVERY, quiet_for
 from polling import until
 from tools import require_file
 
@@ -71,6 +72,7 @@ def incident_config(tmp_path: Path, fleet, webhook) -> Path:
                 "exporter": {"listen": "127.0.0.1:0"},
                 "alerting": {
                     "channels": {"slack": f"json://127.0.0.1:{webhook.port}/slack"},
+                    "evaluate_every": EVALUATE_EVERY,
                     "rules": {
                         "failure_threshold": 3,
                         "success_threshold": 2,
@@ -91,11 +93,19 @@ def incident_config(tmp_path: Path, fleet, webhook) -> Path:
     return config
 
 
-async def some_checks_of_api(fleet, count: int = 10) -> None:
-    """Wait for `count` more checks of eu/api: two seconds of evaluations, long enough for a
-    duplicate page to show."""
+# Evaluations watched for a page that must not come. The 2 s this used to wait, at the 1 s
+# tick, held 2 evaluations; these are 3 (0.6 s at EVALUATE_EVERY), each after eu/api's state
+# could page anew, and the window ends only once their notifications are delivered.
+QUIET_EVALUATIONS = 3
+
+
+async def nothing_more_paged(fleet, port: int, db: Path) -> None:
+    """Wait until a page the daemon should not send would have arrived: 3 more checks of
+    eu/api (its failure_threshold: endpoint_down could fire anew on them alone), then
+    QUIET_EVALUATIONS evaluations that judged them, then the outbox delivered."""
     seen = fleet.hits.count("/switch/api")
-    await until(lambda: fleet.hits.count("/switch/api") >= seen + count)
+    await until(lambda: fleet.hits.count("/switch/api") >= seen + 3)
+    await quiet_for(port, QUIET_EVALUATIONS, lambda: notifications(db, sent=False) == 0)
 
 
 async def test_kill_9_mid_incident_neither_repages_nor_loses_the_resolve(
@@ -117,14 +127,14 @@ async def test_kill_9_mid_incident_neither_repages_nor_loses_the_resolve(
     log = follow_log(second)
     try:
         await until(lambda: log.events("listening"))
-        await some_checks_of_api(fleet)  # still failing under the new process
+        await nothing_more_paged(fleet, log.port, db)  # still failing under the new process
         assert titles(webhook) == [FIRING]  # no second page
         alerts = (await get_json(log.port, "/api/v1/alerts?state=firing"))["alerts"]
         assert [(a["rule"], a["target"]) for a in alerts] == [("endpoint_down", "eu/api")]
 
         fleet.down.clear()
         await until(lambda: len(webhook.received) == 2)
-        await some_checks_of_api(fleet)
+        await nothing_more_paged(fleet, log.port, db)
         assert titles(webhook) == [FIRING, RESOLVED]
         await stop(second)
     finally:
@@ -160,7 +170,8 @@ async def test_kill_9_with_the_resolve_unsent_sends_it_once_after_restart(
     log = follow_log(second)
     try:
         await until(lambda: len(webhook.received) == 2)
-        await some_checks_of_api(fleet)
+        await until(lambda: log.events("listening"))
+        await nothing_more_paged(fleet, log.port, db)
         assert titles(webhook) == [FIRING, RESOLVED]
         assert notifications(db, sent=False) == 0
         await stop(second)

@@ -352,6 +352,18 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
         ),
         ("alerting: {timeout: soon}\nregions: {}", "alerting.timeout", "duration"),
         (
+            "alerting: {evaluate_every: 50ms}\nregions: {}",
+            "alerting.evaluate_every",
+            "must be at least 100ms, got '50ms'",
+        ),
+        (
+            "alerting: {evaluate_every: 2m}\nregions: {}",
+            "alerting.evaluate_every",
+            "must be at most 1m, got '2m'",
+        ),
+        ("alerting: {evaluate_every: 0}\nregions: {}", "alerting.evaluate_every", "than zero"),
+        ("alerting: {evaluate_every: often}\nregions: {}", "alerting.evaluate_every", "often"),
+        (
             "alerting: {channels: {slack: {url: 'json://h/', timeout: 0s}}}\nregions: {}",
             "alerting.channels.slack.timeout",
             "greater than zero",
