@@ -24,9 +24,14 @@ log = logging.getLogger("healthcheck.api")
 # the helper process's pipes, canary workers, the listening socket, logs.
 FD_RESERVE = 64
 MIN_CONNECTIONS = 4  # /healthz and a scrape must get through even on a tiny limit
-# The listen backlog, which is also how many connections asyncio accepts in one go before any
-# of them reaches the cap: the budget keeps room for one such batch.
-BACKLOG = 100
+# The listen backlog, which is also how many connections asyncio accepts in one go. A socket
+# it accepts reaches the cap (connection_made) two loop iterations later, and one it evicts is
+# closed one after that, so on a loop late enough for the accept queue to stay full, about
+# four batches are open beyond the cap at once: the budget keeps room for ACCEPTED_AHEAD
+# (a flood of 400 slow peers on a starved daemon with 256 descriptors reached "Too many open
+# files" with room for one batch of 100).
+BACKLOG = 32
+ACCEPTED_AHEAD = 4 * BACKLOG
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
     b"Connection: close\r\n\r\n"
@@ -42,10 +47,11 @@ def open_file_limit() -> int | None:
 
 def connection_budget(configured: int, probes: int, limit: int | None) -> int:
     """How many connections the server may hold: what the open-file `limit` leaves after one
-    descriptor per probe in flight, FD_RESERVE and one accept batch, at most `configured`."""
+    descriptor per probe in flight, FD_RESERVE and the sockets accepted ahead of the cap, at
+    most `configured`."""
     if limit is None:
         return configured
-    return max(MIN_CONNECTIONS, min(configured, limit - probes - FD_RESERVE - BACKLOG))
+    return max(MIN_CONNECTIONS, min(configured, limit - probes - FD_RESERVE - ACCEPTED_AHEAD))
 
 
 class _Connection(asyncio.Protocol):

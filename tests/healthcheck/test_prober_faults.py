@@ -11,7 +11,12 @@ import os
 import pytest
 
 from alerting.rules import SelfCheck, daemon_health
-from healthcheck.connections import BACKLOG, FD_RESERVE, MIN_CONNECTIONS, connection_budget
+from healthcheck.connections import (
+    ACCEPTED_AHEAD,
+    FD_RESERVE,
+    MIN_CONNECTIONS,
+    connection_budget,
+)
 from healthcheck.logs import RepeatFilter
 from healthcheck.probes.base import classify_exception
 from healthcheck.result import ErrorClass
@@ -53,8 +58,8 @@ def test_prober_faults_raise_the_daemons_health_alert_not_the_targets() -> None:
     [
         (256, 500, None, 256),  # no limit: as configured
         (256, 500, 1_048_576, 256),
-        (256, 20, 256, 256 - 20 - FD_RESERVE - BACKLOG),  # what the probes leave
-        (512, 500, 1024, 1024 - 500 - FD_RESERVE - BACKLOG),
+        (256, 20, 256, 256 - 20 - FD_RESERVE - ACCEPTED_AHEAD),  # what the probes leave
+        (512, 500, 1024, 1024 - 500 - FD_RESERVE - ACCEPTED_AHEAD),
         (256, 500, 600, MIN_CONNECTIONS),  # never none: /healthz must get through
     ],
 )
