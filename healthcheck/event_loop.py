@@ -1,22 +1,30 @@
-"""Which event loop the daemon, its probe workers and `--once` run on: uvloop where it is
-installed (the default, `auto`), asyncio's own with `HEALTHCHECK_EVENT_LOOP=asyncio` or where
-uvloop has no wheel; `uvloop` insists on it.
+"""Which event loop the daemon, its probe workers and `--once` run on: asyncio's own, or
+uvloop with `HEALTHCHECK_EVENT_LOOP=uvloop` (or `auto`: uvloop where it is installed).
 
 uvloop's loop, transports and timers are C (libuv): per check it saves the Python of asyncio's
 selector loop (`_run_once`, handles, `sock_connect`, the socket transports), which measured as
 most of a probe worker's CPU besides aiohttp itself (~15 % of a check's CPU, bench/README.md).
 Everything here uses only the public loop API, so both loops run the same code; the tests run
-on either (see tests/conftest.py). Nothing forks under a running loop of either kind (a
-forked uvloop is unusable): the CLI forks the zygote before it makes the daemon's loop
+on either (see tests/conftest.py). Nothing forks under a running loop of either kind (a loop
+must not cross a fork): the CLI forks the zygote before it makes the daemon's loop
 (worker_zygote.Zygote.fork_here), and each worker the zygote forks makes its own.
 
-uvloop was kept opt-in for a while because tests/e2e/test_workers.py's killed-worker test saw
-a worker's first checks time out on a loaded VM (5 runs of 6 on uvloop, 0 of 3 on asyncio).
-That was not the loop: at that commit (15d5c75, workers started as fresh interpreters that
-loaded the CA store on their first check) the test failed on asyncio too under the same load
-(1 of 3 asyncio, 2 of 3 uvloop, load ~5, `taskset -c 0`), with the same first-check timeouts.
-Since workers are forked from a zygote that loaded the CA store once, it passed every run on
-uvloop under that load (8 of 8, with the e2e worker tests 3 times over, also on one core).
+Not the default, for one measured reason. uvloop (libuv) runs the timers that fell due before
+the callbacks made ready by the last poll: an answer read (its future resolved) just before
+the process is held up loses to a timeout that fell due meanwhile, where asyncio's loop runs
+the waiting task first and the answer stands (bench/uvloop_timer_order.py shows it: asyncio
+gets the answer, uvloop times out). A prober short of CPU on uvloop turns more answered checks
+into timeouts: tests/e2e/test_starved_prober.py with `workers: 1` did not see 100 requests
+within its 60 s in 2 runs of 3 and took ~44 s in the third (asyncio: 15 s, 2 of 2 passed).
+Those timeouts become the prober's own faults, not verdicts, when it was starved for a quarter
+of the deadline; below that they would be verdicts.
+
+The earlier reason, the killed-worker e2e test timing out first checks on uvloop (5 runs of 6),
+was not the loop: at that commit (15d5c75, workers started as fresh interpreters that loaded
+the CA store on their first check) it failed on asyncio too under the same load (1 of 3;
+uvloop 2 of 3; load ~5, `taskset -c 0`), with the same first-check timeouts. Since workers are
+forked from a zygote that loaded the CA store once, it passed 8 of 8 on uvloop under that load,
+and tests/e2e/test_workers.py 6 of 6 (3 on one core).
 """
 
 from __future__ import annotations
@@ -30,12 +38,12 @@ from healthcheck.errors import ConfigError
 
 ENV = "HEALTHCHECK_EVENT_LOOP"
 CHOICES = ("asyncio", "uvloop", "auto")
-DEFAULT = "auto"
+DEFAULT = "asyncio"
 T = TypeVar("T")
 
 
 def choice() -> str:
-    """The setting from the environment: auto (the default), uvloop or asyncio. A ConfigError
+    """The setting from the environment: asyncio (the default), uvloop or auto. A ConfigError
     (exit 3) naming the variable and its value for anything else."""
     value = os.environ.get(ENV, DEFAULT).strip().lower() or DEFAULT
     if value not in CHOICES:

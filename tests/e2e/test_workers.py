@@ -429,23 +429,25 @@ def loaded(pid: int, module: str) -> bool:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("default", "uvloop"),
+        ("default", "asyncio"),
         ("asyncio", "asyncio"),
         ("uvloop", "uvloop"),
-        ("default-without-uvloop", "asyncio"),
+        ("auto", "uvloop"),
+        ("auto-without-uvloop", "asyncio"),
     ],
 )
 async def test_the_daemon_and_its_workers_run_on_the_chosen_event_loop(
     start_daemon, follow_log, fleet, tmp_path, setting, expected
 ) -> None:
-    """uvloop by default; HEALTHCHECK_EVENT_LOOP=asyncio, or a platform where uvloop does not
-    import (here a uvloop module that raises ImportError, first on the path), runs asyncio's
-    own. The daemon says which in its `started` line and /api/v1/self; its workers, forked
-    from the zygote, load uvloop only when they run on it; checks go on either way."""
+    """asyncio's own by default; uvloop with HEALTHCHECK_EVENT_LOOP=uvloop, or `auto` where
+    uvloop imports; `auto` on a platform where it does not (here a uvloop module that raises
+    ImportError, first on the path) runs asyncio's. The daemon says which in its `started`
+    line and /api/v1/self; its workers, forked from the zygote, load uvloop only when they run
+    on it; checks go on either way."""
     env = {k: v for k, v in os.environ.items() if k != "HEALTHCHECK_EVENT_LOOP"}
-    if setting in ("asyncio", "uvloop"):
-        env["HEALTHCHECK_EVENT_LOOP"] = setting
-    if setting == "default-without-uvloop":
+    if setting != "default":
+        env["HEALTHCHECK_EVENT_LOOP"] = setting.removesuffix("-without-uvloop")
+    if setting == "auto-without-uvloop":
         shadow = tmp_path / "no_uvloop"
         shadow.mkdir()
         (shadow / "uvloop.py").write_text("raise ImportError('no uvloop on this platform')\n")
