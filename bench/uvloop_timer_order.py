@@ -1,4 +1,4 @@
-"""Why uvloop is not the default event loop (healthcheck/event_loop.py): an answer that came in
+"""One way uvloop and asyncio's loop differ (healthcheck/event_loop.py): an answer that came in
 just before the process was held up, against a timeout that fell due meanwhile.
 
     .venv/bin/python bench/uvloop_timer_order.py

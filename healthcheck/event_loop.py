@@ -9,15 +9,15 @@ on either (see tests/conftest.py). Nothing forks under a running loop of either 
 must not cross a fork): the CLI forks the zygote before it makes the daemon's loop
 (worker_zygote.Zygote.fork_here), and each worker the zygote forks makes its own.
 
-Not the default, for one measured reason. uvloop (libuv) runs the timers that fell due before
-the callbacks made ready by the last poll: an answer read (its future resolved) just before
-the process is held up loses to a timeout that fell due meanwhile, where asyncio's loop runs
-the waiting task first and the answer stands (bench/uvloop_timer_order.py shows it: asyncio
-gets the answer, uvloop times out). A prober short of CPU on uvloop turns more answered checks
-into timeouts: tests/e2e/test_starved_prober.py with `workers: 1` did not see 100 requests
-within its 60 s in 2 runs of 3 and took ~44 s in the third (asyncio: 15 s, 2 of 2 passed).
-Those timeouts become the prober's own faults, not verdicts, when it was starved for a quarter
-of the deadline; below that they would be verdicts.
+Not the default, for one measured reason: tests/e2e/test_starved_prober.py with `workers: 1`
+fails on uvloop. Starved of CPU (nice 19 beside a busy loop on its core), the daemon on uvloop
+made its checks far more slowly: under 100 requests in the test's 60 s in 2 runs of 3, ~44 s in
+the third; asyncio's loop took ~15 s (2 of 2 passed). Cause not found. One difference found on
+the way: uvloop (libuv) runs the timers that fell due before the callbacks the last poll made
+ready, so an answer read just before the process is held up loses to a timeout that fell due
+meanwhile; asyncio's loop lets the woken task run first (bench/uvloop_timer_order.py). A probe
+timeout that let ready callbacks run first fixed that script but not the starved test (2 of 2
+still failed), so that is not the cause, or not all of it.
 
 The earlier reason, the killed-worker e2e test timing out first checks on uvloop (5 runs of 6),
 was not the loop: at that commit (15d5c75, workers started as fresh interpreters that loaded
