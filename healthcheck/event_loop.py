@@ -14,14 +14,15 @@ fails on uvloop. Starved of CPU (nice 19 beside a busy loop on its core), the da
 made its checks far more slowly: under 100 requests in the test's 60 s in 2 runs of 3, ~44 s in
 the third; asyncio's loop took ~15 s (2 of 2 passed). It is the daemon's loop, not the test's:
 test on asyncio and daemon on uvloop, 100 requests in 41 s; the other way, 11 s. The daemon on
-uvloop at nice 19 got 2.5 checks/s done where asyncio got 9 at the same nice, and
-unstarved both used the same CPU (20 s, 5 endpoints every 200 ms). Cause not found. One
-difference found on the way: uvloop (libuv) runs the timers that fell due before the callbacks
-the last poll made ready, so an answer read just before the process is held up loses to a
-timeout that fell due meanwhile; asyncio's loop lets the woken task run first
-(bench/uvloop_timer_order.py). A probe timeout that let ready callbacks run first fixed that
-script but not the starved test (2 of 2 still failed), so that is not the cause, or not all of
-it.
+uvloop at nice 19 got 2.5 checks/s done where asyncio got 9 at the same nice, and unstarved
+both used the same CPU (20 s, 5 endpoints every 200 ms). Cause not found; a lead: `strace -c
+-f` on the starved daemon for 15 s counted 996 futex calls on uvloop against 264 on asyncio
+(threads handing over the GIL, each handover a wait for the CPU when starved). One difference
+found on the way: uvloop (libuv) runs the timers that fell due before the callbacks the last
+poll made ready, so an answer read just before the process is held up loses to a timeout that
+fell due meanwhile; asyncio's loop lets the woken task run first (bench/uvloop_timer_order.py).
+A probe timeout that let ready callbacks run first fixed that script but not the starved test
+(2 of 2 still failed), so that is not the cause, or not all of it.
 
 The earlier reason, the killed-worker e2e test timing out first checks on uvloop (5 runs of 6),
 was not the loop: at that commit (15d5c75, workers started as fresh interpreters that loaded
