@@ -17,7 +17,7 @@ from alerting.holds import hold
 from alerting.outbox import DatabaseFile, Outbox
 from alerting.router import route, still_firing
 from alerting.rules import SelfCheck
-from alerting.settings import AlertingSettings
+from alerting.settings import DEFAULT_EVALUATE_EVERY, AlertingSettings
 from alerting.silences import Silence, stored
 from alerting.state import Event
 from alerting.store import forget, load_states, load_windows, save_changes, save_windows
@@ -27,12 +27,15 @@ from healthcheck.targets import Endpoint
 
 log = logging.getLogger("alerting.engine")
 
-# Alerts are evaluated (and grouped) once per tick, by default.
-ALERT_TICK = 1.0
+# Alerts are evaluated (and grouped) once per tick: `alerting.evaluate_every`, 1 s by default.
+ALERT_TICK = DEFAULT_EVALUATE_EVERY
 # How long a stopping engine lets channels finish the delivery in hand.
 SENDER_GRACE = 15.0
 # How often silences added from the CLI are read back from the database.
 SILENCES_EVERY = 5.0
+# Alert changes the database cannot take are retried at each evaluation, and logged at most
+# this often: a line a second, as at the 1 s tick, however short `evaluate_every` is.
+SAVE_WARN_EVERY = 1.0
 
 # (24h uptime, checks) per endpoint id.
 Uptime24h = Callable[[], Mapping[EndpointId, tuple[float | None, float]]]
@@ -48,19 +51,23 @@ class AlertEngine:
         database_file: DatabaseFile,
         clock: Clock,
         *,
-        tick: float = ALERT_TICK,
+        tick: float | None = None,
         timeline: Timeline = LOOP,
         page_url: str | None = None,
         uptime_24h: Uptime24h | None = None,
         self_check: Callable[[float], SelfCheck] | None = None,
         database_created: Callable[[], int] = lambda: 0,
     ) -> None:
-        """`clock` stamps alert state; evaluations run every `tick` seconds of `timeline`.
+        """`clock` stamps alert state; evaluations run every `tick` seconds of `timeline`
+        (by default the settings' `evaluate_every`).
         `self_check(now)` reads the prober's own health before each evaluation;
         `database_created()` counts the times the database file was created anew."""
         self.settings = settings
         self._clock = clock
-        self._tick = tick
+        self._tick = settings.evaluate_every if tick is None else tick
+        # Evaluations made to the end (healthcheck_alert_evaluations_total): a test or an
+        # operator watches alerting go round without knowing its period.
+        self.evaluations = 0
         self._timeline = timeline
         self._self_check = self_check
         self._database_created = database_created
@@ -78,6 +85,7 @@ class AlertEngine:
         # and written into, the new file.
         self._queued_for = 0
         self._written_for = 0
+        self._save_warned: float | None = None  # timeline time of the last save warning
 
     def observe(self, result: ProbeResult, status: Status) -> None:
         """A result sink: buffered until the next evaluation."""
@@ -124,6 +132,7 @@ class AlertEngine:
             await self._timeline.sleep(self._tick)
             try:
                 await self.evaluate_once()
+                self.evaluations += 1
             except Exception:  # keep alerting alive; the next tick tries again
                 log.exception("alert evaluation failed", extra={"event": "alerting_error"})
 
@@ -228,12 +237,16 @@ class AlertEngine:
                 self._unsaved.pop(0)
                 saved += 1
         except Exception as exc:
-            log.warning(
-                "alert changes not saved yet (%d waiting), retrying each second: %s",
-                len(self._unsaved),
-                exc,
-                extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
-            )
+            now = self._timeline.time()
+            last = self._save_warned
+            if last is None or not 0 <= now - last < SAVE_WARN_EVERY:
+                self._save_warned = now
+                log.warning(
+                    "alert changes not saved yet (%d waiting), retrying each evaluation: %s",
+                    len(self._unsaved),
+                    exc,
+                    extra={"event": "alert_save_failed", "waiting": len(self._unsaved)},
+                )
         if saved:
             self.sender.wake()
 

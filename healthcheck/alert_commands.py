@@ -24,6 +24,7 @@ EXIT_DELIVERY_FAILED = 4
 
 async def test_alert(config: Config, severity: str) -> int:
     """Send a clearly marked test through the route of `severity`; print each answer."""
+    config.require_environment()  # it sends: every ${VAR} must be set
     names = config.alerting.routing({"severity": severity}).channels
     if not names:
         raise ConfigError(

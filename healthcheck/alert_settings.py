@@ -29,6 +29,12 @@ MAX_DELIVERY_TIMEOUT = 300.0
 # alert outlives Alertmanager's resolve_timeout, and expires on its own if the daemon dies.
 DEFAULT_RESEND = 60.0
 MAX_RESEND = 3600.0
+# How often alert rules are evaluated (`alerting.evaluate_every`): the delay from a verdict to
+# its page, and the window of one grouped message. Every period of the rules, holds, reminders,
+# resends and grouping is in seconds, never in evaluations, so this changes none of them.
+DEFAULT_EVALUATE_EVERY = 1.0
+MIN_EVALUATE_EVERY = 0.1
+MAX_EVALUATE_EVERY = 60.0
 ALIVE_RESENDS = 4
 
 
@@ -134,6 +140,7 @@ class AlertingSettings:
     timeout: float = DEFAULT_DELIVERY_TIMEOUT  # for channels that do not set their own
     runbook_base: str | None = None  # each notification links <runbook_base>/<rule>
     public_url: str | None = None  # exporter.public_url: notifications link the endpoint's page
+    evaluate_every: float = DEFAULT_EVALUATE_EVERY  # seconds between evaluations
 
     @property
     def enabled(self) -> bool:

@@ -18,11 +18,14 @@ from healthcheck.alert_settings import (
     ALERT_FACTS,
     CHANNEL_KINDS,
     DEFAULT_DELIVERY_TIMEOUT,
+    DEFAULT_EVALUATE_EVERY,
     DEFAULT_REPEAT,
     DEFAULT_RESEND,
     DEFAULT_ROUTES,
     MAX_DELIVERY_TIMEOUT,
+    MAX_EVALUATE_EVERY,
     MAX_RESEND,
+    MIN_EVALUATE_EVERY,
     OVERRIDABLE,
     AlertingSettings,
     AlertOverrides,
@@ -35,7 +38,7 @@ from healthcheck.alert_settings import (
 )
 from healthcheck.durations import format_duration
 from healthcheck.labels import label_name, label_value
-from healthcheck.secrets import Secret
+from healthcheck.secrets import Secret, UnsetSecret
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -57,6 +60,15 @@ def resend_period(value: Any) -> float:
     return seconds
 
 
+def evaluate_every(value: Any) -> float:
+    """A duration from MIN_EVALUATE_EVERY to MAX_EVALUATE_EVERY."""
+    seconds: float = schema.duration_up_to(MAX_EVALUATE_EVERY)(value)
+    if seconds < MIN_EVALUATE_EVERY:
+        limit = format_duration(MIN_EVALUATE_EVERY)
+        raise ValueError(f"must be at least {limit}, got {value!r}")
+    return seconds
+
+
 def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
     def read(value: Any) -> ChannelSettings:
         if isinstance(value, str | Secret):
@@ -73,11 +85,12 @@ def _channel(name: str, timeout: float) -> Callable[[Any], ChannelSettings]:
         if "url" not in fields:
             raise schema.FieldError("url", "missing: an Apprise URL (or Alertmanager base URL)")
         kind = fields.get("kind", "apprise")
+        unknown = isinstance(fields["url"], UnsetSecret)  # its ${VAR} is not set (`status`)
         url = fields["url"].reveal()
-        if kind == "apprise" and not _apprise_accepts(url):
+        if kind == "apprise" and not unknown and not _apprise_accepts(url):
             # Never echo the URL: it usually holds a token.
             raise schema.FieldError("url", "not a URL Apprise understands (see its services list)")
-        if kind == "alertmanager" and not url.startswith(("http://", "https://")):
+        if kind == "alertmanager" and not unknown and not url.startswith(("http://", "https://")):
             raise schema.FieldError("url", "an Alertmanager base URL, like http://127.0.0.1:9093")
         if kind != "alertmanager" and "resend" in fields:
             raise schema.FieldError("resend", "only for kind: alertmanager (it keeps alerts alive)")
@@ -220,6 +233,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
             "vantage": schema.text,
             "timeout": delivery_timeout,
             "runbook_base": schema.http_url,
+            "evaluate_every": evaluate_every,
         },
     )
     timeout = values.get("timeout", DEFAULT_DELIVERY_TIMEOUT)
@@ -270,6 +284,7 @@ def read_alerting(raw: Mapping[str, Any]) -> AlertingSettings:
         vantage=values.get("vantage"),
         timeout=timeout,
         runbook_base=values.get("runbook_base"),
+        evaluate_every=values.get("evaluate_every", DEFAULT_EVALUATE_EVERY),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -40,6 +41,10 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 SYSTEM_CONFIG = Path("/etc/healthcheck/regions.yaml")
 DUPLICATE_SIGNAL_WINDOW = 0.5
+# Commands that read stored results or the routing and never use a secret's value: they load
+# the configuration with `${VAR}`s not set (an operator need not source the secrets to read
+# them). run, --once, test-alert and check-config (whose job is to report it) refuse one.
+SECRET_FREE_COMMANDS = frozenset({"status", "routes", "silence"})
 
 log = logging.getLogger("healthcheck.cli")
 
@@ -171,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--db",
                 default=None,
-                help="keep the demo's database in this file (default: a scratch file, removed)",
+                help="keep the demo's database in this file (default: a scratch file, removed); "
+                "with --once, the round's results are stored in it (as --once --record does)",
             )
     return parser
 
@@ -206,7 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.config and args.config != args.config_file:
             raise ConfigError(f"two configuration files: {args.config!r} and {args.config_file!r}")
         args.config = args.config_file
-    config = _load(args)
+    config = _load(args, allow_unset=command in SECRET_FREE_COMMANDS)
     if command == "check-config":
         return _check_config(config, args.format)
     if command == "status":
@@ -275,7 +281,7 @@ def _alert_command(command: str, args: argparse.Namespace, config: Config) -> in
     return silence_remove(path, args.id)
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, allow_unset: bool = False) -> Config:
     path = args.config or default_config_path()
     if not args.config and not Path(path).exists():
         env = os.environ.get("HEALTHCHECK_CONFIG")
@@ -289,7 +295,7 @@ def _load(args: argparse.Namespace) -> Config:
     # running yet; a reload in the daemon keeps the collector on.
     gc.disable()
     try:
-        config = load_config(path)
+        config = load_config(path, allow_unset=allow_unset)
     finally:
         gc.enable()
     if args.region:
@@ -319,6 +325,7 @@ async def _probe_all(config: Config) -> list[ProbeResult]:
     prober's own trouble or lateness are made again, fewer at a time, before anything is judged."""
     from storage.paths import default_path  # push endpoints read their last stored ping
 
+    config.require_environment()  # it probes: every ${VAR} must be set
     database = config.storage.path or default_path()
     async with Prober(Redactor(config.secrets), recheck_lagged=False, database=database) as prober:
         return await check_all(list(config.endpoints()), prober, config.scheduler)
@@ -442,7 +449,11 @@ async def _demo(args: argparse.Namespace) -> int:
         if args.region:
             config = config.only_regions(set(args.region))
         if args.once:
-            return await _once(config, args.format)
+            if args.db:  # the round is stored in FILE, as `--once --record` stores it
+                config = dataclasses.replace(
+                    config, storage=dataclasses.replace(config.storage, path=args.db)
+                )
+            return await _once(config, args.format, record=args.db is not None)
         from healthcheck.daemon import Daemon
         from healthcheck.front import HttpFront
         from storage.writer import StorageWriter

@@ -31,7 +31,7 @@ from healthcheck.probes.base import Probe
 from healthcheck.probes.registry import KINDS, is_kind, known_kinds, probe_kind
 from healthcheck.result import EndpointId
 from healthcheck.schema import REQUIRED, FieldError, Option
-from healthcheck.secrets import Redactor, Secret
+from healthcheck.secrets import UNSET_PLACEHOLDER, Redactor, Secret, UnsetSecret, UnsetVariable
 from healthcheck.sections import SECTIONS
 from healthcheck.targets import Config, Endpoint, ExporterSettings, ProbeSettings, Region
 
@@ -59,8 +59,14 @@ _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|
 _MIN_SECRET_LENGTH = 6
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate a configuration file."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_unset: bool = False,
+) -> Config:
+    """Read, interpolate and validate a configuration file. `allow_unset`: for a command that
+    never uses a secret's value, a `${VAR}` not set is no error (see `parse_config`)."""
     source = str(path)
     try:
         with open(path, "rb") as file:
@@ -70,11 +76,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(f"cannot read the file: {exc.strerror}", file=source) from None
     except UnicodeDecodeError:
         raise ConfigError("the file is not UTF-8 text", file=source) from None
-    return parse_config(text, source, environ)
+    return parse_config(text, source, environ, allow_unset=allow_unset)
 
 
-def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate configuration text; `source` names it in error messages."""
+def parse_config(
+    text: str,
+    source: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_unset: bool = False,
+) -> Config:
+    """Validate configuration text; `source` names it in error messages. With `allow_unset`,
+    a `${VAR}` not set (and no `:-default`) makes an UnsetSecret: its key is validated with a
+    placeholder, an error at that key names the variable, the Config lists it in `unset`
+    (`require_environment` refuses it) and the value cannot be revealed once loaded."""
     if len(text) > safe_yaml.MAX_BYTES:
         raise ConfigError(
             f"the file is larger than {safe_yaml.MAX_BYTES // 2**20} MiB, the most accepted",
@@ -90,7 +105,7 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
         raise ConfigError(f"invalid YAML: {exc}", file=source) from None
     except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
         raise ConfigError(f"invalid YAML: {exc}", file=source) from None
-    builder = _Builder(source, os.environ if environ is None else environ)
+    builder = _Builder(source, os.environ if environ is None else environ, allow_unset)
     # No `$` in the text: nothing to interpolate, and no walk over every value to find that out.
     return builder.build(data, interpolate="$" in text)
 
@@ -103,9 +118,12 @@ def _where(exc: yaml.MarkedYAMLError) -> str:
 class _Builder:
     """Walks the parsed YAML once, collecting secrets and raising the first error found."""
 
-    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, source: str, environ: Mapping[str, str], allow_unset: bool = False) -> None:
         self.source = source
         self.environ = environ
+        self.allow_unset = allow_unset
+        self.unset: list[UnsetVariable] = []
+        self.unset_values: list[UnsetSecret] = []
         self.base_dir = Path(source).parent
         self.secrets: set[str] = set()
         # The same value is written once in `defaults` and read for every endpoint: at 100,000
@@ -122,6 +140,11 @@ class _Builder:
         self.depends_at: dict[EndpointId, str] = {}
 
     def error(self, path: str, message: str) -> ConfigError:
+        # A value built from a ${VAR} that is not set cannot be checked (nor a key inside it):
+        # the variable is what is wrong, as it is when unset variables are refused.
+        unset = next((u for u in self.unset if _within(path, u.path)), None)
+        if unset is not None:
+            path, message = unset.path, f"{unset.describe()}; this key needs its value"
         # A value that came from the environment may be echoed back: never show it.
         return ConfigError(Redactor(self.secrets)(message), file=self.source, path=path or None)
 
@@ -148,6 +171,7 @@ class _Builder:
 
     def _substitute(self, value: str, path: str) -> str | Secret:
         from_environment = False
+        unset: list[UnsetVariable] = []
 
         def replace(match: re.Match[str]) -> str:
             nonlocal from_environment
@@ -164,12 +188,19 @@ class _Builder:
                 return found
             if default is not None:
                 return default
+            if self.allow_unset:
+                unset.append(UnsetVariable(name, path))
+                return UNSET_PLACEHOLDER
             raise self.error(
                 path,
                 f"environment variable {name} is not set (write ${{{name}:-default}} to allow)",
             )
 
         result = _INTERPOLATION.sub(replace, value)
+        if unset:
+            self.unset += unset
+            self.unset_values.append(UnsetSecret(result, unset[0]))
+            return self.unset_values[-1]
         return Secret(result) if from_environment else result
 
     # -- whole file ----------------------------------------------------------------------------
@@ -203,6 +234,8 @@ class _Builder:
             for name, raw in regions_raw.items()
         )
         self.check_dependencies(regions, regions_raw)
+        for loaded in self.unset_values:  # validated: from now on nothing may use them
+            loaded.seal()
         return Config(
             source=self.source,
             regions=regions,
@@ -212,6 +245,7 @@ class _Builder:
             alerting=alerting,
             sla_target=sla.target,
             secrets=frozenset(self.secrets),
+            unset=tuple(self.unset),
         )
 
     def region(self, name: Any, raw: Any, defaults: dict[str, Any], path: str) -> Region:
@@ -254,6 +288,8 @@ class _Builder:
         name = raw.get("name")
         if name is None:
             raise self.error(_join(path, "name"), "missing: every endpoint needs a name")
+        if isinstance(name, UnsetSecret):  # a name is shown everywhere: never a placeholder
+            raise self.error(_join(path, "name"), "needs the value of its variable")
         name = _plain(name)
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise self.error(
@@ -593,6 +629,11 @@ def _default_keys(kinds: list[str]) -> dict[str, Option]:
 
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
+
+
+def _within(path: str, outer: str) -> bool:
+    """Whether key path `path` is `outer` or lies inside it."""
+    return path == outer or path.startswith((f"{outer}.", f"{outer}["))
 
 
 def _kind_of(value: Any) -> str:

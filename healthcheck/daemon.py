@@ -122,6 +122,7 @@ class Daemon:
         """`clock` stamps results and alert state; the scheduler and the alert tick wait on
         `timeline` (the event loop's clock): a test passes one manual clock as both. `zygote`
         forks the probe workers (the CLI forks it from itself before the event loop starts)."""
+        config.require_environment()  # it probes and sends: every ${VAR} must be set
         self.shard = shard
         self._zygote = zygote
         self._timeline = timeline

@@ -417,6 +417,11 @@ class Metrics:
                 daemon.missed,
             ),
             (
+                "healthcheck_alert_evaluations",
+                "Alert evaluations made (one every alerting.evaluate_every while alerting is on)",
+                daemon.alert_evaluations,
+            ),
+            (
                 "healthcheck_prober_faults",
                 "Checks that could not be made for the prober's own trouble (file descriptors, "
                 "memory): no verdict about their targets",

@@ -1,19 +1,25 @@
 """`GET|POST /api/v1/push/{token}[?status=up|down&msg=...&latency_ms=...]`: where the jobs of
 `kind: push` endpoints ping (healthcheck.probes.push judges the pings).
 
-Open without the exporter's auth: the token is the secret. It is compared in constant time with
-every push endpoint's, never logged, never stored (a ping is kept by region and endpoint), and
-a token that matches none gets the same bare 404 as any other. Pings are rate-limited per
-endpoint; past the limit a 429, not a place in a queue.
+Open without the exporter's auth: the token is the secret. It is looked up by its HMAC under a
+key of this process's own (the lookup's timing says nothing usable about any token) and the one
+found compared in constant time; never logged, never stored (a ping is kept by region and
+endpoint), and a token that matches none gets the same bare 404 as any other. Pings are
+rate-limited per endpoint; past the limit a 429, not a place in a queue. A ping is stored
+before its answer, the pings that arrive together in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import math
+import secrets
 import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from asyncio_throttle.throttler import Throttler
@@ -22,7 +28,7 @@ from healthcheck.api import STATE
 from healthcheck.probes import heartbeats
 from healthcheck.probes.push import PushProbe, PushSettings
 from healthcheck.result import EndpointId
-from healthcheck.targets import Endpoint
+from healthcheck.targets import Config, Endpoint
 
 log = logging.getLogger("healthcheck.push")
 
@@ -35,26 +41,110 @@ PARAMETERS = ("status", "msg", "latency_ms")
 THROTTLES = web.AppKey("push_throttles", dict)
 
 
+class Tokens:
+    """The push endpoints of the running configuration by token, rebuilt when a reload
+    publishes another: the old tokens find nothing from the first request after it."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)  # this process's own: digests mean nothing elsewhere
+        self._config: Config | None = None
+        self._by_digest: dict[bytes, tuple[Endpoint, ...]] = {}
+
+    def _digest(self, token: bytes) -> bytes:
+        return hmac.digest(self._key, token, hashlib.sha256)
+
+    def matching(self, token: str, config: Config) -> list[Endpoint]:
+        """The push endpoints of `config` whose token is `token`."""
+        if config is not self._config:
+            by_digest: dict[bytes, list[Endpoint]] = {}
+            for endpoint in config.endpoints():
+                if endpoint.kind == PushProbe.kind:
+                    key = self._digest(_token_of(endpoint))
+                    by_digest.setdefault(key, []).append(endpoint)
+            self._by_digest = {key: tuple(found) for key, found in by_digest.items()}
+            self._config = config
+        given = token.encode("utf-8", "surrogatepass")
+        return [
+            endpoint
+            for endpoint in self._by_digest.get(self._digest(given), ())
+            if hmac.compare_digest(given, _token_of(endpoint))
+        ]
+
+
+def _token_of(endpoint: Endpoint) -> bytes:
+    return endpoint.settings.narrow(PushSettings).token.reveal().encode()
+
+
+class PingStore:
+    """Stores pings in the file at `path`, in a thread of its own on one kept connection; the
+    pings that arrive while a transaction is being written go together in the next (one commit
+    for all of them)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="push-pings")
+        self._recorder = heartbeats.Recorder()
+        self._waiting: list[tuple[heartbeats.Stored, asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def store(self, pings: Sequence[heartbeats.Stored]) -> None:
+        """Return once `pings` are stored; raise sqlite3.Error when they could not be."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.extend((ping, done) for ping in pings)
+        if self._writing is None:
+            self._writing = loop.create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                pings = [ping for ping, _ in batch]
+                try:
+                    await loop.run_in_executor(
+                        self._thread, self._recorder.record, self._path, pings
+                    )
+                except Exception as exc:
+                    outcome: BaseException | None = exc
+                else:
+                    outcome = None
+                for _, done in batch:
+                    if done.done():  # its request went away
+                        continue
+                    if outcome is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(outcome)
+        finally:
+            self._writing = None
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._recorder.close)
+        self._thread.shutdown(wait=False)
+
+
+TOKENS = web.AppKey("push_tokens", Tokens)
+PINGS_STORE = web.AppKey("push_ping_store", PingStore)
+
+
 def register(app: web.Application) -> None:
     """Serve the push path on `app` (whose auth middleware leaves it open)."""
     app[THROTTLES] = {}
+    app[TOKENS] = Tokens()
+    app[PINGS_STORE] = store = PingStore(app[STATE].storage_path)
+
+    async def close(_app: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close)
     app.router.add_route("*", PATH, ping)
 
 
 def _plain(status: int, text: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", headers=headers)
-
-
-def _matching(token: str, endpoints: list[Endpoint]) -> list[Endpoint]:
-    """The push endpoints whose token is `token`, every one compared in constant time."""
-    given = token.encode()
-    return [
-        endpoint
-        for endpoint in endpoints
-        if hmac.compare_digest(
-            given, endpoint.settings.narrow(PushSettings).token.reveal().encode()
-        )
-    ]
 
 
 def _ping(request: web.Request, now: float) -> heartbeats.Ping | str:
@@ -91,8 +181,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def _ping_once(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    pushed = [e for e in state.config.endpoints() if e.kind == PushProbe.kind]
-    matched = _matching(request.match_info["token"], pushed)
+    matched = request.app[TOKENS].matching(request.match_info["token"], state.config)
     if not matched:
         return _plain(404, "not found")
     if request.method not in ("GET", "POST"):
@@ -109,10 +198,8 @@ async def _ping_once(request: web.Request) -> web.Response:
         retry = str(math.ceil(PER / PINGS))
         return _plain(429, f"at most {PINGS} pings a minute", **{"Retry-After": retry})
     try:
-        for endpoint in matched:
-            await asyncio.to_thread(
-                heartbeats.record, state.storage_path, endpoint.region, endpoint.name, found
-            )
+        stored = [heartbeats.Stored(e.region, e.name, found) for e in matched]
+        await request.app[PINGS_STORE].store(stored)
     except sqlite3.Error as exc:
         # Logged by endpoint: the path holds the token.
         log.error(

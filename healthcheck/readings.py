@@ -32,6 +32,7 @@ class Readings:
     storage_replaced: int | None = None
     uptime: UptimeReport | None = None  # the last stored-uptime read
     alerts_firing: dict[str, int] | None = None  # severity -> count
+    alert_evaluations: int | None = None  # alert evaluations made (None: alerting is off)
     # probe workers (None: checks run on the daemon's own loop): restarts by reason, and
     # results a worker dropped because the daemon read them too slowly
     worker_restarts: dict[str, int] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,18 +20,25 @@ from healthcheck.status import (
 from healthcheck.targets import Config
 
 _COLOURS = {Status.HEALTHY: "32", Status.DEGRADED: "33", Status.UNHEALTHY: "31"}
+# An endpoint or region with no result yet, as `healthcheck status` and the API show it.
+UNKNOWN = "unknown"
+NOT_CHECKED = "not checked yet"
 
 
 class Report:
-    """The results of one round of checks with their statuses and region aggregates."""
+    """The results of one round of checks with their statuses and region aggregates; the
+    demo's tables also come from here while some endpoints have no result yet (`unknown`)."""
 
     def __init__(self, config: Config, results: Sequence[ProbeResult]) -> None:
+        self.config = config
         endpoints = {endpoint.id: endpoint for endpoint in config.endpoints()}
         order = {endpoint_id: index for index, endpoint_id in enumerate(endpoints)}
         self.rows = []
         for result in sorted(results, key=lambda r: order[r.target_id]):
             endpoint = endpoints[result.target_id]
             self.rows.append((result, classify(result, endpoint), endpoint))
+        checked = {endpoint.id for _, _, endpoint in self.rows}
+        self.unchecked = [e for e in endpoints.values() if e.id not in checked]
         self.regions: list[RegionStatus] = []
         for region in config.regions:
             checks = [(r.ok, s) for r, s, e in self.rows if e.region == region.name]
@@ -43,18 +51,15 @@ class Report:
         return EXIT_CODES[self.status]
 
     def as_json(self) -> dict[str, Any]:
+        summaries = {region.name: region for region in self.regions}
         return {
             "results": [_result_json(r, s, latency_note(r, e)) for r, s, e in self.rows],
+            # Every region with an endpoint, in order; one none of whose endpoints is checked
+            # yet (only in the demo's tables) is unknown.
             "regions": {
-                region.name: {
-                    "status": region.status.value,
-                    "regional_failure": region.regional_failure,
-                    "endpoints": region.total,
-                    "healthy": region.healthy,
-                    "degraded": region.degraded,
-                    "unhealthy": region.unhealthy,
-                }
-                for region in self.regions
+                region.name: _region_json(summaries.get(region.name))
+                for region in self.config.regions
+                if region.endpoints
             },
             "status": self.status.value,
             "exit_code": self.exit_code,
@@ -64,9 +69,18 @@ class Report:
         return json.dumps(self.as_json(), indent=2)
 
     def render_table(self, colour: bool = False) -> str:
+        """Every configured endpoint in configuration order, one not checked yet as `unknown`
+        (as `healthcheck status` shows one), and a line for every region with an endpoint."""
         header = ("REGION", "ENDPOINT", "KIND", "STATUS", "LATENCY", "HTTP", "DETAIL")
         lines = [header]
-        for result, status, endpoint in self.rows:
+        checked = {endpoint.id: (result, status) for result, status, endpoint in self.rows}
+        for endpoint in self.config.endpoints():
+            if endpoint.id not in checked:
+                lines.append(
+                    (endpoint.region, endpoint.name, endpoint.kind, UNKNOWN, "-", "-", NOT_CHECKED)
+                )
+                continue
+            result, status = checked[endpoint.id]
             detail = result.error_text or latency_note(result, endpoint) or ""
             if result.error:
                 detail = f"{result.error.value}: {detail}"
@@ -87,17 +101,27 @@ class Report:
         out = []
         for index, line in enumerate(lines):
             cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
-            if colour and index:
+            if colour and index and line[3] != UNKNOWN:
                 cells[3] = _paint(Status(line[3]), cells[3])
             out.append("  ".join([*cells, line[-1]]).rstrip())
         out.append("")
-        for region in self.regions:
+        summaries = {region.name: region for region in self.regions}
+        waiting = Counter(endpoint.region for endpoint in self.unchecked)
+        for configured in self.config.regions:
+            region, unseen = summaries.get(configured.name), waiting[configured.name]
+            later = f", {unseen} {NOT_CHECKED}" if unseen else ""
+            if region is None:  # none checked yet; a region with every endpoint off: no line
+                if unseen:
+                    out.append(f"region {configured.name}: {UNKNOWN} ({NOT_CHECKED})")
+                continue
             note = "  REGIONAL FAILURE" if region.regional_failure else ""
             label = _paint(region.status, region.status.value) if colour else region.status.value
             out.append(
-                f"region {region.name}: {label} ({region.healthy}/{region.total} healthy){note}"
+                f"region {region.name}: {label} "
+                f"({region.healthy}/{region.total} healthy{later}){note}"
             )
-        out.append(f"overall: {self.status.value}")
+        later = f" ({len(self.unchecked)} {NOT_CHECKED})" if self.unchecked else ""
+        out.append(f"overall: {self.status.value}{later}")
         return "\n".join(out)
 
 
@@ -144,4 +168,18 @@ def _result_json(result: ProbeResult, status: Status, note: str | None) -> dict[
         "cert_expiry": _iso(result.cert_expiry),
         "details": dict(result.details),
         "timestamp": _iso(result.timestamp),
+    }
+
+
+def _region_json(region: RegionStatus | None) -> dict[str, Any]:
+    if region is None:
+        counts = dict.fromkeys(("endpoints", "healthy", "degraded", "unhealthy"), 0)
+        return {"status": UNKNOWN, "regional_failure": False, **counts}
+    return {
+        "status": region.status.value,
+        "regional_failure": region.regional_failure,
+        "endpoints": region.total,
+        "healthy": region.healthy,
+        "degraded": region.degraded,
+        "unhealthy": region.unhealthy,
     }

@@ -7,6 +7,9 @@ import contextlib
 import re
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from healthcheck.errors import ConfigError
 
 REDACTED = "***"
 
@@ -34,6 +37,45 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+# What a `${VAR}` that is not set reads as while a command that never uses secrets loads the
+# configuration: 32 letters and digits pass the checks a push token, a header or the parts of
+# an Apprise URL get, so those keys are still validated.
+UNSET_PLACEHOLDER = "unset" + "0" * 27
+
+
+@dataclass(frozen=True, slots=True)
+class UnsetVariable:
+    """A `${VAR}` not set in the environment, and the key path it was written at."""
+
+    name: str
+    path: str
+
+    def describe(self) -> str:
+        return f"environment variable {self.name} is not set"
+
+
+class UnsetSecret(Secret):
+    """A value built from a `${VAR}` that is not set, loaded for a command that never uses a
+    secret's value (`status`, `routes test`, `silence`). Until the loader seals it, it reads
+    as UNSET_PLACEHOLDER so that its key is validated; after, `reveal()` raises, so nothing
+    can send or probe with it."""
+
+    __slots__ = ("_sealed", "variable")
+
+    def __init__(self, value: str, variable: UnsetVariable) -> None:
+        super().__init__(value)
+        self.variable = variable
+        self._sealed = False
+
+    def seal(self) -> None:
+        self._sealed = True
+
+    def reveal(self) -> str:
+        if self._sealed:
+            raise ConfigError(self.variable.describe(), path=self.variable.path)
+        return super().reveal()
 
 
 def reveal(value: str | Secret) -> str:

@@ -139,6 +139,12 @@ class SelfHealth:
                 "queue_depth": writer.queue_depth,
                 "writable": writer.stats.writable,
             },
+            "alerts": None
+            if self.alerts is None
+            else {
+                "evaluations": self.alerts.evaluations,
+                "evaluate_every_seconds": self.alerts.settings.evaluate_every,
+            },
         }
 
     def readings(self) -> Readings:
@@ -167,6 +173,7 @@ class SelfHealth:
             storage_replaced=writer.stats.replaced if writer else None,
             uptime=snapshot.report if snapshot else None,
             alerts_firing=alerts.firing() if alerts else {},
+            alert_evaluations=alerts.evaluations if alerts else None,
             notifications=alerts.notification_counts() if alerts else {},
         )
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from healthcheck.alert_settings import AlertingSettings, AlertOverrides
+from healthcheck.errors import ConfigError
 from healthcheck.labels import Labels
 from healthcheck.result import EndpointId
-from healthcheck.secrets import Secret
+from healthcheck.secrets import Secret, UnsetVariable
 
 if TYPE_CHECKING:
     from healthcheck.conditions import Condition
@@ -186,6 +187,14 @@ class Config:
     alerting: AlertingSettings = field(default_factory=AlertingSettings)
     sla_target: float = 0.999  # the uptime ratio regions are held to in the SLA API
     secrets: frozenset[str] = frozenset()
+    # `${VAR}`s not set, in a configuration loaded for a command that never uses secrets.
+    unset: tuple[UnsetVariable, ...] = ()
+
+    def require_environment(self) -> None:
+        """Refuse to probe or send with a configuration whose `${VAR}`s are not all set."""
+        if self.unset:
+            first = self.unset[0]
+            raise ConfigError(first.describe(), file=self.source, path=first.path)
 
     def endpoints(self) -> Iterator[Endpoint]:
         for region in self.regions:

@@ -11,6 +11,7 @@ import asyncio
 import re
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from healthcheck import schema
@@ -87,6 +88,14 @@ class PushProbe(Probe):
         # When this process began watching each endpoint: before any ping is stored, it has
         # until interval + grace from then.
         self._watching: dict[EndpointId, float] = {}
+        # The pings are read on one kept connection, in a thread of its own.
+        self._reader = heartbeats.Reader()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="push-reads")
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._reader.close)
+        self._thread.shutdown(wait=False)
 
     @classmethod
     def cadence(cls, settings: ProbeSettings, interval: float) -> float | None:
@@ -107,8 +116,8 @@ class PushProbe(Probe):
         if self.database is None:
             return self.failed(target, ErrorClass.PROBER, "no database to read pings from", started)
         try:
-            ping = await asyncio.to_thread(
-                heartbeats.last, self.database, target.region, target.name
+            ping = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._reader.last, self.database, target.region, target.name
             )
         except sqlite3.Error as exc:  # our own file: no verdict about the job
             return self.failed(target, ErrorClass.PROBER, f"cannot read pings: {exc}", started)

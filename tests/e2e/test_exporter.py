@@ -293,10 +293,24 @@ async def test_blackbox_names_carry_over_dashboards_made_for_blackbox_exporter(
 
 async def test_promtool_accepts_the_exposition(daemon_url) -> None:
     promtool = require("promtool", package="prometheus")
-    async with aiohttp.ClientSession() as session:
-        await asyncio.sleep(1.0)  # a few rounds of checks, so every family has series
-        async with session.get(f"{daemon_url}/metrics") as response:
-            body = await response.read()
+    # Every endpoint checked, so the families its checks fill have series, and the scheduler's
+    # heartbeat read: however long a busy machine takes to get there.
+    everyone = {("us-west", "api"), ("eu-west", "api"), ("eu-west", "db")}
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        body = await scrape(daemon_url)
+        found = parsed(body)
+        checked = {
+            (labels["region"], labels["endpoint"])
+            for name, labelled in found
+            if name == "healthcheck_probe_duration_seconds_count"
+            for labels in [dict(labelled)]
+        }
+        beating = ("healthcheck_scheduler_heartbeat_age_seconds", frozenset()) in found
+        if checked == everyone and beating:
+            break
+        assert asyncio.get_running_loop().time() < deadline, (checked, beating)
+        await asyncio.sleep(0.1)
     assert b"healthcheck_probe_success" in body
     check = await asyncio.create_subprocess_exec(
         promtool,

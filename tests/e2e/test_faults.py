@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from alert_ticks import EVALUATE_EVERY, quiet_for
 from polling import until
 from tools import require_file
 
@@ -71,6 +72,7 @@ def incident_config(tmp_path: Path, fleet, webhook) -> Path:
                 "exporter": {"listen": "127.0.0.1:0"},
                 "alerting": {
                     "channels": {"slack": f"json://127.0.0.1:{webhook.port}/slack"},
+                    "evaluate_every": EVALUATE_EVERY,
                     "rules": {
                         "failure_threshold": 3,
                         "success_threshold": 2,
@@ -91,11 +93,19 @@ def incident_config(tmp_path: Path, fleet, webhook) -> Path:
     return config
 
 
-async def some_checks_of_api(fleet, count: int = 10) -> None:
-    """Wait for `count` more checks of eu/api: two seconds of evaluations, long enough for a
-    duplicate page to show."""
+# Evaluations watched for a page that must not come. The 2 s this used to wait, at the 1 s
+# tick, held 2 evaluations; these are 3 (0.6 s at EVALUATE_EVERY), each after eu/api's state
+# could page anew, and the window ends only once their notifications are delivered.
+QUIET_EVALUATIONS = 3
+
+
+async def nothing_more_paged(fleet, port: int, db: Path) -> None:
+    """Wait until a page the daemon should not send would have arrived: 3 more checks of
+    eu/api (its failure_threshold: endpoint_down could fire anew on them alone), then
+    QUIET_EVALUATIONS evaluations that judged them, then the outbox delivered."""
     seen = fleet.hits.count("/switch/api")
-    await until(lambda: fleet.hits.count("/switch/api") >= seen + count)
+    await until(lambda: fleet.hits.count("/switch/api") >= seen + 3)
+    await quiet_for(port, QUIET_EVALUATIONS, lambda: notifications(db, sent=False) == 0)
 
 
 async def test_kill_9_mid_incident_neither_repages_nor_loses_the_resolve(
@@ -117,14 +127,14 @@ async def test_kill_9_mid_incident_neither_repages_nor_loses_the_resolve(
     log = follow_log(second)
     try:
         await until(lambda: log.events("listening"))
-        await some_checks_of_api(fleet)  # still failing under the new process
+        await nothing_more_paged(fleet, log.port, db)  # still failing under the new process
         assert titles(webhook) == [FIRING]  # no second page
         alerts = (await get_json(log.port, "/api/v1/alerts?state=firing"))["alerts"]
         assert [(a["rule"], a["target"]) for a in alerts] == [("endpoint_down", "eu/api")]
 
         fleet.down.clear()
         await until(lambda: len(webhook.received) == 2)
-        await some_checks_of_api(fleet)
+        await nothing_more_paged(fleet, log.port, db)
         assert titles(webhook) == [FIRING, RESOLVED]
         await stop(second)
     finally:
@@ -160,7 +170,8 @@ async def test_kill_9_with_the_resolve_unsent_sends_it_once_after_restart(
     log = follow_log(second)
     try:
         await until(lambda: len(webhook.received) == 2)
-        await some_checks_of_api(fleet)
+        await until(lambda: log.events("listening"))
+        await nothing_more_paged(fleet, log.port, db)
         assert titles(webhook) == [FIRING, RESOLVED]
         assert notifications(db, sent=False) == 0
         await stop(second)
@@ -370,7 +381,7 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
         while not (await checked_names(log.port) == {"x", "y", "z"} and await settled()):
             assert time.monotonic() < deadline, (await own_numbers(log.port), (tasks, fds))
             await asyncio.sleep(0.1)
-        await assert_only_checked(fleet, "xyz")
+        await assert_only_checked(log.port, fleet, "xyz")
         reloads = len(log.events("config_reloaded"))
         rejected = len(log.events("config_reload_failed"))
         assert reloads >= 1 and rejected >= 1  # signals arriving together may count as one
@@ -388,7 +399,7 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
         late = log.events("config_reloaded")[reloads:]  # a reload of the storm still queued
         assert all((e["added"], e["removed"], e["changed"]) == (0, 0, 0) for e in late)
         assert await checked_names(log.port) == {"x", "y", "z"}
-        await assert_only_checked(fleet, "xyz")
+        await assert_only_checked(log.port, fleet, "xyz")
         assert process.returncode is None
         await stop(process)
     finally:
@@ -399,10 +410,23 @@ async def test_a_storm_of_reloads_ends_on_the_last_good_config(
     assert errors == {"config_reload_failed"}
 
 
-async def assert_only_checked(fleet, names: str) -> None:
-    """Over the next second, every one of `names` is checked and nothing else is."""
+async def assert_only_checked(port: int, fleet, names: str) -> None:
+    """Every one of `names` is checked three times (over two of its intervals) and nothing
+    else is. Counted from a full round of `names` after a moment no check was in flight: a
+    check of an endpoint a reload removed, under way then, may land before; none after."""
+
+    def checks_since(start: int) -> dict[str, int]:
+        paths = fleet.hits[start:]
+        return {name: paths.count(f"/switch/{name}") for name in names}
+
+    deadline = time.monotonic() + 20
+    while (await get_json(port, "/api/v1/self"))["scheduler"]["in_flight"]:
+        assert time.monotonic() < deadline, "checks in flight all along"
+        await asyncio.sleep(0.02)
+    idle = len(fleet.hits)
+    await until(lambda: min(checks_since(idle).values()) >= 1)
     before = len(fleet.hits)
-    await asyncio.sleep(1.0)
+    await until(lambda: min(checks_since(before).values()) >= 3)
     checked = {path.removeprefix("/switch/") for path in fleet.hits[before:]}
     assert checked == set(names)
 

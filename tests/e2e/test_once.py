@@ -1,9 +1,10 @@
-"""`healthcheck --once`, `check-config` and `demo --once` as a user runs them."""
+"""`healthcheck --once`, `check-config` and `demo` as a user runs them."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 import yaml
@@ -234,6 +235,59 @@ async def test_demo_once_shows_every_status(run_cli) -> None:
     assert {"http_status", "connection_refused", "condition_failed"} <= errors
     assert document["regions"]["ap"]["regional_failure"] is True
     assert document["regions"]["us-west"]["status"] == "healthy"
+
+
+async def test_demo_once_with_db_stores_the_round_in_that_file(run_cli, tmp_path) -> None:
+    db = tmp_path / "new-folder" / "demo.db"
+    done = await run_cli("demo", "--once", "--db", str(db), "--format", "json")
+    assert done.code == 2, done.stderr  # the demo fleet has unhealthy endpoints on purpose
+    checked = {(r["region"], r["endpoint"]) for r in json.loads(done.stdout)["results"]}
+    with sqlite3.connect(db) as connection:
+        stored = set(
+            connection.execute(
+                "SELECT region, endpoint FROM targets"
+                " JOIN results ON results.target_id = targets.id"
+            )
+        )
+    assert stored == checked and len(checked) == 11
+
+
+DEMO_ENDPOINTS = {
+    ("us-west", "api"),
+    ("us-west", "db"),
+    ("us-east", "api"),
+    ("us-east", "web"),
+    ("eu-west", "api"),
+    ("eu-west", "web"),
+    ("ap", "api"),
+    ("ap", "db"),
+    ("edge", "api"),
+    ("global", "api"),
+    ("global", "resolver"),
+}
+
+
+async def test_every_demo_table_lists_every_region_and_endpoint(run_cli) -> None:
+    # Edge's only endpoint is due last in the first 3 s interval (its spread offset is 2.8 s):
+    # the tables printed before then show it, and others, as not checked yet.
+    done = await run_cli("demo", "--refresh", "0.2", "--duration", "4", "--log-level", "ERROR")
+    assert done.code == 0, done.stderr
+    tables = [t for t in done.stdout.split("REGION ")[1:] if "overall:" in t]
+    assert len(tables) >= 3, done.stdout
+    unknown_rows = set()
+    for table in tables:
+        lines = table.splitlines()[1:]
+        rows = [line.split() for line in lines[: lines.index("")]]
+        assert {(row[0], row[1]) for row in rows} == DEMO_ENDPOINTS, table
+        unknown_rows |= {(row[0], row[1]) for row in rows if row[3] == "unknown"}
+        regions = [line.split(":")[0] for line in lines if line.startswith("region ")]
+        assert regions == [
+            f"region {r}" for r in ("us-west", "us-east", "eu-west", "ap", "edge", "global")
+        ]
+    assert ("edge", "api") in unknown_rows
+    edge = next(line for line in tables[0].splitlines() if line.startswith("edge "))
+    assert edge.split() == ["edge", "api", "http", "unknown", "-", "-", "not", "checked", "yet"]
+    assert "region edge: unknown (not checked yet)" in tables[0]
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 
 import aiohttp
 import pytest
+import yaml
 from live_daemon import LiveDaemon, live_daemon
+from polling import until
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthcheck.probes import heartbeats
@@ -19,8 +22,14 @@ from storage.schema import connect
 
 TOKEN = "job-token-5f0c2a9e41d7b3c8"
 OTHER = "other-token-77aa01b2c3d4e5f6"
+NEW = "rotated-token-0d9e8f7a6b5c4d3e"
 API_TOKEN = "exporter-api-token-1234"
-ENV = {"BACKUP_PUSH_TOKEN": TOKEN, "OTHER_PUSH_TOKEN": OTHER, "HC_TOKEN": API_TOKEN}
+ENV = {
+    "BACKUP_PUSH_TOKEN": TOKEN,
+    "OTHER_PUSH_TOKEN": OTHER,
+    "NEW_PUSH_TOKEN": NEW,
+    "HC_TOKEN": API_TOKEN,
+}
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -182,6 +191,32 @@ async def test_unknown_tokens_bad_queries_and_floods(tmp_path) -> None:
         assert await push(session, daemon, OTHER, status="up") == 200
     for line in daemon.log:
         assert TOKEN not in line
+
+
+async def test_a_reload_that_swaps_a_token_refuses_the_old_one_at_once(tmp_path) -> None:
+    config = document(tmp_path)  # backup looked at every 3 s
+    async with (
+        live_daemon(tmp_path, config, ENV) as daemon,
+        aiohttp.ClientSession() as session,
+    ):
+        assert await push(session, daemon, TOKEN, msg="before") == 200
+        assert await push(session, daemon, NEW) == 404
+
+        config["regions"]["jobs"]["endpoints"][0]["token"] = "${NEW_PUSH_TOKEN}"
+        (tmp_path / "regions.yaml").write_text(yaml.safe_dump(config))
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGHUP)
+        await until(lambda: any("config_reloaded" in line for line in daemon.log), 60)
+
+        assert await push(session, daemon, TOKEN) == 404  # the first request after it
+        assert await push(session, daemon, NEW, status="down", msg="rotated") == 200
+        pinged = time.time()
+        assert await push(session, daemon, OTHER) == 200  # the unchanged one still pings
+        seen = await checked_after(session, daemon, "backup", pinged)
+        assert (seen["status"], seen["error"]) == ("unhealthy", "reported_down")
+        assert seen["error_detail"].endswith(": rotated")
+    for line in daemon.log:
+        assert TOKEN not in line and NEW not in line and OTHER not in line
 
 
 @pytest.mark.parametrize(

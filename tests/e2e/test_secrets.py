@@ -294,3 +294,103 @@ async def test_an_echoing_target_gets_no_part_of_a_secret_out(
     with sqlite3.connect(db) as connection:
         dump = "\n".join(connection.iterdump())
     assert "invalid_response" in dump and key_leaks(dump) == set()
+
+
+def _needs_secrets(tmp_path, fleet, interval: str = "1h") -> str:
+    """A config whose header, push token, channel URL and Apprise URL parts are all ${VAR}s."""
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"path": str(tmp_path / "hc.db")},
+                "regions": {
+                    "local": {
+                        "endpoints": [
+                            {
+                                "name": "api",
+                                "url": f"{fleet.http}/ok",
+                                "headers": {"Authorization": "Bearer ${NC_API_TOKEN}"},
+                            },
+                            {
+                                "name": "backup",
+                                "kind": "push",
+                                "token": "${NC_PUSH_TOKEN}",
+                                "interval": interval,
+                            },
+                        ]
+                    }
+                },
+                "alerting": {
+                    "channels": {  # a test alert to either would reach the fleet
+                        "hook": "${NC_HOOK_URL}",
+                        "json": f"json://{fleet.http.removeprefix('http://')}/hook/${{NC_HOOK}}",
+                    },
+                    "routes": {"critical": ["hook", "json"], "warning": ["json"]},
+                },
+            }
+        )
+    )
+    return str(config)
+
+
+SET = {
+    "NC_API_TOKEN": TOKEN,
+    "NC_PUSH_TOKEN": "push-" + PASSWORD,
+    "NC_HOOK_URL": f"json://127.0.0.1:{closed_port()}/{TOKEN}",
+    "NC_HOOK": PASSWORD,
+}
+
+
+async def test_commands_that_never_use_a_secret_run_without_it_and_the_others_refuse(
+    run_cli, fleet, tmp_path
+) -> None:
+    config = _needs_secrets(tmp_path, fleet)
+    recorded = await run_cli("--once", "--record", "--config", config, env=SET)
+    assert recorded.code == 1, recorded.stderr  # api healthy; backup not pinged yet: degraded
+    fleet.hits.clear()
+    assert not set(SET) & set(os.environ)  # from here on, none of them is set
+
+    status = await run_cli("status", "--config", config, "--format", "json")
+    assert status.code == 0, status.stderr
+    endpoints = json.loads(status.stdout)["regions"]["local"]["endpoints"]
+    assert [(e["endpoint"], e["status"]) for e in endpoints] == [
+        ("api", "healthy"),
+        ("backup", "degraded"),
+    ]
+    routes = await run_cli(
+        "routes", "test", "--region", "local", "--severity", "critical", "--config", config
+    )
+    assert routes.code == 0, routes.stderr
+    assert "channels: hook, json" in routes.stdout
+    added = await run_cli(
+        "silence", "add", "--region", "local", "--for", "1h", "--reason", "deploy", "-c", config
+    )
+    assert added.code == 0, added.stderr
+    listed = await run_cli("silence", "list", "--config", config)
+    assert listed.code == 0 and "deploy" in listed.stdout, listed.stderr
+
+    # These use the values, or (check-config) say what is wrong: each names the first unset one.
+    for args in (
+        ("check-config", config),
+        ("--once", "--config", config),
+        ("--once", "--record", "--config", config),
+        ("test-alert", "--severity", "critical", "--config", config),
+        ("run", "--config", config),
+    ):
+        done = await run_cli(*args)
+        assert done.code == 3, (args, done.stderr)
+        # (safe_dump writes `alerting` first)
+        first = "alerting.channels.hook: environment variable NC_HOOK_URL is not set"
+        assert first in done.stderr, args
+    assert fleet.hits == []  # nothing was probed, nothing sent, with a value or without one
+
+
+async def test_a_key_that_needs_an_unset_variables_value_is_still_refused(
+    run_cli, fleet, tmp_path
+) -> None:
+    config = _needs_secrets(tmp_path, fleet, interval="${NC_INTERVAL}")
+    done = await run_cli("status", "--config", config, env=SET)
+    assert done.code == 3
+    assert (
+        "regions.local.endpoints[1].interval: environment variable NC_INTERVAL is not set"
+    ) in done.stderr

@@ -7,11 +7,14 @@ import os
 import signal
 import socket
 import sqlite3
+import time
+from collections.abc import Callable
 
 import aiohttp
 import yaml
 from polling import until
 
+from healthcheck.cli import DUPLICATE_SIGNAL_WINDOW
 from healthcheck.config import load_config
 from healthcheck.daemon import Daemon, open_writer
 from healthcheck.front import HttpFront
@@ -42,6 +45,32 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+async def until_in_flight(port: int, wanted: Callable[[int], bool], timeout: float = 20) -> None:
+    """Until the daemon's count of checks in flight (/api/v1/self) is as `wanted`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://127.0.0.1:{port}/api/v1/self") as response:
+                checks = (await response.json())["scheduler"]["in_flight"]
+            if wanted(checks):
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{checks} checks in flight"
+            await asyncio.sleep(0.02)
+
+
+async def until_scraped(url: str, line: str, timeout: float = 20) -> str:
+    """The first /metrics body that has this `line`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url) as response:
+                metrics = await response.text()
+            if line in metrics.splitlines():
+                return metrics
+            assert asyncio.get_running_loop().time() < deadline, f"no {line!r} in {metrics}"
+            await asyncio.sleep(0.1)
 
 
 def write_config(path, fleet, endpoints: list[dict], **extra) -> None:
@@ -112,13 +141,21 @@ async def test_notify_reload_good_and_bad_then_stop(
         await until(lambda: len(log.events("config_reloaded")) == 2)
         second = log.events("config_reloaded")[1]
         assert (second["added"], second["removed"], second["changed"]) == (0, 1, 1)
-        await asyncio.sleep(0.5)  # a check of "b" in flight may still land
+        # A check of "b" in flight at the reload may still land: wait until none is (no new
+        # one starts once "b" is gone), then until one of "a" came after it, so that the
+        # request of the last one of "b" has been read too.
+        await until_in_flight(log.port, lambda checks: checks == 0)
+        seen = fleet.hits.count("/ok")
+        await until(lambda: fleet.hits.count("/ok") > seen)
         hits = fleet.hits.count("/slow")
-        await asyncio.sleep(0.6)  # three of its intervals
+        # Three rounds of "a" (same interval as "b" had): "b" would have been checked.
+        seen = fleet.hits.count("/ok")
+        await until(lambda: fleet.hits.count("/ok") >= seen + 3)
         assert fleet.hits.count("/slow") == hits
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            metrics = await response.text()
-        assert 'endpoint="b"' not in metrics  # its series went with it
+        # A body rendered since the reload (one up to a second old may be shared): the series
+        # of "b" went with it.
+        metrics = await until_scraped(url, "healthcheck_config_last_reload_successful 1.0")
+        assert 'endpoint="b"' not in metrics
 
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -145,7 +182,7 @@ async def test_sigterm_during_probing_loses_no_result(
     process = await start_daemon(config)
     log = follow_log(process)
     await until(lambda: len(log.events("status_change")) >= 5)
-    await asyncio.sleep(0.15)  # mid-flight: slow checks take 200 ms
+    await until_in_flight(log.port, lambda checks: checks > 0)  # mid-flight: they take 200 ms
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 20) == 0
     await log.closed()
@@ -202,7 +239,9 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, follow_log, fleet, t
     """The first SIGTERM waits for checks in flight (up to 5 s); a second does not wait."""
     config = tmp_path / "regions.yaml"
     hanging = [{"name": f"hang{i}", "url": f"{fleet.http}/hang"} for i in range(10)]
-    write_config(config, fleet, hanging)  # spread over 10 s: the first starts within a second
+    # Spread over 10 s: the first starts within a second. The longest stop_grace (10 s): a
+    # first SIGTERM taken late by a busy daemon still leaves it waiting when the second comes.
+    write_config(config, fleet, hanging, scheduler={"stop_grace": "10s"})
     config.write_text(
         config.read_text()
         .replace("timeout: 150ms", "timeout: 10s")
@@ -213,10 +252,13 @@ async def test_a_second_sigterm_exits_at_once(start_daemon, follow_log, fleet, t
     try:
         await until(lambda: "/hang" in fleet.hits)  # a check is now in flight, and will not end
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(1.0)  # past the window in which a duplicate signal is ignored
+        await until(lambda: log.events("stopping"))  # taken: its duplicate window starts
+        taken = time.monotonic()  # ...before this, on the clock the daemon's window is on
+        await until(lambda: time.monotonic() > taken + DUPLICATE_SIGNAL_WINDOW)
         assert process.returncode is None  # still waiting for the check in flight
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 3) == 130
+        # 130, not the 0 of a stop after the grace: the second one did not wait for it.
+        assert await asyncio.wait_for(process.wait(), 20) == 130
     finally:
         if process.returncode is None:  # never leave a daemon behind a failed test
             process.kill()

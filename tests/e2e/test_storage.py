@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from alert_ticks import EVALUATE_EVERY, quiet_for
 from polling import until
 
 FIRING = "[FIRING:critical] endpoint_down eu/api"
@@ -140,7 +142,7 @@ async def test_read_only_storage_keeps_probing_then_catches_up(
     assert first < datetime.fromisoformat(recovered["ts"]).timestamp()
 
 
-def alert_config(tmp_path: Path, fleet, webhook, db: Path) -> Path:
+def alert_config(tmp_path: Path, fleet, webhook, db: Path, evaluate_every: str = "1s") -> Path:
     """eu/api fails while "api" is in fleet.down and pages the webhook; eu/web stays up."""
     config = tmp_path / "regions.yaml"
     config.write_text(
@@ -151,6 +153,7 @@ def alert_config(tmp_path: Path, fleet, webhook, db: Path) -> Path:
                 "exporter": {"listen": "127.0.0.1:0"},
                 "alerting": {
                     "channels": {"slack": f"json://127.0.0.1:{webhook.port}/slack"},
+                    "evaluate_every": evaluate_every,
                     "rules": {
                         "failure_threshold": 3,
                         "success_threshold": 2,
@@ -212,6 +215,12 @@ def firing_alerts(db: Path) -> list[tuple[str, str, bool]]:
     return [(rule, target, json.loads(labels)["notified"]) for rule, target, labels in rows]
 
 
+def unsent(db: Path) -> int:
+    """Outbox rows not yet accepted by their channel."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT COUNT(*) FROM outbox WHERE sent IS NULL").fetchone()[0]
+
+
 def results_since(db: Path, since: float) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
@@ -250,6 +259,8 @@ async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_sta
             metrics = await response.text()
         assert "\nhealthcheck_storage_file_replaced_total 1.0\n" in metrics
         assert "\nhealthcheck_storage_writable 1.0\n" in metrics
+        evaluations = re.search(r"\nhealthcheck_alert_evaluations_total (\d+)\.0\n", metrics)
+        assert evaluations is not None and int(evaluations.group(1)) > 0
         await readiness.stop()
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -273,12 +284,20 @@ async def test_a_removed_database_is_noticed_and_created_anew_with_the_alert_sta
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    again = await start_daemon(config)  # a restart on the new file: still firing, no new page
+    # A restart on the new file: still firing, no new page, at the test cadence. The first
+    # daemon keeps the 1 s tick: the alert engine may create the new file at its next
+    # evaluation, which would shorten the not-ready window asserted above.
+    config = alert_config(tmp_path, fleet, webhook, db, EVALUATE_EVERY)
+    again = await start_daemon(config)
     log = follow_log(again)
     try:
         await until(lambda: log.events("listening"))
+        # A page again would have come by now: 3 more failed checks (the threshold), then 3
+        # evaluations of them (the 2 s this waited at the 1 s tick held 2), then the outbox
+        # delivered.
         seen = fleet.hits.count("/switch/api")
-        await until(lambda: fleet.hits.count("/switch/api") >= seen + 10)
+        await until(lambda: fleet.hits.count("/switch/api") >= seen + 3)
+        await quiet_for(log.port, 3, lambda: unsent(db) == 0)
         assert [r["body"]["title"] for r in webhook.received] == [FIRING]
         again.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(again.wait(), 20) == 0

@@ -62,14 +62,17 @@ def write_config(
         # Always in flight: its one check waits 60 s on a server that never answers.
         endpoints.append(HANG | {"name": hang, "url": f"{fleet.http}/hang"})
     document: dict[str, Any] = {
-        # Limits a busy machine cannot cross on loopback: workers are under test. With 1 s, a
-        # worker's checks once timed out while another started beside it at a load of 12 on
-        # two cores.
+        # Limits a busy machine cannot cross on loopback: workers are under test, not latency.
+        # With 1 s, a worker's checks once timed out while another started beside it at a load
+        # of 12 on two cores; with 2 s, a check of /ok did with a busy loop on the one core of
+        # `taskset -c 0`, the fleet starved in the test's own process; 4 s doubles that room at a
+        # few seconds' cost (10 s took the file from 50 s to 170 s). The interval is no
+        # shorter than the timeout may be; each endpoint's first check comes within one.
         "defaults": {
-            "interval": "2s",
-            "timeout": "2s",
+            "interval": "4s",
+            "timeout": "4s",
             "retries": 0,
-            "latency": {"warning": "1900ms", "critical": "2s"},
+            "latency": {"warning": "3900ms", "critical": "4s"},
         },
         "scheduler": {"workers": workers, **scheduler},
         "storage": {"path": str(path.parent / "hc.db")},

@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 from healthcheck.config import load_config, parse_config
+from healthcheck.daemon import Daemon
 from healthcheck.errors import ConfigError
+from healthcheck.probes.http import HttpSettings
+from healthcheck.probes.push import PushSettings
 from healthcheck.result import EndpointId
 from healthcheck.secrets import Secret
 
@@ -349,6 +352,18 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
         ),
         ("alerting: {timeout: soon}\nregions: {}", "alerting.timeout", "duration"),
         (
+            "alerting: {evaluate_every: 50ms}\nregions: {}",
+            "alerting.evaluate_every",
+            "must be at least 100ms, got '50ms'",
+        ),
+        (
+            "alerting: {evaluate_every: 2m}\nregions: {}",
+            "alerting.evaluate_every",
+            "must be at most 1m, got '2m'",
+        ),
+        ("alerting: {evaluate_every: 0}\nregions: {}", "alerting.evaluate_every", "than zero"),
+        ("alerting: {evaluate_every: often}\nregions: {}", "alerting.evaluate_every", "often"),
+        (
             "alerting: {channels: {slack: {url: 'json://h/', timeout: 0s}}}\nregions: {}",
             "alerting.channels.slack.timeout",
             "greater than zero",
@@ -486,3 +501,42 @@ def test_the_readme_storage_keys_reach_the_settings() -> None:
     assert (storage.retention_raw, storage.retention_raw_rows) == (86400.0, 500)
     assert (storage.retention_rollups, storage.max_queue) == (30 * 86400.0, 1000)
     assert storage.busy_timeout == 0.25
+
+
+ALL_SECRET = """
+regions:
+  r:
+    endpoints:
+      - name: api
+        url: "https://${NC_HOST}/health"
+        headers: {Authorization: "Bearer ${NC_TOKEN}"}
+      - {name: job, kind: push, token: "${NC_PUSH}", interval: 1h}
+alerting: {channels: {slack: "${NC_SLACK}"}, routes: {critical: [slack]}}
+"""
+
+
+def test_unset_variables_load_only_when_allowed_and_can_then_be_used_by_nothing() -> None:
+    with pytest.raises(ConfigError, match="NC_HOST is not set"):
+        parse_config(ALL_SECRET, "mine.yaml", environ={})
+    config = parse_config(ALL_SECRET, "mine.yaml", environ={}, allow_unset=True)
+    assert [(u.name, u.path) for u in config.unset] == [
+        ("NC_HOST", "regions.r.endpoints[0].url"),
+        ("NC_TOKEN", "regions.r.endpoints[0].headers.Authorization"),
+        ("NC_PUSH", "regions.r.endpoints[1].token"),
+        ("NC_SLACK", "alerting.channels.slack"),
+    ]
+    api, job = config.endpoints()
+    values = [
+        dict(api.settings.narrow(HttpSettings).headers)["Authorization"],
+        job.settings.narrow(PushSettings).token,
+        config.alerting.channels["slack"].url,
+    ]
+    for value in values:
+        assert str(value) == "***"
+        with pytest.raises(ConfigError, match="is not set"):
+            value.reveal()  # nothing can send or probe with it
+    # A value kept as plain text (the URL) is caught before anything starts.
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.url: environment variable NC_HOST"):
+        config.require_environment()
+    with pytest.raises(ConfigError, match="NC_HOST is not set"):
+        Daemon(config)

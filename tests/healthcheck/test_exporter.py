@@ -145,6 +145,15 @@ def test_notifications_count_timeouts_apart_from_refusals(metrics: Metrics) -> N
     assert value(found, "healthcheck_notifications_pending", channel="slack") == 3
 
 
+def test_alert_evaluations_are_a_counter_only_while_alerting_runs(metrics: Metrics) -> None:
+    metrics.readings = lambda: Readings(alert_evaluations=7)
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    assert value(found, "healthcheck_alert_evaluations_total") == 7
+    metrics.readings = lambda: Readings()  # alerting off: no series, rather than a flat 0
+    found = samples(render(metrics.snapshot(), None)[0].decode())
+    assert not any(name == "healthcheck_alert_evaluations_total" for name, _ in found)
+
+
 def error_series(found: dict) -> dict[tuple[str, str], set[str]]:
     """(endpoint, kind) -> the error classes with a healthcheck_check_errors_total series."""
     seen: dict[tuple[str, str], set[str]] = {}

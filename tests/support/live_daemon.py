@@ -19,6 +19,7 @@ import yaml
 class LiveDaemon:
     url: str
     log: list[str] = field(default_factory=list)  # every stderr line, JSON log events
+    process: asyncio.subprocess.Process | None = None  # to signal (SIGHUP: reload)
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +64,7 @@ async def live_daemon(
                 lines.append(line.decode())
 
         reading = asyncio.create_task(keep())
-        yield LiveDaemon(f"http://127.0.0.1:{port}", lines)
+        yield LiveDaemon(f"http://127.0.0.1:{port}", lines, process)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
