@@ -18,6 +18,7 @@ from typing import Protocol
 from alerting.delivery import Sender
 from alerting.engine import ALERT_TICK, SENDER_GRACE, SILENCES_EVERY, AlertEngine
 from alerting.evaluator import Evaluator
+from healthcheck import event_loop
 from healthcheck.clock import LOOP, Clock, Timeline
 from healthcheck.errors import StorageError
 from healthcheck.fanout import Fanout, ResultSink
@@ -272,15 +273,18 @@ class Daemon:
                 scheduler.update(new.endpoints())
 
             self.configs.subscribe(follow)
+            loop_name = event_loop.name(asyncio.get_running_loop())
             log.info(
-                "started: %d endpoints in %d regions%s",
+                "started: %d endpoints in %d regions%s, on %s",
                 len(endpoints),
                 len(self.config.regions),
                 f" (shard {self.shard})" if self.shard else "",
+                loop_name,
                 extra={
                     "event": "started",
                     "endpoints": len(endpoints),
                     "shard": str(self.shard) if self.shard else None,
+                    "event_loop": loop_name,
                 },
             )
             for warning in self.config.alerting.unrouted():

@@ -37,8 +37,16 @@ def rows(db: Path, where: str = "1") -> int:
         return 0
 
 
-def pinned(core: int):
-    return lambda: os.sched_setaffinity(0, {core})
+def pinned(core: int, own_group: bool = False):
+    """A preexec_fn: the child on `core`, in a process group of its own if asked (not with
+    process_group=0: uvloop's subprocess_exec, the tests' loop by default, does not take it)."""
+
+    def setup() -> None:
+        if own_group:
+            os.setpgid(0, 0)
+        os.sched_setaffinity(0, {core})
+
+    return setup
 
 
 @pytest.mark.timeout(300)  # a busy machine, then a starved daemon
@@ -65,9 +73,9 @@ async def test_a_starved_prober_gives_no_verdict_about_a_healthy_target(
         sys.executable,
         *("-m", "healthcheck", "run", "--config", str(config), "--log-format", "json"),
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=pinned(core),
-        process_group=0,  # its own process group, workers included, to renice (not its own
-        # session: an autogroup would get its own share of the core whatever its nice)
+        # Its own process group, workers included, to renice (not its own session: an
+        # autogroup would get its own share of the core whatever its nice).
+        preexec_fn=pinned(core, own_group=True),
     )
     log = follow_log(process)
     busy: list[subprocess.Popen[bytes]] = []

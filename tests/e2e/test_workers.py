@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from polling import until
 
@@ -192,8 +193,10 @@ class Running:
         assert await asyncio.wait_for(self.process.wait(), 60) == 0
 
 
-async def start(start_daemon, follow_log, config: Path) -> Running:
-    process = await start_daemon(config, env={**os.environ, "TOKEN": TOKEN})
+async def start(
+    start_daemon, follow_log, config: Path, env: dict[str, str] | None = None
+) -> Running:
+    process = await start_daemon(config, env={**(env or os.environ), "TOKEN": TOKEN})
     log = follow_log(process)
     await until(lambda: log.events("listening") or process.returncode is not None, START)
     assert process.returncode is None, log.other
@@ -419,3 +422,55 @@ async def test_workers_end_with_a_daemon_killed_with_9(
         daemon.process.kill()
         await daemon.process.wait()
     await until(lambda: not any(alive(pid) for pid in pids | zygotes), START)
+
+
+def loaded(pid: int, module: str) -> bool:
+    """Whether process `pid` has `module`'s extension (a shared object under it) mapped."""
+    return f"/{module}/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("default", "asyncio"),
+        ("asyncio", "asyncio"),
+        ("uvloop", "uvloop"),
+        ("auto", "uvloop"),
+        ("auto-without-uvloop", "asyncio"),
+    ],
+)
+async def test_the_daemon_and_its_workers_run_on_the_chosen_event_loop(
+    start_daemon, follow_log, fleet, tmp_path, setting, expected
+) -> None:
+    """asyncio's own by default; uvloop with HEALTHCHECK_EVENT_LOOP=uvloop, or `auto` where
+    uvloop imports; `auto` on a platform where it does not (here a uvloop module that raises
+    ImportError, first on the path) runs asyncio's. The daemon says which in its `started`
+    line and /api/v1/self; its workers, forked from the zygote, load uvloop only when they run
+    on it; checks go on either way."""
+    env = {k: v for k, v in os.environ.items() if k != "HEALTHCHECK_EVENT_LOOP"}
+    if setting != "default":
+        env["HEALTHCHECK_EVENT_LOOP"] = setting.removesuffix("-without-uvloop")
+    if setting == "auto-without-uvloop":
+        shadow = tmp_path / "no_uvloop"
+        shadow.mkdir()
+        (shadow / "uvloop.py").write_text("raise ImportError('no uvloop on this platform')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow), env.get("PYTHONPATH")]))
+    names = ["a", "b", "c"]
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, None, 2, names)
+    daemon = await start(start_daemon, follow_log, config, env)
+    try:
+        await daemon.until_workers_run()
+        await until(lambda: set(stored(tmp_path / "hc.db")) == set(names), START)
+        report = await daemon.self_report()
+        assert report["process"]["event_loop"] == expected
+        assert [e["event_loop"] for e in daemon.log.events("started")] == [expected]
+        pids = [w["pid"] for w in daemon.workers]
+        assert len(pids) == 2
+        assert [loaded(pid, "uvloop") for pid in pids] == [expected == "uvloop"] * 2
+        await daemon.stop()
+    finally:
+        if daemon.process.returncode is None:
+            daemon.process.kill()
+    await daemon.log.closed()
+    assert daemon.log.other == []
