@@ -226,9 +226,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError("--record goes with --once (the daemon always stores its results)")
     from healthcheck.daemon import Daemon, open_writer
     from healthcheck.front import HttpFront
+    from healthcheck.tuning import yield_to_workers
     from healthcheck.worker_zygote import Zygote
     from healthcheck.workers import worker_count
 
+    # Forked now, while this process has imported the workers' code and runs no thread: a
+    # worker then costs a fork, not an interpreter's start-up (worker_zygote.py). Then this
+    # process, the control plane, yields the CPU to the workers it forks (tuning.py).
+    zygote = Zygote.fork_here() if worker_count(config.scheduler) > 1 else None
+    if zygote is not None:
+        yield_to_workers(config.scheduler.control_plane_nice)
     daemon = Daemon(
         config,
         open_writer(config.storage),
@@ -236,9 +243,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         config_path=config.source,
         regions=set(args.region) if args.region else None,
         shard=_shard(args.shard) if args.shard else None,
-        # Forked now, while this process has imported the workers' code and runs no thread:
-        # a worker then costs a fork, not an interpreter's start-up (worker_zygote.py).
-        zygote=Zygote.fork_here() if worker_count(config.scheduler) > 1 else None,
+        zygote=zygote,
     )
     return event_loop.run(_run_daemon(daemon))
 

@@ -156,6 +156,7 @@ SECTIONS: dict[str, Section] = {
             "workers": Key(_workers, "workers"),
             "wedged_after": Key(_wedged_after, "wedged_after"),
             "stop_grace": Key(schema.duration_up_to(10.0), "stop_grace"),
+            "control_plane_nice": Key(schema.integer(0, 19), "control_plane_nice"),
         },
     ),
     "storage": Section(

@@ -129,6 +129,7 @@ class SelfHealth:
                 "cpu_seconds": round(process.cpu_seconds, 3),
                 "asyncio_tasks": self.task_count(),
                 "event_loop": event_loop.name(self.loop) if self.loop is not None else None,
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
             },
             "storage": None
             if writer is None

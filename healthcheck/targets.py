@@ -89,6 +89,9 @@ class SchedulerSettings:
     # inside systemd's WatchdogSec=30s, which would otherwise restart the whole daemon.
     wedged_after: float = 10.0
     stop_grace: float = 5.0  # how long checks in flight at a stop get to finish
+    # With probe workers, the daemon's own process (API, /metrics, storage, alerting) runs this
+    # much nicer than its workers, so its load yields the CPU to the probes (0: the same).
+    control_plane_nice: int = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,19 @@ def tune_process() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def yield_to_workers(increment: int) -> int:
+    """Make this process `increment` nicer than it is (and its probe workers, forked before
+    this, stay): the control plane's load (API clients, `/metrics` scrapes, storage, alert
+    delivery) then yields the CPU to the checks, whose timing is the verdict. Called while the
+    process has one thread: Linux keeps a nice per thread, and threads inherit their
+    creator's. Returns the nice the process runs at (unchanged where the OS refuses)."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if increment > 0:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, current + increment))
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def freeze_startup_heap() -> None:
     """Once started: what exists now (modules, config, a metric series per endpoint) lives as
     long as the daemon, so it moves out of the collector's sight and full collections stay

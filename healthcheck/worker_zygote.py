@@ -52,7 +52,8 @@ _PR_SET_PDEATHSIG = 1
 # same code and nothing is shadowed.
 _BOOT = (
     "import sys; sys.path.append(sys.argv[2]); "
-    "from healthcheck.worker_zygote import main; sys.exit(main(int(sys.argv[1]), int(sys.argv[3])))"
+    "from healthcheck.worker_zygote import main; "
+    "sys.exit(main(int(sys.argv[1]), int(sys.argv[3]), int(sys.argv[4])))"
 )
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -90,6 +91,8 @@ class Zygote:
         self._waiting: deque[asyncio.Future[Forked]] = deque()
         self._workers: dict[int, Forked] = {}
         self._starting = asyncio.Lock()
+        # The workers' nice: the daemon's before it yields to them (tuning.yield_to_workers).
+        self._nice = os.getpriority(os.PRIO_PROCESS, 0)
 
     @property
     def pid(self) -> int | None:
@@ -160,6 +163,7 @@ class Zygote:
                 str(theirs.fileno()),
                 _ROOT,
                 str(os.getpid()),
+                str(self._nice),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -227,9 +231,14 @@ def _loop_running() -> bool:
 
 
 # -- the zygote process --------------------------------------------------------------------------
-def main(fd: int, daemon: int) -> int:
+def main(fd: int, daemon: int, nice: int | None = None) -> int:
     """Fork a worker for each socket the daemon sends; report pids and exits; end when the
-    daemon closes its end (or dies: then the kernel ends this process)."""
+    daemon closes its end (or dies: then the kernel ends this process). Started as its own
+    interpreter by a daemon that has since yielded to its workers (tuning.yield_to_workers),
+    it goes back to the workers' `nice` where the OS lets it (a privileged daemon)."""
+    if nice is not None and os.getpriority(os.PRIO_PROCESS, 0) != nice:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
     control = socket.socket(fileno=fd)
     control.setblocking(True)
     _die_with_parent(daemon)

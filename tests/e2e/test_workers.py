@@ -52,7 +52,7 @@ def write_config(
     workers: int,
     names: list[str],
     hang: str | None = None,
-    **scheduler: str,
+    **scheduler: Any,
 ) -> None:
     endpoints: list[dict[str, Any]] = [
         {"name": name, "url": f"{fleet.http}/ok", "headers": {"X-Token": "${TOKEN}"}}
@@ -422,6 +422,50 @@ async def test_workers_end_with_a_daemon_killed_with_9(
         daemon.process.kill()
         await daemon.process.wait()
     await until(lambda: not any(alive(pid) for pid in pids | zygotes), START)
+
+
+def nice(pid: int) -> int:
+    """Process `pid`'s nice value (field 19 of /proc/PID/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("yielding", [7, 0])
+async def test_the_control_plane_yields_the_cpu_to_its_workers(
+    start_daemon, follow_log, fleet, tmp_path, yielding
+) -> None:
+    """The daemon's own process runs `control_plane_nice` nicer than the workers it forks, and
+    a zygote killed and started again (as its own interpreter, by the niced daemon) forks
+    workers at their nice again: API clients and scrapes never outrank the probes."""
+    config = tmp_path / "regions.yaml"
+    write_config(config, fleet, None, 2, ["a", "b"], control_plane_nice=yielding)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # the daemon starts at the test's nice
+    daemon = await start(start_daemon, follow_log, config)
+    try:
+        report = await daemon.self_report()
+        assert nice(daemon.process.pid) == report["process"]["nice"] == min(19, ours + yielding)
+        await daemon.until_workers_run()
+        pids = {w["pid"] for w in daemon.workers}
+        assert {nice(pid) for pid in pids} == {ours}
+        (zygote,) = {z for z in children(daemon.process.pid) if children(z) & pids}
+        assert nice(zygote) == ours
+        os.kill(zygote, signal.SIGKILL)  # its workers die with it and are restarted
+        deadline = asyncio.get_running_loop().time() + START
+        while True:  # both workers again, neither of them an old one
+            await daemon.self_report()
+            restarted = {w["pid"] for w in daemon.workers}
+            beating = all(w["heartbeat_age_seconds"] is not None for w in daemon.workers)
+            if None not in restarted and len(restarted) == 2 and beating and not restarted & pids:
+                break
+            assert asyncio.get_running_loop().time() < deadline, daemon.workers
+            await asyncio.sleep(0.1)
+        # Lowering a nice again takes privilege (root, CAP_SYS_NICE): else they keep the daemon's.
+        again = ours if os.geteuid() == 0 else min(19, ours + yielding)
+        assert {nice(pid) for pid in restarted} == {again}
+        await daemon.stop()
+    finally:
+        if daemon.process.returncode is None:
+            daemon.process.kill()
+    await daemon.log.closed()
 
 
 def loaded(pid: int, module: str) -> bool:

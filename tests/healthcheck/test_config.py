@@ -383,6 +383,8 @@ ONE = "regions: {{us-west: {{endpoints: [{{name: api, url: 'http://a.example/', 
         ("scheduler: {wedged_after: 1m}\nregions: {}", "scheduler.wedged_after", "at most 25s"),
         ("scheduler: {stop_grace: 0s}\nregions: {}", "scheduler.stop_grace", "greater than zero"),
         ("scheduler: {stop_grace: 1m}\nregions: {}", "scheduler.stop_grace", "at most 10s"),
+        ("scheduler: {control_plane_nice: 20}\nregions: {}", "scheduler.control_plane_nice", "19"),
+        ("scheduler: {control_plane_nice: -1}\nregions: {}", "scheduler.control_plane_nice", "0"),
         ("storage: {retention: {raw_rows: 0}}\nregions: {}", "storage.retention.raw_rows", "least"),
         ("storage: {retention: {rollups: 4000d}}\nregions: {}", "storage.retention.rollups", "366"),
         ("storage: {queue: 5}\nregions: {}", "storage.queue", "path, retention, max_queue"),
@@ -482,9 +484,12 @@ def test_every_readme_yaml_block_is_accepted(block: str, tmp_path) -> None:
 def test_the_scheduler_watch_and_stop_keys_reach_the_settings() -> None:
     regions = 'regions: {r: {endpoints: [{name: a, url: "http://a.example/"}]}}'
     default = parse(regions).scheduler
-    assert (default.wedged_after, default.stop_grace) == (10.0, 5.0)
-    config = parse("scheduler: {wedged_after: 4s, stop_grace: 500ms}\n" + regions)
+    assert (default.wedged_after, default.stop_grace, default.control_plane_nice) == (10.0, 5.0, 5)
+    config = parse(
+        "scheduler: {wedged_after: 4s, stop_grace: 500ms, control_plane_nice: 0}\n" + regions
+    )
     assert (config.scheduler.wedged_after, config.scheduler.stop_grace) == (4.0, 0.5)
+    assert config.scheduler.control_plane_nice == 0
 
 
 def test_the_readme_storage_keys_reach_the_settings() -> None:
