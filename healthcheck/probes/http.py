@@ -31,6 +31,7 @@ from healthcheck.secrets import Secret, reveal
 from healthcheck.targets import Endpoint, ProbeSettings
 
 DEFAULT_MAX_BODY = 1024 * 1024
+_MAX_PLANS = 100_000
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -168,6 +169,8 @@ class HttpProbe(Probe):
                 settings.body,
                 settings.tls.server_name,
             )
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()  # settings a reload left behind
             self._plans[settings] = lean
             return lean
 
