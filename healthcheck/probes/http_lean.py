@@ -50,6 +50,7 @@ AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 class Plan:
     """What a check's request needs that its settings fix: worked out once per settings."""
 
+    url: URL
     host: str  # as in the URL (raw, IDNA), an address or a name
     port: int
     is_ssl: bool
@@ -111,6 +112,7 @@ def plan(
         )
     head.append("\r\n")
     return Plan(
+        url=parsed,
         host=host,
         port=port,
         is_ssl=is_ssl,
@@ -210,7 +212,7 @@ class LeanClient:
                 handler.set_response_params(skip_payload=plan.method == "HEAD", read_until_eof=True)
                 transport.write(_wire(plan))
                 try:
-                    message, payload = await self._head(handler, key, plan)
+                    message, payload = await self._head(handler, plan)
                 except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
                     if not retry:
                         raise
@@ -224,7 +226,7 @@ class LeanClient:
             redirect = (
                 follow_redirects
                 and message.code in _REDIRECTS
-                and ("Location" in headers or "URI" in headers)
+                and bool(headers.get("Location") or headers.get("URI"))  # as aiohttp reads them
             )
             return Exchange(
                 status=message.code,
@@ -237,15 +239,13 @@ class LeanClient:
                 redirect=redirect,
             )
 
-    async def _head(
-        self, handler: _Handler, key: ConnectionKey, plan: Plan
-    ) -> tuple[RawResponseMessage, StreamReader]:
+    async def _head(self, handler: _Handler, plan: Plan) -> tuple[RawResponseMessage, StreamReader]:
         """The final response's head, past any 1xx, as ClientResponse.start reads it."""
         while True:
             try:
                 message, payload = await handler.read()
             except HttpProcessingError as exc:
-                info = RequestInfo(URL.build(host=key.host), plan.method, _NO_HEADERS)
+                info = RequestInfo(plan.url, plan.method, _NO_HEADERS)
                 raise aiohttp.ClientResponseError(
                     info, (), status=exc.code, message=exc.message, headers=exc.headers
                 ) from exc
