@@ -282,6 +282,13 @@ async def _continue_then_ok(reader: asyncio.StreamReader, writer: asyncio.Stream
     writer.close()
 
 
+async def _empty_location(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 302 Found\r\nLocation: \r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
 async def _until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + UP)  # no length: the body ends with the connection
     await writer.drain()
@@ -298,6 +305,7 @@ async def _until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         (_bad_gzip, ErrorClass.CONNECTION_RESET),  # as aiohttp says it
         (_continue_then_ok, None),
         (_until_eof, None),
+        (_empty_location, ErrorClass.HTTP_STATUS),  # nowhere to go: aiohttp keeps the 302
     ],
 )
 async def test_broken_servers_fail_the_same_way(probes, endpoint, handler, error) -> None:
