@@ -12,6 +12,7 @@ Errors are aiohttp's own exception types built as its connector and session buil
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 import time
@@ -24,7 +25,6 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ConnectionKey, RequestInfo
-from aiohttp.helpers import is_canonical_ipv4_address, is_ip_address
 from aiohttp.http import HttpProcessingError
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.resolver import DefaultResolver
@@ -78,9 +78,11 @@ def plan(
     if host.endswith(".."):
         host = host.rstrip(".") + "."  # as aiohttp's connector
     literal: tuple[AddrInfo, ...] = ()
-    if is_ip_address(host):
-        if ":" not in host and not is_canonical_ipv4_address(host):
-            return None  # aiohttp refuses a legacy numeric form (127.1): let it say so
+    if ":" in host or host.replace(".", "").isdigit():  # an address, as aiohttp tells them
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a legacy numeric form (127.1), a zone: aiohttp says what it makes of it
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         address = (host, port, 0, 0) if ":" in host else (host, port)
         literal = ((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address),)
