@@ -228,13 +228,30 @@ async def test_method_body_and_a_secret_header(both, base_url) -> None:
 
 
 async def test_a_redirecting_url_goes_to_the_session_after_its_first_check(
-    probes, endpoint, base_url
+    probes, endpoint
 ) -> None:
+    asked: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        raise web.HTTPFound("/ok")
+
+    application = app()
+    application.router.add_get("/moved", moved)
+    runner, port = await start(application)
     lean, _ = probes
-    target = endpoint("http", HttpSettings(url=f"{base_url}/redirect"), conditions=BODY_UP)
-    for _ in range(2):
-        result = await lean.run(target)
-        assert result.ok and result.http_status == 200, result.error_text
+    target = endpoint(
+        "http", HttpSettings(url=f"http://127.0.0.1:{port}/moved"), conditions=BODY_UP
+    )
+    try:
+        counts = []
+        for _ in range(3):
+            result = await lean.run(target)
+            assert result.ok and result.http_status == 200, result.error_text
+            counts.append(len(asked))
+    finally:
+        await runner.cleanup()
+    assert counts == [2, 3, 4]  # twice on the first check (lean, then the session), then once
 
 
 async def _raw(handler: Callable[..., Awaitable[None]]) -> tuple[asyncio.Server, int]:
