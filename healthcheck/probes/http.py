@@ -19,8 +19,10 @@ from healthcheck.probes.http_client import (
     classify_client_error,
     client_session,
     read_capped,
+    read_stream_capped,
     tls_context,
 )
+from healthcheck.probes.http_lean import LeanClient, Plan, plan
 from healthcheck.probes.rdap import RdapOptions
 from healthcheck.probes.tls import PEER_TLS, TlsContexts, peer_expiry, system_context
 from healthcheck.result import ErrorClass, Phases, ProbeResult
@@ -29,6 +31,7 @@ from healthcheck.secrets import Secret, reveal
 from healthcheck.targets import Endpoint, ProbeSettings
 
 DEFAULT_MAX_BODY = 1024 * 1024
+_MAX_PLANS = 100_000
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -44,7 +47,7 @@ class HttpSettings(ProbeSettings):
     tls: TlsOptions = field(default_factory=TlsOptions)
     keepalive: bool = False  # False: a fresh connection per check, as a user's first visit
     max_body: int = DEFAULT_MAX_BODY
-    phases: bool = False  # DNS and connect times through aiohttp's tracing (~10% more CPU)
+    phases: bool = False  # DNS and connect times (the session: aiohttp's tracing, ~10% more CPU)
     rdap: RdapOptions = field(default_factory=RdapOptions)  # for [DOMAIN_EXPIRATION]
 
 
@@ -121,10 +124,19 @@ class HttpProbe(Probe):
         ErrorClass.CONDITION_FAILED,
     )
 
+    # Checks with a fresh connection (keepalive: false) go the lean way (http_lean.py) unless
+    # they need the session (redirects followed, user info in the URL); False: all through
+    # the session, as the parity tests compare the two.
+    lean = True
+
     async def start(self) -> None:
         self._tls = TlsContexts()
         system_context()  # before the first check, not inside it (free after the zygote)
         self._sessions: dict[tuple[bool, bool], aiohttp.ClientSession] = {}
+        self._lean = LeanClient()
+        self._plans: dict[HttpSettings, Plan | None] = {}
+        # URLs that answered with a redirect to follow: their checks go to the session.
+        self._redirecting: set[str] = set()
 
     def _session(self, keepalive: bool, phases: bool) -> aiohttp.ClientSession:
         """One session per (keepalive, phases): tracing costs every request that has it."""
@@ -141,6 +153,26 @@ class HttpProbe(Probe):
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        await self._lean.close()
+
+    def _plan(self, settings: HttpSettings) -> Plan | None:
+        """The lean request for these settings, or None where it takes the session."""
+        if not self.lean or settings.keepalive or settings.url in self._redirecting:
+            return None
+        try:
+            return self._plans[settings]
+        except KeyError:
+            lean = plan(
+                settings.url,
+                settings.method,
+                settings.headers,
+                settings.body,
+                settings.tls.server_name,
+            )
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()  # settings a reload left behind
+            self._plans[settings] = lean
+            return lean
 
     async def attempt(self, target: Endpoint) -> ProbeResult:
         settings = target.settings.narrow(HttpSettings)
@@ -150,6 +182,13 @@ class HttpProbe(Probe):
         if isinstance(ssl_context, str):
             started = time.perf_counter()
             return self.failed(target, ErrorClass.TLS, ssl_context, started, timestamp)
+        lean = self._plan(settings)
+        if lean is not None:
+            result = await self._lean_attempt(target, settings, lean, ssl_context, timestamp)
+            if result is not None:
+                return result
+            # A redirect to follow: this check and the URL's later ones ask the session.
+            self._redirecting.add(settings.url)
         # The common check (a GET, no headers of its own, no body) builds nothing per request.
         headers = (
             {name: reveal(value) for name, value in settings.headers} if settings.headers else None
@@ -201,6 +240,69 @@ class HttpProbe(Probe):
             first_byte=first_byte,
             total=total,
         )
+        return self._judge(target, settings, status, body, cert_expiry, phases, started, timestamp)
+
+    async def _lean_attempt(
+        self,
+        target: Endpoint,
+        settings: HttpSettings,
+        lean: Plan,
+        ssl_context: ssl.SSLContext,
+        timestamp: float,
+    ) -> ProbeResult | None:
+        """The check by the lean path; None when the answer is a redirect to follow."""
+        started = time.perf_counter()
+        try:
+            exchange = await self._lean.request(
+                lean, ssl_context, follow_redirects=settings.follow_redirects
+            )
+            try:
+                if exchange.redirect:
+                    return None
+                status = exchange.status
+                if (progress := PROGRESS.get()) is not None:
+                    progress.http_status = status  # a body that never ends says so
+                try:
+                    body = await read_stream_capped(
+                        exchange.payload, settings.max_body, exchange.content_length
+                    )
+                except BodyTooLarge as exc:
+                    return self.failed(
+                        target,
+                        ErrorClass.BODY_TOO_LARGE,
+                        str(exc),
+                        started,
+                        timestamp,
+                        http_status=status,
+                    )
+                ssl_object = exchange.ssl_object()
+                cert_expiry = peer_expiry(ssl_object) if ssl_object is not None else None
+            finally:
+                exchange.close()  # also when the attempt's budget cancels it
+        except aiohttp.ClientError as exc:
+            error, message = classify_client_error(exc)
+            return self.failed(target, error, message, started, timestamp)
+        total = time.perf_counter() - started
+        phases = Phases(
+            dns=exchange.dns if settings.phases else None,
+            connect=exchange.connect if settings.phases else None,
+            first_byte=exchange.first_byte - started,
+            total=total,
+        )
+        return self._judge(target, settings, status, body, cert_expiry, phases, started, timestamp)
+
+    def _judge(
+        self,
+        target: Endpoint,
+        settings: HttpSettings,
+        status: int,
+        body: bytes,
+        cert_expiry: float | None,
+        phases: Phases,
+        started: float,
+        timestamp: float,
+    ) -> ProbeResult:
+        """The result of a response read whole, either path's."""
         now = self.clock()
         context = ConditionContext(
             status=status,

@@ -60,8 +60,19 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
         if length > cap:
             raise BodyTooLarge(cap, length)
         return await response.read()  # announced and under the cap: one read, no chunks
+    return await read_stream_capped(response.content, cap)
+
+
+async def read_stream_capped(
+    content: aiohttp.StreamReader, cap: int, length: int | None = None
+) -> bytes:
+    """`read_capped` on a bare payload stream whose Content-Length is `length`."""
+    if length is not None:
+        if length > cap:
+            raise BodyTooLarge(cap, length)
+        return await content.read()
     body = bytearray()
-    async for chunk in response.content.iter_chunked(CHUNK):
+    async for chunk in content.iter_chunked(CHUNK):
         body += chunk
         if len(body) > cap:
             raise BodyTooLarge(cap)

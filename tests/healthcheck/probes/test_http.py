@@ -397,15 +397,18 @@ async def test_a_secret_header_does_not_follow_a_redirect_to_another_origin(
             url=f"http://127.0.0.1:{first_port}/away",
             headers=(("X-Api-Key", Secret("k3y-Vq9Lw2Zr8T")), ("X-Plain", "shown")),
         )
-        result = await probe.run(endpoint("http", settings))
+        results = [await probe.run(endpoint("http", settings)) for _ in range(2)]
     finally:
         await first_runner.cleanup()
         await second_runner.cleanup()
-    assert result.ok, result.error_text
+    assert all(result.ok for result in results), [result.error_text for result in results]
+    # The first check asks /away twice: the lean path learns that it redirects and hands the
+    # check to the session, which follows it then and for every later check.
+    key = "k3y-Vq9Lw2Zr8T"
     if elsewhere:
-        assert first[PEERS] == ["k3y-Vq9Lw2Zr8T"] and second[PEERS] == [None]
+        assert first[PEERS] == [key, key, key] and second[PEERS] == [None, None]
     else:
-        assert first[PEERS] == ["k3y-Vq9Lw2Zr8T", "k3y-Vq9Lw2Zr8T"] and second[PEERS] == []
+        assert first[PEERS] == [key, key, key, key, key] and second[PEERS] == []
 
 
 async def test_a_body_that_trickles_forever_keeps_its_status(probe, endpoint) -> None:

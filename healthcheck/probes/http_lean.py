@@ -1,0 +1,389 @@
+"""The common HTTP check without aiohttp's client session: a fresh connection from
+`loop.create_connection`, the request written in one piece, and aiohttp's own protocol
+(`ResponseHandler`: its C parser, decompression, payload stream and exceptions) reading the
+answer. A session request costs ~0.5 ms of CPU; this ~0.2 ms (bench/README.md).
+
+What it does not do falls back to the session (HttpProbe decides): keep-alive, a URL with
+user info, and redirects (the caller learns a redirect from `Exchange.redirect`).
+Errors are aiohttp's own exception types built as its connector and session build them, so
+`classify_client_error` reads them exactly as it reads the session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import aiohappyeyeballs
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey, RequestInfo
+from aiohttp.http import HttpProcessingError
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.resolver import DefaultResolver
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from healthcheck.probes.http_client import USER_AGENT
+from healthcheck.secrets import Secret
+
+# As aiohttp: no retry on these, Content-Length: 0 for a body-less request of the others.
+_GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_POST_METHODS = frozenset({"PATCH", "POST", "PUT"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HAPPY_EYEBALLS_DELAY = 0.25  # aiohttp's TCPConnector default
+DNS_TTL = 10.0  # aiohttp's TCPConnector ttl_dns_cache default
+
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a check's request needs that its settings fix: worked out once per settings."""
+
+    url: URL
+    host: str  # as in the URL (raw, IDNA), an address or a name
+    port: int
+    is_ssl: bool
+    server_name: str | None  # SNI and certificate name, for https
+    method: str
+    # The request head and body, a secret header's value kept a Secret until it is written.
+    head: tuple[str | Secret, ...]
+    body: bytes
+    literal: tuple[AddrInfo, ...]  # the address when the host is one: no lookup
+    retry: bool  # aiohttp asks again once when the server hangs up before a response
+
+
+def plan(
+    url: str,
+    method: str,
+    headers: tuple[tuple[str, str | Secret], ...],
+    body: str | None,
+    server_name: str | None,
+) -> Plan | None:
+    """The request for these settings, or None where the lean path does not apply."""
+    parsed = URL(url)
+    host, port = parsed.raw_host, parsed.port
+    if not host or port is None or parsed.raw_user or parsed.raw_password:
+        return None  # user info: aiohttp sends it as Basic auth
+    if host.endswith(".."):
+        host = host.rstrip(".") + "."  # as aiohttp's connector
+    literal: tuple[AddrInfo, ...] = ()
+    if ":" in host or host.replace(".", "").isdigit():  # an address, as aiohttp tells them
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a legacy numeric form (127.1), a zone: aiohttp says what it makes of it
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        address = (host, port, 0, 0) if ":" in host else (host, port)
+        literal = ((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address),)
+    is_ssl = parsed.scheme == "https"
+    given = {name.lower() for name, _ in headers}
+    # aiohttp's order: Host, the session's User-Agent, ours, then its defaults.
+    lines: list[tuple[str, str | Secret]] = []
+    if "host" not in given:
+        lines.append(("Host", parsed.host_port_subcomponent or host))
+    if "user-agent" not in given:
+        lines.append(("User-Agent", USER_AGENT))
+    lines.extend(headers)
+    if "accept" not in given:
+        lines.append(("Accept", "*/*"))
+    if "accept-encoding" not in given:
+        lines.append(("Accept-Encoding", "gzip, deflate"))
+    payload = body.encode() if body is not None else b""
+    if body is not None or method not in _GET_METHODS:
+        if "content-length" not in given:
+            lines.append(("Content-Length", str(len(payload))))
+        if "content-type" not in given and (body is not None or method in _POST_METHODS):
+            lines.append(("Content-Type", "application/octet-stream"))
+    if "connection" not in given:
+        lines.append(("Connection", "close"))
+    head: list[str | Secret] = [f"{method} {parsed.raw_path_qs} HTTP/1.1\r\n"]
+    for name, value in lines:
+        head += (
+            [f"{name}: ", value, "\r\n"] if isinstance(value, Secret) else [f"{name}: {value}\r\n"]
+        )
+    head.append("\r\n")
+    return Plan(
+        url=parsed,
+        host=host,
+        port=port,
+        is_ssl=is_ssl,
+        server_name=(server_name or host).rstrip(".") if is_ssl else None,
+        method=method,
+        head=tuple(head),
+        body=payload,
+        literal=literal,
+        retry=method in _IDEMPOTENT,
+    )
+
+
+def _wire(plan: Plan) -> bytes:
+    """The request's bytes; a secret is revealed here and nowhere else."""
+    text = "".join(part.reveal() if isinstance(part, Secret) else part for part in plan.head)
+    return text.encode("utf-8") + plan.body
+
+
+class _Handler(ResponseHandler):
+    """aiohttp's protocol, noting when the connection was made (after the TLS handshake)
+    and when the first byte of the answer came."""
+
+    connected_at = 0.0
+    first_byte_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected_at = time.perf_counter()
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.first_byte_at:
+            self.first_byte_at = time.perf_counter()
+        super().data_received(data)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's answer, its head read; the body is read from `payload`."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    payload: StreamReader
+    transport: asyncio.BaseTransport
+    dns: float | None  # seconds of a lookup made for it; None when none was
+    connect: float  # seconds from the start of connecting to the connection (TLS included)
+    first_byte: float  # perf_counter of the answer's first byte
+    redirect: bool  # a 3xx with a Location: the session follows it
+
+    @property
+    def content_length(self) -> int | None:
+        length = self.headers.get("Content-Length")
+        return None if length is None else int(length)
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return cast("ssl.SSLObject | None", self.transport.get_extra_info("ssl_object"))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class LeanClient:
+    """Requests by plan, with a cache of looked-up addresses as aiohttp's TCPConnector."""
+
+    def __init__(self, ttl: float = DNS_TTL) -> None:
+        self._ttl = ttl
+        self._resolver: AbstractResolver | None = None
+        self._hosts: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Task[list[AddrInfo]]] = {}
+
+    async def close(self) -> None:
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    async def request(
+        self,
+        plan: Plan,
+        ssl_context: ssl.SSLContext,
+        *,
+        follow_redirects: bool,
+    ) -> Exchange:
+        """Connect, send and read the answer's head; raises aiohttp's ClientError subclasses
+        as a session would. The caller closes the Exchange."""
+        key = ConnectionKey(
+            plan.host, plan.port, plan.is_ssl, ssl_context, None, None, None, plan.server_name
+        )
+        retry = plan.retry
+        while True:
+            dns: float | None = None
+            addresses: Sequence[AddrInfo] = plan.literal
+            if not addresses:
+                looked_up = time.perf_counter()
+                addresses, fresh = await self._addresses(plan, key)
+                dns = time.perf_counter() - looked_up if fresh else None
+            connecting = time.perf_counter()
+            transport, handler = await self._connect(plan, key, addresses, ssl_context)
+            try:
+                handler.set_response_params(skip_payload=plan.method == "HEAD", read_until_eof=True)
+                transport.write(_wire(plan))
+                try:
+                    message, payload = await self._head(handler, plan)
+                except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                    if not retry:
+                        raise
+                    retry = False
+                    transport.close()
+                    continue
+            except BaseException:
+                transport.close()
+                raise
+            headers = message.headers
+            redirect = (
+                follow_redirects
+                and message.code in _REDIRECTS
+                and bool(headers.get("Location") or headers.get("URI"))  # as aiohttp reads them
+            )
+            return Exchange(
+                status=message.code,
+                headers=headers,
+                payload=payload,
+                transport=transport,
+                dns=dns,
+                connect=handler.connected_at - connecting,
+                first_byte=handler.first_byte_at,
+                redirect=redirect,
+            )
+
+    async def _head(self, handler: _Handler, plan: Plan) -> tuple[RawResponseMessage, StreamReader]:
+        """The final response's head, past any 1xx, as ClientResponse.start reads it."""
+        while True:
+            try:
+                message, payload = await handler.read()
+            except HttpProcessingError as exc:
+                info = RequestInfo(plan.url, plan.method, _NO_HEADERS)
+                raise aiohttp.ClientResponseError(
+                    info, (), status=exc.code, message=exc.message, headers=exc.headers
+                ) from exc
+            if message.code < 100 or message.code > 199 or message.code == 101:
+                return message, payload
+
+    async def _connect(
+        self,
+        plan: Plan,
+        key: ConnectionKey,
+        addresses: Sequence[AddrInfo],
+        ssl_context: ssl.SSLContext,
+    ) -> tuple[asyncio.Transport, _Handler]:
+        """A connection to the first address that answers, tried as aiohttp's connector
+        tries them: happy eyeballs over the list, then again without the first address."""
+        loop = asyncio.get_running_loop()
+        context = ssl_context if plan.is_ssl else None
+
+        def factory() -> _Handler:
+            return _Handler(loop)
+
+        if len(addresses) == 1:
+            # One address: straight to it (asyncio and uvloop take an IP without a lookup).
+            _, _, _, _, address = addresses[0]
+            return await _wrapped(
+                key,
+                loop.create_connection(
+                    factory, address[0], address[1], ssl=context, server_hostname=plan.server_name
+                ),
+            )
+        remaining = list(addresses)
+        last: Exception | None = None
+        while remaining:
+            try:
+                sock = await _wrapped(
+                    key,
+                    aiohappyeyeballs.start_connection(
+                        remaining, happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY, loop=loop
+                    ),
+                )
+                return await _wrapped(
+                    key,
+                    loop.create_connection(
+                        factory, sock=sock, ssl=context, server_hostname=plan.server_name
+                    ),
+                )
+            except aiohttp.ClientConnectorError as exc:
+                last = exc
+                aiohappyeyeballs.pop_addr_infos_interleave(remaining, None)
+        assert last is not None
+        raise last
+
+    async def _addresses(self, plan: Plan, key: ConnectionKey) -> tuple[list[AddrInfo], bool]:
+        """The host's addresses, from the cache while fresh (rotated one each use, as
+        aiohttp's), and whether a lookup was made for them; ClientConnectorDNSError else."""
+        loop = asyncio.get_running_loop()
+        name = (plan.host, plan.port)
+        cached = self._hosts.get(name)
+        if cached is not None and loop.time() < cached[0]:
+            return _next(cached[1]), False
+        lookup = self._lookups.get(name)
+        if lookup is None:
+            lookup = self._lookups[name] = loop.create_task(self._look_up(plan.host, plan.port))
+            lookup.add_done_callback(lambda task: self._looked_up(name, task))
+        try:
+            # Shielded: a check that times out leaves the lookup to the others waiting on it.
+            found = await asyncio.shield(lookup)
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, TimeoutError):
+                raise
+            raise aiohttp.ClientConnectorDNSError(key, exc) from exc
+        cached = self._hosts.get(name)
+        if cached is None or cached[1] is not found:
+            if len(self._hosts) >= _MAX_HOSTS:
+                self._hosts.pop(next(iter(self._hosts)))
+            cached = self._hosts[name] = (loop.time() + self._ttl, found)
+        return _next(cached[1]), True
+
+    def _looked_up(self, name: tuple[str, int], task: asyncio.Task[list[AddrInfo]]) -> None:
+        self._lookups.pop(name, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have timed out
+
+    async def _look_up(self, host: str, port: int) -> list[AddrInfo]:
+        if self._resolver is None:
+            self._resolver = DefaultResolver()
+        found = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+        infos: list[AddrInfo] = []
+        for item in found:
+            address = item["host"]
+            if ":" in address:
+                infos.append(
+                    (
+                        socket.AF_INET6,
+                        socket.SOCK_STREAM,
+                        socket.IPPROTO_TCP,
+                        "",
+                        (address, item["port"], 0, 0),
+                    )
+                )
+            else:
+                infos.append(
+                    (
+                        socket.AF_INET,
+                        socket.SOCK_STREAM,
+                        socket.IPPROTO_TCP,
+                        "",
+                        (address, item["port"]),
+                    )
+                )
+        return infos
+
+
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_MAX_HOSTS = 1000  # as aiohttp's DNS cache
+_T = TypeVar("_T")
+
+
+def _next(addresses: list[AddrInfo]) -> list[AddrInfo]:
+    """The addresses in the order to try them now; the next use starts one further on
+    (aiohttp's round robin over a name's addresses)."""
+    order = list(addresses)
+    if len(addresses) > 1:
+        addresses.append(addresses.pop(0))
+    return order
+
+
+async def _wrapped(key: ConnectionKey, connecting: Awaitable[_T]) -> _T:
+    """Await a connection attempt, its errors as aiohttp's connector words them."""
+    try:
+        return await connecting
+    except ssl.CertificateError as exc:
+        raise aiohttp.ClientConnectorCertificateError(key, exc) from exc
+    except ssl.SSLError as exc:
+        raise aiohttp.ClientConnectorSSLError(key, exc) from exc
+    except OSError as exc:
+        if exc.errno is None and isinstance(exc, TimeoutError):
+            raise
+        raise aiohttp.ClientConnectorError(key, exc) from exc
