@@ -11,7 +11,7 @@ Nothing forks under a running loop of either kind (a loop must not cross a fork)
 the zygote before it makes the daemon's loop (worker_zygote.Zygote.fork_here), and each worker
 the zygote forks makes its own.
 
-The loop we run on uvloop is `_numeric_loop()`'s subclass, for one reason that kept uvloop
+The loop we run on uvloop is `_uvloop_loop()`'s subclass, for one reason that kept uvloop
 opt-in until found: uvloop's `sock_connect` (which aiohttp's connector calls, through
 aiohappyeyeballs, for every new connection) asks `self.getaddrinfo(host, port, family=...)`
 with socket type 0, and uvloop resolves without a thread only for SOCK_STREAM or SOCK_DGRAM,
@@ -38,6 +38,7 @@ prober faults, not verdicts (prober_faults.py).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import socket
@@ -79,18 +80,19 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         if wanted == "uvloop":
             raise ConfigError(f"{ENV}=uvloop but uvloop is not installed") from None
         return None
-    return _numeric_loop()
+    return _uvloop_loop()
 
 
 @functools.cache
-def _numeric_loop() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's Loop, but a numeric host given to getaddrinfo with no socket type (as its own
-    sock_connect asks for every connection) is answered in the process instead of by libuv's
-    thread pool: the same answer, without the two thread hand-overs the module's docstring
-    says cost a starved daemon most of its checks. A name still goes to the pool."""
+def _uvloop_loop() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's Loop with the two changes the module's docstring explains: a numeric host given
+    to getaddrinfo with no socket type (as its own sock_connect asks for every connection) is
+    answered in the process, not by libuv's thread pool (the same answer, without two thread
+    hand-overs; a name still goes to the pool), and a timer that falls due runs after the
+    callbacks already ready, as on asyncio's loop."""
     import uvloop
 
-    class NumericHostLoop(uvloop.Loop):
+    class Loop(uvloop.Loop):
         async def getaddrinfo(  # type: ignore[override]  # uvloop's stub's type, not typeshed's
             self,
             host: str | bytes | None,
@@ -112,7 +114,28 @@ def _numeric_loop() -> Callable[[], asyncio.AbstractEventLoop]:
                 host, port, family=family, type=type, proto=proto, flags=flags
             )
 
-    return cast(Callable[[], asyncio.AbstractEventLoop], NumericHostLoop)
+        def call_later(
+            self,
+            delay: float,
+            callback: Callable[..., object],
+            *args: object,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.TimerHandle:
+            # A timer that falls due queues its callback behind the callbacks already ready,
+            # as asyncio's loop does, instead of running it first (libuv's order): an answer
+            # read before a starved process was held up is taken before its timeout fires.
+            # call_at comes here too. Cancelled between falling due and running: not run.
+            def due() -> None:
+                self.call_soon(run, context=context)
+
+            def run() -> None:
+                if not timer.cancelled():
+                    callback(*args)
+
+            timer = super().call_later(delay, due, context=context)
+            return timer
+
+    return cast(Callable[[], asyncio.AbstractEventLoop], Loop)
 
 
 def name(loop: asyncio.AbstractEventLoop) -> str:
