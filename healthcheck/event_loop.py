@@ -24,15 +24,18 @@ uvloop made 1.1 requests/s where asyncio's made 10.7 (bench/starved_bench.py), a
 showed the pool threads' futexes and the loop's eventfd reads after each `socket()` (the "4x
 the futex calls" found before). The subclass answers a numeric host itself (libc getaddrinfo
 with AI_NUMERICHOST | AI_NUMERICSERV, which never leaves the process), the same answer the pool
-gave; a name still goes to the pool. With it uvloop made 8.5 requests/s against asyncio's 10.3
-in the same starved set-up, and the starved test passes on uvloop.
+gave; a name still goes to the pool. With that, uvloop made 8.5 requests/s against asyncio's
+10.3 in the same starved set-up.
 
-Another difference, smaller: uvloop (libuv) runs the timers that fell due before the callbacks
-the last poll made ready, so an answer read just before the process is held up can lose to a
-timeout that fell due meanwhile; asyncio's loop lets the woken task run first
-(bench/uvloop_timer_order.py). That alone did not explain the starved slowdown (a probe timeout
-that let ready callbacks run first did not fix it); a starved prober's checks that it hits are
-prober faults, not verdicts (prober_faults.py).
+The second difference: uvloop (libuv) runs the timers that fell due before the callbacks the
+last poll made ready, so an answer read (or a connect completed) just before the process is
+held up loses to a timeout that fell due meanwhile; asyncio's loop lets the woken task run
+first (bench/uvloop_timer_order.py). Alone it did not explain the slowdown (a probe timeout
+that let ready callbacks run first did not fix it while the thread pool was in the way); with
+the pool gone it was the rest of the gap: all on one core under load, asyncio 2.5 requests/s,
+uvloop with the pool fix 2.6, with the subclass's `call_later` (a due timer's callback queued
+behind the ready ones, as asyncio does) 5.6. Figures provisional (shared VM), from
+bench/starved_bench.py; bench/README.md has the commands.
 """
 
 from __future__ import annotations
