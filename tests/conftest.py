@@ -18,16 +18,21 @@ from healthcheck import event_loop
 
 @pytest.fixture(scope="session")
 def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    """In-process tests run on the loop the daemon would pick: asyncio's own, uvloop with
-    HEALTHCHECK_EVENT_LOOP=uvloop (the daemons the tests start as subprocesses inherit the
-    variable), so both loops can be tested. (pytest-asyncio 1.x
-    warns that this fixture will give way to its loop-factories hook; it works on every
-    version pyproject allows.)"""
-    if event_loop.loop_factory() is None:
+    """In-process tests run on the loop the daemon would pick (event_loop.loop_factory):
+    uvloop's where it is installed, asyncio's own with HEALTHCHECK_EVENT_LOOP=asyncio (the
+    daemons the tests start as subprocesses inherit the variable), so both loops can be
+    tested. (pytest-asyncio 1.x warns that this fixture will give way to its loop-factories
+    hook; it works on every version pyproject allows.)"""
+    factory = event_loop.loop_factory()
+    if factory is None:
         return asyncio.DefaultEventLoopPolicy()
-    import uvloop
 
-    return uvloop.EventLoopPolicy()
+    class Policy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            assert factory is not None
+            return factory()
+
+    return Policy()
 
 
 @pytest.fixture(scope="session")

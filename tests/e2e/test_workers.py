@@ -476,7 +476,7 @@ def loaded(pid: int, module: str) -> bool:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("default", "asyncio"),
+        ("default", "uvloop"),
         ("asyncio", "asyncio"),
         ("uvloop", "uvloop"),
         ("auto", "uvloop"),
@@ -486,9 +486,9 @@ def loaded(pid: int, module: str) -> bool:
 async def test_the_daemon_and_its_workers_run_on_the_chosen_event_loop(
     start_daemon, follow_log, fleet, tmp_path, setting, expected
 ) -> None:
-    """asyncio's own by default; uvloop with HEALTHCHECK_EVENT_LOOP=uvloop, or `auto` where
-    uvloop imports; `auto` on a platform where it does not (here a uvloop module that raises
-    ImportError, first on the path) runs asyncio's. The daemon says which in its `started`
+    """uvloop by default (`auto`) and with HEALTHCHECK_EVENT_LOOP=uvloop; asyncio's own with
+    =asyncio, and with `auto` on a platform where uvloop does not import (here a uvloop module
+    that raises ImportError, first on the path). The daemon says which in its `started`
     line and /api/v1/self; its workers, forked from the zygote, load uvloop only when they run
     on it; checks go on either way."""
     env = {k: v for k, v in os.environ.items() if k != "HEALTHCHECK_EVENT_LOOP"}
