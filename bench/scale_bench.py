@@ -852,6 +852,30 @@ def describe(run: DaemonRun) -> str:
     return "\n".join(lines)
 
 
+def workers_table(runs: list[DaemonRun]) -> str:
+    """Throughput against cores, one row per `scheduler.workers`: a Markdown table for
+    bench/README.md. Cores busy: the CPU seconds of all our processes per second of window."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    rows = [
+        "| workers | checks/s planned / done | missed | lag p50 / p99 / max (ms) "
+        "| CPU per check, all processes | cores busy | RSS / PSS, all processes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        cpu = run.cpu_ms_per_probe
+        cores = "-" if cpu is None else f"{cpu * run.done_per_s / 1000:.2f}"
+        rows.append(
+            f"| {run.workers} | {run.planned_per_s:,.0f} / {run.done_per_s:,.1f} | {run.missed} "
+            f"| {ms(run.lag_p50_ms)} / {ms(run.lag_p99_ms)} / {ms(run.lag_max_ms)} "
+            f"| {'-' if cpu is None else f'{cpu:.2f} ms'} | {cores} "
+            f"| {max(run.rss_mb, default=0):.0f} / {max(run.pss_mb, default=0):.0f} MB |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -910,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(run))
         figures["daemon"] = asdict(run)
     elif args.what == "workers":
+        runs = []
         for count in (1, 2):
             run = asyncio.run(
                 daemon_run(
@@ -925,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(describe(run), flush=True)
             figures[f"workers_{count}"] = asdict(run)
+            runs.append(run)
+        print(workers_table(runs))
     elif args.what == "once":
         figures["once"] = once_run(args.endpoints, nginx)
         print(figures["once"])
