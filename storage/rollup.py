@@ -99,8 +99,8 @@ def _shared(value: float) -> float:
 
 
 def _unpickle_tally(*values: float) -> Tally:
-    shared = [_shared(value) for value in values]
-    return Tally(*shared[:6], histogram=shared[6:])
+    checks, successes, degraded, total, low, high, *histogram = map(_shared, values)
+    return Tally(checks, successes, degraded, total, low, high, histogram)
 
 
 def histogram_quantile(
