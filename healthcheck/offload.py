@@ -14,6 +14,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+from healthcheck.tuning import release_free_memory
+
 T = TypeVar("T")
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -101,3 +103,5 @@ def serve(conn: Connection) -> None:
             conn.send(answer)
         except (EOFError, OSError):
             return
+        del function, args, answer
+        release_free_memory()  # what the call freed, before the next one (seconds away)

@@ -51,6 +51,18 @@ def freeze_startup_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere
+    nothing). For the helper process between calls: a /metrics render or an uptime read at
+    20,000 endpoints frees tens of MB that glibc otherwise keeps (its RSS ~170 -> ~125 MB,
+    a few ms each time)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 def _limit_malloc_arenas(count: int) -> None:
     try:
         libc = ctypes.CDLL(None)
