@@ -14,7 +14,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-from healthcheck.tuning import release_free_memory
+from healthcheck.tuning import fix_mmap_threshold, release_free_memory
 
 T = TypeVar("T")
 _SPAWN = multiprocessing.get_context("spawn")
@@ -90,6 +90,7 @@ class Offload:
 
 def serve(conn: Connection) -> None:
     """The helper process: answer (function, args) with (ok, value) until the daemon hangs up."""
+    fix_mmap_threshold()
     while True:
         try:
             function, args = conn.recv()
