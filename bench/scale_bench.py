@@ -91,16 +91,39 @@ def family(pid: int) -> list[int]:
     return found
 
 
-def role(pid: int, daemon: int) -> str:
-    """What a process of ours is, for a person: the daemon, or its command line's end."""
-    if pid == daemon:
-        return "daemon"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            words = cmdline.read().replace(b"\0", b" ").decode(errors="replace").split()
-    except OSError:
-        return str(pid)
-    return f"{pid} " + " ".join(word.rsplit("/", 1)[-1] for word in words[1:])[-60:]
+def roles(daemon: int) -> dict[int, str]:
+    """What each process of ours is, for a person: the daemon, the zygote that forks the probe
+    workers (a fork of the daemon, same command line), each worker (the zygote's children), the
+    helper that renders /metrics and reads uptime (multiprocessing's spawn), its resource
+    tracker; anything else by its command line's end."""
+    parents: dict[int, int] = {}
+    for pid in family(daemon):
+        with (
+            contextlib.suppress(OSError, IndexError, ValueError),
+            open(f"/proc/{pid}/stat") as stat,
+        ):
+            parents[pid] = int(stat.read().rsplit(")", 1)[1].split()[1])
+    named, workers = {}, 0
+    for pid in sorted(parents):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                words = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pid == daemon:
+            named[pid] = "daemon"
+        elif "resource_tracker" in words:
+            named[pid] = "multiprocessing tracker"
+        elif "multiprocessing.spawn" in words:
+            named[pid] = "helper (render, uptime)"
+        elif parents[pid] == daemon and "healthcheck" in words:
+            named[pid] = "zygote"
+        elif named.get(parents[pid]) == "zygote":
+            workers += 1
+            named[pid] = f"worker {workers}"
+        else:
+            named[pid] = f"{pid} " + " ".join(w.rsplit("/", 1)[-1] for w in words.split()[1:])[-60:]
+    return named
 
 
 def family_cpu(pid: int) -> dict[int, float]:
@@ -112,24 +135,19 @@ def family_cpu(pid: int) -> dict[int, float]:
     return seconds
 
 
-def family_pss(pid: int) -> int:
-    """Memory of `pid`'s family, each page once (see pss_bytes)."""
-    total = 0
-    for member in family(pid):
-        with contextlib.suppress(OSError):
-            total += pss_bytes(member)
-    return total
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size: a page N processes share counts 1/N in each. The probe workers
-    are forked from one zygote and share most of their pages with it: a sum of their RSS
-    counted those in every one (273 MB for 129 MB of PSS, 2 workers and 200 endpoints)."""
+def memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes, from /proc/PID/smaps_rollup. PSS (proportional set
+    size) counts a page N processes share 1/N in each. The probe workers are forked from one
+    zygote, itself a fork of the daemon, and share many pages with them: a sum of RSS counts
+    those in every process (273 MB for 129 MB of PSS, 2 workers and 200 endpoints)."""
+    rss = pss = 0
     with open(f"/proc/{pid}/smaps_rollup") as rollup:
         for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    return rss, pss
 
 
 def rss_bytes(pid: int) -> int:
@@ -468,6 +486,9 @@ class DaemonRun:
     lag_worst_p99_5s_ms: float | None = None  # the worst p99 of any ~1,000 dispatches in a row
     lag_share_under_250ms: float | None = None
     pss_mb: list[float] = field(default_factory=list)  # all our processes, shared pages once
+    rss_mb: list[float] = field(default_factory=list)  # all our processes, shared pages in each
+    # the most of each process of ours over the window: (what it is, RSS MB, PSS MB)
+    memory_by_process: list[tuple[str, float, float]] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
     db_growth_mb: float = 0.0
@@ -628,6 +649,7 @@ async def daemon_run(
                 wall0 = time.time()
                 next_scrape = started_at + (scrape_every or float("inf"))
                 p99s, maxes = [], []
+                most_memory: dict[str, tuple[int, int]] = {}
                 while (now := time.monotonic()) < started_at + window:
                     await asyncio.sleep(1.0)
                     report = await asyncio.to_thread(get_json, f"{base}/api/v1/self")
@@ -635,7 +657,15 @@ async def daemon_run(
                     if lag["p99"] is not None:
                         p99s.append(lag["p99"])
                         maxes.append(lag["max"])
-                    run.pss_mb.append(round(family_pss(daemon.pid) / 2**20, 1))
+                    rss_sum = pss_sum = 0
+                    for pid, name in roles(daemon.pid).items():
+                        with contextlib.suppress(OSError):
+                            rss, pss = memory(pid)
+                            rss_sum, pss_sum = rss_sum + rss, pss_sum + pss
+                            most = most_memory.get(name, (0, 0))
+                            most_memory[name] = (max(most[0], rss), max(most[1], pss))
+                    run.rss_mb.append(round(rss_sum / 2**20, 1))
+                    run.pss_mb.append(round(pss_sum / 2**20, 1))
                     run.fds.append(open_fds(daemon.pid))
                     run.tasks.append(report["process"]["asyncio_tasks"])
                     for usage in others:
@@ -650,6 +680,11 @@ async def daemon_run(
                 me.cpu_end = sum(ours1[p] - ours0.get(p, 0.0) for p in ours1)
                 by_process = {p: ours1[p] - ours0.get(p, 0.0) for p in ours1}
                 run.processes = len(ours1)
+                run.memory_by_process = [
+                    (name, round(rss / 2**20, 1), round(pss / 2**20, 1))
+                    for name, (rss, pss) in most_memory.items()
+                ]
+                named = roles(daemon.pid)
                 split1 = thread_cpu(daemon.pid)
                 run.cpu_split = {k: round(split1[k] - split0[k], 2) for k in split1}
                 elapsed = time.monotonic() - started_at
@@ -666,7 +701,7 @@ async def daemon_run(
                 if done:
                     run.cpu_by_process = sorted(
                         (
-                            (role(p, daemon.pid), round(1000 * seconds / done, 3))
+                            (named.get(p, str(p)), round(1000 * seconds / done, 3))
                             for p, seconds in by_process.items()
                         ),
                         key=lambda item: -item[1],
@@ -801,8 +836,11 @@ def describe(run: DaemonRun) -> str:
         f"  schedule lag p50 {f(run.lag_p50_ms, ' ms')}, p99 {f(run.lag_p99_ms, ' ms')}, "
         f"max {f(run.lag_max_ms, ' ms')}, share under 250 ms {f(run.lag_share_under_250ms)}, "
         f"worst p99 of 1,000 in a row {f(run.lag_worst_p99_5s_ms, ' ms')}",
-        f"  PSS MB min/max {min(run.pss_mb, default=0)}/{max(run.pss_mb, default=0)}, "
-        f"fds {min(run.fds, default=0)}-{max(run.fds, default=0)}, "
+        f"  memory of all our processes, MB min/max: RSS {min(run.rss_mb, default=0)}/"
+        f"{max(run.rss_mb, default=0)}, PSS {min(run.pss_mb, default=0)}/"
+        f"{max(run.pss_mb, default=0)}; each process's most, RSS/PSS: "
+        + ", ".join(f"{name} {rss:g}/{pss:g}" for name, rss, pss in run.memory_by_process),
+        f"  fds {min(run.fds, default=0)}-{max(run.fds, default=0)}, "
         f"asyncio tasks {min(run.tasks, default=0)}-{max(run.tasks, default=0)}, "
         f"database +{run.db_growth_mb} MB",
     ]
@@ -812,6 +850,30 @@ def describe(run: DaemonRun) -> str:
             f"went down (bound {run.detection_bound_s:g} s)"
         )
     return "\n".join(lines)
+
+
+def workers_table(runs: list[DaemonRun]) -> str:
+    """Throughput against cores, one row per `scheduler.workers`: a Markdown table for
+    bench/README.md. Cores busy: the CPU seconds of all our processes per second of window."""
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    rows = [
+        "| workers | checks/s planned / done | missed | lag p50 / p99 / max (ms) "
+        "| CPU per check, all processes | cores busy | RSS / PSS, all processes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        cpu = run.cpu_ms_per_probe
+        cores = "-" if cpu is None else f"{cpu * run.done_per_s / 1000:.2f}"
+        rows.append(
+            f"| {run.workers} | {run.planned_per_s:,.0f} / {run.done_per_s:,.1f} | {run.missed} "
+            f"| {ms(run.lag_p50_ms)} / {ms(run.lag_p99_ms)} / {ms(run.lag_max_ms)} "
+            f"| {'-' if cpu is None else f'{cpu:.2f} ms'} | {cores} "
+            f"| {max(run.rss_mb, default=0):.0f} / {max(run.pss_mb, default=0):.0f} MB |"
+        )
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -872,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(run))
         figures["daemon"] = asdict(run)
     elif args.what == "workers":
+        runs = []
         for count in (1, 2):
             run = asyncio.run(
                 daemon_run(
@@ -887,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(describe(run), flush=True)
             figures[f"workers_{count}"] = asdict(run)
+            runs.append(run)
+        print(workers_table(runs))
     elif args.what == "once":
         figures["once"] = once_run(args.endpoints, nginx)
         print(figures["once"])

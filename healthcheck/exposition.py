@@ -9,10 +9,17 @@ name (`le`, `result`, ...), kept from one render to the next in the process that
 per-endpoint sample line is then that encoded label set, the sample's name and its value in
 prometheus_client's `floatToGoString`: the same bytes the encoder would write
 (tests/healthcheck/test_exposition.py renders both ways, text and OpenMetrics).
+
+A family's lines are joined and encoded CHUNK_LINES at a time, and the body goes out as those
+chunks (into gzip when asked): at 20,000 endpoints a render is 680,000 lines, 62 MB of text.
+Kept as one str per line, then joined and encoded whole, it took the helper process that
+renders to ~350 MB of RSS at its peak; as chunks, the text is held once, as bytes.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +35,10 @@ from prometheus_client.utils import floatToGoString
 
 Encoder = Callable[[Collector], bytes]
 
+CHUNK_LINES = 4096  # sample lines joined and encoded at a time
 _MARK = "\ue000mark\ue000"  # a label value unchanged by escaping (made longer if one holds it)
 _EOF = "# EOF\n"
+_EOF_BYTES = _EOF.encode()
 
 
 class _Families:
@@ -162,45 +171,60 @@ class Labels:
 
 @dataclass(slots=True)
 class Encoded:
-    """A family whose sample lines are written already: `family` (no samples) gives the
-    encoder its HELP and TYPE lines."""
+    """A family whose sample lines are written already, as encoded chunks: `family` (no
+    samples) gives the encoder its HELP and TYPE lines."""
 
     family: Metric
-    lines: list[str]
+    chunks: list[bytes]
 
 
 def body(
-    families: Iterable[Metric | Encoded], encoder: Encoder, labels: Labels | None = None
+    families: Iterable[Metric | Encoded],
+    encoder: Encoder,
+    labels: Labels | None = None,
+    gzipped: bool = False,
 ) -> bytes:
     """The families in order, as the encoder writes them, the encoded ones' lines as they
-    are: one `# EOF` at the end where the format has one."""
-    parts: list[str] = []
+    are: one `# EOF` at the end where the format has one. `gzipped`: compressed chunk by
+    chunk as they come (level 1: ~10x smaller, several times faster than the default 9 on
+    text this repetitive), the whole text never held."""
+    if not gzipped:
+        return b"".join(_parts(families, encoder, labels))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=1) as out:
+        for part in _parts(families, encoder, labels):
+            out.write(part)
+    return compressed.getvalue()
+
+
+def _parts(
+    families: Iterable[Metric | Encoded], encoder: Encoder, labels: Labels | None
+) -> Iterator[bytes]:
     plain: list[Metric] = []
     eof = False
 
-    def encode(batch: Sequence[Metric]) -> str:
+    def encode(batch: Sequence[Metric]) -> bytes:
         nonlocal eof
-        text = encoder(_Families(batch)).decode()
-        if text.endswith(_EOF):
+        text = encoder(_Families(batch))
+        if text.endswith(_EOF_BYTES):
             eof = True
-            text = text[: -len(_EOF)]
+            text = text[: -len(_EOF_BYTES)]
         return text
 
     for family in families:
         if isinstance(family, Encoded):
             if plain:
-                parts.append(encode(plain))
+                yield encode(plain)
                 plain = []
-            parts.append(encode([family.family]))
-            parts.extend(family.lines)
+            yield encode([family.family])
+            yield from family.chunks
         else:
             plain.append(family)
-    parts.append(encode(plain))
+    yield encode(plain)
     if eof:
-        parts.append(_EOF)
+        yield _EOF_BYTES
     if labels is not None:
         labels.finish()
-    return "".join(parts).encode()
 
 
 class Samples:
@@ -217,7 +241,8 @@ class Samples:
         self.family = family
         self.columns = columns
         self.extra = extra  # the label after the endpoint's own, if any (`result`, `le`...)
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # written since the last chunk
+        self.chunks: list[bytes] = []
         self.name = self.count = self.sum = ""  # the sample names as the encoder writes them
         if labels is not None:
             suffixes: tuple[str, ...]
@@ -252,6 +277,8 @@ class Samples:
             self.lines.append(
                 f"{self.name}{head}{labels.value(self.extra, extra)}{tail} {labels.number(value)}\n"
             )
+        if len(self.lines) >= CHUNK_LINES:
+            self._chunk()
 
     def histogram(
         self, values: tuple[str, ...], le: Sequence[str], counts: Iterable[int], total: float
@@ -280,6 +307,16 @@ class Samples:
             plain = labels.of(values, self.columns)[0]
             lines.append(f"{self.count}{plain} {number(cumulative)}\n")
             lines.append(f"{self.sum}{plain} {floatToGoString(total)}\n")
+        if len(lines) >= CHUNK_LINES:
+            self._chunk()
+
+    def _chunk(self) -> None:
+        self.chunks.append("".join(self.lines).encode())
+        self.lines.clear()
 
     def done(self) -> Metric | Encoded:
-        return self.family if self.labels is None else Encoded(self.family, self.lines)
+        if self.labels is None:
+            return self.family
+        if self.lines:
+            self._chunk()
+        return Encoded(self.family, self.chunks)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
+from healthcheck.tuning import fix_mmap_threshold, release_free_memory
+
 T = TypeVar("T")
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -88,6 +90,7 @@ class Offload:
 
 def serve(conn: Connection) -> None:
     """The helper process: answer (function, args) with (ok, value) until the daemon hangs up."""
+    fix_mmap_threshold()
     while True:
         try:
             function, args = conn.recv()
@@ -101,3 +104,5 @@ def serve(conn: Connection) -> None:
             conn.send(answer)
         except (EOFError, OSError):
             return
+        del function, args, answer
+        release_free_memory()  # what the call freed, before the next one (seconds away)

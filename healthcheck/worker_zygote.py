@@ -141,6 +141,17 @@ class Zygote:
                 raise
         return await forked
 
+    def discard(self) -> None:
+        """End a zygote forked here that no worker will need, before any event loop runs: it
+        reads the end of its socket and exits at once."""
+        control, self._control = self._control, None
+        if control is not None:
+            control.close()
+        if self._pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = None
+
     async def close(self) -> None:
         """Tell the zygote to end (its workers should have ended first: they die with it)."""
         control, self._control = self._control, None

@@ -66,6 +66,42 @@ class Tally:
             return None
         return histogram_quantile(q, self.histogram, self.latency_max_ms, self.latency_min_ms)
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled (the uptime report crosses from the helper process to the daemon) so that
+        the unpickled tally shares its small whole counts (see _unpickle_tally)."""
+        return _unpickle_tally, (
+            self.checks,
+            self.successes,
+            self.degraded,
+            self.latency_sum_ms,
+            self.latency_min_ms,
+            self.latency_max_ms,
+            *self.histogram,
+        )
+
+
+# One float object per small whole count, for every unpickled tally to share. A tally is 23
+# numbers, its histogram buckets and counts mostly the same few (0.0, 1.0, 60.0, ...): at 20,000
+# endpoints the four windows' 80,000 tallies made one uptime snapshot ~115 MB in the daemon, 24
+# bytes a float, and the next one, unpickled while the last still served, twice that.
+_SHARED_UP_TO = 4096
+_shared_floats: dict[float, float] = {}
+
+
+def _shared(value: float) -> float:
+    """The shared object for a small whole float; anything else (an int: 1 == 1.0; -0.0:
+    == 0.0; a fraction) as it is."""
+    if type(value) is not float or not value.is_integer() or not 0 <= value <= _SHARED_UP_TO:
+        return value
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return value
+    return _shared_floats.setdefault(value, value)
+
+
+def _unpickle_tally(*values: float) -> Tally:
+    checks, successes, degraded, total, low, high, *histogram = map(_shared, values)
+    return Tally(checks, successes, degraded, total, low, high, histogram)
+
 
 def histogram_quantile(
     q: float, histogram: Sequence[float], observed_max: float, observed_min: float = 0.0

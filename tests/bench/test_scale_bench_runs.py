@@ -45,6 +45,9 @@ def test_daemon_run_reports_every_figure(tmp_path) -> None:
     assert run["done_per_s"] > 10 and run["missed"] == 0 and run["stored"] > 0
     assert run["cpu_ms_per_probe"] > 0 and run["pss_mb"] and run["fds"] and run["tasks"]
     assert run["lag_p99_ms"] is not None and run["lag_max_ms"] is not None
+    # Memory of every process of ours, each named: RSS (shared pages in each) and PSS.
+    names = [name for name, _rss, _pss in run["memory_by_process"]]
+    assert "daemon" in names and run["rss_mb"] and max(run["rss_mb"]) >= max(run["pss_mb"])
     # The switched-off endpoint was noticed and notified (how fast is a figure, not a test).
     assert run["detection_s"] is not None and run["detection_bound_s"] == 5
     assert "CPU per probe: healthcheck" in done.stdout
