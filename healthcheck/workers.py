@@ -499,13 +499,14 @@ def _log_setup() -> tuple[str | None, int]:
 
 
 async def _rest(transport: asyncio.BaseTransport) -> None:
-    """READ_EVERY without reading the worker's socket: what it sends meanwhile waits in the
-    socket, and the loop is not woken for it."""
+    """Until the next multiple of READ_EVERY without reading the worker's socket: what it
+    sends meanwhile waits in the socket, and the loop is not woken for it. Every worker's
+    reader wakes at the same multiples, so one turn of the loop serves them all."""
     if not isinstance(transport, asyncio.ReadTransport):
         return
     transport.pause_reading()
     try:
-        await asyncio.sleep(READ_EVERY)
+        await asyncio.sleep(READ_EVERY - asyncio.get_running_loop().time() % READ_EVERY)
     finally:
         transport.resume_reading()
 
