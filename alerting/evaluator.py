@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -83,6 +83,38 @@ class _Recent:
     checks: deque[tuple[float, bool, float]] = field(default_factory=deque)
     changes: deque[float] = field(default_factory=deque)
     status: Status | None = None
+    # Of `checks`: how many failed, and how many passed slower than `slow_limit` (the lower
+    # of the endpoint's latency thresholds). While both are too few for the error-rate and
+    # latency rules to be active, a quiet alert needs no verdict built (Evaluator._quiet).
+    failed: int = 0
+    slow: int = 0
+    slow_limit: float | None = None
+
+    def add(self, check: tuple[float, bool, float]) -> None:
+        self.checks.append(check)
+        _, ok, latency = check
+        if not ok:
+            self.failed += 1
+        elif self.slow_limit is not None and latency > self.slow_limit:
+            self.slow += 1
+
+    def drop_before(self, horizon: float) -> None:
+        checks, limit = self.checks, self.slow_limit
+        while checks and checks[0][0] < horizon:
+            _, ok, latency = checks.popleft()
+            if not ok:
+                self.failed -= 1
+            elif limit is not None and latency > limit:
+                self.slow -= 1
+
+    def count_slow(self, limit: float | None) -> None:
+        """Count slow checks against a new limit (the endpoint's thresholds were reloaded)."""
+        self.slow_limit = limit
+        self.slow = (
+            0
+            if limit is None
+            else sum(1 for _, ok, latency in self.checks if ok and latency > limit)
+        )
 
 
 class Evaluator:
@@ -111,6 +143,7 @@ class Evaluator:
         self._buffer: list[tuple[ProbeResult, Status]] = []
         self._next_uptime = 0.0
         self._kind_rules: dict[str, tuple[AlertRule, ...]] = {}
+        self._targets: dict[EndpointId, str] = {}  # endpoint -> its alert target
         # Set by the daemon before each evaluation: (schedule lag p99 s, storage down for s).
         self.self_check: rules.SelfCheck | None = None
 
@@ -200,17 +233,30 @@ class Evaluator:
             self._step(key, verdict, hold, now, region, changes)
 
         regions_seen = set()
+        endpoints = self._endpoints
         for result, status in batch:
-            endpoint = self.endpoints.get(result.target_id)
+            endpoint_id = result.target_id
+            endpoint = endpoints.get(endpoint_id)
             if endpoint is None:
                 continue
-            with _contained(f"rules for {endpoint.id}"):
-                self._judge_result(result, status, endpoint, now, judge)
+            try:  # as _contained, without a generator per result
+                self._judge_result(result, status, endpoint_id, endpoint, now, judge)
                 regions_seen.add(endpoint.region)
+            except Exception:
+                log.exception(
+                    "alert rule failed: %s",
+                    f"rules for {endpoint.id}",
+                    extra={"event": "alert_rule_failed"},
+                )
 
         for region in regions_seen:
             with _contained(f"regional failure of {region}"):
                 latest = self.latest
+                if self._quiet((REGIONAL_FAILURE, region)) and _any_passed(
+                    latest, self._members.get(region, ())
+                ):
+                    self.regions[region] = region  # inactive: what judge() would keep
+                    continue
                 members = [latest[i] for i in self._members.get(region, ()) if i in latest]
                 verdict = rules.regional_failure(region, members)
                 judge(REGIONAL_FAILURE, region, region, verdict, rule_settings.regional_failure_for)
@@ -244,94 +290,141 @@ class Evaluator:
             found = self._kind_rules[kind] = probe.alert_rules if probe is not None else ()
         return found
 
+    def _quiet(self, key: Key) -> bool:
+        """No alert, nor anything else, kept for this key: an inactive verdict (or None) for
+        it would change nothing but its region (see judge and _step), so need not be built."""
+        return key not in self.alerts and key not in self._active and key not in self.notified
+
     def _judge_result(
-        self, result: ProbeResult, status: Status, endpoint: Endpoint, now: float, judge: _Judge
+        self,
+        result: ProbeResult,
+        status: Status,
+        endpoint_id: EndpointId,
+        endpoint: Endpoint,
+        now: float,
+        judge: _Judge,
     ) -> None:
-        """The per-check rules: down, TLS expiry, error rate, latency, flapping."""
-        target, region = self._target(endpoint.id), endpoint.region
-        self.latest[endpoint.id] = result
+        """The per-check rules: down, TLS expiry, error rate, latency, flapping. A rule whose
+        verdict cannot be active is not built where its alert is quiet (_quiet): most checks
+        of a healthy fleet move no alert, and the verdicts' texts were most of their cost."""
+        target = self._targets.get(endpoint_id)
+        if target is None:
+            target = self._targets[endpoint_id] = self._target(endpoint_id)
+        region = endpoint.region
+        self.latest[endpoint_id] = result
         if not endpoint.alerts.enabled:
             return  # muted: still counts towards its region, never alerts on its own
+        self.regions[target] = region  # as every judge() below would
+        quiet = self._quiet
         rule_settings = endpoint.alerts.apply(self.settings.rules)
-        recent = self._recent.setdefault(endpoint.id, _Recent())
-        recent.checks.append((result.timestamp, result.ok, result.latency))
-        horizon = now - max(rule_settings.error_rate_window, rule_settings.latency_window)
-        while recent.checks and recent.checks[0][0] < horizon:
-            recent.checks.popleft()
+        recent = self._recent.get(endpoint_id)
+        if recent is None:
+            recent = self._recent[endpoint_id] = _Recent()
+        warning, critical = endpoint.latency_warning, endpoint.latency_critical
+        slow_limit = (
+            critical if warning is None else warning if critical is None else min(warning, critical)
+        )
+        if slow_limit != recent.slow_limit:
+            recent.count_slow(slow_limit)
+        recent.add((result.timestamp, result.ok, result.latency))
+        recent.drop_before(now - max(rule_settings.error_rate_window, rule_settings.latency_window))
         if recent.status is not None and status is not recent.status:
             recent.changes.append(now)
         recent.status = status
         while recent.changes and recent.changes[0] < now - rule_settings.flapping_window:
             recent.changes.popleft()
 
-        down = rules.endpoint_down(
-            recent.streak,
-            result,
+        down_settings = (
             rule_settings.failure_threshold,
             rule_settings.success_threshold,
             rule_settings.failure_window,
             rule_settings.success_window,
         )
-        self._windows_changed.add(endpoint.id)
-        judge(ENDPOINT_DOWN, target, region, down)
+        down = rules.advance(recent.streak, result.ok, *down_settings)
+        self._windows_changed.add(endpoint_id)
+        if down or not quiet((ENDPOINT_DOWN, target)):
+            judge(
+                ENDPOINT_DOWN,
+                target,
+                region,
+                rules.down_verdict(recent.streak, result, *down_settings),
+            )
         for rule in self._rules_of(result.kind):
             finding = rule.judge(result, status is Status.DEGRADED)
             judge(rule.name, target, region, None if finding is None else _verdict(finding))
         if result.cert_expiry is not None:
+            days = (result.cert_expiry - now) / rules.DAY
+            if (
+                days < rule_settings.tls_critical_days
+                or days < rule_settings.tls_warning_days
+                or not quiet((TLS_EXPIRY, target))
+            ):
+                judge(
+                    TLS_EXPIRY,
+                    target,
+                    region,
+                    rules.certificate_expiry(
+                        target,
+                        result.cert_expiry,
+                        now,
+                        rule_settings.tls_warning_days,
+                        rule_settings.tls_critical_days,
+                    ),
+                )
+        if (
+            recent.failed > 0
+            or rule_settings.error_rate_min_failures < 1
+            or not quiet((ERROR_RATE, target))
+        ):
+            since = now - rule_settings.error_rate_window
+            outcomes = [ok for ts, ok, _ in recent.checks if ts >= since]
             judge(
-                TLS_EXPIRY,
+                ERROR_RATE,
                 target,
                 region,
-                rules.certificate_expiry(
+                rules.error_rate(
                     target,
-                    result.cert_expiry,
-                    now,
-                    rule_settings.tls_warning_days,
-                    rule_settings.tls_critical_days,
+                    outcomes,
+                    rule_settings.error_rate_warning,
+                    rule_settings.error_rate_critical,
+                    rule_settings.error_rate_min_checks,
+                    rule_settings.error_rate_min_failures,
                 ),
             )
-        since = now - rule_settings.error_rate_window
-        outcomes = [ok for ts, ok, _ in recent.checks if ts >= since]
-        judge(
-            ERROR_RATE,
-            target,
-            region,
-            rules.error_rate(
+        # No thresholds: no verdict (None) to judge at all. Fewer slow checks than it takes:
+        # not active (each counted slow check is one over the lower threshold).
+        if slow_limit is not None and (
+            recent.slow >= max(rule_settings.latency_min_slow_checks, 1)
+            or not quiet((HIGH_LATENCY, target))
+        ):
+            since = now - rule_settings.latency_window
+            latencies = [latency for ts, ok, latency in recent.checks if ok and ts >= since]
+            judge(
+                HIGH_LATENCY,
                 target,
-                outcomes,
-                rule_settings.error_rate_warning,
-                rule_settings.error_rate_critical,
-                rule_settings.error_rate_min_checks,
-                rule_settings.error_rate_min_failures,
-            ),
-        )
-        since = now - rule_settings.latency_window
-        latencies = [latency for ts, ok, latency in recent.checks if ok and ts >= since]
-        judge(
-            HIGH_LATENCY,
-            target,
-            region,
-            rules.latency_p95(
+                region,
+                rules.latency_p95(
+                    target,
+                    latencies,
+                    endpoint.latency_warning,
+                    endpoint.latency_critical,
+                    rule_settings.latency_min_checks,
+                    rule_settings.latency_min_slow_checks,
+                ),
+                rule_settings.latency_for,
+            )
+        if len(recent.changes) >= rule_settings.flapping_changes or not quiet((FLAPPING, target)):
+            judge(
+                FLAPPING,
                 target,
-                latencies,
-                endpoint.latency_warning,
-                endpoint.latency_critical,
-                rule_settings.latency_min_checks,
-                rule_settings.latency_min_slow_checks,
-            ),
-            rule_settings.latency_for,
-        )
-        judge(
-            FLAPPING,
-            target,
-            region,
-            rules.flapping(
-                target,
-                len(recent.changes),
-                rule_settings.flapping_changes,
-                rule_settings.flapping_window,
-            ),
-        )
+                region,
+                rules.flapping(
+                    target,
+                    len(recent.changes),
+                    rule_settings.flapping_changes,
+                    rule_settings.flapping_window,
+                ),
+            )
 
     def _judge_uptime(self, judge: _Judge) -> None:
         for endpoint_id, (ratio, checks) in self.uptime().items() if self.uptime else ():
@@ -445,6 +538,15 @@ class Evaluator:
             labels = set(self._endpoints[endpoint_id].labels)
             shared = labels if shared is None else shared & labels
         return tuple(sorted(shared or ()))
+
+
+def _any_passed(latest: Mapping[EndpointId, ProbeResult], members: Iterable[EndpointId]) -> bool:
+    """Has any of these endpoints passed its last check (so its region is not all down)?"""
+    for endpoint_id in members:
+        result = latest.get(endpoint_id)
+        if result is not None and result.ok:
+            return True
+    return False
 
 
 def _verdict(finding: Finding) -> Verdict:

@@ -54,12 +54,28 @@ def endpoint_down(
     """Down once `failure_threshold` of the last `failure_window` checks failed; up again only
     once `success_threshold` of the last `success_window` passed. A window of None is its
     threshold: that many in a row."""
+    advance(streak, result.ok, failure_threshold, success_threshold, failure_window, success_window)
+    return down_verdict(
+        streak, result, failure_threshold, success_threshold, failure_window, success_window
+    )
+
+
+def advance(
+    streak: Streak,
+    ok: bool,
+    failure_threshold: int = 3,
+    success_threshold: int = 2,
+    failure_window: int | None = None,
+    success_window: int | None = None,
+) -> bool:
+    """The streak after one more check (endpoint_down's count, without its verdict): whether
+    the endpoint now counts as down."""
     recent = streak.recent
-    recent.append(not result.ok)
+    recent.append(not ok)
     keep = max(failure_window or failure_threshold, success_window or success_threshold)
     while len(recent) > keep:
         recent.popleft()
-    if result.ok:
+    if ok:
         window = success_window or success_threshold
         if streak.down and streak.passed_of_last(window) >= success_threshold:
             streak.down = False
@@ -67,6 +83,18 @@ def endpoint_down(
         window = failure_window or failure_threshold
         if streak.failed_of_last(window) >= failure_threshold:
             streak.down = True
+    return streak.down
+
+
+def down_verdict(
+    streak: Streak,
+    result: ProbeResult,
+    failure_threshold: int = 3,
+    success_threshold: int = 2,
+    failure_window: int | None = None,
+    success_window: int | None = None,
+) -> Verdict:
+    """endpoint_down's verdict on a streak `advance` has taken `result` into."""
     reason = result.error_text or (result.error.value if result.error else "failed")
     if result.ok:
         window = success_window or success_threshold

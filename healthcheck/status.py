@@ -135,12 +135,13 @@ class StatusBoard:
 
     def record(self, result: ProbeResult) -> Status | None:
         """Note a result; its status, or None for an endpoint no longer configured."""
-        endpoint = self.endpoints.get(result.target_id)
+        endpoint_id = result.target_id  # one id made per result, not three
+        endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:  # removed by a reload while its check was in flight
             return None
         status = classify(result, endpoint)
-        previous = self.latest.get(endpoint.id)
-        self.latest[endpoint.id] = (result, status)
+        previous = self.latest.get(endpoint_id)
+        self.latest[endpoint_id] = (result, status)
         if previous is None or previous[1] is not status:
             was = previous[1].value if previous else "unknown"
             reason = result.error_text or latency_note(result, endpoint) or ""

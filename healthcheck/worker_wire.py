@@ -113,3 +113,30 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes] | None:
         return kind, await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         return None
+
+
+class Frames:
+    """Splits a byte stream into frames: `feed` it what arrived, get the complete frames in
+    order; a partial one waits for the rest. For a reader that takes many frames in one read
+    (the daemon, see workers.READ_EVERY) rather than one `read_frame` each."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The frames `data` completes, as (kind, payload); ValueError on one over MAX_FRAME."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        start, size = 0, _HEADER.size
+        while len(buffer) - start >= size:
+            length, kind = _HEADER.unpack_from(buffer, start)
+            if length > MAX_FRAME:
+                raise ValueError(f"a frame of {length} bytes")
+            end = start + size + length
+            if end > len(buffer):
+                break
+            frames.append((kind, bytes(buffer[start + size : end])))
+            start = end
+        del buffer[:start]
+        return frames

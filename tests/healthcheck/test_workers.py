@@ -98,6 +98,29 @@ def test_a_result_crosses_the_wire_unchanged(result) -> None:
     assert wire.ended_id(events[1]) == str(result.target_id)
 
 
+def test_frames_split_a_stream_however_it_was_cut() -> None:
+    """The daemon reads whatever its worker's socket holds: frames cut anywhere, several in
+    one read, come out whole and in order."""
+    sent = [wire.pack_batch(([f"r/e{i}"], float(i), i, [], 0)) for i in range(5)] + [
+        wire.pack_control(wire.STOP, 2.5)
+    ]
+    stream = b"".join(sent)
+    for cut in (1, 3, 7, len(sent[0]), 50, len(stream)):
+        frames = wire.Frames()
+        got = []
+        for start in range(0, len(stream), cut):
+            got += frames.feed(stream[start : start + cut])
+        assert [kind for kind, _ in got] == [wire.BATCH] * 5 + [wire.STOP]
+        assert [wire.unpack_batch(p)[0] for _, p in got[:5]] == [[f"r/e{i}"] for i in range(5)]
+        assert wire.unpack_control(got[5][1]) == 2.5
+
+
+def test_frames_refuse_one_over_the_limit() -> None:
+    header = (wire.MAX_FRAME + 1).to_bytes(4, "big") + bytes([wire.BATCH])
+    with pytest.raises(ValueError, match="a frame of"):
+        wire.Frames().feed(header)
+
+
 def result_of(name: str) -> ProbeResult:
     return ProbeResult("r", name, "http", ok=True, latency=0.01, timestamp=1_700_000_000.0)
 

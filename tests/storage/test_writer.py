@@ -36,13 +36,29 @@ def test_results_waiting_for_the_next_batch_count_in_the_queue_depth(db_path) ->
     """Taken off the queue into a batch that waits for its flush, results are still unwritten:
     healthcheck_storage_queue_depth must not read 0 meanwhile."""
     writer = StorageWriter(db_path, batch_size=1000, flush_interval=3.0, clock=lambda: NOW)
-    writer.start()
-    for i in range(5):
+    for i in range(5):  # queued before it starts: it takes all five with the first
         assert writer.submit(*check(NOW - 100 + i))
+    writer.start()
     wait_for(lambda: writer._queue.empty())  # all taken into the batch being collected
     assert writer.queue_depth == 5 and writer.stats.written == 0
     writer.close()
     assert writer.queue_depth == 0 and count(db_path) == 5
+
+
+def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(db_path) -> None:
+    """The writer sleeps while a batch fills (for up to flush_interval, 300 s here): the
+    result that fills it wakes the writer."""
+    writer = StorageWriter(db_path, batch_size=3, flush_interval=300.0, clock=lambda: NOW)
+    writer.start()
+    try:
+        assert writer.submit(*check(NOW - 100))
+        wait_for(lambda: writer._queue.empty())  # taken: the writer now sleeps on its batch
+        assert writer.submit(*check(NOW - 99))
+        assert writer.submit(*check(NOW - 98))
+        wait_for(lambda: writer.stats.written == 3, timeout=60.0)
+    finally:
+        writer.close()
+    assert count(db_path) == 3
 
 
 def test_submit_then_close_writes_everything_with_mode_0600(db_path) -> None:
