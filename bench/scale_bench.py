@@ -150,6 +150,11 @@ def memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def pss_bytes(pid: int) -> int:
+    """PSS alone (see memory), for the benches that sum a tree's."""
+    return memory(pid)[1]
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

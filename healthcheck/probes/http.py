@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -275,6 +275,9 @@ class HttpProbe(Probe):
                         timestamp,
                         http_status=status,
                     )
+                # The answer ended when its last byte was read from the socket, not when this
+                # task next ran: the loop's other work in between is ours, not the target's.
+                total = (exchange.last_byte or time.perf_counter()) - started
                 ssl_object = exchange.ssl_object()
                 cert_expiry = peer_expiry(ssl_object) if ssl_object is not None else None
             finally:
@@ -282,7 +285,6 @@ class HttpProbe(Probe):
         except aiohttp.ClientError as exc:
             error, message = classify_client_error(exc)
             return self.failed(target, error, message, started, timestamp)
-        total = time.perf_counter() - started
         phases = Phases(
             dns=exchange.dns if settings.phases else None,
             connect=exchange.connect if settings.phases else None,
@@ -302,7 +304,8 @@ class HttpProbe(Probe):
         started: float,
         timestamp: float,
     ) -> ProbeResult:
-        """The result of a response read whole, either path's."""
+        """The result of a response read whole, either path's, timed by `phases.total`."""
+        latency = phases.total if phases.total is not None else time.perf_counter() - started
         now = self.clock()
         context = ConditionContext(
             status=status,
@@ -315,6 +318,7 @@ class HttpProbe(Probe):
             context,
             started,
             timestamp,
+            latency=latency,  # measured where the answer ended, not from here
             http_status=status,
             phases=phases,
             cert_expiry=cert_expiry,
@@ -325,7 +329,7 @@ class HttpProbe(Probe):
                 if settings.expected_status
                 else "2xx"
             )
-            return self.failed(
+            failed = self.failed(
                 target,
                 ErrorClass.HTTP_STATUS,
                 f"HTTP {status}, expected {expected}",
@@ -336,6 +340,7 @@ class HttpProbe(Probe):
                 conditions=result.conditions,
                 cert_expiry=cert_expiry,
             )
+            return replace(failed, latency=latency)
         return result
 
 

@@ -134,20 +134,34 @@ def _wire(plan: Plan) -> bytes:
 
 
 class _Handler(ResponseHandler):
-    """aiohttp's protocol, noting when the connection was made (after the TLS handshake)
-    and when the first byte of the answer came."""
+    """aiohttp's protocol, noting when the connection was made (after the TLS handshake),
+    when the first byte of the answer came and when the last did (or the server's end of the
+    stream, for a body read until it): the times are taken in the transport's callbacks, as
+    the bytes are read from the socket, so the wake-ups of the task that reads the answer
+    afterwards are not the target's latency."""
 
     connected_at = 0.0
     first_byte_at = 0.0
+    last_byte_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connected_at = time.perf_counter()
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self.first_byte_at:
-            self.first_byte_at = time.perf_counter()
+        if data:  # aiohttp feeds b"" itself when the connection ends
+            self.last_byte_at = now = time.perf_counter()
+            if not self.first_byte_at:
+                self.first_byte_at = now
         super().data_received(data)
+
+    def eof_received(self) -> None:
+        # The end of the stream ends the answer only for a body read until it (no length):
+        # after a whole answer it is the server closing at its own pace.
+        payload: StreamReader | None = getattr(self, "_payload", None)
+        if payload is not None and not payload.is_eof():
+            self.last_byte_at = time.perf_counter()
+        super().eof_received()
 
 
 @dataclass(slots=True)
@@ -161,6 +175,7 @@ class Exchange:
     dns: float | None  # seconds of a lookup made for it; None when none was
     connect: float  # seconds from the start of connecting to the connection (TLS included)
     first_byte: float  # perf_counter of the answer's first byte
+    handler: _Handler  # its last_byte_at: when the answer read so far ended
     redirect: bool  # a 3xx with a Location: the session follows it
 
     @property
@@ -170,6 +185,12 @@ class Exchange:
 
     def ssl_object(self) -> ssl.SSLObject | None:
         return cast("ssl.SSLObject | None", self.transport.get_extra_info("ssl_object"))
+
+    @property
+    def last_byte(self) -> float:
+        """perf_counter of the last byte (or end of stream) read so far: once the body has been
+        read, when the answer ended."""
+        return self.handler.last_byte_at
 
     def close(self) -> None:
         self.transport.close()
@@ -238,6 +259,7 @@ class LeanClient:
                 dns=dns,
                 connect=handler.connected_at - connecting,
                 first_byte=handler.first_byte_at,
+                handler=handler,
                 redirect=redirect,
             )
 

@@ -8,6 +8,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -469,3 +470,45 @@ def _lines(request: bytes) -> tuple[bytes, list[bytes], bytes]:
     head, _, body = request.partition(b"\r\n\r\n")
     first, *headers = head.split(b"\r\n")
     return first, sorted(headers), body
+
+
+def test_the_answer_is_timed_when_it_is_read_not_when_the_check_next_runs(endpoint) -> None:
+    """A loop busy between reading the answer and waking the check (1 s of someone else's
+    callback, run right after the read) is the prober's time, not the target's: the latency
+    stops at the last byte read from the socket. On asyncio's own loop, whose order is
+    defined: a timer that falls due runs after that turn's I/O callbacks (the read), before
+    the task the read wakes (uvloop orders its turn otherwise, so the stall cannot be put
+    there from outside; its transports call the same protocol callbacks)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+    async def scenario() -> tuple[ProbeResult, float]:
+        loop = asyncio.get_running_loop()
+
+        async def answer_then_stall_the_loop(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)  # on loopback the bytes wait in the check's socket at once
+            loop.call_later(0, time.sleep, 1.0)
+            await writer.drain()
+            writer.close()
+
+        probe = HttpProbe()
+        await probe.start()
+        server, port = await _raw(answer_then_stall_the_loop)
+        try:
+            async with server:
+                url = f"http://127.0.0.1:{port}/"
+                target = endpoint("http", HttpSettings(url=url), timeout=10)
+                began = time.perf_counter()
+                result = await probe.run(target)
+                return result, time.perf_counter() - began
+        finally:
+            await probe.close()
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        result, took = runner.run(scenario())
+    assert result.ok, result.error_text
+    assert took >= 1.0  # the stall fell inside the check
+    assert result.latency < took - 0.9, (result.latency, took)
+    assert result.phases is not None and result.phases.total == result.latency
