@@ -82,7 +82,7 @@ class Outbox:
         self.scheduler: Scheduler | None = None
 
     def started(self, endpoint: Endpoint) -> None:
-        self._add(str(endpoint.id))
+        self._add(f"{endpoint.region}/{endpoint.name}")  # str(endpoint.id), without the id
 
     def result(self, result: ProbeResult) -> None:
         self._add(wire.encode_result(result))

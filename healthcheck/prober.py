@@ -132,6 +132,8 @@ class Prober:
         return noted(result, lag, waited)
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
+        if not (result.error_text or result.conditions or result.details or result.degraded):
+            return result  # no text to scrub: most healthy checks
         redact = self._redact
         changes: dict[str, Any] = {}
         if result.error_text and (text := one_line(redact(result.error_text))) != result.error_text:

@@ -183,7 +183,9 @@ class Scheduler:
             if self._on_lag is not None:
                 self._on_lag(lag)
             self.stats.dispatched += 1
-            task = asyncio.create_task(self._run_one(endpoint), name=f"check {endpoint_id}")
+            task = asyncio.create_task(
+                self._run_one(endpoint, endpoint_id), name=f"check {endpoint_id}"
+            )
             self._in_flight[endpoint_id] = task
 
     def _next_due(self, due: float, endpoint: Endpoint, now: float) -> float:
@@ -193,14 +195,15 @@ class Scheduler:
             base += ((now - base) // endpoint.every + 1) * endpoint.every
         return base + self._jitter(endpoint)
 
-    async def _run_one(self, endpoint: Endpoint) -> None:
+    async def _run_one(self, endpoint: Endpoint, endpoint_id: EndpointId) -> None:
+        # endpoint_id is endpoint.id, which builds a new EndpointId at each reading
         try:
             result = await self._check(endpoint)
             self.stats.completed += 1
-            self.deliver(result)
+            deliver(self._sinks, result, self.stats)
         finally:
             self._cap.release()
-            self._in_flight.pop(endpoint.id, None)
+            self._in_flight.pop(endpoint_id, None)
 
     def deliver(self, result: ProbeResult) -> None:
         deliver(self._sinks, result, self.stats)
