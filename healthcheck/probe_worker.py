@@ -80,12 +80,22 @@ class Outbox:
         self._drop_logged: float | None = None
         self._flush: asyncio.TimerHandle | None = None
         self.scheduler: Scheduler | None = None
+        self._open = 0  # checks started and not yet ended
 
     def started(self, endpoint: Endpoint) -> None:
+        self._open += 1
         self._add(f"{endpoint.region}/{endpoint.name}")  # str(endpoint.id), without the id
 
     def result(self, result: ProbeResult) -> None:
         self._add(wire.encode_result(result))
+        # The last check in flight ended: send now, not on a timer of its own. A burst of
+        # checks started in one wake of the dispatcher (a tick) goes up as one batch as it
+        # ends, and the loop wakes once less per tick (bench/README.md, "The worker's own
+        # per-check cost"). FLUSH_AFTER still bounds the wait while checks run.
+        if self._open:
+            self._open -= 1
+            if not self._open:
+                self.flush()
 
     def lag(self, seconds: float) -> None:
         self._lags.append(seconds)

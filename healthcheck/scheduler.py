@@ -158,7 +158,12 @@ class Scheduler:
             if endpoint is None:  # removed by a reload
                 self._on_heap.discard(endpoint_id)
                 continue
-            self._push(self._next_due(due, endpoint, timeline.time()), endpoint)
+            # Back on the heap it just left (so still in _on_heap): no set, no endpoint.id
+            self._sequence += 1
+            heapq.heappush(
+                self._heap,
+                (self._next_due(due, endpoint, timeline.time()), self._sequence, endpoint_id),
+            )
             if endpoint_id in self._in_flight:
                 self.stats.skipped_overrun += 1
                 continue
