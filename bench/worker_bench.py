@@ -13,7 +13,8 @@ registry in place of the tcp kind) waits one turn of the loop and is judged, wit
         [--window 20] [--rounds 3] [--baseline DIR] [--profile out.prof]
 
 `--baseline DIR`: the package in DIR (e.g. `git archive REV | tar -x -C DIR`) is measured too,
-round after round in turn with this tree. `--profile`: one cProfile run of this tree's worker.
+round after round in turn with this tree. `--profile`: one cProfile run (CPU time) of this
+tree's worker; `--py-spy`: py-spy's raw stacks of one (wall time outside the loop's waits).
 """
 
 from __future__ import annotations
@@ -115,12 +116,7 @@ async def measure(
     endpoints = list(loaded.endpoints())
     parent, child = socket.socketpair()
     argv = [sys.executable]
-    if profile:
-        argv += ["-m", "cProfile", "-o", profile]
-    if null:
-        argv += [__file__, "null-worker", str(child.fileno())]
-    else:
-        argv += ["-m", "healthcheck.probe_worker", str(child.fileno())]
+    argv += [__file__, "worker", str(child.fileno()), "null" if null else "-", profile or "-"]
     env = dict(os.environ, PYTHONPATH=str(tree))
     process = await asyncio.create_subprocess_exec(
         *argv, pass_fds=[child.fileno()], env=env, cwd=str(tree)
@@ -147,7 +143,7 @@ async def measure(
     sampler = None
     if spy:  # py-spy's collapsed stacks of the worker over the window (pip install py-spy)
         sampler = await asyncio.create_subprocess_exec(
-            *("py-spy", "record", "--nonblocking", "-r", "250", "-f", "raw"),
+            *("py-spy", "record", "--nonblocking", "-r", "1000", "-f", "raw"),
             *("-d", str(int(window)), "-o", spy, "-p", str(process.pid)),
             stdout=asyncio.subprocess.DEVNULL,
         )
@@ -169,19 +165,29 @@ async def measure(
     }
 
 
-def null_worker(fd: str) -> int:
-    """A probe worker whose tcp endpoints NullProbe checks."""
+def worker(fd: str, null: str, profile: str) -> int:
+    """A probe worker (healthcheck.probe_worker.main); with `null`, NullProbe checks its tcp
+    endpoints; with a `profile` path, cProfile on CPU time (not wall) writes there at its end."""
+    import cProfile
+
     from healthcheck.probe_worker import main as worker_main
     from healthcheck.probes import registry
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    registry.KINDS["tcp"] = "worker_bench:NullProbe"
-    return worker_main([fd])
+    if null == "null":
+        sys.path.insert(0, str(Path(__file__).parent))
+        registry.KINDS["tcp"] = "worker_bench:NullProbe"
+    if profile == "-":
+        return worker_main([fd])
+    profiler = cProfile.Profile(time.process_time)
+    try:
+        return profiler.runcall(worker_main, [fd])
+    finally:
+        profiler.dump_stats(profile)
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["null-worker"]:
-        return null_worker(sys.argv[2])
+    if sys.argv[1:2] == ["worker"]:
+        return worker(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=("null", "tcp", "http"), default="null")
     parser.add_argument("--endpoints", type=int, default=1000)
