@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ _SECONDS = frozenset({"CERTIFICATE_EXPIRATION", "DOMAIN_EXPIRATION"})
 FUNCTIONS = ("len", "has", "pat", "any")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _OPENERS = {")": "(", "]": "["}
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
 _PLACEHOLDER = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")  # other text in [] is a literal
@@ -365,7 +367,7 @@ def _path(ref: _Ref) -> str:
 def _holds(tree: _Comparison, left: Json | _Matcher, right: Json | _Matcher) -> bool:
     if tree.operator in _ORDERING:
         a, b = _measure(tree.left, left, tree.operator), _measure(tree.right, right, tree.operator)
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[tree.operator]
+        return bool(_COMPARE[tree.operator](a, b))
     if isinstance(left, _Matcher):
         left, right = right, left
     if isinstance(right, _Matcher) and right.function == "pat":
@@ -397,6 +399,14 @@ def _text(value: object) -> str:
     """Values as Gatus compares them: JSON's true/false/null, JSON text for lists and objects."""
     if isinstance(value, str):
         return value
+    # JSON's words without a JSON encoder: what json.dumps gives for them (every check that
+    # reads [CONNECTED] and the like shows one)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, bool | None | list | dict):
