@@ -32,6 +32,8 @@ _SECONDS = frozenset({"CERTIFICATE_EXPIRATION", "DOMAIN_EXPIRATION"})
 FUNCTIONS = ("len", "has", "pat", "any")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
+# A tuple, not `int | float`: that builds a union at every call, and every check reads numbers
+_NUMERIC = (int, float)
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _OPENERS = {")": "(", "]": "["}
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
@@ -293,7 +295,7 @@ def _ordinal(source: str, column: int, operator: str) -> int | float:
 
 
 def _number(value: object) -> int | float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, _NUMERIC) and not isinstance(value, bool):
         return value
     if not isinstance(value, str) or not _NUMBER.fullmatch(value):
         return None
@@ -354,7 +356,7 @@ def _read(ref: _Ref, context: ConditionContext) -> Json:
                 raise _Unmet(f"{_path(ref)} does not exist in the body")
             node = node[step]
         return node
-    if ref.name in _SECONDS and isinstance(value, int | float):
+    if ref.name in _SECONDS and isinstance(value, _NUMERIC):
         return value * 1000  # in ms, so it compares with durations like 48h
     return value
 
@@ -419,7 +421,7 @@ def _text(value: object) -> str:
 
 def _show(ref: _Ref, value: object) -> str:
     """A value for a detail: strings quoted, times as durations, cut to about 80 characters."""
-    if ref.function is None and isinstance(value, int | float) and abs(value) < 1e15:
+    if ref.function is None and isinstance(value, _NUMERIC) and abs(value) < 1e15:
         if ref.name == "RESPONSE_TIME":
             return f"{_text(round(value, 3))}ms"
         if ref.name in _SECONDS:
