@@ -10,7 +10,7 @@ null` leaves only our frames: tcp endpoints whose attempt (NullProbe, below, put
 registry in place of the tcp kind) waits one turn of the loop and is judged, with no socket.
 
     .venv/bin/python bench/worker_bench.py [--kind null|tcp|http] [--endpoints 1000] [--interval 5]
-        [--window 20] [--rounds 3] [--baseline DIR] [--profile out.prof]
+        [--window 20] [--conditions] [--rounds 3] [--baseline DIR] [--profile out.prof]
 
 `--baseline DIR`: the package in DIR (e.g. `git archive REV | tar -x -C DIR`) is measured too,
 round after round in turn with this tree. `--profile`: one cProfile run (CPU time) of this
@@ -85,14 +85,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def config_file(workdir: Path, kind: str, ports: list[int], count: int, interval: float) -> Path:
-    endpoints = []
+def config_file(
+    workdir: Path, kind: str, ports: list[int], count: int, interval: float, conditions: bool
+) -> Path:
+    endpoints: list[dict[str, object]] = []
     for i in range(count):
         port = ports[i % len(ports)]
         if kind == "tcp":
             endpoints.append({"name": f"e{i}", "kind": "tcp", "address": f"127.0.0.1:{port}"})
         else:
             endpoints.append({"name": f"e{i}", "url": f"http://127.0.0.1:{port}/"})
+    if conditions:  # two a check, as a configuration commonly has
+        first = "[CONNECTED] == true" if kind == "tcp" else "[STATUS] == 200"
+        for endpoint in endpoints:
+            endpoint["conditions"] = [first, "[RESPONSE_TIME] < 500"]
     document = {
         "defaults": {"interval": f"{interval}s", "timeout": "2s", "retries": 0},
         "scheduler": {"max_concurrency": 2000, "rate_limit": 20000, "jitter": 0.1},
@@ -194,6 +200,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--conditions", action="store_true", help="two conditions an endpoint")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path)
     parser.add_argument("--profile", help="cProfile the worker into this file (one run)")
@@ -210,7 +217,9 @@ def main() -> int:
         ports = [int(p) for p in server.stdout.readline().split()]
         with tempfile.TemporaryDirectory() as tmp:
             kind = "tcp" if null else args.kind
-            config = config_file(Path(tmp), kind, ports, args.endpoints, args.interval)
+            config = config_file(
+                Path(tmp), kind, ports, args.endpoints, args.interval, args.conditions
+            )
             if args.profile or args.py_spy:
                 figures = asyncio.run(
                     measure(
