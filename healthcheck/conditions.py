@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import operator
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ _SECONDS = frozenset({"CERTIFICATE_EXPIRATION", "DOMAIN_EXPIRATION"})
 FUNCTIONS = ("len", "has", "pat", "any")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
+# A tuple, not `int | float`: that builds a union at every call, and every check reads numbers
+_NUMERIC = (int, float)
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _OPENERS = {")": "(", "]": "["}
 _FUNCTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
 _PLACEHOLDER = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")  # other text in [] is a literal
@@ -291,7 +295,7 @@ def _ordinal(source: str, column: int, operator: str) -> int | float:
 
 
 def _number(value: object) -> int | float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, _NUMERIC) and not isinstance(value, bool):
         return value
     if not isinstance(value, str) or not _NUMBER.fullmatch(value):
         return None
@@ -352,7 +356,7 @@ def _read(ref: _Ref, context: ConditionContext) -> Json:
                 raise _Unmet(f"{_path(ref)} does not exist in the body")
             node = node[step]
         return node
-    if ref.name in _SECONDS and isinstance(value, int | float):
+    if ref.name in _SECONDS and isinstance(value, _NUMERIC):
         return value * 1000  # in ms, so it compares with durations like 48h
     return value
 
@@ -365,7 +369,7 @@ def _path(ref: _Ref) -> str:
 def _holds(tree: _Comparison, left: Json | _Matcher, right: Json | _Matcher) -> bool:
     if tree.operator in _ORDERING:
         a, b = _measure(tree.left, left, tree.operator), _measure(tree.right, right, tree.operator)
-        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[tree.operator]
+        return bool(_COMPARE[tree.operator](a, b))
     if isinstance(left, _Matcher):
         left, right = right, left
     if isinstance(right, _Matcher) and right.function == "pat":
@@ -397,6 +401,14 @@ def _text(value: object) -> str:
     """Values as Gatus compares them: JSON's true/false/null, JSON text for lists and objects."""
     if isinstance(value, str):
         return value
+    # JSON's words without a JSON encoder: what json.dumps gives for them (every check that
+    # reads [CONNECTED] and the like shows one)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, bool | None | list | dict):
@@ -409,7 +421,7 @@ def _text(value: object) -> str:
 
 def _show(ref: _Ref, value: object) -> str:
     """A value for a detail: strings quoted, times as durations, cut to about 80 characters."""
-    if ref.function is None and isinstance(value, int | float) and abs(value) < 1e15:
+    if ref.function is None and isinstance(value, _NUMERIC) and abs(value) < 1e15:
         if ref.name == "RESPONSE_TIME":
             return f"{_text(round(value, 3))}ms"
         if ref.name in _SECONDS:

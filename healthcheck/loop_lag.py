@@ -139,7 +139,9 @@ class RunWait:
     def now(self) -> float:
         if not self.available:
             return 0.0
-        owner = (os.getpid(), threading.get_ident())  # a forked child, another thread: reopen
+        # A forked child, another thread: reopen. The pid is the one noted at the last fork,
+        # not a getpid() system call per read (two a check).
+        owner = (_pid, threading.get_ident())
         try:
             if self._fd is None or self._owner != owner:
                 self.close()
@@ -154,13 +156,27 @@ class RunWait:
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            if self._owner is not None and self._owner[0] == os.getpid():
+            if self._owner is not None and self._owner[0] == _pid:
                 os.close(fd)
+
+
+# This process's id, as of its last fork (os.getpid() is a system call on glibc >= 2.25).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def noted(result: ProbeResult, lag: float, wait: float = 0.0) -> ProbeResult:
     """`result` with its loop's lateness and its thread's wait for a CPU in its details, each
     when it is more than noise."""
+    if lag <= NOTED and wait <= NOTED:
+        return result  # the common case: nothing to add
     added = tuple(
         (key, round(value * 1000, 1))
         for key, value in ((DETAIL, lag), (WAIT_DETAIL, wait))

@@ -41,6 +41,7 @@ class Prober:
         self._probes: dict[str, Probe] = {}
         self._starting: dict[str, asyncio.Future[Probe]] = {}
         self._redact = redactor or Redactor()
+        self._condition_texts: dict[str, str] = {}  # a condition's text -> scrubbed, see scrub
 
     async def __aenter__(self) -> Prober:
         return self
@@ -75,6 +76,7 @@ class Prober:
     def use_secrets(self, redactor: Redactor) -> None:
         """A reloaded configuration may bring new secrets to scrub."""
         self._redact = redactor
+        self._condition_texts = {}
 
     async def check(self, target: Endpoint) -> ProbeResult:
         """One check of one endpoint; secrets are scrubbed at the source from every text the
@@ -102,7 +104,16 @@ class Prober:
                         f"{type(exc).__name__}: {exc}",
                     )
                 )
-        result = await self._timed(probe, target)
+        # The first look is _timed's, written out here: a coroutine less that each wait of
+        # every check resumes through
+        start = self.lag.begin()
+        waited = self.wait.now()
+        try:
+            result = await probe.run(target)
+        finally:
+            lag = self.lag.end(start)
+            waited = self.wait.now() - waited
+        result = noted(result, lag, waited)
         starving = starved(result, target.timeout)
         if (
             self._recheck_lagged
@@ -132,29 +143,45 @@ class Prober:
         return noted(result, lag, waited)
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
+        if not (result.error_text or result.conditions or result.details or result.degraded):
+            return result  # no text to scrub: most healthy checks
         redact = self._redact
         changes: dict[str, Any] = {}
         if result.error_text and (text := one_line(redact(result.error_text))) != result.error_text:
             changes["error_text"] = text
-        conditions = tuple(
-            replace(
-                outcome,
-                condition=redact(outcome.condition),
-                detail=one_line(redact(outcome.detail)) if outcome.detail else outcome.detail,
+        if result.conditions:
+            # A new outcome only where scrubbing changed something (rare), and a condition's
+            # text (the configuration's, the same at every check) scanned once per secret set
+            conditions, texts, changed = [], self._condition_texts, False
+            for outcome in result.conditions:
+                condition = texts.get(outcome.condition)
+                if condition is None:
+                    if len(texts) >= MAX_CONDITION_TEXTS:
+                        texts.clear()
+                    condition = texts[outcome.condition] = redact(outcome.condition)
+                detail = outcome.detail
+                if detail:
+                    detail = one_line(redact(detail))
+                if condition != outcome.condition or detail != outcome.detail:
+                    outcome = replace(outcome, condition=condition, detail=detail)
+                    changed = True
+                conditions.append(outcome)
+            if changed:
+                changes["conditions"] = tuple(conditions)
+        if result.details and any(
+            isinstance(value, str) and redact(value) != value for _, value in result.details
+        ):
+            changes["details"] = tuple(
+                (key, redact(value) if isinstance(value, str) else value)
+                for key, value in result.details
             )
-            for outcome in result.conditions
-        )
-        if conditions != result.conditions:
-            changes["conditions"] = conditions
-        details = tuple(
-            (key, redact(value) if isinstance(value, str) else value)
-            for key, value in result.details
-        )
-        if details != result.details:
-            changes["details"] = details
         if result.degraded and redact(result.degraded) != result.degraded:
             changes["degraded"] = redact(result.degraded)
         return replace(result, **changes) if changes else result
+
+
+# Condition texts remembered scrubbed: the configuration's, so a few; a bound all the same.
+MAX_CONDITION_TEXTS = 10_000
 
 
 # Error texts and what conditions saw can quote the peer (aiohttp quotes the bytes of a bad
