@@ -54,10 +54,10 @@ STOP_MARGIN = 3.0
 RESTART_REASONS = ("exited", "killed", "wedged", "start_timeout", "start_failed")
 
 # The daemon reads each worker's socket at most this often: the frames that came meanwhile
-# (a worker sends one every 20 ms while it has events) are taken in one wake of its loop, not
-# one wake each; each wake cost ~0.2 ms of CPU (a quarter of the daemon's own CPU at 1,000
-# endpoints every 5 s). A result reaches storage, /metrics and alerting this much later at
-# most; its latency and timestamp were taken in the worker.
+# (a worker sends one every probe_worker.FLUSH_AFTER while it has events) are taken in one
+# wake of its loop, not one wake each; each wake cost ~0.2 ms of CPU (a quarter of the
+# daemon's own CPU at 1,000 endpoints every 5 s). A result reaches storage, /metrics and
+# alerting this much later at most; its latency and timestamp were taken in the worker.
 READ_EVERY = 0.1
 # The most bytes taken from the socket in one read.
 READ_SIZE = 4 << 20
