@@ -65,8 +65,10 @@ class LoopLag:
         self._next = period  # the period now
         self._marks = (0.0, 0.0)  # loop time, process CPU time at the last tick
         self._users = 0
-        # (fired at, late by beyond SLACK: 0.0 for a tick on time)
-        self._ticks: deque[tuple[float, float]] = deque(maxlen=_KEPT)
+        # The thread's run-queue wait, read at each tick (see tail_wait); None: not read.
+        self.wait: RunWait | None = None
+        # (fired at, late by beyond SLACK: 0.0 for a tick on time, run-queue wait then)
+        self._ticks: deque[tuple[float, float, float]] = deque(maxlen=_KEPT)
 
     def begin(self) -> float:
         """A check starts: tick while it runs. Returns its start on the loop's clock."""
@@ -80,10 +82,14 @@ class LoopLag:
             self._marks = (now, time.process_time())
         return now
 
-    def end(self, start: float) -> float:
-        """A check begun at `start` is over: the seconds its loop ran late meanwhile."""
+    def end(self, start: float, until: float | None = None) -> float:
+        """A check begun at `start` is over: the seconds its loop ran late meanwhile, up to
+        `until` (loop time) when its answer was timed before the check's task ran again (the
+        lean HTTP path times it in the transport's callback): lateness after that delayed no
+        figure of it."""
         assert self._loop is not None  # begin() came first
-        lag = self.since(start, self._loop.time())
+        now = self._loop.time()
+        lag = self.since(start, now if until is None else min(until, now))
         self._users -= 1
         if self._users == 0:
             self.stop()
@@ -96,26 +102,55 @@ class LoopLag:
 
     def since(self, start: float, now: float) -> float:
         """The lateness the loop is in at `now`, back to its last on-time tick and no further
-        than `start`: the pending tick's if it is overdue, and the late ticks just before."""
+        than `start`: the tick due then if it was overdue, and the late ticks just before.
+        Ticks fired after `now` (a moment already past) tell when the one due then was due."""
+        ticks = self._ticks
+        index = len(ticks) - 1
+        due: float | None = self._due if self._handle is not None else None
+        while index >= 0 and ticks[index][0] > now:
+            fired, late, _ = ticks[index]
+            due = fired - late - SLACK if late else fired
+            index -= 1
         total = 0.0
-        overdue = now - self._due - SLACK
-        if self._handle is not None and overdue > 0:
-            total += overdue
-        for fired, late in reversed(self._ticks):
+        if due is not None and now - due - SLACK > 0:
+            total += now - due - SLACK
+        while index >= 0:
+            fired, late, _ = ticks[index]
             if fired <= start or not late:
                 break
             total += min(late, fired - start)
-        return min(total, now - start)
+            index -= 1
+        return max(0.0, min(total, now - start))
+
+    def tail_wait(
+        self, start: float, waited_at_start: float, waited_now: float, until: float | None = None
+    ) -> float:
+        """The seconds the thread waited for a CPU between the last tick before `until` (the
+        answer timed, else now) of a check begun at `start`, or its start, and the first tick
+        after `until`, or now: a wait the ticks could not see, as the answer came. A wait
+        before that tick was followed by the loop running again while the target still had
+        the request: it did not delay the answer's reading."""
+        base, top = waited_at_start, waited_now
+        for fired, _, waited in reversed(self._ticks):
+            if fired <= start:
+                break
+            if until is not None and fired > until:
+                top = waited  # the first tick after the answer was timed, as we go back
+                continue
+            base = max(base, waited)
+            break
+        return max(0.0, top - base)
 
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
         late = now - self._due
+        waited = self.wait.now() if self.wait is not None else 0.0
         if late > SLACK:
-            self._ticks.append((now, late - SLACK))
+            self._ticks.append((now, late - SLACK, waited))
             self._next = self.period
         else:
-            self._ticks.append((now, 0.0))
+            self._ticks.append((now, 0.0, waited))
             self._next = min(self.longest, self._next * 2)
         if self.on_tick is not None:
             cpu = time.process_time()
@@ -203,8 +238,11 @@ def wait_of(result: ProbeResult) -> float:
 
 
 def lost_of(result: ProbeResult) -> float:
-    """Seconds of this check the prober itself could not run: its loop late, or its thread
-    waiting for a CPU. The two overlap (a descheduled loop is late too), so the larger."""
+    """Seconds of this check the prober itself could not run: its loop late as it ended, or its
+    thread waiting for a CPU at any time of it. The two overlap (a descheduled loop is late
+    too), so the larger: what a timeout forgives (prober_faults.starved). A latency is judged
+    with only the lateness taken off (lag_of): a wait while the target still had the request
+    made its answer no later."""
     if not result.details:
         return 0.0
     return max(lag_of(result), wait_of(result))

@@ -30,11 +30,13 @@ class Prober:
         clock: Clock = time.time,
         recheck_lagged: bool = True,
         database: str | None = None,
+        wait: RunWait | None = None,
     ) -> None:
         self._clock = clock
         self._database = database  # handed to each probe (Probe.database)
         self.lag = LoopLag()
-        self.wait = RunWait()
+        self.wait = wait or RunWait()
+        self.lag.wait = self.wait
         # A check that failed while its loop ran late (or starved) is made once more, at once;
         # --once instead makes its lagged checks again after the round, fewer at a time.
         self._recheck_lagged = recheck_lagged
@@ -110,10 +112,10 @@ class Prober:
         waited = self.wait.now()
         try:
             result = await probe.run(target)
-        finally:
-            lag = self.lag.end(start)
-            waited = self.wait.now() - waited
-        result = noted(result, lag, waited)
+        except BaseException:  # cancelled: the check is over all the same
+            self.lag.end(start)
+            raise
+        result = self._noted(result, start, waited)
         starving = starved(result, target.timeout)
         if (
             self._recheck_lagged
@@ -137,10 +139,24 @@ class Prober:
         waited = self.wait.now()
         try:
             result = await probe.run(target)
-        finally:
-            lag = self.lag.end(start)
-            waited = self.wait.now() - waited
-        return noted(result, lag, waited)
+        except BaseException:
+            self.lag.end(start)
+            raise
+        return self._noted(result, start, waited)
+
+    def _noted(self, result: ProbeResult, start: float, waited_at_start: float) -> ProbeResult:
+        """The result with the prober's lateness as its answer came (`loop_lag_ms`: the loop's
+        late ticks back to its last on-time one, or the thread's wait since its last tick if
+        more, a wait no tick saw) and the whole check's run-queue wait (`cpu_wait_ms`). The
+        answer came at its latency from the start: a kind that times it in the transport's
+        callback (the lean HTTP path) is not charged for lateness after it."""
+        waited_now = self.wait.now()
+        answered = start + result.latency
+        lag = max(
+            self.lag.end(start, answered),
+            self.lag.tail_wait(start, waited_at_start, waited_now, answered),
+        )
+        return noted(result, lag, waited_now - waited_at_start)
 
     def scrub(self, result: ProbeResult) -> ProbeResult:
         if not (result.error_text or result.conditions or result.details or result.degraded):

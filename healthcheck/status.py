@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from healthcheck.loop_lag import lost_of
+from healthcheck.loop_lag import lag_of
 from healthcheck.result import EndpointId, ProbeResult, Status, regional_failure
 from healthcheck.targets import Endpoint
 
@@ -49,10 +49,11 @@ def latency_note(result: ProbeResult, endpoint: Endpoint) -> str | None:
 
 
 def _target_latency(result: ProbeResult) -> float:
-    """The check's latency less the time the prober could not run meanwhile."""
+    """The check's latency less the time the prober could not run as it ended (its loop's
+    lateness: a wait for a CPU while the target still had the request delayed no answer)."""
     if not result.details:  # the common case: nothing noted
         return result.latency
-    return max(0.0, result.latency - lost_of(result))
+    return max(0.0, result.latency - lag_of(result))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 
 The loop is blocked on purpose, deterministically: the target (a threaded stdlib server, which
 keeps answering whatever our loop does) puts a `time.sleep` on the prober's loop as it receives
-the request, then answers at once. The check's response then waits for that sleep to end.
+the request, and answers once the loop is in it. The check's response then waits for that sleep
+to end.
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ class BlockingTarget:
                 time.sleep(target.delay)  # the target's own time, in its own thread
                 if target.blocks is None or len(target.hits) <= target.blocks:
                     assert target.loop is not None
-                    target.loop.call_soon_threadsafe(time.sleep, BLOCK)
+                    blocked = threading.Event()
+
+                    def block() -> None:
+                        blocked.set()
+                        time.sleep(BLOCK)
+
+                    target.loop.call_soon_threadsafe(block)
+                    # Answer once the loop is blocked: the answer waits in the socket for it
+                    # (a check timed at the read is not charged a block that came after).
+                    assert blocked.wait(60)
                 # 200 to the first request, 203 to later ones: which look a result is
                 code = (
                     500 if self.path.startswith("/fail") else 200 if len(target.hits) == 1 else 203

@@ -3,12 +3,15 @@ The daemon under real starvation is in tests/e2e/test_starved_prober.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
+from aiohttp import web
 
 from healthcheck.config import parse_config
-from healthcheck.loop_lag import SCHEDSTAT, RunWait, lost_of, noted
+from healthcheck.loop_lag import LONGEST, SCHEDSTAT, LoopLag, RunWait, lost_of, noted
+from healthcheck.prober import Prober
 from healthcheck.prober_faults import starved, starved_fault
 from healthcheck.result import ErrorClass, ProbeResult, Status
 from healthcheck.status import classify
@@ -63,7 +66,11 @@ regions: {r: {endpoints: [{name: api, url: "http://127.0.0.1:1/"}]}}
     (target,) = parse_config(text, "regions.yaml", {}).endpoints()
     slow = ProbeResult("r", "api", "http", ok=True, latency=0.35, timestamp=0.0)
     assert classify(slow, target) is Status.UNHEALTHY
-    assert classify(noted(slow, 0.0, 0.3), target) is Status.HEALTHY
+    # The prober's lateness as the check ended is taken off (a wait for a CPU no tick saw is
+    # in it: Prober._late); a wait while the target still had the request is not: it made
+    # the answer no later.
+    assert classify(noted(slow, 0.3, 0.3), target) is Status.HEALTHY
+    assert classify(noted(slow, 0.0, 0.3), target) is Status.UNHEALTHY
 
 
 def test_no_schedstat_reads_no_wait_and_stops_trying(tmp_path) -> None:
@@ -81,3 +88,63 @@ def test_the_wait_read_is_this_threads_and_never_goes_back() -> None:
     second = wait.now()
     assert wait.available and 0.0 <= first <= second
     wait.close()
+
+
+def schedstat(path, waited: float) -> None:
+    """A schedstat file whose run-queue wait (second field) reads `waited` seconds."""
+    path.write_text(f"1000 {int(waited * 1e9)} 5\n")
+
+
+async def test_a_wait_no_tick_saw_is_lateness_and_an_earlier_one_is_not(tmp_path) -> None:
+    """The tail of a check: what the thread waited since the loop's last tick counts as the
+    loop's lateness; a wait before that tick (the loop ran again after it) does not."""
+    path = tmp_path / "schedstat"
+    schedstat(path, 1.0)
+    wait = RunWait(str(path))
+    lag = LoopLag()
+    lag.wait = wait
+    start = lag.begin()
+    before = wait.now()
+    schedstat(path, 1.4)  # 0.4 s waited early in the check
+    await asyncio.sleep(LONGEST * 3)  # ticks fire meanwhile, reading it
+    schedstat(path, 1.65)  # 0.25 s more after the last tick, no await since: no tick between
+    assert lag.tail_wait(start, before, wait.now()) == pytest.approx(0.25)
+    lag.end(start)
+
+
+async def test_a_slow_target_stays_slow_however_long_the_prober_waited_meanwhile(
+    tmp_path,
+) -> None:
+    """The newcomer's case: a target that takes 1 s of its own while the prober's thread waits
+    0.9 s for a CPU early on (as a busy core does) is still over a 0.5 s warning: that wait
+    made the answer no later. (The schedstat is a file the target writes: the kernel's
+    reading, told.)"""
+    path = tmp_path / "schedstat"
+    schedstat(path, 0.0)
+
+    async def slow(_request: web.Request) -> web.Response:
+        schedstat(path, 0.9)  # waited while the target had the request
+        await asyncio.sleep(1.0)  # the target's own time; the prober's ticks go on
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    text = f"""
+defaults: {{interval: 10s, timeout: 5s, retries: 0, latency: {{warning: 500ms, critical: 60s}}}}
+regions: {{r: {{endpoints: [{{name: api, url: "http://127.0.0.1:{port}/"}}]}}}}
+"""
+    (target,) = parse_config(text, "regions.yaml", {}).endpoints()
+    try:
+        async with Prober(wait=RunWait(str(path))) as prober:
+            result = await prober.check(target)
+    finally:
+        await runner.cleanup()
+    assert result.ok and result.latency >= 1.0, result
+    assert dict(result.details)["cpu_wait_ms"] == pytest.approx(900)
+    assert lost_of(result) == pytest.approx(0.9)  # all of it, for a timeout's rule
+    assert classify(result, target) is Status.DEGRADED
