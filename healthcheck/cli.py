@@ -208,7 +208,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError("demo runs its own simulated fleet and takes no --config")
     if command == "demo":
         setup_logging(args.log_level, args.log_format)
-        return event_loop.run(_demo(args))
+        # As `run`: the workers' zygote forked before the loop, then the control plane yields
+        # to them (the demo's fleet keeps the default scheduler settings).
+        zygote = None if args.once else _early_zygote()
+        if zygote is not None:
+            from healthcheck.targets import SchedulerSettings
+            from healthcheck.tuning import yield_to_workers
+
+            yield_to_workers(SchedulerSettings().control_plane_nice)
+        return event_loop.run(_demo(args, zygote))
     if getattr(args, "config_file", None):
         if args.config and args.config != args.config_file:
             raise ConfigError(f"two configuration files: {args.config!r} and {args.config_file!r}")
@@ -216,6 +224,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     zygote = _early_zygote() if command == "run" and not args.once and not args.record else None
     config = _load(args, allow_unset=command in SECRET_FREE_COMMANDS)
     if command == "check-config":
+        # The environment the service gets is checked too: `run` refuses this with exit 3.
+        event_loop.loop_factory()
         return _check_config(config, args.format)
     if command == "status":
         return _stored_status(config, args.db, args.format)
@@ -466,7 +476,7 @@ async def _run_daemon(daemon: Daemon, duration: float | None = None) -> int:
     return 0
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _demo(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     from healthcheck.demo import demo_fleet
 
     async with demo_fleet() as config:
@@ -484,7 +494,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
         scratch = tempfile.TemporaryDirectory(prefix="healthcheck-demo-")
         writer = StorageWriter(args.db or os.path.join(scratch.name, "demo.db"))
-        daemon = Daemon(config, writer, front=HttpFront)
+        daemon = Daemon(config, writer, front=HttpFront, zygote=zygote)
         printer = asyncio.create_task(_print_periodically(daemon, args.refresh, args.format))
         try:
             return await _run_daemon(daemon, args.duration)

@@ -3,9 +3,13 @@
 A flood of slow connections to the exporter once took every file descriptor, and every probe
 then failed with "Too many open files": false alerts about every target. So the server may hold
 only what the open-file limit leaves after the probes; at the cap, a new connection evicts the
-oldest one not inside a request (slow-loris peers are that), and only when every connection is
-busy in a request is the newcomer refused with a 503. aiohttp itself bounds how long a request's
-headers and body may take (`keepalive_timeout` and `lingering_time`, set from `read_timeout`).
+oldest one not inside a request that has had EVICT_AFTER to send one (slow-loris peers are
+that), and only when there is none is the newcomer refused with a 503 (Retry-After: 1). The
+grace keeps a flood from evicting a real client between its connect and its request: on uvloop
+a flood's connections are accepted in one go, and the oldest-first rule alone aborted a
+/healthz request a few hundred newer peers had pushed to the front. aiohttp itself bounds how
+long a request's headers and body may take (`keepalive_timeout` and `lingering_time`, set from
+`read_timeout`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ _BUSY = (
     b"Connection: close\r\n\r\n"
 )
 _LOG_EVERY = 60.0  # seconds between log lines about the cap while it lasts
+# A connection not in a request is evicted at the cap only once it had this long to send one.
+EVICT_AFTER = 0.25
 
 
 def open_file_limit() -> int | None:
@@ -104,7 +110,7 @@ class ConnectionGuard:
     def __init__(self, limit: int, clock: Callable[[], float]) -> None:
         self.limit = limit
         self._clock = clock
-        self._open: dict[asyncio.Transport, None] = {}  # oldest first
+        self._open: dict[asyncio.Transport, float] = {}  # oldest first, when each came
         self._busy: dict[asyncio.Transport, int] = {}  # requests being handled on each
         self.evicted = 0
         self.refused = 0
@@ -121,8 +127,15 @@ class ConnectionGuard:
         return lambda: _Connection(self, make())
 
     def admit(self, transport: asyncio.Transport) -> bool:
+        now = self._clock()
         if len(self._open) >= self.limit:
-            idle = next((t for t in self._open if t not in self._busy), None)
+            idle = None
+            for held, came in self._open.items():  # oldest first: the first too young ends it
+                if now - came < EVICT_AFTER:
+                    break
+                if held not in self._busy:
+                    idle = held
+                    break
             self._note_cap()
             if idle is None:
                 self.refused += 1
@@ -130,7 +143,7 @@ class ConnectionGuard:
             self.evicted += 1
             del self._open[idle]
             idle.abort()
-        self._open[transport] = None
+        self._open[transport] = now
         return True
 
     def forget(self, transport: asyncio.Transport) -> None:

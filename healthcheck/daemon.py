@@ -275,9 +275,11 @@ class Daemon:
             self.configs.subscribe(follow)
             loop_name = event_loop.name(asyncio.get_running_loop())
             log.info(
-                "started: %d endpoints in %d regions%s, on %s",
+                "started: %d endpoint%s in %d region%s%s, on %s",
                 len(endpoints),
+                "" if len(endpoints) == 1 else "s",
                 len(self.config.regions),
+                "" if len(self.config.regions) == 1 else "s",
                 f" (shard {self.shard})" if self.shard else "",
                 loop_name,
                 extra={

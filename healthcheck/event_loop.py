@@ -149,6 +149,12 @@ def name(loop: asyncio.AbstractEventLoop) -> str:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run(main) on the chosen loop."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    """asyncio.run(main) on the chosen loop; a choice that cannot be had is a ConfigError,
+    and `main` is closed unrun (no "never awaited" warning after the error)."""
+    try:
+        factory = loop_factory()
+    except ConfigError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

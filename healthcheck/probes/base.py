@@ -136,7 +136,7 @@ class Probe(ABC):
         deadline = began + target.budget
         # The first attempt straight away: the common case builds none of the retry machinery
         # below (~10% of a check's CPU) and no closures for it.
-        allowed = min(target.timeout, deadline - loop.time())
+        allowed = min(target.timeout, target.budget)  # all of the budget is still ahead
         first = await self._bounded_attempt(target, max(allowed, MIN_ATTEMPT))
         if first.ok or target.retries == 0 or deadline - loop.time() < MIN_ATTEMPT:
             return first

@@ -381,4 +381,8 @@ async def test_an_unknown_event_loop_exits_3_and_probes_nothing(run_cli, fleet, 
     done = await run_cli("--once", "--config", config, env={"HEALTHCHECK_EVENT_LOOP": "trio"})
     assert done.code == 3
     assert "HEALTHCHECK_EVENT_LOOP='trio'" in done.stderr and "asyncio, uvloop, auto" in done.stderr
+    assert "never awaited" not in done.stderr and "Warning" not in done.stderr, done.stderr
     assert fleet.hits == []
+    # check-config, run "with the same environment the service gets", says so too
+    checked = await run_cli("check-config", config, env={"HEALTHCHECK_EVENT_LOOP": "trio"})
+    assert checked.code == 3 and "HEALTHCHECK_EVENT_LOOP='trio'" in checked.stderr
