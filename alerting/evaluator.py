@@ -8,7 +8,6 @@ holds complete and reminders fall due. Everything here is in memory and pure of 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,9 +78,12 @@ class Change:
 class _Recent:
     """What one endpoint did lately: the streak, the windows, its status changes."""
 
+    # Lists, not deques: a deque holds a 64-slot block from birth (~760 bytes; three an
+    # endpoint were ~43 MB at 20,000 endpoints), and these hold a window's few entries.
+    # The old end is cut in one slice per check.
     streak: rules.Streak = field(default_factory=rules.Streak)
-    checks: deque[tuple[float, bool, float]] = field(default_factory=deque)
-    changes: deque[float] = field(default_factory=deque)
+    checks: list[tuple[float, bool, float]] = field(default_factory=list)
+    changes: list[float] = field(default_factory=list)
     status: Status | None = None
     # Of `checks`: how many failed, and how many passed slower than `slow_limit` (the lower
     # of the endpoint's latency thresholds). While both are too few for the error-rate and
@@ -100,12 +102,16 @@ class _Recent:
 
     def drop_before(self, horizon: float) -> None:
         checks, limit = self.checks, self.slow_limit
-        while checks and checks[0][0] < horizon:
-            _, ok, latency = checks.popleft()
+        gone = 0
+        while gone < len(checks) and checks[gone][0] < horizon:
+            _, ok, latency = checks[gone]
+            gone += 1
             if not ok:
                 self.failed -= 1
             elif limit is not None and latency > limit:
                 self.slow -= 1
+        if gone:
+            del checks[:gone]
 
     def count_slow(self, limit: float | None) -> None:
         """Count slow checks against a new limit (the endpoint's thresholds were reloaded)."""
@@ -331,8 +337,12 @@ class Evaluator:
         if recent.status is not None and status is not recent.status:
             recent.changes.append(now)
         recent.status = status
-        while recent.changes and recent.changes[0] < now - rule_settings.flapping_window:
-            recent.changes.popleft()
+        changes, since = recent.changes, now - rule_settings.flapping_window
+        gone = 0
+        while gone < len(changes) and changes[gone] < since:
+            gone += 1
+        if gone:
+            del changes[:gone]
 
         down_settings = (
             rule_settings.failure_threshold,

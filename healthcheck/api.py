@@ -12,7 +12,7 @@ import binascii
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -242,7 +242,7 @@ def _empty_days(now: float) -> list[Day]:
     return [Day(first + i * 86400, 0, 0) for i in range(HISTORY_DAYS)]
 
 
-def _ratios(windows: dict[str, Tally] | None) -> dict[str, float | None]:
+def _ratios(windows: Mapping[str, Tally] | None) -> dict[str, float | None]:
     windows = windows or {}
     return {w: (None if w not in windows else windows[w].ratio) for w in WINDOWS}
 

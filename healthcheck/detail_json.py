@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from healthcheck.api import error_budget_left, iso
@@ -125,7 +125,7 @@ def stored_result(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str
     }
 
 
-def sla_verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, Any]:
+def sla_verdicts(windows: Mapping[str, Tally] | None, target: float) -> dict[str, Any]:
     """Uptime per window against the SLA target, and the share of error budget left."""
     found = {}
     for window in WINDOWS:
@@ -141,7 +141,7 @@ def sla_verdicts(windows: dict[str, Tally] | None, target: float) -> dict[str, A
     return found
 
 
-def percentiles(windows: dict[str, Tally] | None) -> dict[str, Any]:
+def percentiles(windows: Mapping[str, Tally] | None) -> dict[str, Any]:
     return {
         window: {
             f"p{round(q * 100)}_ms": None

@@ -39,6 +39,7 @@ from healthcheck.result import EndpointId, ProbeResult, Status
 from healthcheck.server_threads import ServingCounts
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
+from storage.packed import window_ratios
 
 log = logging.getLogger("healthcheck.exporter")
 
@@ -314,11 +315,10 @@ class Metrics:
                 target = report.targets[target_id]
                 if (target.region, target.endpoint) not in configured:
                     continue
-                for window, tally in windows.items():
-                    if tally.ratio is not None:
-                        endpoints.append(
-                            (target.region, target.endpoint, target.kind, window, tally.ratio)
-                        )
+                for window, ratio, _ in window_ratios(windows):
+                    if ratio is not None:
+                        row = (target.region, target.endpoint, target.kind, window, ratio)
+                        endpoints.append(row)
             regions = [
                 (region, window, tally.ratio)
                 for region, windows in report.regions.items()

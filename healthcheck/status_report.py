@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,7 @@ class StoredStatus:
         self.uptime: UptimeReport = reader.uptime(now, WINDOWS)
         latest = reader.latest(now)
         ids = self.uptime.ids()
-        self.rows: list[tuple[str, str, str, dict[str, Tally], Latest | None]] = []
+        self.rows: list[tuple[str, str, str, Mapping[str, Tally], Latest | None]] = []
         for endpoint in config.endpoints():
             target_id = ids.get(endpoint.id)
             windows = self.uptime.endpoints.get(target_id, {}) if target_id is not None else {}
@@ -65,7 +66,7 @@ class StoredStatus:
         }
 
     def _endpoint_json(
-        self, row: tuple[str, str, str, dict[str, Tally], Latest | None]
+        self, row: tuple[str, str, str, Mapping[str, Tally], Latest | None]
     ) -> dict[str, Any]:
         region, name, kind, windows, newest = row
         return {

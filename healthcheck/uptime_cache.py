@@ -12,6 +12,7 @@ from typing import TypeVar
 from healthcheck.errors import StorageError
 from healthcheck.offload import Offload, OffloadError
 from healthcheck.result import EndpointId
+from storage.packed import window_ratios
 from storage.uptime import Day, StorageReader, UptimeReport, daily_history
 
 log = logging.getLogger("healthcheck.uptime")
@@ -74,9 +75,10 @@ class UptimeCache:
         report = self.snapshot.report
         found = {}
         for target_id, target in report.targets.items():
-            tally = report.endpoints.get(target_id, {}).get("24h")
-            if tally is not None:
-                found[target.endpoint_id] = (tally.ratio, tally.checks)
+            windows = report.endpoints.get(target_id)
+            for window, ratio, checks in window_ratios(windows) if windows else ():
+                if window == "24h":
+                    found[target.endpoint_id] = (ratio, checks)
         return found
 
     async def get(self, max_age: float = 10.0) -> UptimeSnapshot | None:
@@ -156,7 +158,8 @@ class UptimeCache:
 
 def read_uptime(path: str, raw_retention: float, now: float) -> UptimeSnapshot:
     """The rolling windows now (module level: it runs in the helper process)."""
-    return UptimeSnapshot(now, _with_reader(path, raw_retention, lambda r: r.uptime(now)))
+    report = _with_reader(path, raw_retention, lambda r: r.uptime(now))
+    return UptimeSnapshot(now, report.packed())  # what the daemon keeps: packed
 
 
 def read_days(path: str, raw_retention: float, now: float) -> dict[int, list[Day]]:

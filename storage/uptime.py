@@ -12,11 +12,13 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 import sqlite_utils
 
 from healthcheck.result import EndpointId, Status
+from storage.packed import PackedTallies
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
 
@@ -43,6 +45,11 @@ def _edge_histogram(row: tuple[Any, ...]) -> tuple[Any, ...]:
     cumulative = row[7:]
     buckets = [cumulative[0], *(b - a for a, b in itertools.pairwise(cumulative))]
     return (*row[:7], *buckets, row[1] - cumulative[-1])
+
+
+def _name(value: Any) -> Any:
+    """The interned string for a name many rows repeat; anything else (a NULL) as it is."""
+    return intern(value) if type(value) is str else value
 
 
 def _ceil(ts: float, width: int) -> int:
@@ -83,13 +90,18 @@ class UptimeReport:
     """Tallies per window for each endpoint, each region and everything together."""
 
     targets: dict[int, Target]
-    endpoints: dict[int, dict[str, Tally]] = field(default_factory=dict)
+    endpoints: Mapping[int, Mapping[str, Tally]] = field(default_factory=dict)
     regions: dict[str, dict[str, Tally]] = field(default_factory=dict)
     overall: dict[str, Tally] = field(default_factory=dict)
 
     def ids(self) -> dict[EndpointId, int]:
         """Each stored endpoint's row id, to look a configured endpoint up by."""
         return {target.endpoint_id: row for row, target in self.targets.items()}
+
+    def packed(self) -> UptimeReport:
+        """The same report, the endpoints' tallies packed (storage/packed.py): what the daemon
+        keeps, a few MB instead of ~45 at 20,000 endpoints."""
+        return UptimeReport(self.targets, PackedTallies(self.endpoints), self.regions, self.overall)
 
 
 class StorageReader:
@@ -104,7 +116,8 @@ class StorageReader:
 
     def targets(self) -> dict[int, Target]:
         rows = self.db.execute("SELECT id, region, endpoint, kind FROM targets")
-        return {row[0]: Target(*row) for row in rows}
+        # One string per region and kind name, not one per row: pickled once, shared by all.
+        return {row[0]: Target(row[0], _name(row[1]), row[2], _name(row[3])) for row in rows}
 
     def window(self, start: float, now: float) -> dict[int, Tally]:
         """Tallies per endpoint id of the checks in [start, now]."""
@@ -151,14 +164,15 @@ class StorageReader:
 
     def uptime(self, now: float, windows: Mapping[str, float] = WINDOWS) -> UptimeReport:
         """Every endpoint's, region's and the overall tallies for each window."""
-        report = UptimeReport(self.targets())
+        endpoints: dict[int, dict[str, Tally]] = {}
+        report = UptimeReport(self.targets(), endpoints)
         for name, width in windows.items():
             overall = report.overall.setdefault(name, Tally())
             for target_id, tally in self.window(now - width, now).items():
                 target = report.targets.get(target_id)
                 if target is None:
                     continue
-                report.endpoints.setdefault(target_id, {})[name] = tally
+                endpoints.setdefault(target_id, {})[name] = tally
                 report.regions.setdefault(target.region, {}).setdefault(name, Tally()).add(tally)
                 overall.add(tally)
         return report

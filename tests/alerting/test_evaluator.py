@@ -14,6 +14,7 @@ from alerting.evaluator import (
     REGIONAL_FAILURE,
     UPTIME,
     Evaluator,
+    _Recent,
 )
 from alerting.state import Event, Phase
 from healthcheck.config import parse_config
@@ -226,3 +227,27 @@ def test_one_failure_never_fires_the_uptime_rule(ratio, checks, expected) -> Non
     uptime = {EndpointId("us", "api"): (ratio, checks)}
     ev = Evaluator(config.endpoints, config.settings, lambda: uptime)
     assert [e for e in fired(ev, T0) if e[0] == UPTIME] == expected
+
+
+def test_an_endpoints_window_slides_with_exact_counts() -> None:
+    recent = _Recent()
+    recent.count_slow(0.5)
+    for i in range(200):
+        recent.add((T0 + i, i % 3 != 0, (i * 37 % 10) / 10))
+        recent.drop_before(T0 + i - 25)  # keeps the checks at or after the horizon
+        assert [ts for ts, _, _ in recent.checks] == [T0 + j for j in range(max(0, i - 25), i + 1)]
+        assert recent.failed == sum(1 for _, ok, _ in recent.checks if not ok)
+        assert recent.slow == sum(1 for _, ok, ms in recent.checks if ok and ms > 0.5)
+    recent.drop_before(T0 + 1000)
+    assert (recent.checks, recent.failed, recent.slow) == ([], 0, 0)
+
+
+def test_flapping_counts_only_the_changes_inside_its_window() -> None:
+    ev = evaluator(alerting={"rules": {"flapping_changes": 4, "flapping_window": "10s"}})
+    for i in range(6):  # 5 changes within 10 s
+        feed(ev, T0 + i, ("eu/api", i % 2 == 0))
+    assert ev._recent[EndpointId("eu", "api")].changes == [T0 + i for i in range(1, 6)]
+    feed(ev, T0 + 13, ("eu/api", True))  # a change; those before T0 + 3 are out of the window
+    assert ev._recent[EndpointId("eu", "api")].changes == [T0 + 3, T0 + 4, T0 + 5, T0 + 13]
+    feed(ev, T0 + 30, ("eu/api", True))  # no change: none left inside the window
+    assert ev._recent[EndpointId("eu", "api")].changes == []
