@@ -209,6 +209,19 @@ def newest_of(db: Path, endpoint: str) -> tuple[int, str | None] | None:
         ).fetchone()
 
 
+def newest_stamps(db: Path) -> list[float]:
+    """The wall-clock time stamped on each endpoint's result stored last."""
+    try:
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute(
+                "SELECT ts FROM results "
+                "WHERE id IN (SELECT MAX(id) FROM results GROUP BY target_id)"
+            ).fetchall()
+    except sqlite3.Error:  # not created yet
+        return []
+    return [row[0] for row in rows]
+
+
 def near(stamp: float | None, offset: int, slack: float = 10.0) -> bool:
     """Whether `stamp` is within `slack` s of this moment on a wall clock `offset` s off
     (stored within the last seconds, as the writer commits every second)."""
@@ -284,7 +297,17 @@ async def test_wall_clock_steps_move_timestamps_not_the_schedule(
         await until(lambda: near(newest_stamp(db), 0))
         for offset in (3600, -3600):
             offset_file.write_text(f"{offset:+d}\n")
-            await until(lambda offset=offset: near(newest_stamp(db), offset), timeout=10)
+            # Every process of the daemon (its probe workers too) reads the faked clock through
+            # its own libfaketime, which re-reads the file at most once a second: the step has
+            # reached all of them once every endpoint's newest result carries it.
+            await until(
+                lambda offset=offset: (
+                    (stamps := newest_stamps(db))
+                    and len(stamps) == CLOCK_ENDPOINTS
+                    and all(near(stamp, offset) for stamp in stamps)
+                ),
+                timeout=20,
+            )
             await assert_checks_keep_their_pace(fleet, paths)
             newest = (await get_json(log.port, "/api/v1/results?limit=8"))["results"]
             stamps = [datetime.fromisoformat(row["ts"]).timestamp() for row in newest]
