@@ -86,9 +86,9 @@ def by_part(run: dict) -> dict[str, float]:
     for name, ms in run.get("cpu_by_process", []):
         if name == "daemon":
             part = "daemon"
-        elif "multiprocessing-fork" in name:
+        elif "multiprocessing-fork" in name or name.startswith("helper"):
             part = "render helper"
-        elif "resource_tracker" in name:
+        elif "resource_tracker" in name or "tracker" in name:
             part = "tracker"
         else:
             part = "workers"

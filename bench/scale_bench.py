@@ -94,8 +94,8 @@ def family(pid: int) -> list[int]:
 def roles(daemon: int) -> dict[int, str]:
     """What each process of ours is, for a person: the daemon, the zygote that forks the probe
     workers (a fork of the daemon, same command line), each worker (the zygote's children), the
-    helper that renders /metrics and reads uptime (multiprocessing's spawn), its resource
-    tracker; anything else by its command line's end."""
+    helper that renders /metrics and reads uptime (healthcheck.offload; before, multiprocessing's
+    spawn with its resource tracker); anything else by its command line's end."""
     parents: dict[int, int] = {}
     for pid in family(daemon):
         with (
@@ -114,7 +114,7 @@ def roles(daemon: int) -> dict[int, str]:
             named[pid] = "daemon"
         elif "resource_tracker" in words:
             named[pid] = "multiprocessing tracker"
-        elif "multiprocessing.spawn" in words:
+        elif "multiprocessing.spawn" in words or "healthcheck.offload" in words:
             named[pid] = "helper (render, uptime)"
         elif parents[pid] == daemon and "healthcheck" in words:
             named[pid] = "zygote"

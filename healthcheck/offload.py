@@ -3,21 +3,40 @@
 At 10,000 endpoints, reading uptime from SQLite and rendering /metrics are each seconds of
 pure Python. In a thread they take the GIL from the event loop, and checks start late; in a
 process of their own they cost the loop only the pickling of what they need.
+
+The helper is a fresh interpreter (a thread-safe fork+exec: the daemon has threads by then)
+that talks over a socketpair with multiprocessing's Connection (pickles, length-framed).
+Not multiprocessing's `spawn` context: its every start also started multiprocessing's
+resource tracker, a third interpreter (13 MB of RSS) that only cleans up named semaphores
+and shared memory, of which the helper uses none; and its child imported the daemon's
+`__main__` (the CLI) again before its first call.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.process
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from healthcheck.tuning import fix_mmap_threshold, release_free_memory
 
 T = TypeVar("T")
-_SPAWN = multiprocessing.get_context("spawn")
+# The helper's entry point: sys.path gets this package's root at the end, so whatever the
+# daemon was started with (a venv, a source tree) finds the same code and nothing is shadowed.
+_BOOT = (
+    "import sys; sys.path.append(sys.argv[2]); "
+    "from healthcheck.offload import main; main(int(sys.argv[1]))"
+)
+_ROOT = str(Path(__file__).resolve().parent.parent)
+# How long a helper whose pipe was closed gets to end on its own before it is killed.
+_STOP_WAIT = 1.0
 
 
 class OffloadError(Exception):
@@ -25,7 +44,7 @@ class OffloadError(Exception):
 
 
 class Offload:
-    """Runs module-level functions in one spawned process, one call at a time.
+    """Runs module-level functions in one helper process, one call at a time.
 
     `call` blocks: call it from a worker thread (`asyncio.to_thread`). A dead process is
     replaced on the next call; the daemon gone, the process reads EOF and ends.
@@ -33,18 +52,18 @@ class Offload:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()  # one exchange at a time on the one pipe
 
     @property
     def pid(self) -> int | None:
         process = self._process
-        return process.pid if process is not None and process.is_alive() else None
+        return process.pid if process is not None and process.poll() is None else None
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
         with self._lock:
-            if self._process is None or not self._process.is_alive():
+            if self._process is None or self._process.poll() is not None:
                 self._start()
             assert self._conn is not None
             try:
@@ -60,21 +79,30 @@ class Offload:
 
     def _start(self) -> None:
         self._stop()
-        parent, child = _SPAWN.Pipe(duplex=True)
-        process = _SPAWN.Process(target=serve, args=(child,), name=self.name)
-        process.daemon = True
-        process.start()
-        child.close()  # only the helper holds this end: the daemon gone, it reads EOF and ends
-        self._process, self._conn = process, parent
+        ours, theirs = socket.socketpair()  # what multiprocessing's Pipe(duplex=True) is
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our interpreter, our fixed code
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), _ROOT],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # only the helper holds this end: the daemon gone, it reads EOF
+        self._process, self._conn = process, Connection(ours.detach())
 
     def _stop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            self._process.join(1.0)
-            if self._process.is_alive():
+            try:
+                self._process.wait(_STOP_WAIT)
+            except subprocess.TimeoutExpired:
                 self._process.kill()
+                self._process.wait()
             self._process = None
 
     def close(self) -> None:
@@ -85,7 +113,15 @@ class Offload:
             finally:
                 self._lock.release()
         elif (process := self._process) is not None:
-            process.kill()  # the caller's recv reads EOF and cleans up
+            with contextlib.suppress(OSError):
+                process.kill()  # the caller's recv reads EOF and cleans up (reaps it)
+
+
+def main(fd: int) -> None:
+    """The helper process's entry point: serve on the socket `fd`. The terminal's Ctrl-C is
+    the daemon's to act on (it drains and closes this pipe), not a reason to die mid-call."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(Connection(fd))
 
 
 def serve(conn: Connection) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +75,33 @@ def test_close_during_a_call_ends_it_at_once(helper: Offload) -> None:
     helper.close()
     thread.join(10)
     assert not thread.is_alive() and failed and time.monotonic() - began < 5
+
+
+_CHILDREN = """
+import os, sys
+from pathlib import Path
+from healthcheck.offload import Offload
+
+helper = Offload("test helper")
+helper_pid = helper.call(os.getpid)
+children = []
+for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+        if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+            children.append(int(stat.parent.name))
+    except (OSError, ValueError, IndexError):
+        pass
+print(helper_pid, *sorted(children))
+helper.close()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_the_helper_is_the_only_process_it_starts() -> None:
+    """No multiprocessing resource tracker beside it (an interpreter of its own, ~13 MB of
+    RSS): a fresh process, so no other test's processes are counted."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILDREN], capture_output=True, text=True, timeout=60, check=True
+    )
+    helper_pid, *children = (int(word) for word in done.stdout.split())
+    assert children == [helper_pid]
