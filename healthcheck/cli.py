@@ -267,10 +267,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _early_zygote() -> Zygote | None:
     """The probe workers' zygote, forked before the configuration is loaded when the default
     is more than one worker: forked after, it and every worker held a copy of the whole
-    configuration they never use (20,000 endpoints: ~40 MB of RSS in each of them). Imports
-    what the daemon and the workers need first, so that they share it."""
-    from healthcheck.daemon import Daemon  # noqa: F401 - imported before the fork, shared
-    from healthcheck.front import HttpFront  # noqa: F401
+    configuration they never use (20,000 endpoints: ~40 MB of RSS in each of them). Forked
+    before the daemon's own modules too (storage, the HTTP front, alerting): the zygote and
+    each worker counted them in their RSS, ~13 MB each, and never ran them."""
     from healthcheck.worker_zygote import Zygote
     from healthcheck.workers import default_workers
 
