@@ -30,7 +30,7 @@ from healthcheck.result import ProbeResult
 from healthcheck.scheduler import HEARTBEAT, Scheduler
 from healthcheck.secrets import Redactor
 from healthcheck.targets import Endpoint, SchedulerSettings
-from healthcheck.tuning import freeze_startup_heap, tune_process
+from healthcheck.tuning import freeze_startup_heap, release_free_memory, tune_process
 
 log = logging.getLogger("healthcheck.workers")
 
@@ -157,6 +157,7 @@ async def serve(sock: socket.socket) -> None:
     if first is None or first[0] != wire.INIT:
         return
     init: Init = wire.unpack_control(first[1])
+    del first  # its pickle (~1.3 MB at 10,000 endpoints) is not kept for the worker's life
     redacting = _logging(init)
     # Import the probe kinds before the first check: a first import (aiohttp's client, ~0.5 s
     # of CPU) in a thread beside the first checks takes the GIL from them, and a busy machine
@@ -181,6 +182,7 @@ async def serve(sock: socket.socket) -> None:
         beat = asyncio.create_task(_beat(outbox), name="heartbeat")
         await asyncio.sleep(0)
         freeze_startup_heap()
+        release_free_memory()  # what unpickling the endpoints left free, back to the system
         grace = 0.0  # the daemon gone: stop at once
         while (message := await wire.read_frame(reader)) is not None:
             kind, payload = message

@@ -257,11 +257,13 @@ def main(fd: int, daemon: int, nice: int | None = None) -> int:
         __import__(name)
     from healthcheck.probe_worker import main as worker_main
     from healthcheck.probes.tls import system_context
+    from healthcheck.tuning import release_free_memory
 
     system_context()  # the CA store, loaded once here rather than in each worker's loop
 
     gc.collect()
     gc.freeze()  # what every worker shares stays out of their collectors' (copying) sight
+    release_free_memory()  # what the imports left free: not in this RSS, nor in each worker's
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
