@@ -12,9 +12,11 @@ Errors are aiohttp's own exception types built as its connector and session buil
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -50,13 +52,14 @@ AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 class Plan:
     """What a check's request needs that its settings fix: worked out once per settings."""
 
-    url: URL
+    url: str  # the settings' own string (a URL object with its caches: ~0.5 KB a plan)
     host: str  # as in the URL (raw, IDNA), an address or a name
     port: int
     is_ssl: bool
     server_name: str | None  # SNI and certificate name, for https
     method: str
-    # The request head and body, a secret header's value kept a Secret until it is written.
+    # The request head and body, a secret header's value kept a Secret until it is written;
+    # the text around secrets in one string (most heads: one string, not one a line).
     head: tuple[str | Secret, ...]
     body: bytes
     literal: tuple[AddrInfo, ...]  # the address when the host is one: no lookup
@@ -84,8 +87,7 @@ def plan(
         except ValueError:
             return None  # a legacy numeric form (127.1), a zone: aiohttp says what it makes of it
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        address = (host, port, 0, 0) if ":" in host else (host, port)
-        literal = ((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address),)
+        literal = _literal(family, host, port)
     is_ssl = parsed.scheme == "https"
     given = {name.lower() for name, _ in headers}
     # aiohttp's order: Host, the session's User-Agent, ours, then its defaults.
@@ -114,17 +116,41 @@ def plan(
         )
     head.append("\r\n")
     return Plan(
-        url=parsed,
-        host=host,
+        url=url,
+        host=sys.intern(host),  # one string for the plans of one host
         port=port,
         is_ssl=is_ssl,
         server_name=(server_name or host).rstrip(".") if is_ssl else None,
         method=method,
-        head=tuple(head),
+        head=_joined(head),
         body=payload,
         literal=literal,
         retry=method in _IDEMPOTENT,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal(family: int, host: str, port: int) -> tuple[AddrInfo, ...]:
+    """The address list of a literal address: one for all the plans that use it."""
+    address = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+    return ((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address),)
+
+
+def _joined(parts: list[str | Secret]) -> tuple[str | Secret, ...]:
+    """The parts with each run of plain text between secrets joined into one string."""
+    joined: list[str | Secret] = []
+    text: list[str] = []
+    for part in parts:
+        if isinstance(part, Secret):
+            if text:
+                joined.append("".join(text))
+                text.clear()
+            joined.append(part)
+        else:
+            text.append(part)
+    if text:
+        joined.append("".join(text))
+    return tuple(joined)
 
 
 def _wire(plan: Plan) -> bytes:
@@ -269,7 +295,7 @@ class LeanClient:
             try:
                 message, payload = await handler.read()
             except HttpProcessingError as exc:
-                info = RequestInfo(plan.url, plan.method, _NO_HEADERS)
+                info = RequestInfo(URL(plan.url), plan.method, _NO_HEADERS)
                 raise aiohttp.ClientResponseError(
                     info, (), status=exc.code, message=exc.message, headers=exc.headers
                 ) from exc
