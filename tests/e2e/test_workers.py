@@ -409,19 +409,24 @@ async def test_a_wedged_worker_is_killed_and_restarted(
 async def test_workers_end_with_a_daemon_killed_with_9(
     start_daemon, follow_log, fleet, tmp_path
 ) -> None:
-    """No orphans: a daemon that dies without draining its workers takes them with it."""
+    """No orphans: a daemon that dies without draining its workers takes them with it, and
+    its helper process (uptime reads, /metrics renders) ends too."""
     config = tmp_path / "regions.yaml"
     write_config(config, fleet, None, 2, ["a", "b"])
     daemon = await start(start_daemon, follow_log, config)
+    helpers: set[int] = set()
     try:
         await daemon.until_workers_run()
         pids = {w["pid"] for w in daemon.workers}
         zygotes = {z for z in children(daemon.process.pid) if children(z) & pids}
         assert len(zygotes) == 1, (zygotes, pids)
+        await get_text(daemon.log.port, "/metrics")  # rendered by the helper: it runs
+        helpers = children(daemon.process.pid) - zygotes
+        assert len(helpers) == 1, (helpers, zygotes)
     finally:
         daemon.process.kill()
         await daemon.process.wait()
-    await until(lambda: not any(alive(pid) for pid in pids | zygotes), START)
+    await until(lambda: not any(alive(pid) for pid in pids | zygotes | helpers), START)
 
 
 def nice(pid: int) -> int:
