@@ -6,16 +6,28 @@ that crashes takes down only the worker, which is replaced on the next check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import multiprocessing
 import signal
+import socket
+import subprocess
+import sys
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("inference_probe.canary")
-# spawn, not fork: a fresh interpreter shares no threads, locks or CUDA state with the daemon.
-_CONTEXT = multiprocessing.get_context("spawn")
+# A fresh interpreter (fork+exec), not a fork: it shares no threads, locks or CUDA state with
+# the probe worker. Not multiprocessing's `spawn` either: each start of one also started
+# multiprocessing's resource tracker (an interpreter of its own, ~13 MB of RSS) for named
+# semaphores and shared memory the canary never uses. It talks over a socketpair with
+# multiprocessing's Connection, as spawn's Pipe did; sys.path gets this package's root at the
+# end, so whatever the daemon was started with finds the same code.
+_BOOT = (
+    "import sys; sys.path.append(sys.argv[2]); "
+    "from inference_probe.worker import serve_fd; serve_fd(int(sys.argv[1]))"
+)
+_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class WorkerDied(Exception):
@@ -46,7 +58,7 @@ class CanaryWorker:
     def __init__(self, name: str, spec: dict[str, Any]) -> None:
         self.name = name
         self.spec = spec
-        self.process: BaseProcess | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self.loaded = False
         self.starts = 0
@@ -58,22 +70,30 @@ class CanaryWorker:
         return self.process.pid if self.process is not None else None
 
     def _start(self) -> None:
-        from inference_probe import worker  # numpy and onnxruntime: the child's, not the CLI's
-
-        parent, child = _CONTEXT.Pipe(duplex=True)
-        process = _CONTEXT.Process(
-            target=worker.main, args=(child, self.spec), name=f"canary {self.name}", daemon=True
-        )
-        process.start()
-        child.close()
-        self.process, self._conn = process, parent
+        ours, theirs = socket.socketpair()
+        try:
+            # numpy and onnxruntime: imported by the child, never by the daemon or its worker
+            process = subprocess.Popen(  # noqa: S603 - our interpreter, our fixed code
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), _ROOT],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # only the worker holds this end: its daemon gone, it reads EOF
+        conn = Connection(ours.detach())
+        with contextlib.suppress(OSError):  # it died at once: the first request says so
+            conn.send(self.spec)
+        self.process, self._conn = process, conn
         self.loaded = False
         self.starts += 1
 
     async def call(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for the reply, however long: the caller bounds it (a
         cancelled call kills the worker). Raises WorkerDied if the process ends meanwhile."""
-        if self.process is not None and not self.process.is_alive():
+        if self.process is not None and self.process.poll() is not None:
             # It died between checks (OOM killer, a crash in a driver thread): say so once;
             # the next call starts a fresh one.
             raise WorkerDied(await self._reap())
@@ -120,8 +140,8 @@ class CanaryWorker:
     async def _reap(self) -> int | None:
         process = self.process
         if process is not None:
-            await asyncio.to_thread(process.join, 2.0)
-        code = process.exitcode if process is not None else None
+            await asyncio.to_thread(_join, process, 2.0)
+        code = process.returncode if process is not None else None
         self.kill()
         return code
 
@@ -132,7 +152,7 @@ class CanaryWorker:
         if conn is not None:
             conn.close()
         if process is not None:
-            if process.is_alive():
+            if process.poll() is None:
                 process.kill()
                 self.killed += 1
             # SIGKILL is sent at once, but the process ends only once the kernel runs it: on a
@@ -141,9 +161,15 @@ class CanaryWorker:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                process.join(1.0)
+                _join(process, 1.0)
             else:
-                loop.run_in_executor(None, process.join, 1.0)
+                loop.run_in_executor(None, _join, process, 1.0)
 
     def close(self) -> None:
         self.kill()
+
+
+def _join(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Reap the process if it ends within `timeout` seconds."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)

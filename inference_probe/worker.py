@@ -18,6 +18,16 @@ from inference_probe.gpu import read_gpus
 # Requests: {"op": "load"} and {"op": "check"}; replies are dicts (an "error" key on failure).
 
 
+def serve_fd(fd: int) -> None:
+    """The worker process's entry point: its spec first, then requests, on the socket `fd`."""
+    conn = Connection(fd)
+    try:
+        spec = conn.recv()
+    except (EOFError, OSError):
+        return
+    main(conn, spec)
+
+
 def main(conn: Connection, spec: dict[str, Any]) -> None:
     """Serve requests until the pipe closes (the daemon stopped or let go of this worker)."""
     canary = _Canary(spec)
