@@ -11,11 +11,12 @@ import json
 import sqlite3
 from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Protocol
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Protocol
 
 from healthcheck.errors import StorageError
+
+if TYPE_CHECKING:
+    import sqlite_utils  # its types; storage.schema imports it (without numpy)
 
 SUPERSEDED = "superseded by a newer state of the same alert"
 

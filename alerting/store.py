@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from alerting.state import AlertState, Event, Phase, Severity
 from healthcheck.labels import Labels
+
+if TYPE_CHECKING:
+    import sqlite_utils  # its types; storage.schema imports it (without numpy)
 
 
 def load_states(db: sqlite_utils.Database) -> dict[tuple[str, str], tuple[AlertState, bool]]:

@@ -83,6 +83,17 @@ def _declared_errors(kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
 _DECLARED: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {}
 
 
+def _zeros(count: int) -> tuple[int, ...]:
+    """One tuple of `count` zeros, shared by every endpoint with as many error classes."""
+    found = _ZEROS.get(count)
+    if found is None:
+        found = _ZEROS[count] = (0,) * count
+    return found
+
+
+_ZEROS: dict[int, tuple[int, ...]] = {}
+
+
 class _EndpointSeries:
     """One endpoint's counters and histograms, changed on the event loop's thread only.
 
@@ -106,20 +117,26 @@ class _EndpointSeries:
         self.labels = labels
         self.duration = _Histogram(DURATION_BUCKETS)
         self.metrics = metrics  # the kind's own families
-        self.histograms = [_Histogram(h.buckets) for h in metrics.histograms] if metrics else []
+        self.histograms = (
+            tuple(_Histogram(h.buckets) for h in metrics.histograms) if metrics else ()
+        )
         self.success = 0
         self.failure = 0
         self.error_names, self.error_index = _declared_errors(labels[2])
-        self.errors = [0] * len(self.error_names)
+        # The kind's shared tuple of zeros until this endpoint's first error: most endpoints
+        # never fail, and a list each was ~3 MB at 20,000 (and a copy in every scrape).
+        self.errors: list[int] | tuple[int, ...] = _zeros(len(self.error_names))
 
     def count_error(self, error: str) -> None:
         index = self.error_index.get(error)
+        errors = self.errors if type(self.errors) is list else list(self.errors)
         if index is None:  # a class the kind did not declare: counted from its first
             index = len(self.error_names)
             self.error_names = (*self.error_names, error)
             self.error_index = {**self.error_index, error: index}
-            self.errors.append(0)
-        self.errors[index] += 1
+            errors.append(0)
+        errors[index] += 1
+        self.errors = errors
 
 
 # The last check of an endpoint as /metrics shows it: (ok, started at, status, HTTP status,

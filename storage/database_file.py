@@ -13,10 +13,12 @@ import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from storage.schema import connect
+
+if TYPE_CHECKING:
+    import sqlite_utils  # its types; storage.schema imports it (without numpy)
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlite_utils
-
 from healthcheck.errors import StorageError
+
+# sqlite_utils imports numpy and pandas where they are installed (numpy is: onnxruntime needs
+# it), to map their scalar types to column types. We never insert those, and numpy alone cost
+# ~11 MB of RSS and ~0.1 s in each process that opens the database (the daemon and its render
+# helper). So sqlite_utils is imported here, once, with them hidden (None in sys.modules makes
+# an import fail), and they are unhidden at once: a canary kind's `import numpy` later in the
+# process works as before. Every other module imports sqlite_utils for its types only.
+_HIDDEN = [name for name in ("numpy", "pandas") if name not in sys.modules]
+for _name in _HIDDEN:
+    sys.modules[_name] = None  # type: ignore[assignment]
+try:
+    import sqlite_utils
+finally:
+    for _name in _HIDDEN:
+        if _name in sys.modules and sys.modules[_name] is None:
+            del sys.modules[_name]
 
 # Upper bounds (ms) of the latency histogram kept in every rollup row; the last is +Inf.
 LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000, 30000)

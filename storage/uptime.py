@@ -13,14 +13,15 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from healthcheck.result import EndpointId, Status
 from storage.packed import PackedTallies
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
+
+if TYPE_CHECKING:
+    import sqlite_utils  # its types; storage.schema imports it (without numpy)
 
 WINDOWS: dict[str, float] = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 HOUR, DAY = 3600, 86400

@@ -17,14 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from healthcheck.errors import StorageError
 from healthcheck.result import ProbeResult, Status
 from storage.database_file import Identity, clear_the_way, gone, identity, overwritten
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, ROLLUP_TABLES, connect
+
+if TYPE_CHECKING:
+    import sqlite_utils  # its types; storage.schema imports it (without numpy)
 
 log = logging.getLogger("storage.writer")
 
