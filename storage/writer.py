@@ -93,7 +93,10 @@ class StorageWriter:
         self.backoff = backoff
         self.busy_timeout = busy_timeout  # s a write waits on another process's lock
         self.stats = WriterStats()
-        self._queue: queue.Queue[object] = queue.Queue(max_queue)
+        # C's SimpleQueue, bounded by submit: queue.Queue's lock and conditions, in Python, cost
+        # 4.7 us a result put and taken, SimpleQueue 0.1 us (timeit, 2-core VM).
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._max_queue = max_queue
         self._held = 0  # results taken off the queue into the batch being written
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
         self._db: sqlite_utils.Database | None = None
@@ -112,11 +115,8 @@ class StorageWriter:
 
     def submit(self, result: ProbeResult, status: Status) -> bool:
         """Queue one result without blocking; False (and counted) when the queue is full."""
-        try:
-            self._queue.put_nowait((result, status))
-            if len(self._queue.queue) >= self._want:
-                self._enough.set()
-        except queue.Full:
+        queued = self._queue.qsize()
+        if queued >= self._max_queue:
             if self.stats.dropped == 0 or self.stats.dropped % 1000 == 0:
                 log.warning(
                     "storage queue full: dropping results (%d so far)",
@@ -125,6 +125,9 @@ class StorageWriter:
                 )
             self.stats.dropped += 1
             return False
+        self._queue.put_nowait((result, status))
+        if queued + 1 >= self._want:
+            self._enough.set()
         return True
 
     @property
@@ -136,10 +139,7 @@ class StorageWriter:
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop; waits at most `timeout` seconds (blocking)."""
         self._closing.set()
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            log.error("storage queue stayed full while closing", extra={"event": "storage_close"})
+        self._queue.put(_STOP)  # past the bound if need be: it only ever adds this one
         self._enough.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -218,7 +218,7 @@ class StorageWriter:
         """Until `want` results are queued, the writer is closed, or `timeout` s."""
         self._want = want
         self._enough.clear()
-        if len(self._queue.queue) >= want or self._closing.is_set():
+        if self._queue.qsize() >= want or self._closing.is_set():
             return
         self._enough.wait(timeout)
 
