@@ -11,6 +11,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -516,10 +517,13 @@ def test_the_answer_is_timed_when_it_is_read_not_when_the_check_next_runs(endpoi
     assert result.phases is not None and result.phases.total == result.latency
 
 
+@pytest.mark.parametrize("addresses", [1, 2])
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-def test_the_connection_sends_without_delay(loop) -> None:
+def test_the_connection_sends_without_delay(loop, addresses) -> None:
     """The lean path leaves TCP_NODELAY to the loop's transport (aiohttp's protocol sets it
-    again; _Handler does not): on both loops the request goes out without Nagle's wait."""
+    again; _Handler does not): on both loops, to one address (the loop connects) and to
+    several (tried as happy eyeballs, the socket then handed to the loop), the request goes
+    out without Nagle's wait."""
     if loop == "uvloop":
         pytest.importorskip("uvloop")
     factory = _uvloop_loop() if loop == "uvloop" else asyncio.SelectorEventLoop
@@ -536,6 +540,7 @@ def test_the_connection_sends_without_delay(loop) -> None:
         async with server:
             request = plan(f"http://127.0.0.1:{port}/", "GET", (), None, None)
             assert request is not None and request.raw is not None  # no secret: made once
+            request = replace(request, literal=request.literal * addresses)
             exchange = await client.request(
                 request, ssl.create_default_context(), follow_redirects=False
             )
