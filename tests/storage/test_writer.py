@@ -12,9 +12,11 @@ import pytest
 from storage_timeline import DAY, HOUR, NOW, check
 
 from healthcheck.errors import StorageError
-from storage.schema import SCHEMA_VERSION, connect
+from healthcheck.result import Status
+from storage.rollup import Tally, bucket_of
+from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, ROLLUP_TABLES, SCHEMA_VERSION, connect
 from storage.uptime import StorageReader
-from storage.writer import Backoff, Retention, StorageWriter, prune
+from storage.writer import Backoff, Retention, StorageWriter, prune, write_batch
 
 # Retries every 10 ms, not every 0.5 s: the same outage, recovery and exit, without the wait.
 QUICK = Backoff(first=0.01, most=0.2, at_exit=0.08)
@@ -341,3 +343,57 @@ def test_the_exit_line_counts_each_unsaved_result_once(tmp_path, caplog) -> None
 def test_a_backoff_that_could_never_give_up_at_exit_is_refused(bad) -> None:
     with pytest.raises(ValueError, match="first <= at_exit < most"):
         Backoff(**bad)
+
+
+def test_a_batch_adds_up_its_rollups_as_tally_does(db_path) -> None:
+    """write_batch adds each check into its hourly and daily rows in place (no Tally per row):
+    a batch with several checks of an endpoint in one hour, across an hour's edge, failed,
+    degraded and with latencies on and past the histogram's bounds, stores what Tally's own
+    add_check counts, on top of what the rows held before."""
+    base = DAY * (NOW // DAY) + 5 * HOUR
+    checks = [
+        check(base + 10, latency_ms=0.0),
+        check(base + 20, ok=False, latency_ms=5000.0),
+        check(base + 30, latency_ms=LATENCY_BOUNDS_MS[2]),
+        check(base + 40, latency_ms=10**6),
+        check(base + HOUR + 1, latency_ms=3.5),
+        check(base + 50, latency_ms=12.0, endpoint="web"),
+    ]
+    result, _ = checks[2]
+    checks[2] = (result, Status.DEGRADED)
+    earlier = check(base + 5, latency_ms=50.0)
+    db = connect(db_path)
+    ids: dict[tuple[str, str], int] = {}
+    for batch in ([earlier], checks):
+        with db.conn:
+            db.execute("BEGIN IMMEDIATE")
+            write_batch(db, batch, ids)
+    for table, width in ROLLUP_TABLES.items():
+        expected: dict[tuple[str, int], Tally] = {}
+        for result, status in [earlier, *checks]:
+            key = (result.endpoint, bucket_of(result.timestamp, width))
+            expected.setdefault(key, Tally()).add_check(
+                result.ok, status is Status.DEGRADED, result.latency * 1000
+            )
+        stored = {
+            (row[0], row[1]): list(row[2:])
+            for row in db.execute(
+                f"SELECT t.endpoint, r.bucket, r.checks, r.successes, r.degraded, "
+                f"r.latency_sum_ms, r.latency_min_ms, r.latency_max_ms, "
+                f"{', '.join('r.' + c for c in BUCKET_COLUMNS)} "
+                f"FROM {table} r JOIN targets t ON t.id = r.target_id"
+            )
+        }
+        assert stored == {
+            key: [
+                tally.checks,
+                tally.successes,
+                tally.degraded,
+                tally.latency_sum_ms,
+                tally.latency_min_ms,
+                tally.latency_max_ms,
+                *tally.histogram,
+            ]
+            for key, tally in expected.items()
+        }, table
+    db.conn.close()

@@ -11,13 +11,16 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from healthcheck.event_loop import _uvloop_loop
 from healthcheck.probes.http import HttpProbe, HttpSettings
+from healthcheck.probes.http_lean import LeanClient, plan
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
 from healthcheck.secrets import Secret
@@ -512,3 +515,43 @@ def test_the_answer_is_timed_when_it_is_read_not_when_the_check_next_runs(endpoi
     assert took >= 1.0  # the stall fell inside the check
     assert result.latency < took - 0.9, (result.latency, took)
     assert result.phases is not None and result.phases.total == result.latency
+
+
+@pytest.mark.parametrize("addresses", [1, 2])
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_connection_sends_without_delay(loop, addresses) -> None:
+    """The lean path leaves TCP_NODELAY to the loop's transport (aiohttp's protocol sets it
+    again; _Handler does not): on both loops, to one address (the loop connects) and to
+    several (tried as happy eyeballs, the socket then handed to the loop), the request goes
+    out without Nagle's wait."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    factory = _uvloop_loop() if loop == "uvloop" else asyncio.SelectorEventLoop
+
+    async def scenario() -> tuple[int, bool]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server, port = await _raw(answer)
+        client = LeanClient()
+        async with server:
+            request = plan(f"http://127.0.0.1:{port}/", "GET", (), None, None)
+            assert request is not None and request.raw is not None  # no secret: made once
+            request = replace(request, literal=request.literal * addresses)
+            exchange = await client.request(
+                request, ssl.create_default_context(), follow_redirects=False
+            )
+            try:
+                sock = exchange.transport.get_extra_info("socket")
+                return exchange.status, bool(
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                )
+            finally:
+                exchange.close()
+                await client.close()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(scenario()) == (200, True)
