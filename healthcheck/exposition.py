@@ -13,7 +13,9 @@ prometheus_client's `floatToGoString`: the same bytes the encoder would write
 A family's lines are joined and encoded CHUNK_LINES at a time, and the body goes out as those
 chunks (into gzip when asked): at 20,000 endpoints a render is 680,000 lines, 62 MB of text.
 Kept as one str per line, then joined and encoded whole, it took the helper process that
-renders to ~350 MB of RSS at its peak; as chunks, the text is held once, as bytes.
+renders to ~350 MB of RSS at its peak. A family's samples are written as the body takes its
+chunks (`Samples.stream`): a gzipped render holds one chunk of text at a time, not the
+~45 MB of its biggest families.
 """
 
 from __future__ import annotations
@@ -171,11 +173,11 @@ class Labels:
 
 @dataclass(slots=True)
 class Encoded:
-    """A family whose sample lines are written already, as encoded chunks: `family` (no
-    samples) gives the encoder its HELP and TYPE lines."""
+    """A family whose sample lines come as encoded chunks, written as they are taken:
+    `family` (no samples) gives the encoder its HELP and TYPE lines."""
 
     family: Metric
-    chunks: list[bytes]
+    chunks: Iterable[bytes]
 
 
 def body(
@@ -188,13 +190,15 @@ def body(
     are: one `# EOF` at the end where the format has one. `gzipped`: compressed chunk by
     chunk as they come (level 1: ~10x smaller, several times faster than the default 9 on
     text this repetitive), the whole text never held."""
+    written = io.BytesIO()
     if not gzipped:
-        return b"".join(_parts(families, encoder, labels))
-    compressed = io.BytesIO()
-    with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=1) as out:
+        for part in _parts(families, encoder, labels):
+            written.write(part)
+        return written.getvalue()
+    with gzip.GzipFile(fileobj=written, mode="wb", compresslevel=1) as out:
         for part in _parts(families, encoder, labels):
             out.write(part)
-    return compressed.getvalue()
+    return written.getvalue()
 
 
 def _parts(
@@ -314,9 +318,22 @@ class Samples:
         self.chunks.append("".join(self.lines).encode())
         self.lines.clear()
 
-    def done(self) -> Metric | Encoded:
+    def stream(self, steps: Iterable[object]) -> Metric | Encoded:
+        """The family, its samples added by `steps` (one step per endpoint, say) as the body
+        takes its chunks; on the reference path, added now."""
         if self.labels is None:
+            for _ in steps:
+                pass
             return self.family
+        return Encoded(self.family, self._taken(steps))
+
+    def _taken(self, steps: Iterable[object]) -> Iterator[bytes]:
+        chunks = self.chunks
+        for _ in steps:
+            if chunks:
+                yield from chunks
+                chunks.clear()
         if self.lines:
             self._chunk()
-        return Encoded(self.family, self.chunks)
+        yield from chunks
+        chunks.clear()

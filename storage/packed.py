@@ -53,9 +53,7 @@ class PackedWindows(Mapping[str, Tally]):
             index = self._names.index(name)
         except ValueError:
             raise KeyError(name) from None
-        at = self._start + index * WIDTH
-        v = self._values[at : at + WIDTH]
-        return Tally(v[0], v[1], v[2], v[3], v[4], v[5], v[6:].tolist())
+        return _tally(self._values, self._start + index * WIDTH)
 
     def __contains__(self, name: object) -> bool:
         return name in self._names
@@ -123,6 +121,56 @@ def _unpickle(
     packed = PackedTallies({})
     packed._values, packed._rows = values, rows
     return packed
+
+
+class WindowPacker:
+    """Builds the `PackedTallies` of tallies given one window at a time (all the endpoints'
+    tallies of a window, then the next window's), each packed as it comes: the same array and
+    rows `PackedTallies` makes from the whole nested mapping, without holding every `Tally`
+    of every window at once."""
+
+    __slots__ = ("_names", "_parts")
+
+    def __init__(self) -> None:
+        self._names: dict[int, list[str]] = {}  # per key, its windows in the order given
+        # per window: its packed numbers, and per key the start in them or the Tally as given
+        self._parts: dict[str, tuple[array[float], dict[int, int | Tally]]] = {}
+
+    def add(self, key: int, window: str, tally: Tally) -> None:
+        values, where = self._parts.setdefault(window, (array("d"), {}))
+        numbers = _numbers(tally)
+        if _packable(numbers):
+            where[key] = len(values)
+            values.extend(numbers)
+        else:
+            where[key] = tally
+        self._names.setdefault(key, []).append(window)
+
+    def packed(self) -> PackedTallies:
+        values: array[float] = array("d")
+        rows: dict[int, tuple[tuple[str, ...], int] | dict[str, Tally]] = {}
+        names_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+        parts = self._parts
+        for key, windows in self._names.items():
+            starts = [parts[window][1][key] for window in windows]
+            if all(type(start) is int for start in starts):
+                names = tuple(windows)
+                rows[key] = (names_seen.setdefault(names, names), len(values))
+                for window, start in zip(windows, starts, strict=True):
+                    assert isinstance(start, int)
+                    values.extend(parts[window][0][start : start + WIDTH])
+            else:
+                rows[key] = {
+                    window: _tally(parts[window][0], start) if isinstance(start, int) else start
+                    for window, start in zip(windows, starts, strict=True)
+                }
+        self._names, self._parts = {}, {}
+        return _unpickle(values, rows)
+
+
+def _tally(values: array[float], at: int) -> Tally:
+    v = values[at : at + WIDTH]
+    return Tally(v[0], v[1], v[2], v[3], v[4], v[5], v[6:].tolist())
 
 
 def window_ratios(windows: Mapping[str, Tally]) -> Iterator[tuple[str, float | None, float]]:

@@ -18,7 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from healthcheck.result import EndpointId, Status
-from storage.packed import PackedTallies
+from storage.packed import PackedTallies, WindowPacker
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
 
@@ -162,19 +162,30 @@ class StorageReader:
             )
         return tallies
 
-    def uptime(self, now: float, windows: Mapping[str, float] = WINDOWS) -> UptimeReport:
-        """Every endpoint's, region's and the overall tallies for each window."""
+    def uptime(
+        self, now: float, windows: Mapping[str, float] = WINDOWS, packed: bool = False
+    ) -> UptimeReport:
+        """Every endpoint's, region's and the overall tallies for each window. `packed`: the
+        endpoints' tallies as `PackedTallies` (what `UptimeReport.packed` makes, the same
+        numbers), each window packed as soon as it is read: at 20,000 endpoints the 80,000
+        `Tally` objects of all four windows at once were ~60 MB, one window's are a quarter."""
         endpoints: dict[int, dict[str, Tally]] = {}
         report = UptimeReport(self.targets(), endpoints)
+        packing = WindowPacker() if packed else None
         for name, width in windows.items():
             overall = report.overall.setdefault(name, Tally())
             for target_id, tally in self.window(now - width, now).items():
                 target = report.targets.get(target_id)
                 if target is None:
                     continue
-                endpoints.setdefault(target_id, {})[name] = tally
+                if packing is None:
+                    endpoints.setdefault(target_id, {})[name] = tally
+                else:
+                    packing.add(target_id, name, tally)
                 report.regions.setdefault(target.region, {}).setdefault(name, Tally()).add(tally)
                 overall.add(tally)
+        if packing is not None:
+            report.endpoints = packing.packed()
         return report
 
     def latest(self, now: float) -> dict[int, Latest]:
