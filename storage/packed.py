@@ -125,46 +125,58 @@ def _unpickle(
 
 class WindowPacker:
     """Builds the `PackedTallies` of tallies given one window at a time (all the endpoints'
-    tallies of a window, then the next window's), each packed as it comes: the same array and
-    rows `PackedTallies` makes from the whole nested mapping, without holding every `Tally`
-    of every window at once."""
+    tallies of a window, then the next window's), each packed as it comes into the one array:
+    the same array and rows `PackedTallies` makes from the whole nested mapping, without every
+    `Tally` of every window at once. Each key gets room for `windows` tallies when first seen;
+    what a key did not fill is closed up at the end, in place."""
 
-    __slots__ = ("_names", "_parts")
+    __slots__ = ("_kept", "_names", "_room", "_starts", "_values")
 
-    def __init__(self) -> None:
+    def __init__(self, windows: int) -> None:
+        self._room = windows * WIDTH
+        self._values: array[float] = array("d")
+        self._starts: dict[int, int] = {}  # per key, where its room begins
         self._names: dict[int, list[str]] = {}  # per key, its windows in the order given
-        # per window: its packed numbers, and per key the start in them or the Tally as given
-        self._parts: dict[str, tuple[array[float], dict[int, int | Tally]]] = {}
+        self._kept: dict[int, dict[str, Tally]] = {}  # tallies holding more than floats
 
     def add(self, key: int, window: str, tally: Tally) -> None:
-        values, where = self._parts.setdefault(window, (array("d"), {}))
+        names = self._names.get(key)
+        if names is None:
+            names = self._names[key] = []
+            self._starts[key] = len(self._values)
+            self._values.frombytes(bytes(8 * self._room))
+        if len(names) * WIDTH >= self._room:
+            raise ValueError(f"more windows than the {self._room // WIDTH} given for {key}")
         numbers = _numbers(tally)
         if _packable(numbers):
-            where[key] = len(values)
-            values.extend(numbers)
+            at = self._starts[key] + len(names) * WIDTH
+            self._values[at : at + WIDTH] = array("d", numbers)
         else:
-            where[key] = tally
-        self._names.setdefault(key, []).append(window)
+            self._kept.setdefault(key, {})[window] = tally
+        names.append(window)
 
     def packed(self) -> PackedTallies:
-        values: array[float] = array("d")
+        values = self._values
         rows: dict[int, tuple[tuple[str, ...], int] | dict[str, Tally]] = {}
         names_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
-        parts = self._parts
-        for key, windows in self._names.items():
-            starts = [parts[window][1][key] for window in windows]
-            if all(type(start) is int for start in starts):
+        end = 0  # of the packed numbers so far; a key's room never begins before it
+        for key, windows in self._names.items():  # in the order their rooms were given
+            start = self._starts[key]
+            kept = self._kept.get(key)
+            if kept is None:
+                size = len(windows) * WIDTH
+                if start != end:
+                    values[end : end + size] = values[start : start + size]
                 names = tuple(windows)
-                rows[key] = (names_seen.setdefault(names, names), len(values))
-                for window, start in zip(windows, starts, strict=True):
-                    assert isinstance(start, int)
-                    values.extend(parts[window][0][start : start + WIDTH])
-            else:
+                rows[key] = (names_seen.setdefault(names, names), end)
+                end += size
+            else:  # as PackedTallies: the key's tallies as given (the packed ones rebuilt)
                 rows[key] = {
-                    window: _tally(parts[window][0], start) if isinstance(start, int) else start
-                    for window, start in zip(windows, starts, strict=True)
+                    window: kept[window] if window in kept else _tally(values, start + i * WIDTH)
+                    for i, window in enumerate(windows)
                 }
-        self._names, self._parts = {}, {}
+        del values[end:]
+        self._values, self._starts, self._names, self._kept = array("d"), {}, {}, {}
         return _unpickle(values, rows)
 
 
