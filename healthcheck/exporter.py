@@ -16,7 +16,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import ProcessCollector
 from prometheus_client.core import (
@@ -29,17 +29,19 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from healthcheck import __version__
-from healthcheck.connections import ConnectionGuard
 from healthcheck.exposition import Encoded, Labels, Samples, body
 from healthcheck.offload import Offload, OffloadError
 from healthcheck.probes.plugin import ENDPOINT_LABELS, Gauges, KindMetrics, Reading
 from healthcheck.probes.registry import find_kind
 from healthcheck.readings import Readings
 from healthcheck.result import EndpointId, ProbeResult, Status
-from healthcheck.server_threads import ServingCounts
 from healthcheck.status import StatusBoard, summarize_region
 from healthcheck.targets import Config
 from storage.packed import window_ratios
+
+if TYPE_CHECKING:  # the helper process that renders needs neither (nor aiohttp, theirs)
+    from healthcheck.connections import ConnectionGuard
+    from healthcheck.server_threads import ServingCounts
 
 log = logging.getLogger("healthcheck.exporter")
 
@@ -593,21 +595,12 @@ class _ScrapeCollector:
                         "le",
                     )
                 les.setdefault(declared.buckets, _le(declared.buckets))
-        for names, (counts, total), own, ok, failed, (classes, seen), _, _ in scrape.rows:
-            labels = self.values(names)
-            duration.histogram(labels, _DURATION_LE, counts, total)
-            if own:
-                declaring = scrape.kinds[names[2]].histograms
-                for declared, (own_counts, own_total) in zip(declaring, own, strict=True):
-                    kind_histograms[declared.name].histogram(
-                        labels, les[declared.buckets], own_counts, own_total
-                    )
-            checks.add(labels, ok, "success")
-            checks.add(labels, failed, "failure")
-            for error, count in zip(classes, seen, strict=True):
-                errors.add(labels, count, error)
-        yield from (duration.done(), checks.done(), errors.done())
-        yield from (histogram.done() for histogram in kind_histograms.values())
+        # Each family written in a pass of its own as the body takes it (exposition.py)
+        yield duration.stream(self._durations(duration))
+        yield checks.stream(self._checks(checks))
+        yield errors.stream(self._errors(errors))
+        for name, histogram in kind_histograms.items():
+            yield histogram.stream(self._kind_histograms(name, histogram, les))
         lag = HistogramMetricFamily(
             "healthcheck_schedule_lag_seconds", "How late each check started after its due time"
         )
@@ -663,26 +656,12 @@ class _ScrapeCollector:
             ),
             "status",
         )
-        for row in self.scrape.rows:
-            names, last = row[0], row[6]
-            if last is None:
-                continue
-            ok, timestamp, status, code, expiry, seconds, _ = last
-            labels = self.values(names)
-            success.add(labels, 1 if ok else 0)
-            last_check.add(labels, timestamp)
-            for value in STATUSES:
-                endpoint_status.add(labels, 1 if status == value else 0, value)
-            if code is not None:
-                http_status.add(labels, code)
-            if expiry is not None:
-                cert.add(labels, expiry)
-            if seconds is not None:
-                for phase, phase_seconds in zip(PHASES, seconds, strict=True):
-                    if phase_seconds is not None:
-                        phases.add(labels, phase_seconds, phase)
-        for family in (success, last_check, http_status, cert, phases, endpoint_status):
-            yield family.done()
+        yield success.stream(self._last(success, _succeeded))
+        yield last_check.stream(self._last(last_check, _started))
+        yield http_status.stream(self._last(http_status, _http_status))
+        yield cert.stream(self._last(cert, _cert_expiry))
+        yield phases.stream(self._phases(phases))
+        yield endpoint_status.stream(self._statuses(endpoint_status))
 
     def _blackbox(self) -> Iterator[Metric | Encoded]:
         """blackbox_exporter's names and meanings, per endpoint, for what was built on them:
@@ -717,19 +696,85 @@ class _ScrapeCollector:
                 labels=columns,
             )
         )
-        for row in self.scrape.rows:
-            names, last = row[0], row[6]
-            if last is None:
+        yield success.stream(self._last(success, _succeeded))
+        yield duration.stream(self._last(duration, _took))
+        yield http_status.stream(self._blackbox_http_status(http_status))
+        yield expiry.stream(self._last(expiry, _cert_expiry))
+
+    def _blackbox_http_status(self, http_status: Samples) -> Iterator[None]:
+        """0 without an answer, on http checks; other kinds' only where they have one."""
+        for labels, last in self._lasts():
+            if last[3] is not None or labels[2] == "http":
+                http_status.add(labels, last[3] or 0)
+            yield
+
+    def _durations(self, duration: Samples) -> Iterator[None]:
+        values = self.values
+        for names, (counts, total), *_ in self.scrape.rows:
+            duration.histogram(values(names), _DURATION_LE, counts, total)
+            yield
+
+    def _checks(self, checks: Samples) -> Iterator[None]:
+        values = self.values
+        for names, _, _, ok, failed, *_ in self.scrape.rows:
+            labels = values(names)
+            checks.add(labels, ok, "success")
+            checks.add(labels, failed, "failure")
+            yield
+
+    def _errors(self, errors: Samples) -> Iterator[None]:
+        values = self.values
+        for names, _, _, _, _, (classes, seen), *_ in self.scrape.rows:
+            labels = values(names)
+            for error, count in zip(classes, seen, strict=True):
+                errors.add(labels, count, error)
+            yield
+
+    def _kind_histograms(
+        self, name: str, histogram: Samples, les: dict[tuple[float, ...], list[str]]
+    ) -> Iterator[None]:
+        """The samples of the kinds' histogram family `name`, endpoint by endpoint."""
+        kinds = self.scrape.kinds
+        for names, _, own, *_ in self.scrape.rows:
+            if not own:
                 continue
             labels = self.values(names)
-            success.add(labels, 1 if last[0] else 0)
-            duration.add(labels, last[6])
-            if last[3] is not None or names[2] == "http":
-                http_status.add(labels, last[3] or 0)
-            if last[4] is not None:
-                expiry.add(labels, last[4])
-        for family in (success, duration, http_status, expiry):
-            yield family.done()
+            for declared, (counts, total) in zip(kinds[names[2]].histograms, own, strict=True):
+                if declared.name == name:
+                    histogram.histogram(labels, les[declared.buckets], counts, total)
+            yield
+
+    def _last(self, samples: Samples, value: Callable[[Last], float | None]) -> Iterator[None]:
+        """One sample per endpoint checked, `value` of its last check (None: no sample)."""
+        for labels, last in self._lasts():
+            found = value(last)
+            if found is not None:
+                samples.add(labels, found)
+            yield
+
+    def _lasts(self) -> Iterator[tuple[tuple[str, ...], Last]]:
+        """(label values, last check) of each endpoint checked since the start."""
+        values = self.values
+        for row in self.scrape.rows:
+            last = row[6]
+            if last is not None:
+                yield values(row[0]), last
+
+    def _phases(self, phases: Samples) -> Iterator[None]:
+        for labels, last in self._lasts():
+            seconds = last[5]
+            if seconds is not None:
+                for phase, phase_seconds in zip(PHASES, seconds, strict=True):
+                    if phase_seconds is not None:
+                        phases.add(labels, phase_seconds, phase)
+            yield
+
+    def _statuses(self, endpoint_status: Samples) -> Iterator[None]:
+        for labels, last in self._lasts():
+            status = last[2]
+            for value in STATUSES:
+                endpoint_status.add(labels, 1 if status == value else 0, value)
+            yield
 
     def _regions(self) -> Iterator[Metric]:
         by_region: dict[str, list[tuple[bool, Status]]] = {}
@@ -770,17 +815,21 @@ class _ScrapeCollector:
             "Successful checks / checks of all the region's endpoints over the window",
             labels=("region", "window"),
         )
-        for region, endpoint, kind, window, ratio in scrape.endpoint_uptime:
-            endpoint_uptime.add(self.values((region, endpoint, kind)), ratio, window)
+        yield endpoint_uptime.stream(self._endpoint_uptime(endpoint_uptime))
         for region, window, ratio in scrape.region_uptime:
             region_uptime.add_metric([region, window], ratio)
-        yield endpoint_uptime.done()
         yield region_uptime
         yield GaugeMetricFamily(
             "healthcheck_sla_target_ratio",
             "The configured SLA uptime target",
             value=scrape.sla_target,
         )
+
+    def _endpoint_uptime(self, endpoint_uptime: Samples) -> Iterator[None]:
+        values = self.values
+        for region, endpoint, kind, window, ratio in self.scrape.endpoint_uptime:
+            endpoint_uptime.add(values((region, endpoint, kind)), ratio, window)
+            yield
 
     def _daemon(self) -> Iterator[Metric]:
         scrape = self.scrape
@@ -824,6 +873,26 @@ class _ScrapeCollector:
                 pending.add_metric([channel], waiting)
             yield sent
             yield pending
+
+
+def _succeeded(last: Last) -> float:
+    return 1 if last[0] else 0
+
+
+def _started(last: Last) -> float:
+    return last[1]
+
+
+def _http_status(last: Last) -> float | None:
+    return last[3]
+
+
+def _cert_expiry(last: Last) -> float | None:
+    return last[4]
+
+
+def _took(last: Last) -> float:
+    return last[6]
 
 
 def _kinds_gauges(scrape: Scrape) -> Iterator[Metric]:

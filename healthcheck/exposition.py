@@ -1,28 +1,35 @@
-"""The /metrics body from families, with the per-endpoint families' label sets encoded once.
+"""The /metrics body from families, the per-endpoint families' label sets from templates.
 
 prometheus_client's encoders sort, validate and escape every label of every sample: at 1,000
 endpoints that was ~34,000 lines and 1.3 s of Python per text scrape, 2.3 s in OpenMetrics
 (what Prometheus asks for), most of it on the same few label sets again and again. Here the
 negotiated encoder still writes every family's HELP and TYPE lines, every family but the
-per-endpoint ones (and the `# EOF`), and each label set: once per endpoint and extra label
-name (`le`, `result`, ...), kept from one render to the next in the process that renders. A
-per-endpoint sample line is then that encoded label set, the sample's name and its value in
-prometheus_client's `floatToGoString`: the same bytes the encoder would write
-(tests/healthcheck/test_exposition.py renders both ways, text and OpenMetrics).
+per-endpoint ones (and the `# EOF`), and the shape of each kind of label set: once per set of
+label names and extra label name (`le`, `result`, ...), label values in slots, kept from one
+render to the next in the process that renders, with every label value it escapes that is
+not plain text. An endpoint's label set is its shape filled with its values; a per-endpoint
+sample line is then that label set, the sample's name and its value in prometheus_client's
+`floatToGoString`: the same bytes the encoder would write (tests/healthcheck/test_exposition.py
+renders both ways, in every format it negotiates). The label sets themselves were once kept
+between renders: at 20,000 endpoints 140,000 of them, ~75 MB of the helper's RSS.
 
 A family's lines are joined and encoded CHUNK_LINES at a time, and the body goes out as those
 chunks (into gzip when asked): at 20,000 endpoints a render is 680,000 lines, 62 MB of text.
 Kept as one str per line, then joined and encoded whole, it took the helper process that
-renders to ~350 MB of RSS at its peak; as chunks, the text is held once, as bytes.
+renders to ~350 MB of RSS at its peak. A family's samples are written as the body takes its
+chunks (`Samples.stream`): a gzipped render holds one chunk of text at a time, not the
+~45 MB of its biggest families.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -54,24 +61,60 @@ class _Families:
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """How one format's encoder writes a label set of given label names (and the extra
+    label): %-formats of the text before the extra label's value and after it, and which of
+    the label values (escaped) each takes, in order."""
+
+    head: str
+    head_values: Callable[[tuple[str, ...]], tuple[str, ...]]
+    tail: str
+    tail_values: Callable[[tuple[str, ...]], tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class Known:
-    """Label sets one format's encoder wrote, by (values, columns, extra label name)."""
+    """What one format's encoder writes: label sets' shapes by (label names, extra label
+    name), escaped label values that are not plain text, sample names."""
 
-    labels: dict[tuple[tuple[str, ...], tuple[str, ...], str | None], tuple[str, str]] = field(
-        default_factory=dict
-    )
+    templates: dict[tuple[tuple[str, ...], str | None], _Template] = field(default_factory=dict)
     values: dict[tuple[str, str], str] = field(default_factory=dict)  # (label, value) -> text
     names: dict[str, str | None] = field(default_factory=dict)  # sample name -> text
 
 
 _KNOWN: dict[str, Known] = {}  # per content type (format and escaping)
 _KNOWN_LOCK = threading.Lock()
+_SLOT = re.compile("\ue000([0-9]+)\ue000")  # where a template's label values go
+_EXTRA = "\ue000x\ue000"
+# Every character but the two the formats escape (and newline): a value of these only is
+# written as it is (checked against the encoder once per format)
+_PLAIN = "".join(chr(c) for c in range(32, 127) if chr(c) not in '"\\')
+
+
+def _picker(at: Sequence[int]) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    if len(at) >= 2:
+        pick: Callable[[tuple[str, ...]], tuple[str, ...]] = itemgetter(*at)
+        return pick
+    if at:
+        index = at[0]
+        return lambda values: (values[index],)
+    return lambda values: ()
+
+
+def _format(text: str) -> tuple[str, list[int]]:
+    """A %-format of an encoded label set with slots, and the slots' value indexes."""
+    parts = _SLOT.split(text)
+    return "%s".join(part.replace("%", "%%") for part in parts[0::2]), [
+        int(index) for index in parts[1::2]
+    ]
 
 
 class Labels:
-    """Encoded label sets for one render. What it used becomes what the next render of the
-    same format starts from, so an endpoint a reload removed is forgotten after one."""
+    """Encoded label sets for one render, made from the shapes its format's encoder writes
+    (kept from one render to the next) and each endpoint's label values. Nothing per
+    endpoint outlives the render: kept from one to the next, the label sets of 20,000
+    endpoints were ~75 MB of the helper process's RSS between renders."""
 
     def __init__(self, encoder: Encoder, content_type: str) -> None:
         self.encoder = encoder
@@ -81,6 +124,12 @@ class Labels:
         self.used = Known()
         self._counts: dict[int, str] = {}  # an integer count as floatToGoString writes it
         self._bounds: dict[tuple[str, ...], list[str]] = {}
+        # per label names, per label values: the values escaped and their label set, for this
+        # render only (at 20,000 endpoints, a few MB)
+        self._escaped: dict[
+            tuple[str, ...], dict[tuple[str, ...], tuple[tuple[str, ...], str]]
+        ] = {}
+        self._plain: bool | None = None  # plain text written as it is (asked once)
 
     def finish(self) -> None:
         """Keep what this render used for the next one of its format."""
@@ -92,14 +141,63 @@ class Labels:
     ) -> tuple[str, str]:
         """`{...}` as the encoder writes it for these label values (then ("{...}", "")), or
         with one more label `extra` whose value goes between the two parts."""
-        key = (values, columns, extra)
-        found = self.used.labels.get(key)
+        if extra is None:
+            return self.plain(values, columns), ""
+        template = self.used.templates.get((columns, extra))
+        if template is None:
+            template = self._template(columns, extra)
+        escaped = self._entry(values, columns)[0]
+        return (
+            template.head % template.head_values(escaped),
+            template.tail % template.tail_values(escaped),
+        )
+
+    def plain(self, values: tuple[str, ...], columns: tuple[str, ...]) -> str:
+        """`{...}` as the encoder writes it for these label values (no extra label)."""
+        return self._entry(values, columns)[1]
+
+    def _entry(
+        self, values: tuple[str, ...], columns: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], str]:
+        """The values escaped and their label set, made once per render (many families use
+        them)."""
+        by_values = self._escaped.get(columns)
+        if by_values is None:
+            by_values = self._escaped[columns] = {}
+        found = by_values.get(values)
         if found is None:
-            found = self.known.labels.get(key)
-            if found is None:
-                found = self._encode(values, columns, extra)
-            self.used.labels[key] = found
+            escaped = self._escape(values, columns)
+            template = self.used.templates.get((columns, None))
+            if template is None:
+                template = self._template(columns, None)
+            found = by_values[values] = (escaped, template.head % template.head_values(escaped))
         return found
+
+    def _template(self, columns: tuple[str, ...], extra: str | None) -> _Template:
+        key = (columns, extra)
+        found = self.known.templates.get(key)
+        if found is None:
+            slots = tuple(f"\ue000{i}\ue000" for i in range(len(columns)))
+            head, tail = self._encode(slots, columns, extra, _EXTRA)
+            head_format, head_at = _format(head)
+            tail_format, tail_at = _format(tail)
+            if sorted(head_at + tail_at) != list(range(len(columns))):
+                raise ValueError(f"unexpected label set from the encoder: {head!r}, {tail!r}")
+            found = _Template(head_format, _picker(head_at), tail_format, _picker(tail_at))
+        self.used.templates[key] = found
+        return found
+
+    def _escape(self, values: tuple[str, ...], columns: tuple[str, ...]) -> tuple[str, ...]:
+        """Label values as the encoder escapes them (plain ones as they are)."""
+        if self._plain is None:
+            self._plain = self.value("x", _PLAIN) == _PLAIN
+        plain = self._plain
+        if plain and all(
+            value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+            for value in values
+        ):
+            return values
+        return tuple(self.value(label, value) for label, value in zip(columns, values, strict=True))
 
     def value(self, label: str, value: str) -> str:
         """A label value as the encoder escapes it."""
@@ -146,12 +244,15 @@ class Labels:
         return found
 
     def _encode(
-        self, values: tuple[str, ...], columns: tuple[str, ...], extra: str | None
+        self,
+        values: tuple[str, ...],
+        columns: tuple[str, ...],
+        extra: str | None,
+        mark: str = _MARK,
     ) -> tuple[str, str]:
         family = GaugeMetricFamily(
             "x", "x", labels=(*columns, extra) if extra is not None else columns
         )
-        mark = _MARK
         while any(mark in value for value in values):  # an operator's label may hold it
             mark += _MARK
         family.add_metric((*values, mark) if extra is not None else values, 0.0)
@@ -171,11 +272,11 @@ class Labels:
 
 @dataclass(slots=True)
 class Encoded:
-    """A family whose sample lines are written already, as encoded chunks: `family` (no
-    samples) gives the encoder its HELP and TYPE lines."""
+    """A family whose sample lines come as encoded chunks, written as they are taken:
+    `family` (no samples) gives the encoder its HELP and TYPE lines."""
 
     family: Metric
-    chunks: list[bytes]
+    chunks: Iterable[bytes]
 
 
 def body(
@@ -188,13 +289,15 @@ def body(
     are: one `# EOF` at the end where the format has one. `gzipped`: compressed chunk by
     chunk as they come (level 1: ~10x smaller, several times faster than the default 9 on
     text this repetitive), the whole text never held."""
+    written = io.BytesIO()
     if not gzipped:
-        return b"".join(_parts(families, encoder, labels))
-    compressed = io.BytesIO()
-    with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=1) as out:
+        for part in _parts(families, encoder, labels):
+            written.write(part)
+        return written.getvalue()
+    with gzip.GzipFile(fileobj=written, mode="wb", compresslevel=1) as out:
         for part in _parts(families, encoder, labels):
             out.write(part)
-    return compressed.getvalue()
+    return written.getvalue()
 
 
 def _parts(
@@ -244,6 +347,7 @@ class Samples:
         self.lines: list[str] = []  # written since the last chunk
         self.chunks: list[bytes] = []
         self.name = self.count = self.sum = ""  # the sample names as the encoder writes them
+        self._last: tuple[tuple[str, ...], str, str] | None = None  # values, their label set
         if labels is not None:
             suffixes: tuple[str, ...]
             if family.type == "histogram":
@@ -269,11 +373,16 @@ class Samples:
             family.add_metric((*values, extra) if extra is not None else values, value)
         elif extra is None:
             self.lines.append(
-                f"{self.name}{labels.of(values, self.columns)[0]} {labels.number(value)}\n"
+                f"{self.name}{labels.plain(values, self.columns)} {labels.number(value)}\n"
             )
         else:
             assert self.extra is not None
-            head, tail = labels.of(values, self.columns, self.extra)
+            last = self._last
+            if last is not None and last[0] == values:  # an endpoint's samples come together
+                _, head, tail = last
+            else:
+                head, tail = labels.of(values, self.columns, self.extra)
+                self._last = (values, head, tail)
             self.lines.append(
                 f"{self.name}{head}{labels.value(self.extra, extra)}{tail} {labels.number(value)}\n"
             )
@@ -304,7 +413,7 @@ class Samples:
             cumulative += count
             lines.append(f"{name}{head}{bound}{tail} {number(cumulative)}\n")
         if float(le[0]) >= 0:  # as HistogramMetricFamily: no count and sum below zero
-            plain = labels.of(values, self.columns)[0]
+            plain = labels.plain(values, self.columns)
             lines.append(f"{self.count}{plain} {number(cumulative)}\n")
             lines.append(f"{self.sum}{plain} {floatToGoString(total)}\n")
         if len(lines) >= CHUNK_LINES:
@@ -314,9 +423,22 @@ class Samples:
         self.chunks.append("".join(self.lines).encode())
         self.lines.clear()
 
-    def done(self) -> Metric | Encoded:
+    def stream(self, steps: Iterable[object]) -> Metric | Encoded:
+        """The family, its samples added by `steps` (one step per endpoint, say) as the body
+        takes its chunks; on the reference path, added now."""
         if self.labels is None:
+            for _ in steps:
+                pass
             return self.family
+        return Encoded(self.family, self._taken(steps))
+
+    def _taken(self, steps: Iterable[object]) -> Iterator[bytes]:
+        chunks = self.chunks
+        for _ in steps:
+            if chunks:
+                yield from chunks
+                chunks.clear()
         if self.lines:
             self._chunk()
-        return Encoded(self.family, self.chunks)
+        yield from chunks
+        chunks.clear()

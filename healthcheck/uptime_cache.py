@@ -158,8 +158,8 @@ class UptimeCache:
 
 def read_uptime(path: str, raw_retention: float, now: float) -> UptimeSnapshot:
     """The rolling windows now (module level: it runs in the helper process)."""
-    report = _with_reader(path, raw_retention, lambda r: r.uptime(now))
-    return UptimeSnapshot(now, report.packed())  # what the daemon keeps: packed
+    report = _with_reader(path, raw_retention, lambda r: r.uptime(now, packed=True))
+    return UptimeSnapshot(now, report)  # what the daemon keeps: packed
 
 
 def read_days(path: str, raw_retention: float, now: float) -> dict[int, list[Day]]:

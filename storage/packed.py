@@ -53,9 +53,7 @@ class PackedWindows(Mapping[str, Tally]):
             index = self._names.index(name)
         except ValueError:
             raise KeyError(name) from None
-        at = self._start + index * WIDTH
-        v = self._values[at : at + WIDTH]
-        return Tally(v[0], v[1], v[2], v[3], v[4], v[5], v[6:].tolist())
+        return _tally(self._values, self._start + index * WIDTH)
 
     def __contains__(self, name: object) -> bool:
         return name in self._names
@@ -123,6 +121,68 @@ def _unpickle(
     packed = PackedTallies({})
     packed._values, packed._rows = values, rows
     return packed
+
+
+class WindowPacker:
+    """Builds the `PackedTallies` of tallies given one window at a time (all the endpoints'
+    tallies of a window, then the next window's), each packed as it comes into the one array:
+    the same array and rows `PackedTallies` makes from the whole nested mapping, without every
+    `Tally` of every window at once. Each key gets room for `windows` tallies when first seen;
+    what a key did not fill is closed up at the end, in place."""
+
+    __slots__ = ("_kept", "_names", "_room", "_starts", "_values")
+
+    def __init__(self, windows: int) -> None:
+        self._room = windows * WIDTH
+        self._values: array[float] = array("d")
+        self._starts: dict[int, int] = {}  # per key, where its room begins
+        self._names: dict[int, list[str]] = {}  # per key, its windows in the order given
+        self._kept: dict[int, dict[str, Tally]] = {}  # tallies holding more than floats
+
+    def add(self, key: int, window: str, tally: Tally) -> None:
+        names = self._names.get(key)
+        if names is None:
+            names = self._names[key] = []
+            self._starts[key] = len(self._values)
+            self._values.frombytes(bytes(8 * self._room))
+        if len(names) * WIDTH >= self._room:
+            raise ValueError(f"more windows than the {self._room // WIDTH} given for {key}")
+        numbers = _numbers(tally)
+        if _packable(numbers):
+            at = self._starts[key] + len(names) * WIDTH
+            self._values[at : at + WIDTH] = array("d", numbers)
+        else:
+            self._kept.setdefault(key, {})[window] = tally
+        names.append(window)
+
+    def packed(self) -> PackedTallies:
+        values = self._values
+        rows: dict[int, tuple[tuple[str, ...], int] | dict[str, Tally]] = {}
+        names_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
+        end = 0  # of the packed numbers so far; a key's room never begins before it
+        for key, windows in self._names.items():  # in the order their rooms were given
+            start = self._starts[key]
+            kept = self._kept.get(key)
+            if kept is None:
+                size = len(windows) * WIDTH
+                if start != end:
+                    values[end : end + size] = values[start : start + size]
+                names = tuple(windows)
+                rows[key] = (names_seen.setdefault(names, names), end)
+                end += size
+            else:  # as PackedTallies: the key's tallies as given (the packed ones rebuilt)
+                rows[key] = {
+                    window: kept[window] if window in kept else _tally(values, start + i * WIDTH)
+                    for i, window in enumerate(windows)
+                }
+        del values[end:]
+        self._values, self._starts, self._names, self._kept = array("d"), {}, {}, {}
+        return _unpickle(values, rows)
+
+
+def _tally(values: array[float], at: int) -> Tally:
+    v = values[at : at + WIDTH]
+    return Tally(v[0], v[1], v[2], v[3], v[4], v[5], v[6:].tolist())
 
 
 def window_ratios(windows: Mapping[str, Tally]) -> Iterator[tuple[str, float | None, float]]:

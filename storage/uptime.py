@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from sys import intern
 from typing import TYPE_CHECKING, Any
 
 from healthcheck.result import EndpointId, Status
-from storage.packed import PackedTallies
+from storage.packed import WIDTH, PackedTallies, WindowPacker
 from storage.rollup import Tally, bucket_of
 from storage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS, connect
 
@@ -122,19 +123,51 @@ class StorageReader:
 
     def window(self, start: float, now: float) -> dict[int, Tally]:
         """Tallies per endpoint id of the checks in [start, now]."""
+        return dict(self._tallies(start, now))
+
+    def _tallies(self, start: float, now: float) -> Iterator[tuple[int, Tally]]:
+        """(endpoint id, tally) of the checks in [start, now], each made when it is taken.
+
+        The rows are summed into one array, as `Tally.add` sums them into a `Tally` each (the
+        same operations in the same order on the same numbers: the same floats; the least
+        and most latency kept as the objects SQLite gave; an endpoint without checks gets
+        `Tally()`, ints): at 20,000 endpoints a window's `Tally` objects were ~23 MB of the
+        helper process, the array is 4."""
         day_start = _ceil(start, DAY)
         hour_start = min(_ceil(start, HOUR), day_start)
-        tallies: dict[int, Tally] = {}
+        sums: array[float] = array("d")  # per endpoint: checks, successes, degraded, sum, ...
+        slots: dict[int, int] = {}  # endpoint id -> its place, in the order first seen
+        lows: list[Any] = []
+        highs: list[Any] = []
+        added = bytearray()  # 1 once a row with checks was added
+        blank = bytes(8 * WIDTH)
 
         def add_rows(
             rows: Iterable[tuple[Any, ...]], weight: float = 1.0, raw: bool = False
         ) -> None:
             for row in rows:
                 row = _edge_histogram(row) if raw else row
-                _, checks, successes, degraded, total_ms, low_ms, high_ms, *buckets = row
+                target_id, checks, successes, degraded, total_ms, low_ms, high_ms, *buckets = row
                 histogram = [float(c) for c in buckets]
-                part = Tally(checks, successes, degraded, total_ms, low_ms, high_ms, histogram)
-                tallies.setdefault(row[0], Tally()).add(part, weight)
+                slot = slots.get(target_id)
+                if slot is None:
+                    slot = slots[target_id] = len(lows)
+                    sums.frombytes(blank)
+                    lows.append(math.inf)
+                    highs.append(0.0)
+                    added.append(0)
+                if not checks:  # as Tally.add: a part without checks adds nothing
+                    continue
+                at = slot * WIDTH
+                sums[at] += checks * weight
+                sums[at + 1] += successes * weight
+                sums[at + 2] += degraded * weight
+                sums[at + 3] += total_ms * weight
+                lows[slot] = min(lows[slot], low_ms)
+                highs[slot] = max(highs[slot], high_ms)
+                for index, count in enumerate(histogram, at + 6):
+                    sums[index] += count * weight
+                added[slot] = 1
 
         add_rows(
             self.db.execute(
@@ -149,11 +182,9 @@ class StorageReader:
                 [hour_start, day_start],
             )
         )
-        if start >= hour_start:
-            return tallies
-        if start >= now - self.raw_retention:
+        if start < hour_start and start >= now - self.raw_retention:
             add_rows(self.db.execute(_RAW_EDGE, [start, hour_start]), raw=True)
-        else:  # raw rows are gone: take the overlapping share of that hour
+        elif start < hour_start:  # raw rows are gone: take the overlapping share of that hour
             add_rows(
                 self.db.execute(
                     f"SELECT {_ROLLUP_COLUMNS} FROM rollup_hour WHERE bucket = ?",  # noqa: S608
@@ -161,21 +192,39 @@ class StorageReader:
                 ),
                 weight=(hour_start - start) / HOUR,
             )
-        return tallies
+        for target_id, slot in slots.items():
+            if not added[slot]:
+                yield target_id, Tally()
+                continue
+            at = slot * WIDTH
+            v = sums[at : at + WIDTH]
+            yield target_id, Tally(v[0], v[1], v[2], v[3], lows[slot], highs[slot], v[6:].tolist())
 
-    def uptime(self, now: float, windows: Mapping[str, float] = WINDOWS) -> UptimeReport:
-        """Every endpoint's, region's and the overall tallies for each window."""
+    def uptime(
+        self, now: float, windows: Mapping[str, float] = WINDOWS, packed: bool = False
+    ) -> UptimeReport:
+        """Every endpoint's, region's and the overall tallies for each window. `packed`: the
+        endpoints' tallies as `PackedTallies` (what `UptimeReport.packed` makes, the same
+        numbers), each window packed as soon as it is read: at 20,000 endpoints the 80,000
+        `Tally` objects of all four windows at once were ~60 MB, then packed into another
+        ~15; one window's are a quarter, packed into the one array as they come."""
         endpoints: dict[int, dict[str, Tally]] = {}
         report = UptimeReport(self.targets(), endpoints)
+        packing = WindowPacker(len(windows)) if packed else None
         for name, width in windows.items():
             overall = report.overall.setdefault(name, Tally())
-            for target_id, tally in self.window(now - width, now).items():
+            for target_id, tally in self._tallies(now - width, now):
                 target = report.targets.get(target_id)
                 if target is None:
                     continue
-                endpoints.setdefault(target_id, {})[name] = tally
+                if packing is None:
+                    endpoints.setdefault(target_id, {})[name] = tally
+                else:
+                    packing.add(target_id, name, tally)
                 report.regions.setdefault(target.region, {}).setdefault(name, Tally()).add(tally)
                 overall.add(tally)
+        if packing is not None:
+            report.endpoints = packing.packed()
         return report
 
     def latest(self, now: float) -> dict[int, Latest]:

@@ -10,7 +10,7 @@ from storage_timeline import DAY, HOUR, NOW, D, check
 
 from healthcheck.result import EndpointId
 from healthcheck.uptime_cache import UptimeCache, read_uptime
-from storage.packed import PackedTallies, PackedWindows, window_ratios
+from storage.packed import PackedTallies, PackedWindows, WindowPacker, window_ratios
 from storage.rollup import Tally
 from storage.uptime import StorageReader
 
@@ -146,3 +146,24 @@ async def test_alert_rules_get_each_endpoints_24h_figures_from_the_packed_snapsh
     assert cache.snapshot is not None
     assert isinstance(cache.snapshot.report.endpoints, PackedTallies)
     assert cache.uptime_24h() == {EndpointId("eu", "api"): (2 / 3, 3.0)}
+
+
+def test_packed_window_by_window_is_the_same_as_packed_at_once(tallies) -> None:
+    """What the uptime read makes as it goes (one window's tallies at a time) pickles to the
+    very bytes of the whole report packed at the end: same order, numbers, kept tallies."""
+    nested: dict[int, dict[str, Tally]] = {}
+    packer = WindowPacker(4)
+    for window in ("1h", "24h", "7d", "30d"):  # 3 and 9 first seen later; 4 and 9 kept
+        for key, windows in tallies.items():
+            if window in windows:
+                nested.setdefault(key, {})[window] = windows[window]
+                packer.add(key, window, windows[window])
+    packed = packer.packed()
+    assert pickle.dumps(packed) == pickle.dumps(PackedTallies(nested))
+    assert list(packed) == [7, 12, 4, 3, 9]
+    assert [list(packed[key]) for key in (3, 12)] == [["24h", "30d"], ["1h", "30d"]]
+    assert _same(packed[7]["30d"], tallies[7]["30d"]) and packed[4]["1h"] is tallies[4]["1h"]
+    with pytest.raises(ValueError, match="more windows"):
+        packer = WindowPacker(1)
+        packer.add(7, "1h", tallies[7]["1h"])
+        packer.add(7, "24h", tallies[7]["24h"])
