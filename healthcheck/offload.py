@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
+from healthcheck.children import wait_exit
 from healthcheck.tuning import fix_mmap_threshold, release_free_memory
 
 T = TypeVar("T")
@@ -98,9 +99,7 @@ class Offload:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            try:
-                self._process.wait(_STOP_WAIT)
-            except subprocess.TimeoutExpired:
+            if wait_exit(self._process, _STOP_WAIT) is None:
                 self._process.kill()
                 self._process.wait()
             self._process = None

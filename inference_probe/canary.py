@@ -16,6 +16,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from healthcheck.children import wait_exit
+
 log = logging.getLogger("inference_probe.canary")
 # A fresh interpreter (fork+exec), not a fork: it shares no threads, locks or CUDA state with
 # the probe worker. Not multiprocessing's `spawn` either: each start of one also started
@@ -171,5 +173,4 @@ class CanaryWorker:
 
 def _join(process: subprocess.Popen[bytes], timeout: float) -> None:
     """Reap the process if it ends within `timeout` seconds."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout)
+    wait_exit(process, timeout)
