@@ -16,26 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, TypeVar
 
-from healthcheck.children import wait_exit
+from healthcheck.children import start_child, wait_exit
 from healthcheck.tuning import fix_mmap_threshold, release_free_memory
 
 T = TypeVar("T")
-# The helper's entry point: sys.path gets this package's root at the end, so whatever the
-# daemon was started with (a venv, a source tree) finds the same code and nothing is shadowed.
+# The helper's entry point (healthcheck.children.start_child runs it).
 _BOOT = (
     "import sys; sys.path.append(sys.argv[2]); "
     "from healthcheck.offload import main; main(int(sys.argv[1]))"
 )
-_ROOT = str(Path(__file__).resolve().parent.parent)
 # How long a helper whose pipe was closed gets to end on its own before it is killed.
 _STOP_WAIT = 1.0
 
@@ -80,19 +75,7 @@ class Offload:
 
     def _start(self) -> None:
         self._stop()
-        ours, theirs = socket.socketpair()  # what multiprocessing's Pipe(duplex=True) is
-        try:
-            process = subprocess.Popen(  # noqa: S603 - our interpreter, our fixed code
-                [sys.executable, "-c", _BOOT, str(theirs.fileno()), _ROOT],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # only the helper holds this end: the daemon gone, it reads EOF
-        self._process, self._conn = process, Connection(ours.detach())
+        self._process, self._conn = start_child(_BOOT)  # the daemon gone, it reads EOF
 
     def _stop(self) -> None:
         if self._conn is not None:

@@ -9,27 +9,21 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import subprocess
-import sys
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from healthcheck.children import wait_exit
+from healthcheck.children import start_child, wait_exit
 
 log = logging.getLogger("inference_probe.canary")
 # A fresh interpreter (fork+exec), not a fork: it shares no threads, locks or CUDA state with
 # the probe worker. Not multiprocessing's `spawn` either: each start of one also started
 # multiprocessing's resource tracker (an interpreter of its own, ~13 MB of RSS) for named
-# semaphores and shared memory the canary never uses. It talks over a socketpair with
-# multiprocessing's Connection, as spawn's Pipe did; sys.path gets this package's root at the
-# end, so whatever the daemon was started with finds the same code.
+# semaphores and shared memory the canary never uses (healthcheck.children.start_child).
 _BOOT = (
     "import sys; sys.path.append(sys.argv[2]); "
     "from inference_probe.worker import serve_fd; serve_fd(int(sys.argv[1]))"
 )
-_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class WorkerDied(Exception):
@@ -72,20 +66,9 @@ class CanaryWorker:
         return self.process.pid if self.process is not None else None
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair()
-        try:
-            # numpy and onnxruntime: imported by the child, never by the daemon or its worker
-            process = subprocess.Popen(  # noqa: S603 - our interpreter, our fixed code
-                [sys.executable, "-c", _BOOT, str(theirs.fileno()), _ROOT],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # only the worker holds this end: its daemon gone, it reads EOF
-        conn = Connection(ours.detach())
+        # numpy and onnxruntime: imported by the child, never by the daemon or its worker; its
+        # probe worker gone, it reads EOF
+        process, conn = start_child(_BOOT)
         with contextlib.suppress(OSError):  # it died at once: the first request says so
             conn.send(self.spec)
         self.process, self._conn = process, conn
