@@ -11,7 +11,7 @@ from typing import Any
 
 from healthcheck.loop_lag import LoopLag, RunWait, lag_of, noted
 from healthcheck.prober_faults import starved, starved_fault
-from healthcheck.probes.base import Clock, Probe
+from healthcheck.probes.base import AT_SOCKET, Clock, Probe
 from healthcheck.probes.registry import probe_kind
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.secrets import Redactor, cut
@@ -115,7 +115,7 @@ class Prober:
         except BaseException:  # cancelled: the check is over all the same
             self.lag.end(start)
             raise
-        result = self._noted(result, start, waited)
+        result = self._noted(result, start, waited, self._at_socket(result))
         starving = starved(result, target.timeout)
         if (
             self._recheck_lagged
@@ -142,15 +142,32 @@ class Prober:
         except BaseException:
             self.lag.end(start)
             raise
-        return self._noted(result, start, waited)
+        return self._noted(result, start, waited, self._at_socket(result))
 
-    def _noted(self, result: ProbeResult, start: float, waited_at_start: float) -> ProbeResult:
+    @staticmethod
+    def _at_socket(result: ProbeResult) -> bool:
+        """Whether the probe timed this answer at the socket (AT_SOCKET), cleared for the
+        next check the task may run."""
+        if not AT_SOCKET.get():
+            return False
+        AT_SOCKET.set(False)
+        return result.ok
+
+    def _noted(
+        self, result: ProbeResult, start: float, waited_at_start: float, at_socket: bool = False
+    ) -> ProbeResult:
         """The result with the prober's lateness as its answer came (`loop_lag_ms`: the loop's
         late ticks back to its last on-time one, or the thread's wait since its last tick if
         more, a wait no tick saw) and the whole check's run-queue wait (`cpu_wait_ms`). The
         answer came at its latency from the start: a kind that times it in the transport's
-        callback (the lean HTTP path) is not charged for lateness after it."""
+        callback (the lean HTTP path) is not charged for lateness after it, and one timed at
+        the socket (`at_socket`: the kernel's receive time, the request's wait on the loop
+        taken off) has none of the loop's lateness in it, so none is noted (status would take
+        it off a second time)."""
         waited_now = self.wait.now()
+        if at_socket:
+            self.lag.end(start)
+            return noted(result, 0.0, waited_now - waited_at_start)
         answered = start + result.latency
         lag = max(
             self.lag.end(start, answered),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from asyncio_throttle.throttler import Throttler
 
 from healthcheck.clock import LOOP, Timeline
+from healthcheck.probes.base import TURN, Turn
 from healthcheck.result import EndpointId, ProbeResult
 from healthcheck.targets import Endpoint, SchedulerSettings
 
@@ -140,9 +141,13 @@ class Scheduler:
 
     async def _dispatch(self) -> None:
         tick, timeline = self._settings.tick, self._timeline
+        # The checks started in this turn of the loop, shared with their tasks (probes.base
+        # TURN): a crowded turn's checks are timed at the socket where their kind can be.
+        turn: Turn | None = None
         while True:
             self.heartbeat = time.monotonic()
             if not self._heap:  # every endpoint disabled: idle, but keep running
+                turn = None
                 await timeline.sleep(HEARTBEAT)
                 continue
             due, _, endpoint_id = self._heap[0]
@@ -154,6 +159,7 @@ class Scheduler:
             delay = due - now - tick / 2
             if delay > 0:
                 # Never sleep long: each wake is a heartbeat the watchdog can trust.
+                turn = None
                 await timeline.sleep(min(max(delay, tick), HEARTBEAT))
                 continue
             heapq.heappop(self._heap)
@@ -170,6 +176,8 @@ class Scheduler:
             if endpoint_id in self._in_flight:
                 self.stats.skipped_overrun += 1
                 continue
+            if self._cap.locked():
+                turn = None  # the wait lets the checks started so far run: a new turn after
             while self._cap.locked():  # a full cap is work in progress, not a wedge: beat
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that lands as the semaphore is granted, and the dispatcher would never stop.
@@ -191,6 +199,10 @@ class Scheduler:
             if self._on_lag is not None:
                 self._on_lag(lag)
             self.stats.dispatched += 1
+            if turn is None:
+                turn = Turn()
+                TURN.set(turn)  # in the dispatcher's context, which each new task copies
+            turn.started += 1
             task = asyncio.create_task(
                 self._run_one(endpoint, endpoint_id), name=f"check {endpoint_id}"
             )

@@ -42,6 +42,36 @@ PROGRESS: ContextVar[Progress | None] = ContextVar("PROGRESS", default=None)
 # The checked name's registration expiry (epoch s) or why it is unknown, for a check whose
 # conditions read [DOMAIN_EXPIRATION]; set around its attempts by `run`, read by `judged`.
 DOMAIN_EXPIRY: ContextVar[float | str | None] = ContextVar("DOMAIN_EXPIRY", default=None)
+# True once an attempt's answer was timed as it reached the socket (the kernel's receive time,
+# the request's delay on a busy loop taken off: http_lean's _TimedSocket): the prober's
+# lateness is not in its latency, so none is noted against it. Set by the probe, read and
+# cleared by the Prober after each check.
+AT_SOCKET: ContextVar[bool] = ContextVar("AT_SOCKET", default=False)
+
+
+@dataclass(slots=True)
+class Turn:
+    """The checks one turn of a scheduler's loop started together: `started` of them, the count
+    final before any of them runs (their tasks start on the next turn)."""
+
+    started: int = 0
+
+
+# The scheduler turn that started the running check (its tasks inherit it); None: a check not
+# started by a scheduler (`--once`, a test).
+TURN: ContextVar[Turn | None] = ContextVar("TURN", default=None)
+# Checks started in one turn from which a kind that can time its answers at the socket does so
+# (http_lean's _TimedSocket: ~35 us more CPU a check than the loop's own transport). A loop
+# that starts this many spends ~3 ms doing it, while the first connections are made and the
+# answers come; fewer, and it reads each as it comes. A check not started by a scheduler is
+# timed at the socket.
+CROWDED = 16
+
+
+def timed_at_socket() -> bool:
+    """Whether the running check should have its answer timed at the socket (see CROWDED)."""
+    turn = TURN.get()
+    return turn is None or turn.started >= CROWDED
 
 
 # What any check over a socket can fail with: the classes `classify_exception` gives (but

@@ -13,7 +13,7 @@ import aiohttp
 from healthcheck import schema
 from healthcheck.conditions import ConditionContext
 from healthcheck.probes import rdap
-from healthcheck.probes.base import NETWORK_ERRORS, PROGRESS, Probe
+from healthcheck.probes.base import AT_SOCKET, NETWORK_ERRORS, PROGRESS, Probe, timed_at_socket
 from healthcheck.probes.http_client import (
     BodyTooLarge,
     classify_client_error,
@@ -254,7 +254,10 @@ class HttpProbe(Probe):
         started = time.perf_counter()
         try:
             exchange = await self._lean.request(
-                lean, ssl_context, follow_redirects=settings.follow_redirects
+                lean,
+                ssl_context,
+                follow_redirects=settings.follow_redirects,
+                at_socket=timed_at_socket(),
             )
             try:
                 if exchange.redirect:
@@ -275,9 +278,10 @@ class HttpProbe(Probe):
                         timestamp,
                         http_status=status,
                     )
-                # The answer ended when its last byte was read from the socket, not when this
-                # task next ran: the loop's other work in between is ours, not the target's.
-                total = (exchange.last_byte or time.perf_counter()) - started
+                # The answer ended when its last byte reached the socket (or was read from it),
+                # not when this task next ran; and a request written late because the loop was
+                # busy (`held`) was late by the prober: both are ours, not the target's.
+                total = (exchange.last_byte or time.perf_counter()) - started - exchange.held
                 ssl_object = exchange.ssl_object()
                 cert_expiry = peer_expiry(ssl_object) if ssl_object is not None else None
             finally:
@@ -288,9 +292,11 @@ class HttpProbe(Probe):
         phases = Phases(
             dns=exchange.dns if settings.phases else None,
             connect=exchange.connect if settings.phases else None,
-            first_byte=exchange.first_byte - started,
+            first_byte=exchange.first_byte - started - exchange.held,
             total=total,
         )
+        if exchange.at_socket and exchange.dns is None:
+            AT_SOCKET.set(True)  # a name looked up now was timed through the loop: not all of it
         return self._judge(target, settings, status, body, cert_expiry, phases, started, timestamp)
 
     def _judge(

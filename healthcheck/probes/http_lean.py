@@ -5,17 +5,29 @@ answer. A session request costs ~0.5 ms of CPU; this ~0.2 ms (bench/README.md).
 
 What it does not do falls back to the session (HttpProbe decides): keep-alive, a URL with
 user info, and redirects (the caller learns a redirect from `Exchange.redirect`).
+
+Timed by the kernel, where it can be (plain HTTP to one address, on Linux): the socket is
+`_TimedSocket`'s, read with recvmsg and SO_TIMESTAMPNS, so each read knows when its bytes
+reached the socket, not when a busy loop got round to reading them; the connection's set-up
+time is the kernel's own measure of the handshake (TCP_INFO's round trip, when no SYN was sent
+twice), and the time between the connection being made and the request written is the
+prober's, not the target's (`Exchange.held`). A loop that starts fifty checks in one turn no
+longer reads its own turn as the targets' latency (bench/README.md, accuracy at 20,000).
+HTTPS and several addresses use the loop's own transport, timed in its callbacks.
 Errors are aiohttp's own exception types built as its connector and session build them, so
 `classify_client_error` reads them exactly as it reads the session's.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import errno
 import functools
 import ipaddress
 import socket
 import ssl
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Sequence
@@ -185,10 +197,14 @@ class _Handler(ResponseHandler):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.timed_data(data, time.perf_counter())
+
+    def timed_data(self, data: bytes, arrived: float) -> None:
+        """`data` that reached the socket at `arrived` (perf_counter)."""
         if data:  # aiohttp feeds b"" itself when the connection ends
-            self.last_byte_at = now = time.perf_counter()
+            self.last_byte_at = arrived
             if not self.first_byte_at:
-                self.first_byte_at = now
+                self.first_byte_at = arrived
         super().data_received(data)
 
     def eof_received(self) -> None:
@@ -213,6 +229,11 @@ class Exchange:
     first_byte: float  # perf_counter of the answer's first byte
     handler: _Handler  # its last_byte_at: when the answer read so far ended
     redirect: bool  # a 3xx with a Location: the session follows it
+    # Seconds between the connection being made and the request written: the prober's own
+    # delay (a busy loop), taken off the answer's times by the caller; 0 where not known.
+    held: float = 0.0
+    # Timed at the socket (_TimedSocket): the kernel's receive times, the request's delay known.
+    at_socket: bool = False
 
     @property
     def content_length(self) -> int | None:
@@ -255,9 +276,11 @@ class LeanClient:
         ssl_context: ssl.SSLContext,
         *,
         follow_redirects: bool,
+        at_socket: bool = True,
     ) -> Exchange:
         """Connect, send and read the answer's head; raises aiohttp's ClientError subclasses
-        as a session would. The caller closes the Exchange."""
+        as a session would. The caller closes the Exchange. `at_socket`: timed by the kernel
+        where it can be (`_TimedSocket`); else by the loop's transport, in its callbacks."""
         key = ConnectionKey(
             plan.host, plan.port, plan.is_ssl, ssl_context, None, None, None, plan.server_name
         )
@@ -270,9 +293,16 @@ class LeanClient:
                 addresses, fresh = await self._addresses(plan, key)
                 dns = time.perf_counter() - looked_up if fresh else None
             connecting = time.perf_counter()
-            transport, handler = await self._connect(plan, key, addresses, ssl_context)
+            timed = at_socket and _TIMED and not plan.is_ssl and len(addresses) == 1
+            transport: asyncio.Transport
+            if timed:
+                transport, handler, connected = await _open_timed(key, addresses[0])
+            else:
+                transport, handler = await self._connect(plan, key, addresses, ssl_context)
+                connected = handler.connected_at
             try:
                 handler.set_response_params(skip_payload=plan.method == "HEAD", read_until_eof=True)
+                held = max(0.0, time.perf_counter() - connected) if timed else 0.0
                 transport.write(_wire(plan))
                 try:
                     message, payload = await self._head(handler, plan)
@@ -297,10 +327,12 @@ class LeanClient:
                 payload=payload,
                 transport=transport,
                 dns=dns,
-                connect=handler.connected_at - connecting,
+                connect=connected - connecting,
                 first_byte=handler.first_byte_at,
                 handler=handler,
                 redirect=redirect,
+                held=held,
+                at_socket=timed,
             )
 
     async def _head(self, handler: _Handler, plan: Plan) -> tuple[RawResponseMessage, StreamReader]:
@@ -424,6 +456,228 @@ class LeanClient:
                     )
                 )
         return infos
+
+
+# SO_TIMESTAMPNS: Linux's (Python names it from 3.14); elsewhere the loop's transport is used.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMED = sys.platform == "linux" and hasattr(socket, "TCP_INFO")
+_TIMESPEC = struct.Struct("@qq")  # struct timespec: the kernel's receive time (CLOCK_REALTIME)
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if _TIMED else 0
+_TCP_INFO = struct.Struct("@68xI28xI")  # struct tcp_info: tcpi_rtt (us), tcpi_total_retrans
+_READ_SIZE = 65536
+
+
+async def _open_timed(
+    key: ConnectionKey, address: AddrInfo
+) -> tuple[_TimedSocket, _Handler, float]:
+    """A plain TCP connection to `address` read by `_TimedSocket`, and when it was made
+    (perf_counter): the connect call's time plus the kernel's round trip for the handshake,
+    which a busy loop does not lengthen; when a SYN went twice (the round trip would leave out
+    the wait for it), when the loop saw it ready."""
+    family, _, _, _, where = address
+    loop = asyncio.get_running_loop()
+    _stamps_on()
+    # _socket's: socket.socket's Python layer (its __init__, close, io refs) is ~4 us a check
+    sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    fd = sock.fileno()
+    watching = False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        calling = time.perf_counter()
+        failed = sock.connect_ex(where)
+        if failed == errno.EINPROGRESS:
+            ready = loop.create_future()
+            loop.add_writer(fd, _resolve, ready)
+            watching = True
+            await ready
+            failed = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        seen = time.perf_counter()
+        if failed:
+            # Worded as asyncio's and uvloop's sock_connect word it.
+            raise _connector_error(key, OSError(failed, f"Connect call failed {where}"))
+        rtt, resent = _TCP_INFO.unpack(
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+        )
+        handshake = rtt / 1e6
+        connected = calling + handshake if not resent and 0 < handshake < seen - calling else seen
+        handler = _Handler(loop)
+        # Its reader is added before the writer goes: uvloop keeps one poll handle for the
+        # socket (a handle made and dropped costs ~5 epoll_ctl calls and an ioctl).
+        transport = _TimedSocket(loop, sock, handler)
+    except BaseException:
+        if watching:
+            loop.remove_writer(fd)
+        sock.close()
+        raise
+    if watching:
+        loop.remove_writer(fd)
+    handler.connected_at = connected
+    return transport, handler, connected
+
+
+_stamping: _socket.socket | None = None
+
+
+def _stamps_on() -> None:
+    """Keep the kernel stamping received packets for as long as this process lives: one idle
+    socket asking for SO_TIMESTAMPNS. Without it, the first connection to ask turns stamping
+    on and the last one to close turns it off again, each time by patching the kernel's code
+    from a work queue (IPIs to every CPU, billed to whatever they interrupt: ~85 us of the
+    probe workers' CPU a check at 200 checks/s, bench/README.md), and the first answers after
+    it went off came unstamped. Stamping costs the kernel a clock read per packet."""
+    global _stamping
+    if _stamping is None:
+        keeper = _socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        _stamping = keeper
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _arrived(ancillary: list[tuple[int, int, bytes]], read_at: float, since: float) -> float:
+    """When the bytes of one read reached the socket (perf_counter), from the kernel's receive
+    time in `ancillary`: how long before the read (`read_at`) they came, by the wall clock.
+    The read's own time where there is none, or where the two clocks disagree (before the
+    request went, `since`, or after the read: a wall clock stepped in between, or faked)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds: int
+            nanoseconds: int
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            waited = (time.time_ns() - seconds * 1_000_000_000 - nanoseconds) / 1e9
+            if 0.0 <= waited <= read_at - since:
+                return read_at - waited
+    return read_at
+
+
+class _TimedSocket(asyncio.Transport):
+    """A plain TCP connection's transport for aiohttp's protocol (`_Handler`), read with
+    recvmsg so that each read comes with the kernel's time for its bytes (SO_TIMESTAMPNS) and
+    the protocol is told that time, not the time of the read. Only what the lean path and
+    ResponseHandler use: write (the request, in one piece), reading paused and resumed, close.
+    Written for both loops' public API (add_reader/add_writer): uvloop's C transports cannot
+    hand over the ancillary data."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: _socket.socket, protocol: _Handler
+    ) -> None:
+        self._extra = {"socket": sock}
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._closing = False
+        self._unsent = b""
+        self._since = 0.0  # when the request was written (perf_counter)
+        protocol.connection_made(self)
+        self._reading = True
+        loop.add_reader(self._fd, self._read_ready)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name in ("peername", "sockname"):
+            try:
+                return self._sock.getpeername() if name == "peername" else self._sock.getsockname()
+            except OSError:
+                return default
+        return super().get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = cast(_Handler, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._unsent)
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        self._since = time.perf_counter()
+        if self._unsent:
+            self._unsent += bytes(data)
+            return
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lose(exc)
+            return
+        if sent < len(data):
+            self._unsent = bytes(data[sent:])
+            self._loop.add_writer(self._fd, self._write_ready)
+
+    def _write_ready(self) -> None:
+        try:
+            sent = self._sock.send(self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        self._unsent = self._unsent[sent:]
+        if not self._unsent:
+            self._loop.remove_writer(self._fd)
+
+    def _read_ready(self) -> None:
+        try:
+            data, ancillary, _, _ = self._sock.recvmsg(_READ_SIZE, _CMSG_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        if data:
+            read_at = time.perf_counter()
+            self._protocol.timed_data(data, _arrived(ancillary, read_at, self._since))
+        else:
+            self._protocol.eof_received()
+            self._lose(None)
+
+    def close(self) -> None:
+        self._lose(None)
+
+    def abort(self) -> None:
+        self._lose(None)
+
+    def _lose(self, exc: BaseException | None) -> None:
+        """Close now (the socket and its watchers); the protocol hears of it on the next turn,
+        as from the loops' own transports."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        if self._unsent:
+            self._unsent = b""
+            self._loop.remove_writer(self._fd)
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, exc)
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())

@@ -1,6 +1,11 @@
 """The prober's own lateness is no verdict: a check made while its loop was blocked says so
 (`details.loop_lag_ms`), is judged without it, and is made again once, never forever.
 
+These are the checks timed in the loop transport's callbacks (https, other kinds, and plain
+HTTP started in a sparse scheduler turn: each test here runs in one, `_sparse_turn`); a plain
+HTTP check timed at the socket has no lag in its latency at all (the last tests here, and
+tests/healthcheck/probes/test_http_lean.py).
+
 The loop is blocked on purpose, deterministically: the target (a threaded stdlib server, which
 keeps answering whatever our loop does) puts a `time.sleep` on the prober's loop as it receives
 the request, and answers once the loop is in it. The check's response then waits for that sleep
@@ -23,6 +28,7 @@ from healthcheck.config import parse_config
 from healthcheck.loop_lag import DETAIL, LONGEST, lag_of
 from healthcheck.once import check_all
 from healthcheck.prober import Prober
+from healthcheck.probes.base import TURN, Turn
 from healthcheck.report import Report
 from healthcheck.result import Status
 from healthcheck.status import classify
@@ -94,6 +100,12 @@ def blocking_target() -> Iterator[type[BlockingTarget]]:
         target.server.server_close()
 
 
+def _sparse_turn() -> None:
+    """The running test's checks as a scheduler's turn that started one check starts them:
+    timed in the loop transport's callbacks, not at the socket (probes.base CROWDED)."""
+    TURN.set(Turn(started=1))
+
+
 def one_endpoint(url: str, **defaults: object):
     """A config of one endpoint, the shipped defaults (latency warning 100 ms) unless given."""
     document = {
@@ -106,6 +118,7 @@ def one_endpoint(url: str, **defaults: object):
 async def test_a_check_made_while_its_loop_was_blocked_records_the_lag_and_stays_healthy(
     blocking_target,
 ) -> None:
+    _sparse_turn()
     target = blocking_target(blocks=None)
     config = one_endpoint(f"{target.url}/ok", latency=WARNING)
     endpoint = next(iter(config.endpoints()))
@@ -125,6 +138,7 @@ async def test_a_check_made_while_its_loop_was_blocked_records_the_lag_and_stays
 async def test_a_slow_target_is_still_degraded_with_the_lag_taken_off(blocking_target) -> None:
     """The target takes 1 s of its own, then our loop is blocked 1 s: only the lag is
     forgiven, and 1 s is over the 0.5 s warning."""
+    _sparse_turn()
     target = blocking_target(blocks=None, delay=1.0)
     # critical far off: a busy core may stretch the target's 1 s, never shrink it
     config = one_endpoint(f"{target.url}/ok", latency=WARNING)
@@ -142,6 +156,7 @@ async def test_a_slow_target_is_still_degraded_with_the_lag_taken_off(blocking_t
 async def test_a_failure_while_the_loop_was_late_is_made_once_more_and_not_forever(
     blocking_target,
 ) -> None:
+    _sparse_turn()
     target = blocking_target(blocks=None)  # every request blocks our loop, every answer fails
     endpoint = next(iter(one_endpoint(f"{target.url}/fail").endpoints()))
     async with Prober() as prober:
@@ -153,6 +168,7 @@ async def test_a_failure_while_the_loop_was_late_is_made_once_more_and_not_forev
 
 
 async def test_a_lagged_success_is_not_made_again_by_the_daemons_prober(blocking_target) -> None:
+    _sparse_turn()
     target = blocking_target(blocks=1)
     endpoint = next(iter(one_endpoint(f"{target.url}/ok").endpoints()))
     async with Prober() as prober:
@@ -162,6 +178,7 @@ async def test_a_lagged_success_is_not_made_again_by_the_daemons_prober(blocking
 
 
 async def test_once_makes_a_lagged_check_again_before_judging(blocking_target) -> None:
+    _sparse_turn()
     target = blocking_target(blocks=1)  # only the first request blocks our loop
     config = one_endpoint(f"{target.url}/ok")
     async with Prober(recheck_lagged=False) as prober:
@@ -170,6 +187,37 @@ async def test_once_makes_a_lagged_check_again_before_judging(blocking_target) -
     [result] = results
     assert result.ok and result.http_status == 203  # the second look is the one reported
     assert Report(config, results).exit_code == 0
+
+
+async def test_a_check_timed_at_the_socket_has_no_lag_in_it_to_forgive(blocking_target) -> None:
+    """Not in a sparse turn: the answer, sent while the loop is blocked, is timed as it reached
+    the socket. Its latency is the target's (a few ms, not the block), nothing is noted to take
+    off, and the verdict is healthy without a second look."""
+    target = blocking_target(blocks=None)
+    config = one_endpoint(f"{target.url}/ok", latency=WARNING)
+    endpoint = next(iter(config.endpoints()))
+    async with Prober() as prober:
+        began = time.perf_counter()
+        result = await prober.check(endpoint)
+        took = time.perf_counter() - began
+    assert result.ok, result.error_text
+    assert took >= BLOCK  # the block fell inside the check
+    assert result.latency < BLOCK / 2, result.latency
+    assert DETAIL not in dict(result.details)
+    assert classify(result, endpoint) is Status.HEALTHY
+    assert len(target.hits) == 1
+
+
+async def test_a_failure_timed_at_the_socket_is_not_made_again(blocking_target) -> None:
+    """A 500 that reached the socket while the loop was blocked is the target's answer, timed
+    before the block could touch it: the loop's lateness explains nothing, no second look."""
+    target = blocking_target(blocks=None)
+    endpoint = next(iter(one_endpoint(f"{target.url}/fail").endpoints()))
+    async with Prober() as prober:
+        result = await prober.check(endpoint)
+    assert not result.ok and result.http_status == 500
+    assert result.latency < BLOCK / 2, result.latency
+    assert len(target.hits) == 1 and result.attempts == 1
 
 
 IN_FLIGHT = web.AppKey("in_flight", list)

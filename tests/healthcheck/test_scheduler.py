@@ -20,6 +20,7 @@ from timeouts import timeout_text
 
 from healthcheck.config import parse_config
 from healthcheck.prober import Prober
+from healthcheck.probes.base import CROWDED, TURN, timed_at_socket
 from healthcheck.result import ProbeResult
 from healthcheck.scheduler import Scheduler, check_once, spread_offset
 from healthcheck.targets import SchedulerSettings
@@ -206,3 +207,34 @@ async def test_checks_due_within_a_tick_start_together(server, tick) -> None:
     else:
         assert wakes > 30, wakes  # every check on its own due time
     assert max(scheduler.stats.lags) <= tick / 2 + 0.1, max(scheduler.stats.lags)
+
+
+@pytest.mark.parametrize("count", [5, 40])
+async def test_a_crowded_turns_checks_are_timed_at_the_socket(server, count) -> None:
+    """The checks one turn of the dispatcher starts share its count (probes.base TURN), final
+    before any of them runs: 40 started together are timed at the socket (the loop is busy
+    starting them as their answers come), 5 are not (the loop reads each as it comes)."""
+    url, _ = server
+    config = fleet({f"e{i}": f"{url}/fast" for i in range(count)}, "500ms", "400ms", tick="1s")
+    clock = ManualClock()
+    seen: list[tuple[int, bool]] = []
+    started = asyncio.Event()
+    async with Prober(clock=clock) as prober:
+
+        async def check(endpoint):
+            turn = TURN.get()
+            assert turn is not None
+            seen.append((turn.started, timed_at_socket()))
+            if len(seen) == count:
+                started.set()
+            return await prober.check(endpoint)
+
+        scheduler = Scheduler(list(config.endpoints()), check, [], config.scheduler, timeline=clock)
+        task = asyncio.create_task(scheduler.run())
+        await until(clock.sleeping)
+        await clock.advance(0.1)  # every start offset is within half a tick: one turn
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        await scheduler.drain(5.0)
+    assert seen == [(count, count >= CROWDED)] * count
+    assert timed_at_socket()  # no scheduler turn here: a check is timed at the socket

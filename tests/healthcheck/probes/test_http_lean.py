@@ -8,6 +8,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,11 +20,14 @@ import pytest
 from aiohttp import web
 
 from healthcheck.event_loop import _uvloop_loop
+from healthcheck.loop_lag import lag_of
+from healthcheck.prober import Prober
 from healthcheck.probes.http import HttpProbe, HttpSettings
-from healthcheck.probes.http_lean import LeanClient, plan
+from healthcheck.probes.http_lean import _SO_TIMESTAMPNS, LeanClient, _arrived, plan
 from healthcheck.result import ErrorClass, ProbeResult
 from healthcheck.schema import TlsOptions
 from healthcheck.secrets import Secret
+from healthcheck.status import _target_latency
 from tests.support.polling import until
 
 BIG = 2 * 1024 * 1024
@@ -555,3 +559,170 @@ def test_the_connection_sends_without_delay(loop, addresses) -> None:
 
     with asyncio.Runner(loop_factory=factory) as runner:
         assert runner.run(scenario()) == (200, True)
+
+
+class _ThreadServer:
+    """A one-connection HTTP server on a thread of its own, so that it answers while the
+    check's loop is held up; it notes (perf_counter) when the request had come and when the
+    answer had gone."""
+
+    def __init__(self, on_request: Callable[[], None], delay: float) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._on_request = on_request
+        self._delay = delay
+        self.request_at = 0.0
+        self.answered_at = 0.0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with self._listener, self._listener.accept()[0] as conn:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(4096)
+            self.request_at = time.perf_counter()
+            self._on_request()
+            time.sleep(self._delay)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            self.answered_at = time.perf_counter()
+            conn.recv(1)  # until the check closes
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+        return _uvloop_loop()
+    return asyncio.SelectorEventLoop
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_an_answer_that_came_while_the_loop_was_busy_is_timed_when_it_came(endpoint, loop) -> None:
+    """The answer reaches the check's socket while its loop is held up for 1 s (a stall the
+    server starts on the loop before it answers): the latency ends when the bytes came (the
+    kernel's receive time), not when the loop got round to reading them."""
+
+    async def scenario() -> tuple[ProbeResult, float, _ThreadServer]:
+        running = asyncio.get_running_loop()
+        stalling = threading.Event()
+
+        def stall() -> None:
+            stalling.set()
+            time.sleep(1.0)
+
+        def hold_the_loop() -> None:
+            running.call_soon_threadsafe(stall)
+            assert stalling.wait(10)
+
+        server = _ThreadServer(hold_the_loop, delay=0.1)
+        probe = HttpProbe()
+        await probe.start()
+        try:
+            target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
+            began = time.perf_counter()
+            result = await probe.run(replace(target, timeout=10.0))
+            return result, began, server
+        finally:
+            await probe.close()
+            server.join()
+
+    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+        result, began, server = runner.run(scenario())
+    assert result.ok, result.error_text
+    answered = server.answered_at - began
+    assert answered >= 0.1
+    # The answer was in the socket by `answered` (sendall returned); read 1 s later at best.
+    assert 0.1 <= result.latency <= answered + 0.005, (result.latency, answered)
+    assert result.phases is not None and result.phases.total == result.latency
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_request_the_busy_loop_wrote_late_is_not_the_targets_time(endpoint, loop) -> None:
+    """The connection is made while the check's loop is held up for 1 s, so the request goes
+    out a second late: that second is the prober's, and the latency is the handshake and the
+    server's answer (0.1 s after the request) only."""
+
+    async def scenario() -> tuple[ProbeResult, float, _ThreadServer]:
+        running = asyncio.get_running_loop()
+        server = _ThreadServer(lambda: None, delay=0.1)
+        stalled: list[float] = []
+
+        def stall() -> None:
+            time.sleep(1.0)
+            stalled.append(time.perf_counter())
+
+        probe = HttpProbe()
+        await probe.start()
+        try:
+            target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
+            # Runs once the check has called connect and waits for it: the handshake is done
+            # (loopback) long before the loop is free to see it and write the request.
+            running.call_soon(stall)
+            result = await probe.run(replace(target, timeout=10.0))
+            return result, stalled[0], server
+        finally:
+            await probe.close()
+            server.join()
+
+    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+        result, stall_ended, server = runner.run(scenario())
+    assert result.ok, result.error_text
+    assert server.request_at >= stall_ended  # the request went out after the stall
+    assert 0.1 <= result.latency < 0.5, result.latency
+
+
+def test_the_kernels_receive_time_is_used_only_when_the_clocks_agree() -> None:
+    """`_arrived` turns the kernel's receive time (wall clock) into perf_counter time; where
+    it would put the bytes before the request went or after they were read (a wall clock
+    stepped or faked in between), the read's own time stands."""
+    read_at = time.perf_counter()
+    since = read_at - 1.0
+
+    def received(seconds_ago: float) -> list[tuple[int, int, bytes]]:
+        wall = time.time_ns() - int(seconds_ago * 1e9)
+        stamp = struct.pack("@qq", wall // 1_000_000_000, wall % 1_000_000_000)
+        return [(socket.SOL_SOCKET, _SO_TIMESTAMPNS, stamp)]
+
+    assert _arrived(received(0.3), read_at, since) == pytest.approx(read_at - 0.3, abs=0.01)
+    assert _arrived(received(-5.0), read_at, since) == read_at  # "after" the read
+    assert _arrived(received(3600.0), read_at, since) == read_at  # before the request
+    assert _arrived([], read_at, since) == read_at
+    other = [(socket.SOL_SOCKET, _SO_TIMESTAMPNS + 1, received(0.3)[0][2])]
+    assert _arrived(other, read_at, since) == read_at
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_an_answer_timed_at_the_socket_has_no_loop_lag_taken_off_it_again(endpoint, loop) -> None:
+    """Through the Prober, with the loop held up for 1 s from just before the answer comes: the
+    latency is the target's already, so no `loop_lag_ms` is noted for status to take off a
+    second time (it would judge a slow target faster than it was)."""
+
+    async def scenario() -> ProbeResult:
+        running = asyncio.get_running_loop()
+        stalling = threading.Event()
+
+        def stall() -> None:
+            stalling.set()
+            time.sleep(1.0)
+
+        def hold_the_loop() -> None:
+            running.call_soon_threadsafe(stall)
+            assert stalling.wait(10)
+
+        server = _ThreadServer(hold_the_loop, delay=0.3)
+        async with Prober() as prober:
+            try:
+                target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
+                return await prober.check(replace(target, timeout=10.0))
+            finally:
+                server.join()
+
+    with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
+        result = runner.run(scenario())
+    assert result.ok, result.error_text
+    assert lag_of(result) == 0.0, result.details
+    assert 0.3 <= result.latency < 0.6, result.latency
+    assert _target_latency(result) == result.latency
