@@ -75,13 +75,21 @@ def _token_of(endpoint: Endpoint) -> bytes:
     return endpoint.settings.narrow(PushSettings).token.reveal().encode()
 
 
+# Seconds a ping waits for the database the storage writer creates as the daemon starts (the
+# HTTP front listens first): a job that pings at once is not refused for our start-up.
+WAIT_FOR_DATABASE = 10.0
+_LOOK_AGAIN = 0.1
+
+
 class PingStore:
     """Stores pings in the file at `path`, in a thread of its own on one kept connection; the
     pings that arrive while a transaction is being written go together in the next (one commit
-    for all of them)."""
+    for all of them). With no database file yet, a batch waits for one up to
+    `wait_for_database` seconds, then is refused."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, wait_for_database: float = WAIT_FOR_DATABASE) -> None:
         self._path = path
+        self._wait_for_database = wait_for_database
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="push-pings")
         self._recorder = heartbeats.Recorder()
         self._waiting: list[tuple[heartbeats.Stored, asyncio.Future[None]]] = []
@@ -102,14 +110,22 @@ class PingStore:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 pings = [ping for ping, _ in batch]
-                try:
-                    await loop.run_in_executor(
-                        self._thread, self._recorder.record, self._path, pings
-                    )
-                except Exception as exc:
-                    outcome: BaseException | None = exc
-                else:
-                    outcome = None
+                give_up = loop.time() + self._wait_for_database
+                while True:
+                    try:
+                        await loop.run_in_executor(
+                            self._thread, self._recorder.record, self._path, pings
+                        )
+                    except heartbeats.NoDatabase as exc:
+                        if loop.time() < give_up:
+                            await asyncio.sleep(_LOOK_AGAIN)  # being created: look again
+                            continue
+                        outcome: BaseException | None = exc
+                    except Exception as exc:
+                        outcome = exc
+                    else:
+                        outcome = None
+                    break
                 for _, done in batch:
                     if done.done():  # its request went away
                         continue

@@ -86,6 +86,10 @@ class _Kept:
             conn.close()
 
 
+class NoDatabase(sqlite3.OperationalError):
+    """The storage writer has not created the database file (yet)."""
+
+
 class Recorder(_Kept):
     """Keeps pings as their endpoints' last, many in one transaction."""
 
@@ -105,7 +109,7 @@ class Recorder(_Kept):
         creates the file (mode 0600, its schema); until it has, pings are refused."""
         conn = self.connection(path)
         if conn is None:
-            raise sqlite3.OperationalError(f"no database at {path} yet")
+            raise NoDatabase(f"no database at {path} yet")
         rows = [
             (s.region, s.endpoint, s.ping.ts, int(s.ping.ok), s.ping.message, s.ping.latency_ms)
             for s in pings

@@ -25,6 +25,7 @@ import asyncio
 import errno
 import functools
 import ipaddress
+import os
 import socket
 import ssl
 import struct
@@ -293,7 +294,7 @@ class LeanClient:
                 addresses, fresh = await self._addresses(plan, key)
                 dns = time.perf_counter() - looked_up if fresh else None
             connecting = time.perf_counter()
-            timed = at_socket and _TIMED and not plan.is_ssl and len(addresses) == 1
+            timed = at_socket and not plan.is_ssl and len(addresses) == 1 and _can_stamp()
             transport: asyncio.Transport
             if timed:
                 transport, handler, connected = await _open_timed(key, addresses[0])
@@ -458,9 +459,15 @@ class LeanClient:
         return infos
 
 
-# SO_TIMESTAMPNS: Linux's (Python names it from 3.14); elsewhere the loop's transport is used.
+_OWN_NUMBERS = ("alpha", "parisc", "sparc")
+# SO_TIMESTAMPNS: Linux's generic value (Python names it from 3.14); the few architectures that
+# number their socket options otherwise, and other systems, use the loop's transport.
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMED = sys.platform == "linux" and hasattr(socket, "TCP_INFO")
+_TIMED = (
+    sys.platform == "linux"
+    and hasattr(socket, "TCP_INFO")
+    and (hasattr(socket, "SO_TIMESTAMPNS") or not os.uname().machine.startswith(_OWN_NUMBERS))
+)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec: the kernel's receive time (CLOCK_REALTIME)
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if _TIMED else 0
 _TCP_INFO = struct.Struct("@68xI28xI")  # struct tcp_info: tcpi_rtt (us), tcpi_total_retrans
@@ -476,7 +483,6 @@ async def _open_timed(
     the wait for it), when the loop saw it ready."""
     family, _, _, _, where = address
     loop = asyncio.get_running_loop()
-    _stamps_on()
     # _socket's: socket.socket's Python layer (its __init__, close, io refs) is ~4 us a check
     sock = _socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     fd = sock.fileno()
@@ -529,8 +535,25 @@ def _stamps_on() -> None:
     global _stamping
     if _stamping is None:
         keeper = _socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        try:
+            keeper.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            keeper.close()
+            raise
         _stamping = keeper
+
+
+def _can_stamp() -> bool:
+    """Whether this process can time at the socket: the first call keeps stamping on
+    (`_stamps_on`); a kernel or sandbox that refuses the option leaves every check to the
+    loop's transports, never failing one for it."""
+    global _TIMED
+    if _TIMED and _stamping is None:
+        try:
+            _stamps_on()
+        except OSError:
+            _TIMED = False
+    return _TIMED
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -103,7 +103,7 @@ async def test_no_database_refuses_the_waiting_pings_and_a_replaced_one_gets_the
     tmp_path,
 ) -> None:
     path = str(tmp_path / "hc.db")
-    store = PingStore(path)
+    store = PingStore(path, wait_for_database=0.3)
     ping = heartbeats.Stored("jobs", "b", heartbeats.Ping(1.0, True, None, None))
     try:
         refused = await asyncio.gather(
@@ -123,6 +123,26 @@ async def test_no_database_refuses_the_waiting_pings_and_a_replaced_one_gets_the
         later = heartbeats.Stored("jobs", "b", heartbeats.Ping(2.0, False, "late", None))
         await store.store([later])
         assert heartbeats.last(path, "jobs", "b") == later.ping
+    finally:
+        await store.close()
+
+
+async def test_a_ping_made_while_the_database_is_being_created_waits_for_it(tmp_path) -> None:
+    """The daemon's HTTP front listens before its storage writer has created the file: a job
+    that pings at once waits for the file, and its ping is stored, not refused."""
+    path = str(tmp_path / "hc.db")
+    store = PingStore(path)
+    ping = heartbeats.Stored("jobs", "b", heartbeats.Ping(1.0, True, None, None))
+
+    async def create_later() -> None:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(lambda: connect(path).conn.close())  # the storage writer
+
+    try:
+        creating = asyncio.create_task(create_later())
+        await store.store([ping])  # no file as it began: refused at once, before
+        await creating
+        assert heartbeats.last(path, "jobs", "b") == ping.ping
     finally:
         await store.close()
 

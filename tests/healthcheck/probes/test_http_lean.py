@@ -592,6 +592,37 @@ class _ThreadServer:
         self._thread.join(timeout=10)
 
 
+def _holder(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """For _ThreadServer: hold `loop` up for 1 s, returning once it is held (the answer sent
+    after it waits in the check's socket)."""
+    stalling = threading.Event()
+
+    def stall() -> None:
+        stalling.set()
+        time.sleep(1.0)
+
+    def hold() -> None:
+        loop.call_soon_threadsafe(stall)
+        assert stalling.wait(10)
+
+    return hold
+
+
+async def _checked(
+    endpoint: Callable[..., Any], server: _ThreadServer, first: Callable[[], object] = lambda: None
+) -> ProbeResult:
+    """One check of `server` by an HttpProbe (`first` called just before it starts)."""
+    probe = HttpProbe()
+    await probe.start()
+    try:
+        target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
+        first()
+        return await probe.run(replace(target, timeout=10.0))
+    finally:
+        await probe.close()
+        server.join()
+
+
 def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if loop == "uvloop":
         pytest.importorskip("uvloop")
@@ -606,28 +637,9 @@ def test_an_answer_that_came_while_the_loop_was_busy_is_timed_when_it_came(endpo
     kernel's receive time), not when the loop got round to reading them."""
 
     async def scenario() -> tuple[ProbeResult, float, _ThreadServer]:
-        running = asyncio.get_running_loop()
-        stalling = threading.Event()
-
-        def stall() -> None:
-            stalling.set()
-            time.sleep(1.0)
-
-        def hold_the_loop() -> None:
-            running.call_soon_threadsafe(stall)
-            assert stalling.wait(10)
-
-        server = _ThreadServer(hold_the_loop, delay=0.1)
-        probe = HttpProbe()
-        await probe.start()
-        try:
-            target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
-            began = time.perf_counter()
-            result = await probe.run(replace(target, timeout=10.0))
-            return result, began, server
-        finally:
-            await probe.close()
-            server.join()
+        server = _ThreadServer(_holder(asyncio.get_running_loop()), delay=0.1)
+        began = time.perf_counter()
+        return await _checked(endpoint, server), began, server
 
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
         result, began, server = runner.run(scenario())
@@ -654,18 +666,10 @@ def test_a_request_the_busy_loop_wrote_late_is_not_the_targets_time(endpoint, lo
             time.sleep(1.0)
             stalled.append(time.perf_counter())
 
-        probe = HttpProbe()
-        await probe.start()
-        try:
-            target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
-            # Runs once the check has called connect and waits for it: the handshake is done
-            # (loopback) long before the loop is free to see it and write the request.
-            running.call_soon(stall)
-            result = await probe.run(replace(target, timeout=10.0))
-            return result, stalled[0], server
-        finally:
-            await probe.close()
-            server.join()
+        # Runs once the check has called connect and waits for it: the handshake is done
+        # (loopback) long before the loop is free to see it and write the request.
+        result = await _checked(endpoint, server, lambda: running.call_soon(stall))
+        return result, stalled[0], server
 
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as runner:
         result, stall_ended, server = runner.run(scenario())
@@ -701,18 +705,7 @@ def test_an_answer_timed_at_the_socket_has_no_loop_lag_taken_off_it_again(endpoi
     second time (it would judge a slow target faster than it was)."""
 
     async def scenario() -> ProbeResult:
-        running = asyncio.get_running_loop()
-        stalling = threading.Event()
-
-        def stall() -> None:
-            stalling.set()
-            time.sleep(1.0)
-
-        def hold_the_loop() -> None:
-            running.call_soon_threadsafe(stall)
-            assert stalling.wait(10)
-
-        server = _ThreadServer(hold_the_loop, delay=0.3)
+        server = _ThreadServer(_holder(asyncio.get_running_loop()), delay=0.3)
         async with Prober() as prober:
             try:
                 target = endpoint("http", HttpSettings(url=f"http://127.0.0.1:{server.port}/"))
