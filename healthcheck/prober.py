@@ -146,12 +146,12 @@ class Prober:
 
     @staticmethod
     def _at_socket(result: ProbeResult) -> bool:
-        """Whether the probe timed this answer at the socket (AT_SOCKET), cleared for the
-        next check the task may run."""
+        """Whether the probe timed this answer at the socket (AT_SOCKET: its last attempt
+        had an answer, healthy or not), cleared for the next check the task may run."""
         if not AT_SOCKET.get():
             return False
         AT_SOCKET.set(False)
-        return result.ok
+        return result.error is not ErrorClass.TIMEOUT
 
     def _noted(
         self, result: ProbeResult, start: float, waited_at_start: float, at_socket: bool = False
@@ -162,8 +162,8 @@ class Prober:
         answer came at its latency from the start: a kind that times it in the transport's
         callback (the lean HTTP path) is not charged for lateness after it, and one timed at
         the socket (`at_socket`: the kernel's receive time, the request's wait on the loop
-        taken off) has none of the loop's lateness in it, so none is noted (status would take
-        it off a second time)."""
+        taken off) has none of the loop's lateness in it, so none is noted: status would take
+        it off a second time, and a failed answer would be looked at again for nothing."""
         waited_now = self.wait.now()
         if at_socket:
             self.lag.end(start)

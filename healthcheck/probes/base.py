@@ -42,10 +42,11 @@ PROGRESS: ContextVar[Progress | None] = ContextVar("PROGRESS", default=None)
 # The checked name's registration expiry (epoch s) or why it is unknown, for a check whose
 # conditions read [DOMAIN_EXPIRATION]; set around its attempts by `run`, read by `judged`.
 DOMAIN_EXPIRY: ContextVar[float | str | None] = ContextVar("DOMAIN_EXPIRY", default=None)
-# True once an attempt's answer was timed as it reached the socket (the kernel's receive time,
-# the request's delay on a busy loop taken off: http_lean's _TimedSocket): the prober's
-# lateness is not in its latency, so none is noted against it. Set by the probe, read and
-# cleared by the Prober after each check.
+# True once the last attempt's answer was timed as it reached the socket (the kernel's receive
+# time, the request's delay on a busy loop taken off: http_lean's _TimedSocket): the prober's
+# lateness is not in its latency, nor could it have made the answer what it was, so none is
+# noted against it. Cleared as each attempt begins, set by the probe, read and cleared by the
+# Prober after each check.
 AT_SOCKET: ContextVar[bool] = ContextVar("AT_SOCKET", default=False)
 
 
@@ -210,6 +211,7 @@ class Probe(ABC):
         timestamp = self.clock()
         progress = Progress()
         noting = PROGRESS.set(progress)
+        AT_SOCKET.set(False)  # this attempt's answer, not an earlier attempt's
         try:
             async with asyncio.timeout(allowed):
                 return await self.attempt(target)
