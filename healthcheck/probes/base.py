@@ -62,7 +62,7 @@ class Turn:
 # started by a scheduler (`--once`, a test).
 TURN: ContextVar[Turn | None] = ContextVar("TURN", default=None)
 # Checks started in one turn from which a kind that can time its answers at the socket does so
-# (http_lean's _TimedSocket: ~35 us more CPU a check than the loop's own transport). A loop
+# (http_lean's _TimedSocket: 35-70 us more CPU a check than the loop's own transport). A loop
 # that starts this many spends ~3 ms doing it, while the first connections are made and the
 # answers come; fewer, and it reads each as it comes. A check not started by a scheduler is
 # timed at the socket.
